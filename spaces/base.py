@@ -1,0 +1,132 @@
+"""What a fine-tuning method is: its hyperparameters, how it adapts a model, and how it persists.
+
+A `MethodSpec` knows nothing of how it is searched (Optuna only sees the `Trial` protocol) or trained.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable
+
+from torch import nn
+
+from spaces.params import ChoiceParam, Param, Trial
+
+# Names of the task-head modules that `AutoModelForSequenceClassification` adds on top of a pre-trained body.
+HEAD_MODULE_NAMES = ("classifier", "score", "pre_classifier")
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """The shape facts a method needs to check its hyperparameters against a model and a tokenizer setting."""
+
+    model_type: str
+    num_layers: int
+    hidden_size: int
+    max_position_embeddings: int
+    max_length: int
+
+    @classmethod
+    def from_config(cls, config: Any, max_length: int) -> ModelInfo:
+        return cls(
+            model_type=config.model_type,
+            num_layers=config.num_hidden_layers,
+            hidden_size=config.hidden_size,
+            max_position_embeddings=getattr(config, "max_position_embeddings", 0) or 0,
+            max_length=max_length,
+        )
+
+
+ApplyFn = Callable[[nn.Module, dict[str, Any]], nn.Module]
+SaveFn = Callable[[nn.Module, Path], None]
+LoadFn = Callable[[nn.Module, Path, dict[str, Any]], nn.Module]
+StoredFn = Callable[[nn.Module], int]
+CheckFn = Callable[[dict[str, Any], ModelInfo], list[str]]
+
+
+def _no_context_checks(hparams: dict[str, Any], info: ModelInfo) -> list[str]:
+    return []
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """One fine-tuning method.
+
+    name: the key users write in YAML and on the command line.
+    summary: one line for `peftsweep methods`.
+    params: the method's own hyperparameters, learning rate included (methods need very different LR ranges).
+    apply: turns a loaded pre-trained model into the adapted, trainable model (frozen base + trainable parts).
+    save / load: persist the trained parts (adapter-only for PEFT) and rebuild the model from a base + checkpoint.
+    stored_params: how many parameters `save` keeps, i.e. what inference needs (may be fewer than were trained).
+    check_context: checks that need the model or tokenizer settings (virtual tokens vs max_length, ...).
+    quantized: the base must be loaded in 4 bits before `apply` (QLoRA).
+    """
+
+    name: str
+    summary: str
+    params: dict[str, Param]
+    apply: ApplyFn
+    save: SaveFn
+    load: LoadFn
+    stored_params: StoredFn
+    check_context: CheckFn = _no_context_checks
+    quantized: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def defaults(self) -> dict[str, Any]:
+        """A full hyperparameter set from the declared defaults (conditional ones only where they apply)."""
+        hparams: dict[str, Any] = {}
+        for key, param in self.params.items():
+            if param.when is None or param.when.holds(hparams):
+                hparams[key] = param.default
+        return hparams
+
+    def suggest(self, trial: Trial) -> dict[str, Any]:
+        """Define-by-run sampling; names are prefixed with the method so ranges never clash across methods."""
+        hparams: dict[str, Any] = {}
+        for key, param in self.params.items():
+            if param.when is None or param.when.holds(hparams):
+                hparams[key] = param.suggest(trial, f"{self.name}.{key}")
+        return hparams
+
+    def check(self, hparams: dict[str, Any], info: ModelInfo | None = None) -> list[str]:
+        """Every problem with a concrete hyperparameter set, as 'key: problem' strings."""
+        problems = [f"{key}: unknown hyperparameter for {self.name} (known: {', '.join(self.params)})"
+                    for key in hparams if key not in self.params]
+        for key, param in self.params.items():
+            applies = param.when is None or param.when.holds(hparams)
+            if key not in hparams:
+                if applies:
+                    problems.append(f"{key}: missing")
+                continue
+            msg = param.check(hparams[key])
+            if msg:
+                problems.append(f"{key}: {msg}")
+        if not problems and info is not None:
+            problems += self.check_context(hparams, info)
+        return problems
+
+    def with_params(self, params: dict[str, Param]) -> MethodSpec:
+        """The same method with some search ranges replaced (YAML overrides)."""
+        return replace(self, params={**self.params, **params})
+
+    def describe(self) -> list[str]:
+        lines = [f"{self.name}: {self.summary}"]
+        for key, param in self.params.items():
+            cond = f"  (only when {param.when})" if param.when else ""
+            default = str(param.default) if isinstance(param, ChoiceParam) else f"{param.default:g}"
+            lines.append(f"    {key:<22} {param.describe():<28} default {default:<8} {param.help}{cond}")
+        return lines
+
+
+def freeze_all(model: nn.Module) -> None:
+    for p in model.parameters():
+        p.requires_grad_(False)
+
+
+def unfreeze_head(model: nn.Module) -> None:
+    for name, module in model.named_modules():
+        if name.split(".")[-1] in HEAD_MODULE_NAMES:
+            for p in module.parameters():
+                p.requires_grad_(True)

@@ -1,0 +1,42 @@
+"""LoRA: trainable low-rank updates to the attention projections (PEFT's default targets for the model type)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from peft import LoraConfig, TaskType, get_peft_model
+from torch import nn
+
+from spaces.base import MethodSpec
+from spaces.params import ChoiceParam, FloatParam, IntParam
+from spaces.peft_common import learning_rate, peft_load, peft_save, peft_stored_params
+
+LORA_PARAMS = {
+    "r": IntParam(2, 64, 8, "rank of the low-rank update", log=True, min=1),
+    "alpha_multiple": ChoiceParam((0.5, 1, 2, 4), 2, "lora_alpha = alpha_multiple * r"),
+    "dropout": FloatParam(0.0, 0.2, 0.05, "dropout on the LoRA input", min=0.0, max=0.9),
+}
+
+
+def lora_config(hparams: dict[str, Any]) -> LoraConfig:
+    return LoraConfig(
+        task_type=TaskType.SEQ_CLS,
+        r=hparams["r"],
+        lora_alpha=hparams["alpha_multiple"] * hparams["r"],
+        lora_dropout=hparams["dropout"],
+    )
+
+
+def apply(model: nn.Module, hparams: dict[str, Any]) -> nn.Module:
+    return get_peft_model(model, lora_config(hparams))
+
+
+SPEC = MethodSpec(
+    name="lora",
+    summary="LoRA low-rank updates on the attention projections (Hu et al. 2021)",
+    params={**LORA_PARAMS, "lr": learning_rate(1e-4, 3e-2, 1e-2)},
+    apply=apply,
+    save=peft_save,
+    load=peft_load,
+    stored_params=peft_stored_params,
+)

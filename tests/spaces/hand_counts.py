@@ -1,0 +1,82 @@
+"""Parameter counts worked out by hand from the architecture, independent of any counting code.
+
+Every method in the registry needs an entry here: a new method's contract test fails until its count is written.
+Each function returns (trainable, stored) for the tiny BERT of tests/tiny.py.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Shape:
+    vocab: int
+    hidden: int
+    layers: int
+    intermediate: int
+    positions: int
+    labels: int
+
+    @classmethod
+    def of(cls, config) -> Shape:
+        return cls(config.vocab_size, config.hidden_size, config.num_hidden_layers, config.intermediate_size,
+                   config.max_position_embeddings, config.num_labels)
+
+    @property
+    def head(self) -> int:
+        return self.hidden * self.labels + self.labels
+
+    @property
+    def body(self) -> int:
+        h, i = self.hidden, self.intermediate
+        embeddings = (self.vocab + self.positions + 2) * h + 2 * h  # word, position, 2 token types, LayerNorm
+        layer = 4 * (h * h + h) + 2 * h + (h * i + i) + (i * h + h) + 2 * h  # q k v o, LN, FFN in/out, LN
+        pooler = h * h + h
+        return embeddings + self.layers * layer + pooler
+
+
+def lora(s: Shape, hp) -> tuple[int, int]:
+    n = s.layers * 2 * hp["r"] * (s.hidden + s.hidden) + s.head  # A (r x h) and B (h x r) on query and value
+    return n, n
+
+
+def ia3(s: Shape, hp) -> tuple[int, int]:
+    # vectors on key, value (output side), attention-output dense and FFN-output dense (input side)
+    n = s.layers * (3 * s.hidden + s.intermediate) + s.head
+    return n, n
+
+
+def prefix(s: Shape, hp) -> tuple[int, int]:
+    prefixes = hp["num_virtual_tokens"] * s.layers * 2 * s.hidden
+    if not hp["prefix_projection"]:
+        return prefixes + s.head, prefixes + s.head
+    e = hp["encoder_hidden_size"]
+    mlp = (s.hidden * e + e) + (e * s.layers * 2 * s.hidden + s.layers * 2 * s.hidden)
+    return hp["num_virtual_tokens"] * s.hidden + mlp + s.head, prefixes + s.head
+
+
+def prompt(s: Shape, hp) -> tuple[int, int]:
+    n = hp["num_virtual_tokens"] * s.hidden + s.head
+    return n, n
+
+
+def ptuning(s: Shape, hp) -> tuple[int, int]:
+    e, h = hp["encoder_hidden_size"], s.hidden
+    mlp = (h * e + e) + (e * e + e) + (e * h + h)
+    embeddings = hp["num_virtual_tokens"] * h
+    return embeddings + mlp + s.head, embeddings + s.head
+
+
+def adapter(s: Shape, hp) -> tuple[int, int]:
+    b, h = hp["bottleneck"], s.hidden
+    n = s.layers * 2 * ((h * b + b) + (b * h + h)) + s.head
+    return n, n
+
+
+def full(s: Shape, hp) -> tuple[int, int]:
+    return s.body + s.head, s.body + s.head
+
+
+HAND_COUNTS = {"lora": lora, "qlora": lora, "ia3": ia3, "prefix": prefix, "prompt": prompt, "ptuning": ptuning,
+               "adapter": adapter, "full": full}

@@ -1,0 +1,112 @@
+"""Contract every registered method must meet, on a tiny BERT: a new method in spaces/ is tested here for free."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from spaces import REGISTRY, ChoiceParam
+from tests.spaces.hand_counts import HAND_COUNTS, Shape
+from trainers.checkpoint import load_checkpoint, save_checkpoint
+from trainers.config import TrainSettings
+from trainers.loop import optimizer_for, predict, train_epoch, train_loader
+from trainers.model import build_model
+
+CPU = torch.device("cpu")
+
+
+def alternate(spec) -> dict:
+    """The other corner of the space: last choice of every choice, low end of every size (the LR stays default)."""
+    hp = {}
+    for key, param in spec.params.items():
+        if param.when is not None and not param.when.holds(hp):
+            continue
+        if key == "lr":
+            hp[key] = param.default
+        elif isinstance(param, ChoiceParam):
+            hp[key] = param.choices[-1]
+        else:
+            hp[key] = param.low
+    return hp
+
+
+CASES = [pytest.param(name, variant, id=f"{name}-{variant}") for name in REGISTRY for variant in ("default", "alt")]
+
+
+def hparams_for(name: str, variant: str) -> dict:
+    spec = REGISTRY[name]
+    return spec.defaults() if variant == "default" else alternate(spec)
+
+
+def steps(model, data, hp, n: int, seed: int) -> None:
+    settings = TrainSettings(batch_size=8, warmup_ratio=0.0)
+    loader = train_loader(data.splits["train"], 8, data.pad_token_id, seed)
+    optimizer, scheduler = optimizer_for(model, hp["lr"], settings, total_steps=100)
+    train_epoch(model, loader, optimizer, scheduler, settings, CPU, max_steps=n)
+
+
+def logits(model, data) -> torch.Tensor:
+    model.eval()
+    split = data.splits["validation"]
+    from trainers.loop import collate
+
+    batch = collate(data.pad_token_id)(list(zip(split.input_ids, split.labels)))
+    with torch.no_grad():
+        return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+
+
+@pytest.mark.parametrize("name,variant", CASES)
+def test_hyperparameters_are_valid(name, variant):
+    spec = REGISTRY[name]
+    assert spec.check(hparams_for(name, variant)) == []
+    for key, param in spec.params.items():
+        assert param.check_range() == [], f"{name}.{key} default range is invalid"
+
+
+@pytest.mark.parametrize("name,variant", CASES)
+def test_training_changes_only_trainable_parameters(name, variant, tiny_model, tiny_data):
+    hp = hparams_for(name, variant)
+    model, counts, _ = build_model(tiny_model, name, hp, tiny_data.label_names, pad_token_id=tiny_data.pad_token_id)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    # Train, evaluate, train again: evaluation must not break further training (bitsandbytes CPU trap for QLoRA).
+    steps(model, tiny_data, hp, 3, seed=0)
+    predict(model, tiny_data.splits["validation"], tiny_data.pad_token_id, 16, CPU)
+    steps(model, tiny_data, hp, 3, seed=1)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable, "nothing trains"
+    for n, p in model.named_parameters():
+        if n in trainable:
+            assert not torch.equal(before[n], p.detach()), f"trainable {n} did not change"
+        else:
+            assert torch.equal(before[n], p.detach()), f"frozen {n} changed"
+
+
+@pytest.mark.parametrize("name,variant", CASES)
+def test_parameter_counts_match_hand_count(name, variant, tiny_model, tiny_data):
+    assert name in HAND_COUNTS, f"add a hand count for the new method {name!r} in tests/spaces/hand_counts.py"
+    hp = hparams_for(name, variant)
+    model, counts, _ = build_model(tiny_model, name, hp, tiny_data.label_names, pad_token_id=tiny_data.pad_token_id)
+    shape = Shape.of(model.config if not hasattr(model, "peft_config") else model.base_model.config)
+    trainable, stored = HAND_COUNTS[name](shape, hp)
+    assert counts.base_params == shape.body  # one denominator, the same for every method (4-bit too)
+    assert counts.head_params == shape.head
+    assert (counts.trainable_params, counts.stored_params) == (trainable, stored)
+    assert counts.trainable_pct == pytest.approx(100 * trainable / shape.body)
+
+
+@pytest.mark.parametrize("name,variant", CASES)
+def test_checkpoint_reloads_with_same_predictions(name, variant, tiny_model, tiny_data, tmp_path: Path):
+    hp = hparams_for(name, variant)
+    model, counts, _ = build_model(tiny_model, name, hp, tiny_data.label_names, pad_token_id=tiny_data.pad_token_id)
+    steps(model, tiny_data, hp, 4, seed=0)
+    expected = logits(model, tiny_data)
+    save_checkpoint(model, tmp_path, model_name=tiny_model, method=name, hparams=hp,
+                    label_names=tiny_data.label_names, max_length=16, counts=counts, epoch=1)
+    stored = sum(t.numel() for f in tmp_path.glob("*.safetensors") for t in load_file(str(f)).values())
+    assert stored == counts.stored_params  # the checkpoint holds exactly what we say it stores: no frozen base
+    reloaded, manifest = load_checkpoint(tmp_path)
+    assert manifest["method"] == name and manifest["hparams"] == hp
+    torch.testing.assert_close(logits(reloaded, tiny_data), expected, rtol=1e-4, atol=1e-5)

@@ -1,0 +1,45 @@
+"""Tiny, deterministic test assets: a 2-layer BERT built from a config, a word-level vocab, learnable toy data."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+KEYWORDS = ["apple", "river", "engine"]  # the label is which keyword a sentence contains
+FILLER = ["the", "a", "is", "of", "and", "to", "in", "it", "was", "on", "big", "small", "red", "old", "new", "very"]
+LABELS = ["fruit", "nature", "machine"]
+
+
+def make_model_dir(directory: Path, num_labels: int = 3, hidden: int = 32, layers: int = 2) -> Path:
+    from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
+
+    directory.mkdir(parents=True, exist_ok=True)
+    vocab = directory / "vocab.txt"
+    vocab.write_text("\n".join(SPECIAL + KEYWORDS + FILLER) + "\n")
+    BertTokenizerFast(vocab_file=str(vocab), do_lower_case=True).save_pretrained(directory)
+    config = BertConfig(vocab_size=len(SPECIAL + KEYWORDS + FILLER), hidden_size=hidden, num_hidden_layers=layers,
+                        num_attention_heads=4, intermediate_size=2 * hidden, max_position_embeddings=64,
+                        num_labels=num_labels)
+    torch.manual_seed(0)
+    BertForSequenceClassification(config).save_pretrained(directory)
+    return directory
+
+
+def make_rows(n: int, seed: int) -> pd.DataFrame:
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        label = rng.randrange(len(KEYWORDS))
+        words = rng.choices(FILLER, k=rng.randint(3, 8))
+        words.insert(rng.randrange(len(words) + 1), KEYWORDS[label])
+        rows.append({"text": " ".join(words), "label": LABELS[label]})
+    return pd.DataFrame(rows)
+
+
+def make_csv(path: Path, n: int = 96, seed: int = 0) -> Path:
+    make_rows(n, seed).to_csv(path, index=False)
+    return path

@@ -1,0 +1,45 @@
+"""Checkpoints: the method's trained parts (adapter-only for PEFT, every weight for `full`) plus a small manifest.
+
+A checkpoint directory holds what `MethodSpec.save` writes and `peftsweep.json`, which names the base model, the
+method, its hyperparameters and the labels: enough to rebuild the model with `load_checkpoint` alone.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from spaces import ParamCounts, get_method
+from trainers.model import load_base
+
+MANIFEST = "peftsweep.json"
+
+
+def save_checkpoint(model: nn.Module, directory: Path, *, model_name: str, method: str, hparams: dict[str, Any],
+                    label_names: list[str], max_length: int, counts: ParamCounts, epoch: int) -> Path:
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    get_method(method).save(model, directory)
+    manifest = {"model": model_name, "method": method, "hparams": hparams, "label_names": label_names,
+                "max_length": max_length, "epoch": epoch, "params": counts.as_metrics()}
+    (directory / MANIFEST).write_text(json.dumps(manifest, indent=2))
+    return directory
+
+
+def read_manifest(directory: Path) -> dict[str, Any]:
+    return json.loads((Path(directory) / MANIFEST).read_text())
+
+
+def load_checkpoint(directory: Path, device: torch.device | None = None,
+                    trust_remote_code: bool = False) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild the trained model from the base it names and the stored trained parts; returned in eval mode."""
+    manifest = read_manifest(directory)
+    spec = get_method(manifest["method"])
+    base = load_base(manifest["model"], manifest["label_names"], quantized=spec.quantized, device=device,
+                     trust_remote_code=trust_remote_code)
+    model = spec.load(base, Path(directory), manifest["hparams"])
+    return model.eval(), manifest

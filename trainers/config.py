@@ -1,0 +1,48 @@
+"""What one trial needs, typed. Crosses the Ray boundary as a plain dict (`model_dump()` / `model_validate`)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TrainSettings(Strict):
+    epochs: int = Field(3, ge=1, description="passes over the training split")
+    batch_size: int = Field(32, ge=1, description="examples per optimizer step, summed over all workers")
+    eval_batch_size: int = Field(128, ge=1, description="examples per forward pass when evaluating, per worker")
+    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay (matrices only; no decay on biases/norms)")
+    warmup_ratio: float = Field(0.06, ge=0, le=1, description="fraction of steps with linear LR warm-up")
+    max_grad_norm: float = Field(1.0, gt=0, description="gradient clipping norm")
+    seed: int = Field(0, description="seed for model init, data order and dropout")
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto", description="auto = bf16 autocast on a GPU that supports it, fp32 on CPU")
+    checkpoints_to_keep: int = Field(1, ge=1, description="checkpoints kept per trial (one is written per epoch)")
+
+
+class Resources(Strict):
+    num_workers: int = Field(2, ge=1, description="Ray Train data-parallel workers per trial")
+    cpus_per_worker: float = Field(1.0, gt=0, description="CPUs reserved per worker (also its torch threads)")
+    gpus_per_worker: float = Field(0.0, ge=0, description="GPUs per worker; > 0 trains on GPU with NCCL")
+
+    @property
+    def use_gpu(self) -> bool:
+        return self.gpus_per_worker > 0
+
+
+class TrialConfig(Strict):
+    """One training run: which model, which method with which hyperparameters, how to train, on what."""
+
+    model: str = Field(description="local model directory or hub name (resolved, see trainers.model)")
+    trust_remote_code: bool = False
+    method: str
+    hparams: dict[str, Any]
+    num_labels: int = Field(ge=2)
+    label_names: list[str]
+    max_length: int = Field(ge=2)
+    train: TrainSettings = TrainSettings()
+    resources: Resources = Resources()

@@ -1,0 +1,93 @@
+"""Launch one trial as a Ray Train data-parallel job, after checking everything that can be checked up front."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import ray
+from ray.train import CheckpointConfig, RunConfig, ScalingConfig
+from ray.train.torch import TorchConfig, TorchTrainer
+
+from spaces import ModelInfo, UnknownMethodError, get_method
+from spaces.errors import UserError
+from trainers.config import Resources, TrialConfig
+from trainers.data import DataSpec, TokenizedData, tokenize
+from trainers.model import load_config, load_tokenizer
+from trainers.recipe import train_loop_per_worker
+
+
+def check_method(method: str, hparams: dict[str, Any], info: ModelInfo | None, where: str = "") -> list[str]:
+    """Problems with a method name and a concrete hyperparameter set, prefixed with where they were written."""
+    try:
+        spec = get_method(method)
+    except UnknownMethodError as exc:
+        return [f"{where}method: {exc}"]
+    problems = [f"{where}{method}.{p}" for p in spec.check(hparams, info)]
+    if spec.quantized:
+        from spaces.qlora import require_bitsandbytes
+
+        try:
+            require_bitsandbytes()
+        except RuntimeError as exc:
+            problems.append(f"{where}{method}: {exc}")
+    return problems
+
+
+def model_info(model: str, max_length: int, trust_remote_code: bool = False) -> ModelInfo:
+    return ModelInfo.from_config(load_config(model, trust_remote_code), max_length)
+
+
+def prepare_data(model: str, data: DataSpec, trust_remote_code: bool = False) -> TokenizedData:
+    """Load, check and tokenize the data once; raises UserError naming the problem."""
+    load_config(model, trust_remote_code)  # a missing model is reported before any data work
+    return tokenize(data, load_tokenizer(model, trust_remote_code))
+
+
+def trial_config(model: str, method: str, hparams: dict[str, Any], data: TokenizedData,
+                 **settings: Any) -> TrialConfig:
+    return TrialConfig(model=model, method=method, hparams=hparams, num_labels=data.num_labels,
+                       label_names=data.label_names, max_length=data.max_length, **settings)
+
+
+def preflight(cfg: TrialConfig) -> None:
+    """Everything about one trial that can fail before Ray starts a worker, reported at once."""
+    problems = check_method(cfg.method, cfg.hparams, model_info(cfg.model, cfg.max_length, cfg.trust_remote_code))
+    if problems:
+        raise UserError(problems, "invalid trial")
+
+
+def scaling_for(resources: Resources) -> ScalingConfig:
+    per_worker = {"CPU": resources.cpus_per_worker} | ({"GPU": resources.gpus_per_worker} if resources.use_gpu else {})
+    return ScalingConfig(num_workers=resources.num_workers, use_gpu=resources.use_gpu,
+                         resources_per_worker=per_worker)
+
+
+def make_trainer(cfg: TrialConfig, data: TokenizedData | ray.ObjectRef, *, storage_path: str, name: str,
+                 callbacks: list | None = None) -> TorchTrainer:
+    """The Ray Train job for one trial: N workers, gloo on CPU, NCCL on GPU."""
+    return TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"trial": cfg.model_dump(), "data": data},
+        scaling_config=scaling_for(cfg.resources),
+        torch_config=TorchConfig(backend="nccl" if cfg.resources.use_gpu else "gloo"),
+        run_config=RunConfig(name=name, storage_path=storage_path, callbacks=callbacks or [],
+                             checkpoint_config=CheckpointConfig(num_to_keep=cfg.train.checkpoints_to_keep)),
+    )
+
+
+@dataclass
+class TrialResult:
+    metrics: dict[str, Any]
+    checkpoint_path: str | None
+
+
+def run_trial(cfg: TrialConfig, data: TokenizedData | ray.ObjectRef, *, storage_path: str,
+              name: str) -> TrialResult:
+    """Fit one trial outside a sweep (CLI `train`, tests); returns the final metrics and checkpoint."""
+    preflight(cfg)
+    result = make_trainer(cfg, data, storage_path=storage_path, name=name).fit()
+    if result.error:
+        raise result.error
+    return TrialResult(metrics=dict(result.metrics or {}),
+                       checkpoint_path=result.checkpoint.path if result.checkpoint else None)

@@ -1,0 +1,134 @@
+"""The mechanics of one worker's training: batches, optimizer, one epoch, distributed evaluation."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import random
+from typing import Iterator
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.utils.data import DataLoader
+
+from trainers.config import TrainSettings
+from trainers.data import Split
+from trainers.metrics import accuracy, confusion, macro_f1
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite: the trial cannot recover, so it stops instead of training on garbage."""
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def collate(pad_token_id: int):
+    """Pad each batch to its own longest example (dynamic padding), not to max_length."""
+
+    def pad(batch: list[tuple[list[int], int]]) -> dict[str, torch.Tensor]:
+        longest = max(len(ids) for ids, _ in batch)
+        input_ids = torch.full((len(batch), longest), pad_token_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(batch), longest), dtype=torch.long)
+        for row, (ids, _) in enumerate(batch):
+            input_ids[row, :len(ids)] = torch.tensor(ids)
+            attention_mask[row, :len(ids)] = 1
+        labels = torch.tensor([label for _, label in batch])
+        return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+
+    return pad
+
+
+def train_loader(split: Split, batch_size: int, pad_token_id: int, seed: int) -> DataLoader:
+    pairs = list(zip(split.input_ids, split.labels))
+    generator = torch.Generator().manual_seed(seed)
+    return DataLoader(pairs, batch_size=batch_size, shuffle=True, generator=generator, collate_fn=collate(pad_token_id))
+
+
+def optimizer_for(model: nn.Module, lr: float, settings: TrainSettings, total_steps: int):
+    """AdamW with decay on matrices only, linear warm-up then linear decay to zero."""
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in trainable if p.ndim >= 2], "weight_decay": settings.weight_decay},
+              {"params": [p for p in trainable if p.ndim < 2], "weight_decay": 0.0}]
+    optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=lr)
+    warmup = math.ceil(settings.warmup_ratio * total_steps)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
+
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def autocast(device: torch.device, precision: str):
+    use_bf16 = precision == "bf16" or (
+        precision == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported())
+    if use_bf16:
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+def train_epoch(model: nn.Module, batches: Iterator[dict[str, torch.Tensor]], optimizer, scheduler,
+                settings: TrainSettings, device: torch.device, max_steps: int | None = None) -> tuple[float, int]:
+    """One pass (or `max_steps` steps); returns the mean loss and the number of examples this worker saw."""
+    model.train()
+    total_loss, steps, seen = 0.0, 0, 0
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    for batch in batches:
+        batch = to_device(batch, device)
+        with autocast(device, settings.precision):
+            loss = model(**batch).loss
+        if not torch.isfinite(loss):
+            raise NonFiniteLossError(f"loss is {loss.item()} at step {steps}")
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(trainable, settings.max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        total_loss += loss.item()
+        steps += 1
+        seen += len(batch["labels"])
+        if max_steps is not None and steps >= max_steps:
+            break
+    return total_loss / max(1, steps), seen
+
+
+@torch.no_grad()
+def predict(model: nn.Module, split: Split, pad_token_id: int, batch_size: int, device: torch.device,
+            precision: str = "fp32", rank: int = 0, world_size: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """Predicted and true labels for this rank's shard (every world_size-th example: no padding, no duplicates)."""
+    model.eval()
+    pairs = list(zip(split.input_ids, split.labels))[rank::world_size]
+    preds, labels = [], []
+    for batch in DataLoader(pairs, batch_size=batch_size, collate_fn=collate(pad_token_id)):
+        batch = to_device(batch, device)
+        with autocast(device, precision):
+            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        preds.append(logits.argmax(-1).cpu())
+        labels.append(batch["labels"].cpu())
+    empty = torch.empty(0, dtype=torch.long)
+    return (torch.cat(preds) if preds else empty), (torch.cat(labels) if labels else empty)
+
+
+def evaluate(model: nn.Module, split: Split, num_labels: int, pad_token_id: int, batch_size: int,
+             device: torch.device, precision: str = "fp32") -> dict[str, float]:
+    """Accuracy and macro-F1 over the whole split, each rank evaluating a shard; confusion matrices are summed."""
+    distributed = dist.is_available() and dist.is_initialized()
+    rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
+    preds, labels = predict(model, split, pad_token_id, batch_size, device, precision, rank, world)
+    matrix = confusion(preds, labels, num_labels)
+    if distributed:
+        matrix = matrix.to(device)
+        dist.all_reduce(matrix)
+        matrix = matrix.cpu()
+    return {"accuracy": accuracy(matrix), "macro_f1": macro_f1(matrix)}

