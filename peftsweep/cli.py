@@ -45,14 +45,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     """One trial, outside a sweep: the method with its defaults, overridden by --hp."""
     from pydantic import ValidationError
 
-    from spaces import get_method
+    from spaces import REGISTRY, get_method
     from trainers.config import Resources, TrainSettings
     from trainers.data import DataSpec
-    from trainers.launch import prepare_data, run_trial, trial_config
+    from trainers.launch import check_method, preflight, prepare_data, run_trial, trial_config
+    from trainers.model import load_config
 
     try:
-        spec = get_method(args.method)
-        hparams = spec.defaults() | parse_assignments(args.hp, "--hp")
+        defaults = get_method(args.method).defaults() if args.method in REGISTRY else {}
+        hparams = defaults | parse_assignments(args.hp, "--hp")
         data_spec = DataSpec(task=args.task, train_file=args.train_file, text_column=args.text_column,
                              label_column=args.label_column, max_length=args.max_length, train_size=args.train_size,
                              validation_size=args.validation_size, test_size=args.test_size, seed=args.seed)
@@ -61,17 +62,24 @@ def cmd_train(args: argparse.Namespace) -> int:
                               gpus_per_worker=args.gpus_per_worker)
     except ValidationError as exc:
         raise UserError([f"{'.'.join(map(str, e['loc'])) or 'input'}: {e['msg']}" for e in exc.errors()]) from None
-    except KeyError as exc:
-        raise UserError(str(exc)) from None
+    # Every problem that needs no data first (method, hyperparameters, model), then the data, then the context.
+    problems = check_method(args.method, hparams, None)
+    try:
+        load_config(args.model)
+    except UserError as exc:
+        problems += exc.problems
+    if problems:
+        raise UserError(problems, "invalid trial")
     data = prepare_data(args.model, data_spec)
     cfg = trial_config(args.model, args.method, hparams, data, train=settings, resources=resources)
+    preflight(cfg)  # checks that need the model and max_length (virtual tokens, positions)
     import ray
 
-    from trainers.launch import preflight
-
-    preflight(cfg)  # before Ray starts anything
-    ray.init(address=os.environ.get("RAY_ADDRESS"), include_dashboard=False, configure_logging=False)
+    # Worker logs stay in Ray's session log directory rather than flooding the terminal.
+    ray.init(address=os.environ.get("RAY_ADDRESS"), include_dashboard=False, configure_logging=False,
+             log_to_driver=False)
     output = Path(args.output).resolve()
+    print(f"training {args.method} with {args.workers} Ray Train worker(s); worker logs: /tmp/ray/session_latest/logs")
     result = run_trial(cfg, ray.put(data), storage_path=str(output), name=f"{args.method}-train")
     print_metrics(result.metrics)
     print(f"checkpoint: {result.checkpoint_path}")

@@ -1,0 +1,42 @@
+import subprocess
+import sys
+
+from peftsweep.cli import main, parse_assignments
+
+
+def test_methods_lists_every_method_with_ranges(capsys):
+    assert main(["methods"]) == 0
+    out = capsys.readouterr().out
+    for name in ["lora", "qlora", "prefix", "prompt", "ptuning", "adapter", "ia3", "full"]:
+        assert f"\n{name}: " in "\n" + out
+    assert "r                      int [2, 64] log" in out
+    assert "encoder_hidden_size" in out and "only when prefix_projection=True" in out
+
+
+def test_assignments_parse_yaml_scalars():
+    assert parse_assignments(["r=8", "lr=1e-2", "prefix_projection=true", "x=abc"], "--hp") == {
+        "r": 8, "lr": 0.01, "prefix_projection": True, "x": "abc"}
+
+
+def test_bad_hyperparameters_exit_2_with_every_problem_and_no_traceback(tiny_model, tiny_csv):
+    proc = subprocess.run(
+        [sys.executable, "-m", "peftsweep.cli", "train", "--model", tiny_model, "--train-file", tiny_csv,
+         "--method", "lora", "--hp", "r=0", "--hp", "rank=4"],
+        capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2
+    assert "lora.r: must be >= 1, got 0" in proc.stderr
+    assert "lora.rank: unknown hyperparameter" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_unknown_method_and_missing_model_exit_2(capsys, tmp_path):
+    assert main(["train", "--method", "lorra"]) == 2
+    assert "unknown method 'lorra'" in capsys.readouterr().err
+    assert main(["train", "--model", str(tmp_path / "missing")]) == 2
+    assert "model: directory not found" in capsys.readouterr().err
+
+
+def test_train_reports_model_and_hyperparameter_problems_together(capsys, tmp_path):
+    assert main(["train", "--model", str(tmp_path / "missing"), "--method", "prompt", "--hp", "lr=-1"]) == 2
+    err = capsys.readouterr().err
+    assert "2 problems" in err and "prompt.lr: must be >= 1e-08" in err and "model: directory not found" in err

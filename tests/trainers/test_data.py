@@ -1,0 +1,81 @@
+import pandas as pd
+import pytest
+
+from spaces.errors import UserError
+from trainers.data import DataSpec, load_splits, tokenize
+from trainers.launch import prepare_data
+from trainers.model import load_tokenizer
+
+
+def write(tmp_path, frame, name="d.csv"):
+    path = tmp_path / name
+    frame.to_csv(path, index=False)
+    return str(path)
+
+
+def test_csv_with_string_labels_is_split_and_encoded(tiny_csv):
+    splits, names, max_length = load_splits(DataSpec(train_file=tiny_csv, seed=3))
+    assert names == ["fruit", "machine", "nature"]
+    assert sum(len(s) for s in splits.values()) == 96
+    assert max_length == 128
+    assert {len(splits["validation"]), len(splits["test"])} <= {9, 10}
+    assert set().union(*(set(s["label"]) for s in splits.values())) <= {0, 1, 2}
+
+
+def test_tokenized_data_is_unpadded(tiny_model, tiny_csv):
+    data = tokenize(DataSpec(train_file=tiny_csv, max_length=10), load_tokenizer(tiny_model))
+    lengths = {len(ids) for ids in data.splits["train"].input_ids}
+    assert max(lengths) == 10 and len(lengths) > 1  # truncated to max_length, not padded to it
+
+
+def test_missing_column_names_the_setting(tmp_path):
+    path = write(tmp_path, pd.DataFrame({"sentence": ["a b"] * 10, "label": [0, 1] * 5}))
+    with pytest.raises(UserError) as err:
+        load_splits(DataSpec(train_file=path))
+    assert "no column 'text'" in str(err.value) and "data.text_column" in str(err.value)
+
+
+def test_label_set_must_match_num_labels(tiny_csv):
+    with pytest.raises(UserError) as err:
+        load_splits(DataSpec(train_file=tiny_csv, num_labels=4))
+    assert "data.num_labels is 4 but the data has 3 classes" in str(err.value)
+
+
+def test_integer_labels_out_of_range(tmp_path):
+    path = write(tmp_path, pd.DataFrame({"text": ["x y"] * 20, "label": [0, 1, 2, 7] * 5}))
+    with pytest.raises(UserError) as err:
+        load_splits(DataSpec(train_file=path, num_labels=3))
+    assert "must lie in 0..2, found [7]" in str(err.value)
+
+
+def test_labels_unseen_in_training_are_rejected(tmp_path):
+    train = write(tmp_path, pd.DataFrame({"text": ["a", "b"] * 5, "label": ["x", "y"] * 5}), "train.csv")
+    test = write(tmp_path, pd.DataFrame({"text": ["c"], "label": ["z"]}), "test.csv")
+    with pytest.raises(UserError) as err:
+        load_splits(DataSpec(train_file=train, test_file=test))
+    assert "['z'] appear outside the training split" in str(err.value)
+
+
+def test_missing_file_and_missing_model_are_user_errors(tmp_path, tiny_model):
+    with pytest.raises(UserError, match="file not found"):
+        load_splits(DataSpec(train_file=str(tmp_path / "nope.csv")))
+    with pytest.raises(UserError, match="directory not found"):
+        prepare_data(str(tmp_path / "no-model"), DataSpec(train_file=str(tmp_path / "nope.csv")))
+
+
+def test_exactly_one_source():
+    with pytest.raises(ValueError, match="exactly one of"):
+        DataSpec(task="trec6", train_file="x.csv")
+
+
+def test_trec6_preset_uses_the_official_test_split():
+    splits, names, max_length = load_splits(DataSpec(task="trec6", train_size=800, validation_size=500))
+    assert names == ["DESC", "ENTY", "ABBR", "HUM", "NUM", "LOC"]
+    assert (len(splits["train"]), len(splits["validation"]), len(splits["test"])) == (800, 500, 500)
+    assert max_length == 32
+
+
+def test_rotten_tomatoes_preset_is_binary():
+    splits, names, max_length = load_splits(DataSpec(task="rotten_tomatoes", test_size=200))
+    assert names == ["rotten", "fresh"] and len(splits["test"]) == 200
+    assert set(splits["train"]["label"]) == {0, 1}
