@@ -86,6 +86,69 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def load_plan(args: argparse.Namespace):
+    from search.config import load_config
+    from search.plan import build_plan
+
+    config = load_config(args.config, parse_assignments(args.set, "--set"))
+    plan = build_plan(config)
+    for note in plan.notes:
+        print(f"note: {note}")
+    return plan
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    plan = load_plan(args)
+    c = plan.config
+    sizes = {name: len(split) for name, split in plan.data.splits.items()}
+    print(f"{args.config}: OK — {len(plan.methods)} methods ({', '.join(plan.methods)}), "
+          f"{c.search.algorithm} x {c.search.num_samples} trials, data {sizes}, {plan.data.num_labels} labels; "
+          f"MLflow {c.tracking_uri} experiment {c.experiment!r}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from search.summary import format_table
+    from search.sweep import run_sweep
+
+    plan = load_plan(args)
+    outcome = run_sweep(plan, address=args.address)
+    print(format_table(outcome.summary))
+    print(f"summary: {outcome.summary_json} and {outcome.summary_csv}")
+    print(f"MLflow: {outcome.tracking_uri} (experiment {plan.config.experiment!r}, parent run "
+          f"{outcome.parent_run_id}); browse with: mlflow ui --backend-store-uri {outcome.tracking_uri}")
+    print(f"  front only, in the runs view: tags.peftsweep.pareto = 'true'")
+    return 0 if outcome.summary.counts.get("completed") else 1
+
+
+def cmd_summary(args: argparse.Namespace) -> int:
+    import json
+
+    from search.summary import as_dict, format_table, load_records, summarize
+    from search.tracking import ROLE_TAG, client_for
+
+    uri = args.tracking_uri or default_store(args.experiment)
+    client = client_for(uri)
+    experiment = client.get_experiment_by_name(args.experiment)
+    if experiment is None:
+        raise UserError(f"--experiment: no experiment {args.experiment!r} in {uri}")
+    parents = client.search_runs([experiment.experiment_id], filter_string=f"tags.`{ROLE_TAG}` = 'sweep'",
+                                 order_by=["attributes.start_time DESC"], max_results=1)
+    if not parents:
+        raise UserError(f"--experiment: {args.experiment!r} holds no peftsweep sweep")
+    summary = summarize(load_records(client, experiment.experiment_id, parents[0].info.run_id))
+    print(json.dumps(as_dict(summary), indent=2, default=str) if args.json else format_table(summary))
+    return 0
+
+
+def default_store(experiment: str) -> str:
+    db = Path("runs") / experiment / "mlflow.db"
+    if not db.is_file():
+        raise UserError(f"--tracking-uri: not given, and there is no local store at {db}; "
+                        f"pass the URI the sweep logged to")
+    return f"sqlite:///{db.resolve()}"
+
+
 def print_metrics(metrics: dict[str, Any]) -> None:
     keys = ["val_accuracy", "val_macro_f1", "test_accuracy", "test_macro_f1", "trainable_params", "trainable_pct",
             "stored_params", "head_params", "base_params", "train_seconds", "samples_per_second", "peak_memory_mb"]
@@ -99,6 +162,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="peftsweep", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("methods", help="list the fine-tuning methods with their hyperparameters and search ranges")
+    for name, text in (("run", "run a sweep"), ("validate", "check a sweep config, its model and data; run nothing")):
+        cmd = sub.add_parser(name, help=text)
+        cmd.add_argument("config", help="sweep YAML, e.g. configs/demo.yaml")
+        cmd.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                         help="override a config key, dotted (search.num_samples=30); repeatable")
+        if name == "run":
+            cmd.add_argument("--address", default=None, help="Ray cluster address (default: $RAY_ADDRESS or local)")
+    summary = sub.add_parser("summary", help="print a finished sweep's Pareto front and comparison from MLflow")
+    summary.add_argument("--experiment", required=True)
+    summary.add_argument("--tracking-uri", default=None, help="default: runs/<experiment>/mlflow.db here")
+    summary.add_argument("--json", action="store_true")
 
     train = sub.add_parser("train", help="train one method once (a single trial, outside a sweep)")
     train.add_argument("--model", default="all-MiniLM-L6-v2", help="local directory, bundled name or hub id")
@@ -124,7 +198,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-COMMANDS = {"methods": cmd_methods, "train": cmd_train}
+COMMANDS = {"methods": cmd_methods, "train": cmd_train, "run": cmd_run, "validate": cmd_validate,
+            "summary": cmd_summary}
 
 
 def main(argv: list[str] | None = None) -> int:

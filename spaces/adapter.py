@@ -93,6 +93,10 @@ def load(base: nn.Module, directory: Path, hparams: dict[str, Any]) -> nn.Module
     return model
 
 
+def stored_params(model: nn.Module) -> int:
+    return sum(t.numel() for t in trainable_state(model).values())
+
+
 SPEC = MethodSpec(
     name="adapter",
     summary="Houlsby bottleneck adapters after attention and FFN outputs (our own module)",
@@ -104,5 +108,5 @@ SPEC = MethodSpec(
     apply=apply,
     save=save,
     load=load,
-    stored_params=lambda model: sum(t.numel() for t in trainable_state(model).values()),
+    stored_params=stored_params,
 )

@@ -43,10 +43,15 @@ SaveFn = Callable[[nn.Module, Path], None]
 LoadFn = Callable[[nn.Module, Path, dict[str, Any]], nn.Module]
 StoredFn = Callable[[nn.Module], int]
 CheckFn = Callable[[dict[str, Any], ModelInfo], list[str]]
+LimitsFn = Callable[[ModelInfo], dict[str, float]]
 
 
 def _no_context_checks(hparams: dict[str, Any], info: ModelInfo) -> list[str]:
     return []
+
+
+def _no_limits(info: ModelInfo) -> dict[str, float]:
+    return {}
 
 
 @dataclass(frozen=True)
@@ -60,6 +65,8 @@ class MethodSpec:
     save / load: persist the trained parts (adapter-only for PEFT) and rebuild the model from a base + checkpoint.
     stored_params: how many parameters `save` keeps, i.e. what inference needs (may be fewer than were trained).
     check_context: checks that need the model or tokenizer settings (virtual tokens vs max_length, ...).
+    upper_limits: the largest meaningful value of some parameters for a model and max_length, so that a default
+        search range can be fitted to the task (virtual tokens below max_length).
     quantized: the base must be loaded in 4 bits before `apply` (QLoRA).
     """
 
@@ -71,6 +78,7 @@ class MethodSpec:
     load: LoadFn
     stored_params: StoredFn
     check_context: CheckFn = _no_context_checks
+    upper_limits: LimitsFn = _no_limits
     quantized: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 

@@ -45,3 +45,10 @@ def check_virtual_tokens(hparams: dict[str, Any], info: ModelInfo, extends_input
             f"num_virtual_tokens: {n} + max_length {info.max_length} exceeds the model's "
             f"{info.max_position_embeddings} positions")
     return problems
+
+
+def virtual_token_limit(info: ModelInfo, extends_input: bool) -> dict[str, float]:
+    limit = info.max_length - 1
+    if extends_input and info.max_position_embeddings:
+        limit = min(limit, info.max_position_embeddings - info.max_length)
+    return {"num_virtual_tokens": limit}

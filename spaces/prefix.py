@@ -14,7 +14,7 @@ from torch import nn
 from spaces.base import MethodSpec
 from spaces.params import ChoiceParam, Condition, IntParam
 from spaces.peft_common import (check_virtual_tokens, learning_rate, peft_load, peft_save, peft_stored_params,
-                                virtual_tokens)
+                                virtual_token_limit, virtual_tokens)
 
 
 def apply(model: nn.Module, hparams: dict[str, Any]) -> nn.Module:
@@ -43,4 +43,5 @@ SPEC = MethodSpec(
     stored_params=peft_stored_params,
     # Prefixes live in the attention cache, not in the input, so they need no extra positions.
     check_context=partial(check_virtual_tokens, extends_input=False),
+    upper_limits=partial(virtual_token_limit, extends_input=False),
 )

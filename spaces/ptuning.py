@@ -15,7 +15,7 @@ from torch import nn
 from spaces.base import MethodSpec
 from spaces.params import IntParam
 from spaces.peft_common import (check_virtual_tokens, learning_rate, peft_load, peft_save, peft_stored_params,
-                                virtual_tokens)
+                                virtual_token_limit, virtual_tokens)
 
 
 def apply(model: nn.Module, hparams: dict[str, Any]) -> nn.Module:
@@ -42,4 +42,5 @@ SPEC = MethodSpec(
     load=peft_load,
     stored_params=peft_stored_params,
     check_context=partial(check_virtual_tokens, extends_input=True),
+    upper_limits=partial(virtual_token_limit, extends_input=True),
 )

@@ -1,0 +1,127 @@
+"""From a validated `SweepConfig` to a `SweepPlan`: the methods with their final search ranges, the model's shape and
+the tokenized data. Everything that needs the registry, the model or the data is checked here, before Ray starts,
+and all problems are reported together under the keys the user wrote.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from spaces import REGISTRY, ChoiceParam, MethodSpec, ModelInfo, Param
+from spaces.errors import UserError
+from search.config import SweepConfig
+from trainers.data import TokenizedData
+from trainers.launch import model_info, prepare_data
+
+
+@dataclass
+class SweepPlan:
+    config: SweepConfig
+    methods: dict[str, MethodSpec]
+    data: TokenizedData
+    info: ModelInfo
+    notes: list[str] = field(default_factory=list)
+
+
+def override_param(param: Param, value: Any, where: str) -> tuple[Param | None, list[str]]:
+    """YAML override of one search range: [low, high] for numbers, a list of choices, or one fixed value."""
+    if isinstance(param, ChoiceParam):
+        choices = tuple(value) if isinstance(value, list) else (value,)
+        bad = [f"{where}: {msg}" for c in choices if (msg := param.check(c))]
+        return (None, bad) if bad else (param.with_choices(choices), [])
+    if isinstance(value, list):
+        if len(value) != 2:
+            return None, [f"{where}: a range is [low, high], got {value!r}"]
+        low, high = value
+    else:
+        low = high = value
+    if isinstance(param.low, int) and not all(isinstance(v, int) and not isinstance(v, bool) for v in (low, high)):
+        return None, [f"{where}: must be integers, got {value!r}"]
+    new = param.with_range(low, high)
+    problems = [f"{where}: {p}" for p in new.check_range()]
+    return (None, problems) if problems else (new, [])
+
+
+def resolve_methods(config: SweepConfig) -> tuple[dict[str, MethodSpec], list[str]]:
+    requested = dict(config.methods)
+    if "all" in requested:
+        extra = requested.pop("all") or {}
+        requested = {name: {} for name in REGISTRY} | requested
+        if extra:
+            return {}, ["methods.all: takes no overrides; name the method instead"]
+    methods, problems = {}, []
+    for name, overrides in requested.items():
+        if name not in REGISTRY:
+            problems.append(f"methods.{name}: unknown method (known: {', '.join(REGISTRY)})")
+            continue
+        spec = REGISTRY[name]
+        if not isinstance(overrides, dict):
+            problems.append(f"methods.{name}: expected a mapping of hyperparameter ranges, got {overrides!r}")
+            continue
+        new_params = {}
+        for key, value in overrides.items():
+            if key not in spec.params:
+                problems.append(f"methods.{name}.{key}: unknown hyperparameter (known: {', '.join(spec.params)})")
+                continue
+            param, errs = override_param(spec.params[key], value, f"methods.{name}.{key}")
+            problems += errs
+            if param is not None:
+                new_params[key] = param
+        methods[name] = spec.with_params(new_params)
+    if not methods and not problems:
+        problems.append("methods: no method to search")
+    return methods, problems
+
+
+def fit_to_context(methods: dict[str, MethodSpec], config: SweepConfig,
+                   info: ModelInfo) -> tuple[dict[str, MethodSpec], list[str], list[str]]:
+    """Narrow default ranges that exceed what the model and max_length allow; reject such ranges the user set."""
+    fitted, problems, notes = {}, [], []
+    for name, spec in methods.items():
+        changed = {}
+        for key, limit in spec.upper_limits(info).items():
+            param = spec.params[key]
+            if param.high <= limit:
+                continue
+            if key in config.methods.get(name, {}):
+                problems.append(f"methods.{name}.{key}: high {param.high} exceeds {limit:g} for data.max_length "
+                                f"{info.max_length} and this model")
+            elif param.low > limit:
+                problems.append(f"methods.{name}: {key} needs at least {param.low}, but data.max_length "
+                                f"{info.max_length} allows at most {limit:g}; raise data.max_length")
+            else:
+                changed[key] = param.with_range(param.low, type(param.high)(limit))
+                notes.append(f"{name}.{key}: range narrowed to [{param.low}, {limit:g}] for max_length "
+                             f"{info.max_length}")
+        fitted[name] = spec.with_params(changed)
+    return fitted, problems, notes
+
+
+def check_settings(config: SweepConfig, methods: dict[str, MethodSpec]) -> list[str]:
+    problems = [f"resources.per_method.{name}: not a method of this sweep"
+                for name in config.resources.per_method if name not in methods]
+    if config.early_stopping.enabled and config.early_stopping.grace_period >= config.train.epochs:
+        problems.append(f"early_stopping.grace_period: {config.early_stopping.grace_period} must be below "
+                        f"train.epochs ({config.train.epochs}), or no trial can be stopped early")
+    if config.early_stopping.enabled and config.search.algorithm == "grid":
+        problems.append("early_stopping.enabled: not with search.algorithm grid (a grid is meant to be complete)")
+    return problems
+
+
+def build_plan(config: SweepConfig) -> SweepPlan:
+    methods, problems = resolve_methods(config)
+    problems += check_settings(config, methods)
+    data = info = None
+    try:
+        data = prepare_data(config.model, config.data, config.trust_remote_code)
+        info = model_info(config.model, data.max_length, config.trust_remote_code)
+    except UserError as exc:
+        problems += exc.problems
+    notes: list[str] = []
+    if info is not None:
+        methods, more, notes = fit_to_context(methods, config, info)
+        problems += more
+    if problems:
+        raise UserError(problems, "invalid sweep config")
+    return SweepPlan(config=config, methods=methods, data=data, info=info, notes=notes)

@@ -1,0 +1,43 @@
+"""A few readable lines while a sweep runs, instead of Ray's tables: trials done / running / failed, best so far."""
+
+from __future__ import annotations
+
+import time
+
+from ray.tune import Callback
+
+from search.space import unflat
+
+
+class ProgressPrinter(Callback):
+    def __init__(self, total: int):
+        self.total = total
+        self.done = self.failed = 0
+        self.best: tuple[float, str] | None = None
+        self.start = time.monotonic()
+
+    def _line(self, trials, message: str) -> None:
+        running = sum(1 for t in trials if t.status == "RUNNING")
+        best = f" | best val_acc {self.best[0]:.3f} ({self.best[1]})" if self.best else ""
+        elapsed = time.monotonic() - self.start
+        print(f"[{elapsed:6.0f}s] {self.done}/{self.total} done, {running} running, {self.failed} failed{best} "
+              f"| {message}", flush=True)
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        method, hparams = unflat(trial.config.get("point", trial.config))
+        shown = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in hparams.items())
+        self._line(trials, f"start {str(trial)}: {method} {shown}")
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self.done += 1
+        result = trial.last_result or {}
+        method = unflat(trial.config.get("point", trial.config))[0]
+        accuracy, pct = result.get("val_accuracy", float("nan")), result.get("trainable_pct", float("nan"))
+        if accuracy == accuracy and (self.best is None or accuracy > self.best[0]):
+            self.best = (accuracy, f"{method}, {pct:.3g}% trainable")
+        self._line(trials, f"done  {str(trial)}: {method} val_acc {accuracy:.3f} at {pct:.3g}% trainable")
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self.done += 1
+        self.failed += 1
+        self._line(trials, f"FAILED {str(trial)} (reason in MLflow tag peftsweep.failure_reason)")

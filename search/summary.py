@@ -1,0 +1,167 @@
+"""The sweep's summary, computed from MLflow runs alone: Pareto front, hypervolume, best trial per method, PEFT vs full.
+
+`summarize` is pure (records in, summary out); reading runs, tagging the front and writing files are separate steps.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from search.pareto import Point, hypervolume, pareto_front
+from search.tracking import METHOD_TAG, PARETO_TAG, STATUS_TAG, TRIAL_TAG, trial_runs
+
+RECORD_METRICS = ("val_accuracy", "test_accuracy", "trainable_pct", "trainable_params", "stored_params",
+                  "train_seconds", "peak_memory_mb")
+
+
+@dataclass
+class TrialRecord:
+    run_id: str
+    trial_id: str
+    method: str
+    status: str  # completed | early_stopped | failed | running
+    params: dict[str, str]
+    val_accuracy: float = math.nan
+    test_accuracy: float = math.nan
+    trainable_pct: float = math.nan
+    trainable_params: float = math.nan
+    stored_params: float = math.nan
+    train_seconds: float = math.nan
+    peak_memory_mb: float = math.nan
+    on_front: bool = False
+
+
+@dataclass
+class MethodComparison:
+    method: str
+    best_run_id: str
+    val_accuracy: float
+    test_accuracy: float
+    trainable_pct: float
+    accuracy_gap_to_full: float | None  # val accuracy minus the best full fine-tune's
+    param_ratio_to_full: float | None  # trainable % over the best full fine-tune's
+    train_seconds: float
+    peak_memory_mb: float
+
+
+@dataclass
+class Summary:
+    trials: list[TrialRecord]
+    front: list[TrialRecord]
+    hypervolume: float
+    by_method: list[MethodComparison]
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+def record_from_run(run) -> TrialRecord:
+    metrics, tags = run.data.metrics, run.data.tags
+    status = tags.get(STATUS_TAG) or ("failed" if run.info.status == "FAILED" else "running")
+    return TrialRecord(run_id=run.info.run_id, trial_id=tags.get(TRIAL_TAG, ""), method=tags.get(METHOD_TAG, "?"),
+                       status=status, params=dict(run.data.params),
+                       **{k: float(metrics.get(k, math.nan)) for k in RECORD_METRICS})
+
+
+def is_front_candidate(record: TrialRecord) -> bool:
+    """Only trials that trained to the end: an early-stopped trial's partial accuracy is not comparable."""
+    return record.status == "completed" and math.isfinite(record.val_accuracy) and math.isfinite(record.trainable_pct)
+
+
+def best_of(records: list[TrialRecord]) -> TrialRecord | None:
+    ranked = sorted((r for r in records if is_front_candidate(r)), key=lambda r: (-r.val_accuracy, r.trainable_pct))
+    return ranked[0] if ranked else None
+
+
+def summarize(records: list[TrialRecord]) -> Summary:
+    candidates = [r for r in records if is_front_candidate(r)]
+    points = [Point(r.run_id, r.val_accuracy, r.trainable_pct) for r in candidates]
+    front_ids = [p.id for p in pareto_front(points)]
+    for r in records:
+        r.on_front = r.run_id in front_ids
+    by_id = {r.run_id: r for r in records}
+    full = best_of([r for r in records if r.method == "full"])
+    by_method = []
+    for method in sorted({r.method for r in records}):
+        best = best_of([r for r in records if r.method == method])
+        if best is None:
+            continue
+        by_method.append(MethodComparison(
+            method=method, best_run_id=best.run_id, val_accuracy=best.val_accuracy, test_accuracy=best.test_accuracy,
+            trainable_pct=best.trainable_pct,
+            accuracy_gap_to_full=(best.val_accuracy - full.val_accuracy) if full else None,
+            param_ratio_to_full=(best.trainable_pct / full.trainable_pct) if full else None,
+            train_seconds=best.train_seconds, peak_memory_mb=best.peak_memory_mb))
+    counts = {s: sum(1 for r in records if r.status == s) for s in ("completed", "early_stopped", "failed", "running")}
+    return Summary(trials=records, front=[by_id[i] for i in front_ids], hypervolume=hypervolume(points),
+                   by_method=by_method, counts=counts | {"total": len(records)})
+
+
+def load_records(client, experiment_id: str, parent_run_id: str) -> list[TrialRecord]:
+    return [record_from_run(run) for run in trial_runs(client, experiment_id, parent_run_id)]
+
+
+def tag_front(client, summary: Summary) -> None:
+    for r in summary.trials:
+        client.set_tag(r.run_id, PARETO_TAG, "true" if r.on_front else "false")
+
+
+def write_files(summary: Summary, directory: Path) -> tuple[Path, Path]:
+    directory.mkdir(parents=True, exist_ok=True)
+    json_path, csv_path = directory / "summary.json", directory / "trials.csv"
+    json_path.write_text(json.dumps(as_dict(summary), indent=2, default=_json_safe))
+    fields = ["run_id", "trial_id", "method", "status", "on_front", *RECORD_METRICS, "params"]
+    with csv_path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=fields)
+        writer.writeheader()
+        for r in summary.trials:
+            writer.writerow({k: v for k, v in asdict(r).items()} | {"params": json.dumps(r.params)})
+    return json_path, csv_path
+
+
+def as_dict(summary: Summary) -> dict[str, Any]:
+    return {"hypervolume": summary.hypervolume, "counts": summary.counts,
+            "front": [asdict(r) for r in summary.front], "by_method": [asdict(m) for m in summary.by_method],
+            "trials": [asdict(r) for r in summary.trials]}
+
+
+def _json_safe(value: Any) -> Any:
+    return None if isinstance(value, float) and not math.isfinite(value) else str(value)
+
+
+def format_table(summary: Summary) -> str:
+    c = summary.counts
+    lines = [f"trials: {c['total']} ({c['completed']} completed, {c['early_stopped']} stopped early, "
+             f"{c['failed']} failed)",
+             f"Pareto front (val accuracy max, trainable % min), hypervolume {summary.hypervolume:.4f}:",
+             f"  {'method':<9} {'trainable %':>11} {'params':>10} {'val acc':>8} {'test acc':>8}  hyperparameters"]
+    for r in summary.front:
+        hp = ", ".join(f"{k}={_short(v)}" for k, v in r.params.items() if k != "method" and k in _method_keys(r))
+        lines.append(f"  {r.method:<9} {r.trainable_pct:>11.4g} {r.trainable_params:>10.0f} {r.val_accuracy:>8.3f} "
+                     f"{r.test_accuracy:>8.3f}  {hp}")
+    lines += ["Best trial per method vs the best full fine-tune:",
+              f"  {'method':<9} {'val acc':>8} {'test acc':>8} {'trainable %':>11} {'gap to full':>11} "
+              f"{'x full params':>13} {'train s':>8} {'peak MB':>8}"]
+    for m in summary.by_method:
+        gap = f"{m.accuracy_gap_to_full:+.3f}" if m.accuracy_gap_to_full is not None else "n/a"
+        ratio = f"{m.param_ratio_to_full:.2g}" if m.param_ratio_to_full is not None else "n/a"
+        lines.append(f"  {m.method:<9} {m.val_accuracy:>8.3f} {m.test_accuracy:>8.3f} {m.trainable_pct:>11.4g} "
+                     f"{gap:>11} {ratio:>13} {m.train_seconds:>8.1f} {m.peak_memory_mb:>8.0f}")
+    return "\n".join(lines)
+
+
+def _method_keys(record: TrialRecord) -> set[str]:
+    from spaces import REGISTRY
+
+    spec = REGISTRY.get(record.method)
+    return set(spec.params) if spec else set(record.params)
+
+
+def _short(value: str) -> str:
+    try:
+        return f"{float(value):.3g}" if "." in value or "e" in value else value
+    except ValueError:
+        return value

@@ -1,0 +1,146 @@
+"""MLflow: one parent run per sweep, exactly one nested child run per trial.
+
+Child runs are created, fed and closed by a Tune callback in the sweep's driver process, not inside the trial: one
+run per trial whatever the number of DDP workers, and a trial that is stopped early or crashes still gets its run
+closed with a status and a reason. Everything goes through an explicit `MlflowClient` (never `mlflow.set_experiment`,
+which exports MLFLOW_EXPERIMENT_ID into the environment of every process started afterwards).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.tracking import MlflowClient
+from ray.tune import Callback
+
+from search.space import unflat
+
+ROLE_TAG = "peftsweep.role"  # "sweep" on the parent, "trial" on children
+TRIAL_TAG = "peftsweep.trial_id"
+METHOD_TAG = "peftsweep.method"
+STATUS_TAG = "peftsweep.status"  # completed | early_stopped | failed
+PARETO_TAG = "peftsweep.pareto"  # "true" on front members, "false" on every other trial
+FAILURE_TAG = "peftsweep.failure_reason"
+EPOCH_METRICS = ("val_accuracy", "val_macro_f1", "train_loss")
+FINAL_METRICS = ("val_accuracy", "val_macro_f1", "test_accuracy", "test_macro_f1", "trainable_params",
+                 "trainable_pct", "stored_params", "stored_pct", "head_params", "base_params", "train_seconds",
+                 "samples_per_second", "peak_memory_mb", "ddp_param_divergence")
+
+
+def client_for(uri: str) -> MlflowClient:
+    return MlflowClient(tracking_uri=uri)
+
+
+def ensure_experiment(client: MlflowClient, name: str, artifact_root: Path | None) -> str:
+    existing = client.get_experiment_by_name(name)
+    if existing is not None:
+        return existing.experiment_id
+    location = artifact_root.as_uri() if artifact_root else None
+    return client.create_experiment(name, artifact_location=location)
+
+
+def start_parent(client: MlflowClient, experiment_id: str, name: str, params: dict[str, Any]) -> str:
+    run = client.create_run(experiment_id, run_name=name, tags={ROLE_TAG: "sweep"})
+    client.log_batch(run.info.run_id, params=[Param(k, str(v)[:6000]) for k, v in params.items()])
+    return run.info.run_id
+
+
+def trial_runs(client: MlflowClient, experiment_id: str, parent_run_id: str) -> list:
+    """Every child run of a sweep (paged: MLflow returns at most 1000 runs per call)."""
+    runs, token = [], None
+    query = f"tags.mlflow.parentRunId = '{parent_run_id}' and tags.`{ROLE_TAG}` = 'trial'"
+    while True:
+        page = client.search_runs([experiment_id], filter_string=query, max_results=1000, page_token=token)
+        runs += list(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def finite_metrics(result: dict[str, Any], keys: tuple[str, ...], step: int) -> list[Metric]:
+    now = int(time.time() * 1000)
+    return [Metric(k, float(result[k]), now, step) for k in keys
+            if isinstance(result.get(k), (int, float)) and math.isfinite(result[k])]
+
+
+class MlflowTrialLogger(Callback):
+    """Driver-side Tune callback: a child run per trial, per-epoch metrics, final metrics, checkpoint, status."""
+
+    def __init__(self, uri: str, experiment_id: str, parent_run_id: str, planned_epochs: int,
+                 trial_params: dict[str, Any]):
+        self.uri, self.experiment_id, self.parent_run_id = uri, experiment_id, parent_run_id
+        self.planned_epochs = planned_epochs
+        self.trial_params = trial_params  # sweep-wide training settings logged on every child
+        self.run_ids: dict[str, str] = {}
+        self._client: MlflowClient | None = None
+
+    @property
+    def client(self) -> MlflowClient:
+        if self._client is None:
+            self._client = client_for(self.uri)
+        return self._client
+
+    def run_id(self, trial) -> str:
+        if trial.trial_id not in self.run_ids:
+            self.run_ids[trial.trial_id] = self._find_or_create(trial)
+        return self.run_ids[trial.trial_id]
+
+    def _find_or_create(self, trial) -> str:
+        query = f"tags.`{TRIAL_TAG}` = '{trial.trial_id}' and tags.mlflow.parentRunId = '{self.parent_run_id}'"
+        found = self.client.search_runs([self.experiment_id], filter_string=query, max_results=1)
+        if found:
+            return found[0].info.run_id  # a resumed trial continues its run
+        method, hparams = unflat(trial.config)
+        run = self.client.create_run(self.experiment_id, run_name=str(trial), tags={
+            "mlflow.parentRunId": self.parent_run_id, ROLE_TAG: "trial", TRIAL_TAG: trial.trial_id,
+            METHOD_TAG: method})
+        params = {"method": method} | hparams | self.trial_params
+        self.client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in params.items()])
+        return run.info.run_id
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self.run_id(trial)
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        epoch = int(result.get("epoch", result.get("training_iteration", 0)))
+        self.client.log_batch(self.run_id(trial), metrics=finite_metrics(result, EPOCH_METRICS, epoch))
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        result = trial.last_result or {}
+        epochs = int(result.get("epoch", 0))
+        status = "completed" if epochs >= self.planned_epochs else "early_stopped"
+        self._finish(trial, result, status, "FINISHED")
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self._finish(trial, trial.last_result or {}, "failed", "FAILED", reason=_error_text(trial))
+
+    def _finish(self, trial, result: dict[str, Any], status: str, mlflow_status: str, reason: str = "") -> None:
+        run_id = self.run_id(trial)
+        epochs = int(result.get("epoch", 0))
+        metrics = finite_metrics(result, FINAL_METRICS, epochs)
+        metrics.append(Metric("epochs_completed", float(epochs), int(time.time() * 1000), epochs))
+        tags = [RunTag(STATUS_TAG, status)] + ([RunTag(FAILURE_TAG, reason[:5000])] if reason else [])
+        self.client.log_batch(run_id, metrics=metrics, tags=tags)
+        checkpoint = result.get("checkpoint_path")
+        if checkpoint and Path(checkpoint).is_dir():
+            self.client.set_tag(run_id, "peftsweep.checkpoint_path", checkpoint)
+            self._log_checkpoint(run_id, Path(checkpoint), unflat(trial.config)[0])
+        self.client.set_terminated(run_id, mlflow_status)
+
+    def _log_checkpoint(self, run_id: str, checkpoint: Path, method: str) -> None:
+        if method == "full":  # every weight: keep it in Ray's storage, log only its manifest
+            self.client.log_artifact(run_id, str(checkpoint / "peftsweep.json"), "checkpoint")
+        else:
+            self.client.log_artifacts(run_id, str(checkpoint), "checkpoint")
+
+
+def _error_text(trial) -> str:
+    error_file = getattr(trial, "error_file", None)
+    if error_file and Path(error_file).is_file():
+        lines = [line for line in Path(error_file).read_text().strip().splitlines() if line.strip()]
+        return lines[-1] if lines else "unknown error"
+    return str(getattr(trial, "error_msg", "") or "unknown error")
