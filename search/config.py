@@ -129,8 +129,10 @@ def describe_errors(exc: ValidationError) -> list[str]:
     for error in exc.errors():
         key = ".".join(str(part) for part in error["loc"]) or "(top level)"
         message = "unknown key" if error["type"] == "extra_forbidden" else error["msg"]
-        problems.append(f"{key}: {message}" + (f" (got {error['input']!r})" if error["type"] != "missing"
-                                               and error["type"] != "extra_forbidden" else ""))
+        shown = repr(error["input"])
+        shown = shown if len(shown) <= 60 else shown[:57] + "..."
+        got = f" (got {shown})" if error["type"] not in ("missing", "extra_forbidden") else ""
+        problems.append(f"{key}: {message}{got}")
     return problems
 
 

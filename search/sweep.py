@@ -127,7 +127,9 @@ def run_sweep(plan: SweepPlan, address: str | None = None) -> SweepOutcome:
         trainable, param_space=param_space,
         tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler_for(plan), num_samples=num_samples,
                                     max_concurrent_trials=c.search.max_concurrent_trials,
-                                    time_budget_s=c.search.time_budget_s),
+                                    time_budget_s=c.search.time_budget_s,
+                                    # a trial's driver process is reused: no new process importing torch per trial
+                                    reuse_actors=True),
         run_config=tune.RunConfig(name=c.name, storage_path=str(out / "ray"), verbose=0,
                                   callbacks=[ProgressPrinter(total), mlflow_logger]))
     status = "FAILED"

@@ -26,7 +26,8 @@ STATUS_TAG = "peftsweep.status"  # completed | early_stopped | failed
 PARETO_TAG = "peftsweep.pareto"  # "true" on front members, "false" on every other trial
 FAILURE_TAG = "peftsweep.failure_reason"
 EPOCH_METRICS = ("val_accuracy", "val_macro_f1", "train_loss")
-FINAL_METRICS = ("val_accuracy", "val_macro_f1", "test_accuracy", "test_macro_f1", "trainable_params",
+# Logged once at the end (the per-epoch ones above are already there, their last step being the final value).
+FINAL_METRICS = ("test_accuracy", "test_macro_f1", "trainable_params",
                  "trainable_pct", "stored_params", "stored_pct", "head_params", "base_params", "train_seconds",
                  "samples_per_second", "peak_memory_mb", "ddp_param_divergence")
 

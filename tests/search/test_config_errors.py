@@ -1,0 +1,131 @@
+"""Every kind of config mistake: exit code 2, one short message naming the key as written, no traceback."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from peftsweep.cli import main
+from search.config import load_config
+from search.plan import build_plan
+
+CONFIGS = sorted(Path(__file__).resolve().parents[2].joinpath("configs").glob("*.yaml"))
+
+
+def base(tiny_model: str, tiny_csv: str) -> dict:
+    return {"name": "t", "model": tiny_model, "data": {"train_file": tiny_csv, "max_length": 16},
+            "methods": {"lora": {}, "prompt": {"num_virtual_tokens": [2, 8]}}, "search": {"num_samples": 2}}
+
+
+def nested_set(config: dict, dotted: str, value) -> dict:
+    node = config
+    *parents, leaf = dotted.split(".")
+    for key in parents:
+        node = node.setdefault(key, {})
+    if value is DELETE:
+        node.pop(leaf)
+    else:
+        node[leaf] = value
+    return config
+
+
+DELETE = object()
+
+# (what is changed, new value, text the message must contain)
+MISTAKES = [
+    ("bogus", 1, "bogus: unknown key"),
+    ("search.num_sample", 5, "search.num_sample: unknown key"),
+    ("search.num_samples", "ten", "search.num_samples: Input should be a valid integer"),
+    ("search.num_samples", 0, "search.num_samples: Input should be greater than or equal to 1"),
+    ("search.algorithm", "bayes", "search.algorithm: Input should be 'tpe', 'nsga2', 'random' or 'grid'"),
+    ("search.max_concurrent_trials", -1, "search.max_concurrent_trials: Input should be greater than or equal"),
+    ("model", DELETE, "model: Field required"),
+    ("model", "./no/such/model", "model: directory not found: ./no/such/model"),
+    ("methods.lorra", {}, "methods.lorra: unknown method"),
+    ("methods.lora", {"rank": [2, 4]}, "methods.lora.rank: unknown hyperparameter"),
+    ("methods.lora", {"r": [32, 4]}, "methods.lora.r: low (32) is greater than high (4)"),
+    ("methods.lora", {"r": [0, 4]}, "methods.lora.r: low must be >= 1, got 0"),
+    ("methods.lora", {"r": [2.5, 4]}, "methods.lora.r: must be integers"),
+    ("methods.lora", {"alpha_multiple": [3]}, "methods.lora.alpha_multiple: must be one of"),
+    ("methods.lora", {"lr": [0, 1e-3]}, "methods.lora.lr: low must be >= 1e-08"),
+    ("methods.lora", {"r": [1, 2, 3]}, "methods.lora.r: a range is [low, high]"),
+    ("methods.prompt", {"num_virtual_tokens": [4, 64]}, "methods.prompt.num_virtual_tokens: high 64 exceeds 15"),
+    ("data.train_file", "/no/such.csv", "data: file not found: /no/such.csv"),
+    ("data.task", "trec6", "data: Value error, give exactly one of task, train_file, hub_dataset"),
+    ("data.text_column", "sentence", "data: data.train_file"),
+    ("data.num_labels", 4, "data.num_labels is 4 but the data has 3 classes"),
+    ("data.max_length", 1, "data.max_length: Input should be greater than or equal to 2"),
+    ("train.epochs", 0, "train.epochs: Input should be greater than or equal to 1"),
+    ("train.precision", "fp8", "train.precision: Input should be 'auto', 'fp32' or 'bf16'"),
+    ("resources.num_workers", 0, "resources.num_workers: Input should be greater than or equal to 1"),
+    ("resources.per_method.full", {"num_workers": 2}, "resources.per_method.full: not a method of this sweep"),
+    ("resources.per_method.lora", {"workers": 2}, "resources.per_method.lora.workers: unknown key"),
+    ("early_stopping", {"enabled": True, "grace_period": 3}, "early_stopping.grace_period: 3 must be below"),
+    ("tracking.url", "http://x", "tracking.url: unknown key"),
+]
+
+
+@pytest.mark.parametrize("key,value,expected", MISTAKES, ids=[m[0] + "-" + str(i) for i, m in enumerate(MISTAKES)])
+def test_malformed_config_exits_2_naming_the_key(key, value, expected, tiny_model, tiny_csv, tmp_path, capsys):
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(nested_set(base(tiny_model, tiny_csv), key, value)))
+    assert main(["validate", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert expected in err, err
+    assert len(err.splitlines()) <= 25  # one screen
+
+
+def test_every_problem_is_reported_at_once(tiny_model, tiny_csv, tmp_path, capsys):
+    config = base(tiny_model, tiny_csv) | {"methods": {"lora": {"r": [8, 2]}, "bogus": {}}}
+    config["resources"] = {"per_method": {"full": {}}}
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert main(["validate", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "3 problems" in err and "methods.lora.r" in err and "methods.bogus" in err and "per_method.full" in err
+
+
+def test_malformed_yaml_and_set_override(tmp_path, capsys, tiny_model, tiny_csv):
+    path = tmp_path / "broken.yaml"
+    path.write_text("name: [unclosed\n")
+    assert main(["validate", str(path)]) == 2
+    assert "not valid YAML" in capsys.readouterr().err
+    good = tmp_path / "good.yaml"
+    good.write_text(yaml.safe_dump(base(tiny_model, tiny_csv)))
+    assert main(["validate", str(good), "--set", "search.num_samples=abc"]) == 2
+    assert "search.num_samples: Input should be a valid integer" in capsys.readouterr().err
+    assert main(["validate", str(good), "--set", "search.num_samples=7"]) == 0
+    assert "tpe x 7 trials" in capsys.readouterr().out
+
+
+def test_yaml_is_loaded_safely(tmp_path):
+    path = tmp_path / "evil.yaml"
+    path.write_text("name: !!python/object/apply:os.system ['echo pwned']\n")
+    with pytest.raises(Exception) as err:
+        load_config(path)
+    assert "not valid YAML" in str(err.value)
+
+
+def test_no_traceback_from_the_command_line(tmp_path, tiny_model, tiny_csv):
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(base(tiny_model, tiny_csv) | {"bogus": 1}))
+    proc = subprocess.run([sys.executable, "-m", "peftsweep.cli", "run", str(path)], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 2 and "bogus: unknown key" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
+def test_presets_validate(path):
+    plan = build_plan(load_config(path))
+    assert plan.methods and plan.data.num_labels >= 2
+
+
+def test_demo_preset_covers_every_method():
+    config = load_config(Path(__file__).resolve().parents[2] / "configs" / "demo.yaml")
+    plan = build_plan(config)
+    assert len(plan.methods) == 8 and config.search.start_with_defaults
+    assert config.search.num_samples >= 12

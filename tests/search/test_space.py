@@ -1,0 +1,48 @@
+import optuna
+
+from search.plan import override_param
+from search.space import define_space, flat, grid, start_points, unflat
+from spaces import REGISTRY, get_method
+
+
+def test_flat_round_trip():
+    assert unflat(flat("lora", {"r": 8, "lr": 0.01})) == ("lora", {"r": 8, "lr": 0.01})
+
+
+def test_start_points_are_replayed_exactly_by_the_define_by_run_space():
+    methods = dict(REGISTRY)
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    starts = start_points(methods)
+    for point in starts:
+        study.enqueue_trial(point)
+    for point in starts:
+        trial = study.ask()
+        define_space(trial, methods)
+        assert trial.params == point
+        study.tell(trial, [0.5, 1.0])
+
+
+def test_start_points_respect_narrowed_ranges():
+    lora = get_method("lora")
+    narrowed = lora.with_params({"r": override_param(lora.params["r"], [16, 32], "x")[0]})
+    (point,) = start_points({"lora": narrowed})
+    assert point["lora.r"] == 16
+
+
+def test_grid_is_conditional_and_complete():
+    prefix = get_method("prefix")
+    points = grid({"prefix": prefix}, 2)
+    without = [p for p in points if not p["prefix.prefix_projection"]]
+    with_mlp = [p for p in points if p["prefix.prefix_projection"]]
+    # 2 token counts x 2 learning rates, and the MLP size only where the projection is on
+    assert len(without) == 4 and all("prefix.encoder_hidden_size" not in p for p in without)
+    assert len(with_mlp) == 8 and {p["prefix.encoder_hidden_size"] for p in with_mlp} == {32, 512}
+    for p in points:
+        assert prefix.check(unflat(p)[1]) == []
+
+
+def test_override_shapes():
+    r = get_method("lora").params["r"]
+    assert override_param(r, 8, "k")[0].low == 8 == override_param(r, 8, "k")[0].high
+    choice = get_method("lora").params["alpha_multiple"]
+    assert override_param(choice, [1, 2], "k")[0].choices == (1, 2)

@@ -1,0 +1,36 @@
+import math
+
+from search.summary import TrialRecord, format_table, summarize
+
+
+def record(run_id, method, acc, pct, status="completed", test=0.5):
+    return TrialRecord(run_id=run_id, trial_id=run_id, method=method, status=status, params={"lr": "0.01"},
+                       val_accuracy=acc, test_accuracy=test, trainable_pct=pct, trainable_params=pct * 1e4,
+                       train_seconds=10.0, peak_memory_mb=900.0)
+
+
+def test_early_stopped_and_failed_trials_are_not_front_candidates():
+    records = [record("stopped", "lora", 0.99, 0.01, status="early_stopped"),
+               record("failed", "ia3", math.nan, 0.01, status="failed"),
+               record("a", "lora", 0.90, 0.3), record("b", "full", 0.93, 100.0)]
+    summary = summarize(records)
+    assert [r.run_id for r in summary.front] == ["a", "b"]
+    assert summary.counts == {"completed": 2, "early_stopped": 1, "failed": 1, "running": 0, "total": 4}
+
+
+def test_best_per_method_and_comparison_to_full():
+    records = [record("l1", "lora", 0.88, 0.3), record("l2", "lora", 0.90, 0.6), record("f", "full", 0.92, 100.0),
+               record("p", "prompt", 0.80, 0.04)]
+    summary = summarize(records)
+    lora = next(m for m in summary.by_method if m.method == "lora")
+    assert lora.best_run_id == "l2"
+    assert math.isclose(lora.accuracy_gap_to_full, -0.02) and math.isclose(lora.param_ratio_to_full, 0.006)
+    assert [r.run_id for r in summary.front] == ["p", "l1", "l2", "f"]  # l1 is cheaper than l2
+    table = format_table(summary)
+    assert "hypervolume" in table and "prompt" in table and "-0.020" in table
+
+
+def test_without_full_the_comparison_is_not_invented():
+    summary = summarize([record("a", "lora", 0.9, 0.3)])
+    assert summary.by_method[0].accuracy_gap_to_full is None
+    assert "n/a" in format_table(summary)

@@ -1,0 +1,101 @@
+"""A real small sweep (tiny BERT, 2-worker Ray Train trials, local SQLite MLflow), checked from MLflow alone."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import ray
+import yaml
+
+from search.config import load_config
+from search.plan import build_plan
+from search.sweep import run_sweep
+from search.tracking import PARETO_TAG, ROLE_TAG, client_for
+
+NUM_SAMPLES = 5
+FINAL_METRICS = ["val_accuracy", "test_accuracy", "trainable_params", "trainable_pct", "base_params",
+                 "train_seconds", "samples_per_second", "peak_memory_mb"]
+
+
+@pytest.fixture(scope="module")
+def finished_sweep(tmp_path_factory, tiny_model, tiny_csv):
+    out = tmp_path_factory.mktemp("sweep")
+    config = {
+        "name": "tiny", "model": tiny_model, "output_dir": str(out),
+        "data": {"train_file": tiny_csv, "max_length": 16},
+        "methods": {"lora": {"r": [2, 8]}, "ia3": {}, "prompt": {"num_virtual_tokens": [2, 8]}},
+        "train": {"epochs": 2, "batch_size": 16},
+        "search": {"algorithm": "tpe", "num_samples": NUM_SAMPLES, "seed": 1},
+        "resources": {"num_workers": 2, "cpus_per_worker": 1},
+    }
+    path = out / "tiny.yaml"
+    path.write_text(yaml.safe_dump(config))
+    ray.init(num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False)
+    try:
+        outcome = run_sweep(build_plan(load_config(path)))
+    finally:
+        ray.shutdown()
+    return outcome
+
+
+def dominated(run, others) -> bool:
+    a, c = run.data.metrics["val_accuracy"], run.data.metrics["trainable_pct"]
+    return any(o.data.metrics["val_accuracy"] >= a and o.data.metrics["trainable_pct"] <= c
+               and (o.data.metrics["val_accuracy"] > a or o.data.metrics["trainable_pct"] < c) for o in others)
+
+
+def test_mlflow_holds_one_parent_and_one_child_per_trial(finished_sweep):
+    client = client_for(finished_sweep.tracking_uri)
+    runs = client.search_runs([finished_sweep.experiment_id], max_results=100)
+    parents = [r for r in runs if r.data.tags.get(ROLE_TAG) == "sweep"]
+    children = [r for r in runs if r.data.tags.get(ROLE_TAG) == "trial"]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert len(children) == NUM_SAMPLES == len(runs) - 1
+    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parents[0].info.run_id}
+    assert len({c.data.tags["peftsweep.trial_id"] for c in children}) == NUM_SAMPLES
+    for child in children:
+        assert child.info.status == "FINISHED"
+        assert set(FINAL_METRICS) <= set(child.data.metrics), child.data.metrics.keys()
+        method = child.data.params["method"]
+        assert "lr" in child.data.params and child.data.tags["peftsweep.method"] == method
+        epochs = client.get_metric_history(child.info.run_id, "val_accuracy")
+        assert sorted(m.step for m in epochs) == [1, 2]  # per-epoch metrics
+        assert child.data.metrics["ddp_param_divergence"] == 0.0
+        artifacts = {a.path for a in client.list_artifacts(child.info.run_id, "checkpoint")}
+        assert "checkpoint/adapter_model.safetensors" in artifacts and "checkpoint/peftsweep.json" in artifacts
+    # the searcher started with each method's defaults, so every method was tried
+    assert {c.data.params["method"] for c in children} == {"lora", "ia3", "prompt"}
+
+
+def test_tagged_front_equals_an_independent_pareto_computation(finished_sweep):
+    client = client_for(finished_sweep.tracking_uri)
+    children = [r for r in client.search_runs([finished_sweep.experiment_id], max_results=100)
+                if r.data.tags.get(ROLE_TAG) == "trial"]
+    expected = {r.info.run_id for r in children if not dominated(r, children)}
+    tagged = {r.info.run_id for r in children if r.data.tags.get(PARETO_TAG) == "true"}
+    assert tagged == expected and tagged
+    assert all(r.data.tags.get(PARETO_TAG) in ("true", "false") for r in children)
+    filtered = client.search_runs([finished_sweep.experiment_id], filter_string=f"tags.`{PARETO_TAG}` = 'true'")
+    assert {r.info.run_id for r in filtered} == expected
+    assert math.isfinite(finished_sweep.summary.hypervolume) and finished_sweep.summary.hypervolume > 0
+
+
+def test_summary_files_and_parent_artifacts(finished_sweep):
+    import json
+
+    data = json.loads(finished_sweep.summary_json.read_text())
+    assert data["counts"]["total"] == NUM_SAMPLES and len(data["front"]) >= 1
+    assert finished_sweep.summary_csv.read_text().count("\n") == NUM_SAMPLES + 1
+    client = client_for(finished_sweep.tracking_uri)
+    names = {a.path for a in client.list_artifacts(finished_sweep.parent_run_id, "summary")}
+    assert names == {"summary/summary.json", "summary/trials.csv"}
+
+
+def test_summary_command_reads_the_front_back_from_mlflow(finished_sweep, capsys):
+    from peftsweep.cli import main
+
+    assert main(["summary", "--experiment", "tiny", "--tracking-uri", finished_sweep.tracking_uri]) == 0
+    out = capsys.readouterr().out
+    assert "Pareto front" in out and f"trials: {NUM_SAMPLES}" in out
+    assert main(["summary", "--experiment", "nope", "--tracking-uri", finished_sweep.tracking_uri]) == 2
