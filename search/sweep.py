@@ -120,8 +120,10 @@ def run_sweep(plan: SweepPlan, address: str | None = None) -> SweepOutcome:
     parent_run_id = start_parent(client, experiment_id, c.name, logged_params(plan))
     mlflow_logger = MlflowTrialLogger(c.tracking_uri, experiment_id, parent_run_id, c.train.epochs,
                                       {"epochs": c.train.epochs, "batch_size": c.train.batch_size})
+    # Tokenized once, stored once: every trial's workers read it zero-copy from the object store.
+    data_ref = ray.put(plan.data)
     trainable = tune.with_resources(
-        tune.with_parameters(sweep_trial, data=plan.data, settings=trial_settings(plan, out / "trials")),
+        tune.with_parameters(sweep_trial, data=data_ref, settings=trial_settings(plan, out / "trials")),
         DRIVER_RESOURCES)
     tuner = tune.Tuner(
         trainable, param_space=param_space,

@@ -7,12 +7,17 @@ os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from tests.tiny import make_csv, make_model_dir  # noqa: E402
+from tests.tiny import make_csv, make_decoder_dir, make_model_dir  # noqa: E402
 
 
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> str:
     return str(make_model_dir(tmp_path_factory.mktemp("tiny-bert")))
+
+
+@pytest.fixture(scope="session")
+def tiny_decoder(tmp_path_factory) -> str:
+    return str(make_decoder_dir(tmp_path_factory.mktemp("tiny-llama")))
 
 
 @pytest.fixture(scope="session")

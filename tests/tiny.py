@@ -43,3 +43,19 @@ def make_rows(n: int, seed: int) -> pd.DataFrame:
 def make_csv(path: Path, n: int = 96, seed: int = 0) -> Path:
     make_rows(n, seed).to_csv(path, index=False)
     return path
+
+
+def make_decoder_dir(directory: Path, num_labels: int = 3, hidden: int = 32, layers: int = 2) -> Path:
+    """A 2-layer Llama with a sequence-classification head, sharing the toy word-level tokenizer."""
+    from transformers import BertTokenizerFast, LlamaConfig, LlamaForSequenceClassification
+
+    directory.mkdir(parents=True, exist_ok=True)
+    vocab = directory / "vocab.txt"
+    vocab.write_text("\n".join(SPECIAL + KEYWORDS + FILLER) + "\n")
+    BertTokenizerFast(vocab_file=str(vocab), do_lower_case=True).save_pretrained(directory)
+    config = LlamaConfig(vocab_size=len(SPECIAL + KEYWORDS + FILLER), hidden_size=hidden, num_hidden_layers=layers,
+                         num_attention_heads=4, num_key_value_heads=2, intermediate_size=2 * hidden,
+                         max_position_embeddings=64, num_labels=num_labels, pad_token_id=0)
+    torch.manual_seed(0)
+    LlamaForSequenceClassification(config).save_pretrained(directory)
+    return directory

@@ -34,6 +34,13 @@ def alternate(spec) -> dict:
 
 
 CASES = [pytest.param(name, variant, id=f"{name}-{variant}") for name in REGISTRY for variant in ("default", "alt")]
+# Behaviour is also checked on a decoder (Llama with a classification head); hand counts are for the BERT shape.
+ARCHS = ["bert", "llama"]
+
+
+@pytest.fixture
+def arch_model(request, tiny_model, tiny_decoder) -> str:
+    return {"bert": tiny_model, "llama": tiny_decoder}[request.param]
 
 
 def hparams_for(name: str, variant: str) -> dict:
@@ -66,10 +73,11 @@ def test_hyperparameters_are_valid(name, variant):
         assert param.check_range() == [], f"{name}.{key} default range is invalid"
 
 
+@pytest.mark.parametrize("arch_model", ARCHS, indirect=True)
 @pytest.mark.parametrize("name,variant", CASES)
-def test_training_changes_only_trainable_parameters(name, variant, tiny_model, tiny_data):
+def test_training_changes_only_trainable_parameters(name, variant, arch_model, tiny_data):
     hp = hparams_for(name, variant)
-    model, counts, _ = build_model(tiny_model, name, hp, tiny_data.label_names, pad_token_id=tiny_data.pad_token_id)
+    model, counts, _ = build_model(arch_model, name, hp, tiny_data.label_names, pad_token_id=tiny_data.pad_token_id)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     # Train, evaluate, train again: evaluation must not break further training (bitsandbytes CPU trap for QLoRA).
     steps(model, tiny_data, hp, 3, seed=0)
@@ -97,13 +105,14 @@ def test_parameter_counts_match_hand_count(name, variant, tiny_model, tiny_data)
     assert counts.trainable_pct == pytest.approx(100 * trainable / shape.body)
 
 
+@pytest.mark.parametrize("arch_model", ARCHS, indirect=True)
 @pytest.mark.parametrize("name,variant", CASES)
-def test_checkpoint_reloads_with_same_predictions(name, variant, tiny_model, tiny_data, tmp_path: Path):
+def test_checkpoint_reloads_with_same_predictions(name, variant, arch_model, tiny_data, tmp_path: Path):
     hp = hparams_for(name, variant)
-    model, counts, _ = build_model(tiny_model, name, hp, tiny_data.label_names, pad_token_id=tiny_data.pad_token_id)
+    model, counts, _ = build_model(arch_model, name, hp, tiny_data.label_names, pad_token_id=tiny_data.pad_token_id)
     steps(model, tiny_data, hp, 4, seed=0)
     expected = logits(model, tiny_data)
-    save_checkpoint(model, tmp_path, model_name=tiny_model, method=name, hparams=hp,
+    save_checkpoint(model, tmp_path, model_name=arch_model, method=name, hparams=hp,
                     label_names=tiny_data.label_names, max_length=16, counts=counts, epoch=1)
     stored = sum(t.numel() for f in tmp_path.glob("*.safetensors") for t in load_file(str(f)).values())
     assert stored == counts.stored_params  # the checkpoint holds exactly what we say it stores: no frozen base

@@ -1,0 +1,114 @@
+"""Every method on one CUDA GPU, without Ray: build (QLoRA in 4 bits), train with bf16 autocast, evaluate, reload the
+checkpoint, and time training steps on a BERT-base-shaped model (random weights, random token data).
+
+    python bench/gpu_check.py [--layers 12 --hidden 768 --steps 40 --batch 32 --seq 64]
+
+Checks, per method: frozen weights unchanged after training, checkpoint reload gives the same logits. Prints a table
+of samples/s and peak GPU memory. Needs a GPU, torch, transformers, peft, pydantic, safetensors (bitsandbytes for
+QLoRA); not Ray.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from spaces import REGISTRY  # noqa: E402
+from trainers.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
+from trainers.config import TrainSettings  # noqa: E402
+from trainers.data import Split  # noqa: E402
+from trainers.loop import evaluate, optimizer_for, train_epoch, train_loader  # noqa: E402
+from trainers.model import build_model  # noqa: E402
+
+LABELS = ["a", "b", "c", "d"]
+
+
+def random_split(n: int, seq: int, vocab: int, seed: int) -> Split:
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(5, vocab, (n, seq), generator=g)
+    labels = (ids[:, 1] % len(LABELS)).tolist()  # learnable: the first real token decides the class
+    return Split(input_ids=[[2] + row.tolist() + [3] for row in ids], labels=labels)
+
+
+def check_method(name: str, model_dir: str, train: Split, val: Split, args) -> dict:
+    device = torch.device(args.device)
+    cuda = device.type == "cuda"
+    hp = REGISTRY[name].defaults()
+    if "num_virtual_tokens" in hp:
+        hp["num_virtual_tokens"] = min(hp["num_virtual_tokens"], args.seq // 2)
+    model, counts, _ = build_model(model_dir, name, hp, LABELS, device=device)
+    frozen = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
+    settings = TrainSettings(batch_size=args.batch, precision="auto")
+    loader = train_loader(train, args.batch, 0, seed=0)
+    optimizer, scheduler = optimizer_for(model, hp["lr"], settings, args.steps)
+    train_epoch(model, loader, optimizer, scheduler, settings, device, max_steps=3)  # warm-up
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    start = time.perf_counter()
+    _, seen = train_epoch(model, loader, optimizer, scheduler, settings, device, max_steps=args.steps)
+    if cuda:
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - start
+    unchanged = all(torch.equal(frozen[n], p.detach()) for n, p in model.named_parameters() if n in frozen)
+    accuracy = evaluate(model, val, len(LABELS), 0, 256, device, "auto")["accuracy"]
+    with tempfile.TemporaryDirectory() as tmp:
+        save_checkpoint(model, Path(tmp), model_name=model_dir, method=name, hparams=hp, label_names=LABELS,
+                        max_length=args.seq + 2, counts=counts, epoch=1)
+        reloaded, _ = load_checkpoint(Path(tmp), device=device)
+        batch = torch.tensor(val.input_ids[:16], device=device)
+        model.eval()
+        with torch.no_grad():
+            same = torch.allclose(model(input_ids=batch).logits.float(), reloaded(input_ids=batch).logits.float(),
+                                  atol=1e-2, rtol=1e-2)
+    four_bit = sum(1 for m in model.modules() if type(m).__name__ == "Linear4bit")
+    return {"method": name, "trainable_pct": counts.trainable_pct, "samples_per_s": seen / seconds,
+            "peak_mb": torch.cuda.max_memory_allocated() / 2**20 if cuda else float("nan"), "frozen_unchanged": unchanged,
+            "reload_same": same, "val_acc": accuracy, "4bit_layers": four_bit}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--layers", type=int, default=12)
+    parser.add_argument("--hidden", type=int, default=768)
+    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--seq", type=int, default=64)
+    parser.add_argument("--methods", default=",".join(REGISTRY))
+    parser.add_argument("--device", default="cuda", help="cpu only to smoke-test this script")
+    args = parser.parse_args()
+    from transformers import BertConfig, BertForSequenceClassification
+
+    print(f"{torch.cuda.get_device_name() if args.device == 'cuda' else 'cpu'} torch {torch.__version__}")
+    config = BertConfig(hidden_size=args.hidden, num_hidden_layers=args.layers, num_attention_heads=args.hidden // 64,
+                        intermediate_size=4 * args.hidden, num_labels=len(LABELS))
+    with tempfile.TemporaryDirectory() as model_dir:
+        torch.manual_seed(0)
+        BertForSequenceClassification(config).save_pretrained(model_dir)
+        train = random_split(args.batch * (args.steps + 3), args.seq, config.vocab_size, 0)
+        val = random_split(512, args.seq, config.vocab_size, 1)
+        rows, failed = [], 0
+        for name in args.methods.split(","):
+            try:
+                rows.append(check_method(name, model_dir, train, val, args))
+            except Exception as exc:  # report every method, then fail
+                failed += 1
+                print(f"{name}: FAILED {type(exc).__name__}: {exc}")
+    print(f"{'method':<9} {'trainable %':>11} {'samples/s':>10} {'peak MB':>8} {'val acc':>7} {'4-bit':>5}  checks")
+    for r in rows:
+        ok = "ok" if r["frozen_unchanged"] and r["reload_same"] else "MISMATCH"
+        failed += ok != "ok"
+        print(f"{r['method']:<9} {r['trainable_pct']:>11.4g} {r['samples_per_s']:>10.0f} {r['peak_mb']:>8.0f} "
+              f"{r['val_acc']:>7.3f} {r['4bit_layers']:>5}  {ok}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
