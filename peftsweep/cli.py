@@ -115,8 +115,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     outcome = run_sweep(plan, address=args.address)
     print(format_table(outcome.summary))
     print(f"summary: {outcome.summary_json} and {outcome.summary_csv}")
+    if outcome.summary.trials:
+        from dashboards.report import build_dashboard
+
+        board = build_dashboard(outcome.tracking_uri, plan.config.experiment, plan.config.output_path / "dashboard")
+        print(f"dashboard: {board.html} (also in MLflow, parent run artifacts under dashboard/)")
     print(f"MLflow: {outcome.tracking_uri} (experiment {plan.config.experiment!r}, parent run "
-          f"{outcome.parent_run_id}); browse with: mlflow ui --backend-store-uri {outcome.tracking_uri}")
+          f"{outcome.parent_run_id}); browse with: peftsweep ui --tracking-uri {outcome.tracking_uri}")
     print(f"  front only, in the runs view: tags.peftsweep.pareto = 'true'")
     return 0 if outcome.summary.counts.get("completed") else 1
 
@@ -141,7 +146,37 @@ def cmd_summary(args: argparse.Namespace) -> int:
     return 0
 
 
-def default_store(experiment: str) -> str:
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    from dashboards.report import FRONT_FILTER, build_dashboard
+
+    uri = args.tracking_uri or default_store(args.experiment)
+    try:
+        board = build_dashboard(uri, args.experiment, Path(args.out), log_to_mlflow=not args.no_log)
+    except LookupError as exc:
+        raise UserError(f"--experiment: {exc} in {uri}") from None
+    print(f"dashboard: {board.html.resolve()}")
+    print(f"plots: {', '.join(str(p.resolve()) for p in board.pngs)}")
+    print(f"in the MLflow runs view, the front alone: {FRONT_FILTER}")
+    return 0
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    """The MLflow UI on the sweep's store, bound to loopback unless told otherwise."""
+    import subprocess
+
+    uri = args.tracking_uri or default_store(args.experiment)
+    print(f"MLflow UI for {uri}: http://{args.host}:{args.port}  (Ctrl-C stops it)", flush=True)
+    command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", args.host,
+               "--port", str(args.port)]
+    try:
+        return subprocess.call(command)
+    except KeyboardInterrupt:
+        return 0
+
+
+def default_store(experiment: str | None) -> str:
+    if experiment is None:
+        raise UserError("--tracking-uri: give the store's URI, or --experiment NAME for runs/NAME/mlflow.db here")
     db = Path("runs") / experiment / "mlflow.db"
     if not db.is_file():
         raise UserError(f"--tracking-uri: not given, and there is no local store at {db}; "
@@ -173,6 +208,16 @@ def build_parser() -> argparse.ArgumentParser:
     summary.add_argument("--experiment", required=True)
     summary.add_argument("--tracking-uri", default=None, help="default: runs/<experiment>/mlflow.db here")
     summary.add_argument("--json", action="store_true")
+    board = sub.add_parser("dashboard", help="write the interactive HTML report and PNG plots of a sweep")
+    board.add_argument("--experiment", required=True)
+    board.add_argument("--tracking-uri", default=None, help="default: runs/<experiment>/mlflow.db here")
+    board.add_argument("--out", required=True, help="directory for dashboard.html and the PNGs")
+    board.add_argument("--no-log", action="store_true", help="don't attach the files to the sweep's MLflow run")
+    ui = sub.add_parser("ui", help="start the MLflow UI on a sweep's store (bound to 127.0.0.1)")
+    ui.add_argument("--tracking-uri", default=None)
+    ui.add_argument("--experiment", default=None, help="use runs/<experiment>/mlflow.db here")
+    ui.add_argument("--host", default="127.0.0.1", help="interface to bind; 0.0.0.0 exposes it to the network")
+    ui.add_argument("--port", type=int, default=5000)
 
     train = sub.add_parser("train", help="train one method once (a single trial, outside a sweep)")
     train.add_argument("--model", default="all-MiniLM-L6-v2", help="local directory, bundled name or hub id")
@@ -199,7 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 COMMANDS = {"methods": cmd_methods, "train": cmd_train, "run": cmd_run, "validate": cmd_validate,
-            "summary": cmd_summary}
+            "summary": cmd_summary, "dashboard": cmd_dashboard, "ui": cmd_ui}
 
 
 def main(argv: list[str] | None = None) -> int:

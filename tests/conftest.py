@@ -7,7 +7,7 @@ os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from tests.tiny import make_csv, make_decoder_dir, make_model_dir  # noqa: E402
+from tests.tiny import SWEEP_TRIALS, make_csv, make_decoder_dir, make_model_dir  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -31,3 +31,31 @@ def tiny_data(tiny_model, tiny_csv):
     from trainers.launch import prepare_data
 
     return prepare_data(tiny_model, DataSpec(train_file=tiny_csv, max_length=16, seed=0))
+
+
+@pytest.fixture(scope="session")
+def finished_sweep(tmp_path_factory, tiny_model, tiny_csv):
+    """A real small sweep: tiny BERT, 5 trials over 3 methods, 2-worker Ray Train trials, local SQLite MLflow."""
+    import ray
+    import yaml
+
+    from search.config import load_config
+    from search.plan import build_plan
+    from search.sweep import run_sweep
+
+    out = tmp_path_factory.mktemp("sweep")
+    config = {
+        "name": "tiny", "model": tiny_model, "output_dir": str(out),
+        "data": {"train_file": tiny_csv, "max_length": 16},
+        "methods": {"lora": {"r": [2, 8]}, "ia3": {}, "prompt": {"num_virtual_tokens": [2, 8]}},
+        "train": {"epochs": 2, "batch_size": 16},
+        "search": {"algorithm": "tpe", "num_samples": SWEEP_TRIALS, "seed": 1},
+        "resources": {"num_workers": 2, "cpus_per_worker": 1},
+    }
+    path = out / "tiny.yaml"
+    path.write_text(yaml.safe_dump(config))
+    ray.init(num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False)
+    try:
+        return run_sweep(build_plan(load_config(path)))
+    finally:
+        ray.shutdown()

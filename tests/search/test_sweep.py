@@ -4,39 +4,11 @@ from __future__ import annotations
 
 import math
 
-import pytest
-import ray
-import yaml
-
-from search.config import load_config
-from search.plan import build_plan
-from search.sweep import run_sweep
 from search.tracking import PARETO_TAG, ROLE_TAG, client_for
+from tests.tiny import SWEEP_TRIALS as NUM_SAMPLES
 
-NUM_SAMPLES = 5
 FINAL_METRICS = ["val_accuracy", "test_accuracy", "trainable_params", "trainable_pct", "base_params",
                  "train_seconds", "samples_per_second", "peak_memory_mb"]
-
-
-@pytest.fixture(scope="module")
-def finished_sweep(tmp_path_factory, tiny_model, tiny_csv):
-    out = tmp_path_factory.mktemp("sweep")
-    config = {
-        "name": "tiny", "model": tiny_model, "output_dir": str(out),
-        "data": {"train_file": tiny_csv, "max_length": 16},
-        "methods": {"lora": {"r": [2, 8]}, "ia3": {}, "prompt": {"num_virtual_tokens": [2, 8]}},
-        "train": {"epochs": 2, "batch_size": 16},
-        "search": {"algorithm": "tpe", "num_samples": NUM_SAMPLES, "seed": 1},
-        "resources": {"num_workers": 2, "cpus_per_worker": 1},
-    }
-    path = out / "tiny.yaml"
-    path.write_text(yaml.safe_dump(config))
-    ray.init(num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False)
-    try:
-        outcome = run_sweep(build_plan(load_config(path)))
-    finally:
-        ray.shutdown()
-    return outcome
 
 
 def dominated(run, others) -> bool:

@@ -1,0 +1,78 @@
+"""Everything a dashboard shows, read from MLflow alone: the sweep's trials, its summary, learning curves."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from mlflow.tracking import MlflowClient
+
+from search.summary import Summary, TrialRecord, load_records, summarize
+from search.tracking import ROLE_TAG
+from spaces import REGISTRY, ChoiceParam, IntParam
+
+
+@dataclass
+class SweepData:
+    experiment: str
+    tracking_uri: str
+    parent_run_id: str
+    summary: Summary
+    start_order: list[str]  # run ids by start time
+    curves: dict[str, list[tuple[int, float]]]  # run id -> (epoch, val_accuracy) for front members
+
+    @property
+    def trials(self) -> list[TrialRecord]:
+        return self.summary.trials
+
+    @property
+    def methods(self) -> list[str]:
+        return sorted({r.method for r in self.trials})
+
+
+def latest_sweep(client: MlflowClient, experiment: str) -> tuple[str, str]:
+    """(experiment id, parent run id) of the newest sweep in the experiment."""
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        raise LookupError(f"no experiment {experiment!r}")
+    parents = client.search_runs([found.experiment_id], filter_string=f"tags.`{ROLE_TAG}` = 'sweep'",
+                                 order_by=["attributes.start_time DESC"], max_results=1)
+    if not parents:
+        raise LookupError(f"experiment {experiment!r} holds no peftsweep sweep")
+    return found.experiment_id, parents[0].info.run_id
+
+
+def load_sweep(tracking_uri: str, experiment: str) -> SweepData:
+    client = MlflowClient(tracking_uri=tracking_uri)
+    experiment_id, parent_run_id = latest_sweep(client, experiment)
+    summary = summarize(load_records(client, experiment_id, parent_run_id))
+    runs = {r.run_id: client.get_run(r.run_id).info.start_time for r in summary.trials}
+    curves = {r.run_id: sorted((m.step, m.value) for m in client.get_metric_history(r.run_id, "val_accuracy"))
+              for r in summary.front}
+    return SweepData(experiment, tracking_uri, parent_run_id, summary, sorted(runs, key=runs.get), curves)
+
+
+def hyperparameters(record: TrialRecord) -> dict[str, Any]:
+    """The trial's own hyperparameters, typed again from MLflow's strings by the registry's declarations."""
+    spec = REGISTRY.get(record.method)
+    if spec is None:
+        return {}
+    values = {}
+    for key, param in spec.params.items():
+        raw = record.params.get(key)
+        if raw is None:
+            continue
+        if isinstance(param, ChoiceParam):
+            values[key] = next((c for c in param.choices if str(c) == raw), raw)
+        else:
+            values[key] = int(float(raw)) if isinstance(param, IntParam) else float(raw)
+    return values
+
+
+def key_hyperparameter(method: str) -> str:
+    """The parameter that sizes the method (r, virtual tokens, bottleneck), else the learning rate."""
+    spec = REGISTRY.get(method)
+    if spec is None:
+        return "lr"
+    sizes = [k for k, p in spec.params.items() if isinstance(p, IntParam) and p.when is None]
+    return sizes[0] if sizes else "lr"

@@ -1,0 +1,67 @@
+"""The dashboard of a real small sweep, rendered in headless Chromium (Debian's chromium, driven by Playwright)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from dashboards.report import FRONT_FILTER, build_dashboard
+from search.tracking import client_for
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture(scope="module")
+def board(finished_sweep, tmp_path_factory):
+    return build_dashboard(finished_sweep.tracking_uri, "tiny", tmp_path_factory.mktemp("dashboard"))
+
+
+def test_pngs_and_html_are_parent_run_artifacts(board, finished_sweep):
+    for png in board.pngs:
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5_000
+    html = board.html.read_text()
+    assert "<script src=" not in html and "Plotly.newPlot" in html  # plotly.js is inlined: no network needed
+    client = client_for(finished_sweep.tracking_uri)
+    names = {a.path for a in client.list_artifacts(finished_sweep.parent_run_id, "dashboard")}
+    assert names == {"dashboard/dashboard.html", "dashboard/pareto.png", "dashboard/per_method.png",
+                     "dashboard/learning_curves.png", "dashboard/hypervolume.png"}
+
+
+def test_documented_filter_returns_exactly_the_front(board, finished_sweep):
+    client = client_for(finished_sweep.tracking_uri)
+    runs = client.search_runs([finished_sweep.experiment_id], filter_string=FRONT_FILTER)
+    assert {r.info.run_id for r in runs} == {r.run_id for r in board.data.summary.front}
+
+
+def test_page_renders_in_headless_chromium(board, tmp_path: Path):
+    if CHROMIUM is None:
+        if os.environ.get("CI"):
+            pytest.fail("chromium is not installed: .ci/run installs Debian's chromium")
+        pytest.skip("no chromium on this machine (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    errors: list[str] = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.on("pageerror", lambda exc: errors.append(f"pageerror: {exc}"))
+        page.on("console", lambda msg: errors.append(f"console: {msg.text}") if msg.type == "error" else None)
+        page.goto(board.html.as_uri())
+        page.wait_for_function("document.querySelector('#pareto .main-svg') !== null", timeout=30_000)
+        method_traces = page.evaluate(
+            "document.getElementById('pareto').data.filter(t => t.meta === 'method').map(t => t.name)")
+        rows = page.eval_on_selector_all("#comparison tbody tr", "rows => rows.length")
+        rendered = page.eval_on_selector_all(".js-plotly-plot", "plots => plots.length")
+        page.screenshot(path=str(tmp_path / "dashboard.png"), full_page=True)
+        browser.close()
+    methods = sorted({r.method for r in board.data.trials})
+    assert sorted(method_traces) == methods
+    assert rows == len(methods)
+    assert rendered == 6
+    assert errors == []
+    assert (tmp_path / "dashboard.png").stat().st_size > 20_000
