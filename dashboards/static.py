@@ -9,6 +9,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import NullFormatter  # noqa: E402
 
 from dashboards.figures import PALETTE  # noqa: E402
 from dashboards.sweep_data import SweepData, hyperparameters, key_hyperparameter  # noqa: E402
@@ -53,6 +54,7 @@ def per_method_png(data: SweepData, path: Path) -> Path:
         ax.scatter([hyperparameters(r).get(key) for r in records], [r.val_accuracy for r in records],
                    color=PALETTE[i % len(PALETTE)])
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())  # minor log labels overlap in small panels
         ax.set_title(f"{method}", fontsize=9)
         ax.set_xlabel(key, fontsize=8)
         ax.set_ylabel("val acc", fontsize=8)

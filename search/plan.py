@@ -11,6 +11,7 @@ from typing import Any
 from spaces import REGISTRY, ChoiceParam, MethodSpec, ModelInfo, Param
 from spaces.errors import UserError
 from search.config import SweepConfig
+from search.tracking import check_reachable
 from trainers.data import TokenizedData
 from trainers.launch import model_info, prepare_data
 
@@ -112,6 +113,7 @@ def check_settings(config: SweepConfig, methods: dict[str, MethodSpec]) -> list[
 def build_plan(config: SweepConfig) -> SweepPlan:
     methods, problems = resolve_methods(config)
     problems += check_settings(config, methods)
+    problems += check_reachable(config.tracking_uri)
     data = info = None
     try:
         data = prepare_data(config.model, config.data, config.trust_remote_code)

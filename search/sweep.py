@@ -15,7 +15,7 @@ from ray import tune
 from search.plan import SweepPlan
 from search.progress import ProgressPrinter
 from search.space import define_space, grid, start_points
-from search.summary import Summary, format_table, load_records, summarize, tag_front, write_files
+from search.summary import Summary, load_records, summarize, tag_front, write_files
 from search.tracking import MlflowTrialLogger, client_for, ensure_experiment, start_parent
 from search.trial import DRIVER_RESOURCES, sweep_trial
 from spaces.errors import UserError
@@ -156,5 +156,3 @@ def finish(client, experiment_id: str, parent_run_id: str, out: Path, status: st
     client.set_terminated(parent_run_id, status)
     return summary
 
-
-__all__ = ["run_sweep", "SweepOutcome", "format_table", "connect_ray"]

@@ -36,6 +36,30 @@ def client_for(uri: str) -> MlflowClient:
     return MlflowClient(tracking_uri=uri)
 
 
+def check_reachable(uri: str, timeout_s: int = 5) -> list[str]:
+    """A tracking server that does not answer is reported before any trial starts (MLflow would otherwise retry
+    each call for minutes). Local stores (sqlite, file) are created on first use and need no check."""
+    if not uri.startswith(("http://", "https://")):
+        return []
+    import os
+
+    saved = {k: os.environ.get(k) for k in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT")}
+    os.environ.update({"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": str(timeout_s)})
+    try:
+        MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
+        return []
+    except Exception as exc:  # connection refused, DNS, TLS, HTTP errors
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return [f"tracking.uri: cannot reach the MLflow server at {uri} ({first[:200]}); "
+                f"start it, fix the URI, or leave tracking.uri out for a local store"]
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
 def ensure_experiment(client: MlflowClient, name: str, artifact_root: Path | None) -> str:
     existing = client.get_experiment_by_name(name)
     if existing is not None:

@@ -66,6 +66,7 @@ MISTAKES = [
     ("resources.per_method.lora", {"workers": 2}, "resources.per_method.lora.workers: unknown key"),
     ("early_stopping", {"enabled": True, "grace_period": 3}, "early_stopping.grace_period: 3 must be below"),
     ("tracking.url", "http://x", "tracking.url: unknown key"),
+    ("tracking.uri", "http://127.0.0.1:9", "tracking.uri: cannot reach the MLflow server at http://127.0.0.1:9"),
 ]
 
 
