@@ -8,7 +8,7 @@ from typing import Any
 from mlflow.tracking import MlflowClient
 
 from search.summary import Summary, TrialRecord, load_records, summarize
-from search.tracking import ROLE_TAG
+from search.tracking import latest_sweep
 from spaces import REGISTRY, ChoiceParam, IntParam
 
 
@@ -28,18 +28,6 @@ class SweepData:
     @property
     def methods(self) -> list[str]:
         return sorted({r.method for r in self.trials})
-
-
-def latest_sweep(client: MlflowClient, experiment: str) -> tuple[str, str]:
-    """(experiment id, parent run id) of the newest sweep in the experiment."""
-    found = client.get_experiment_by_name(experiment)
-    if found is None:
-        raise LookupError(f"no experiment {experiment!r}")
-    parents = client.search_runs([found.experiment_id], filter_string=f"tags.`{ROLE_TAG}` = 'sweep'",
-                                 order_by=["attributes.start_time DESC"], max_results=1)
-    if not parents:
-        raise LookupError(f"experiment {experiment!r} holds no peftsweep sweep")
-    return found.experiment_id, parents[0].info.run_id
 
 
 def load_sweep(tracking_uri: str, experiment: str) -> SweepData:

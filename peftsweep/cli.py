@@ -108,6 +108,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from dashboards.report import FRONT_FILTER
     from search.summary import format_table
     from search.sweep import run_sweep
 
@@ -122,7 +123,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"dashboard: {board.html} (also in MLflow, parent run artifacts under dashboard/)")
     print(f"MLflow: {outcome.tracking_uri} (experiment {plan.config.experiment!r}, parent run "
           f"{outcome.parent_run_id}); browse with: peftsweep ui --tracking-uri {outcome.tracking_uri}")
-    print(f"  front only, in the runs view: tags.peftsweep.pareto = 'true'")
+    print(f"  front only, in the runs view: {FRONT_FILTER}")
     return 0 if outcome.summary.counts.get("completed") else 1
 
 
@@ -130,19 +131,16 @@ def cmd_summary(args: argparse.Namespace) -> int:
     import json
 
     from search.summary import as_dict, format_table, load_records, summarize
-    from search.tracking import ROLE_TAG, client_for
+    from search.tracking import client_for, latest_sweep
 
     uri = args.tracking_uri or default_store(args.experiment)
     client = client_for(uri)
-    experiment = client.get_experiment_by_name(args.experiment)
-    if experiment is None:
-        raise UserError(f"--experiment: no experiment {args.experiment!r} in {uri}")
-    parents = client.search_runs([experiment.experiment_id], filter_string=f"tags.`{ROLE_TAG}` = 'sweep'",
-                                 order_by=["attributes.start_time DESC"], max_results=1)
-    if not parents:
-        raise UserError(f"--experiment: {args.experiment!r} holds no peftsweep sweep")
-    summary = summarize(load_records(client, experiment.experiment_id, parents[0].info.run_id))
-    print(json.dumps(as_dict(summary), indent=2, default=str) if args.json else format_table(summary))
+    try:
+        experiment_id, parent_run_id = latest_sweep(client, args.experiment)
+    except LookupError as exc:
+        raise UserError(f"--experiment: {exc} in {uri}") from None
+    summary = summarize(load_records(client, experiment_id, parent_run_id))
+    print(json.dumps(as_dict(summary), indent=2) if args.json else format_table(summary))
     return 0
 
 

@@ -112,7 +112,7 @@ def tag_front(client, summary: Summary) -> None:
 def write_files(summary: Summary, directory: Path) -> tuple[Path, Path]:
     directory.mkdir(parents=True, exist_ok=True)
     json_path, csv_path = directory / "summary.json", directory / "trials.csv"
-    json_path.write_text(json.dumps(as_dict(summary), indent=2, default=_json_safe))
+    json_path.write_text(json.dumps(as_dict(summary), indent=2))
     fields = ["run_id", "trial_id", "method", "status", "on_front", *RECORD_METRICS, "params"]
     with csv_path.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=fields)
@@ -123,13 +123,20 @@ def write_files(summary: Summary, directory: Path) -> tuple[Path, Path]:
 
 
 def as_dict(summary: Summary) -> dict[str, Any]:
-    return {"hypervolume": summary.hypervolume, "counts": summary.counts,
-            "front": [asdict(r) for r in summary.front], "by_method": [asdict(m) for m in summary.by_method],
-            "trials": [asdict(r) for r in summary.trials]}
+    """Plain data, strict-JSON safe: a metric a failed trial never reached is None, not NaN."""
+    return _finite({"hypervolume": summary.hypervolume, "counts": summary.counts,
+                    "front": [asdict(r) for r in summary.front], "by_method": [asdict(m) for m in summary.by_method],
+                    "trials": [asdict(r) for r in summary.trials]})
 
 
-def _json_safe(value: Any) -> Any:
-    return None if isinstance(value, float) and not math.isfinite(value) else str(value)
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
 
 
 def format_table(summary: Summary) -> str:

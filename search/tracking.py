@@ -74,6 +74,18 @@ def start_parent(client: MlflowClient, experiment_id: str, name: str, params: di
     return run.info.run_id
 
 
+def latest_sweep(client: MlflowClient, experiment: str) -> tuple[str, str]:
+    """(experiment id, parent run id) of the newest sweep in an experiment; LookupError if there is none."""
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        raise LookupError(f"no experiment {experiment!r}")
+    parents = client.search_runs([found.experiment_id], filter_string=f"tags.`{ROLE_TAG}` = 'sweep'",
+                                 order_by=["attributes.start_time DESC"], max_results=1)
+    if not parents:
+        raise LookupError(f"experiment {experiment!r} holds no peftsweep sweep")
+    return found.experiment_id, parents[0].info.run_id
+
+
 def trial_runs(client: MlflowClient, experiment_id: str, parent_run_id: str) -> list:
     """Every child run of a sweep (paged: MLflow returns at most 1000 runs per call)."""
     runs, token = [], None

@@ -15,14 +15,21 @@ LABELS = ["fruit", "nature", "machine"]
 SWEEP_TRIALS = 5  # trials in the shared small sweep of tests/conftest.py
 
 
-def make_model_dir(directory: Path, num_labels: int = 3, hidden: int = 32, layers: int = 2) -> Path:
-    from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
+def write_tokenizer(directory: Path) -> int:
+    """The toy word-level tokenizer, saved beside the model; returns the vocabulary size."""
+    from transformers import BertTokenizerFast
 
     directory.mkdir(parents=True, exist_ok=True)
     vocab = directory / "vocab.txt"
     vocab.write_text("\n".join(SPECIAL + KEYWORDS + FILLER) + "\n")
     BertTokenizerFast(vocab_file=str(vocab), do_lower_case=True).save_pretrained(directory)
-    config = BertConfig(vocab_size=len(SPECIAL + KEYWORDS + FILLER), hidden_size=hidden, num_hidden_layers=layers,
+    return len(SPECIAL + KEYWORDS + FILLER)
+
+
+def make_model_dir(directory: Path, num_labels: int = 3, hidden: int = 32, layers: int = 2) -> Path:
+    from transformers import BertConfig, BertForSequenceClassification
+
+    config = BertConfig(vocab_size=write_tokenizer(directory), hidden_size=hidden, num_hidden_layers=layers,
                         num_attention_heads=4, intermediate_size=2 * hidden, max_position_embeddings=64,
                         num_labels=num_labels)
     torch.manual_seed(0)
@@ -48,13 +55,9 @@ def make_csv(path: Path, n: int = 96, seed: int = 0) -> Path:
 
 def make_decoder_dir(directory: Path, num_labels: int = 3, hidden: int = 32, layers: int = 2) -> Path:
     """A 2-layer Llama with a sequence-classification head, sharing the toy word-level tokenizer."""
-    from transformers import BertTokenizerFast, LlamaConfig, LlamaForSequenceClassification
+    from transformers import LlamaConfig, LlamaForSequenceClassification
 
-    directory.mkdir(parents=True, exist_ok=True)
-    vocab = directory / "vocab.txt"
-    vocab.write_text("\n".join(SPECIAL + KEYWORDS + FILLER) + "\n")
-    BertTokenizerFast(vocab_file=str(vocab), do_lower_case=True).save_pretrained(directory)
-    config = LlamaConfig(vocab_size=len(SPECIAL + KEYWORDS + FILLER), hidden_size=hidden, num_hidden_layers=layers,
+    config = LlamaConfig(vocab_size=write_tokenizer(directory), hidden_size=hidden, num_hidden_layers=layers,
                          num_attention_heads=4, num_key_value_heads=2, intermediate_size=2 * hidden,
                          max_position_embeddings=64, num_labels=num_labels, pad_token_id=0)
     torch.manual_seed(0)

@@ -65,3 +65,35 @@ def test_page_renders_in_headless_chromium(board, tmp_path: Path):
     assert rendered == 6
     assert errors == []
     assert (tmp_path / "dashboard.png").stat().st_size > 20_000
+
+
+def test_ui_serves_the_store_on_loopback(finished_sweep):
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "peftsweep.cli", "ui", "--tracking-uri", finished_sweep.tracking_uri,
+                             "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    try:
+        deadline, status = time.monotonic() + 90, None
+        while time.monotonic() < deadline and status is None:
+            try:
+                status = urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2).status
+            except OSError:
+                time.sleep(1)
+        assert status == 200
+        listening = subprocess.run(["ss", "-ltnH", f"sport = :{port}"], capture_output=True, text=True).stdout
+        local_addresses = {line.split()[3] for line in listening.splitlines()}
+        assert local_addresses == {f"127.0.0.1:{port}"}  # loopback only, not 0.0.0.0 or [::]
+    finally:
+        import os
+        import signal
+
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)

@@ -1,5 +1,7 @@
 import math
 
+import pytest
+
 from search.summary import TrialRecord, format_table, summarize
 
 
@@ -34,3 +36,14 @@ def test_without_full_the_comparison_is_not_invented():
     summary = summarize([record("a", "lora", 0.9, 0.3)])
     assert summary.by_method[0].accuracy_gap_to_full is None
     assert "n/a" in format_table(summary)
+
+
+def test_summary_json_is_strict_json_even_with_failed_trials(tmp_path):
+    import json
+
+    from search.summary import write_files
+
+    summary = summarize([record("ok", "lora", 0.9, 0.3), record("failed", "ia3", math.nan, math.nan, "failed")])
+    json_path, _ = write_files(summary, tmp_path)
+    data = json.loads(json_path.read_text(), parse_constant=lambda c: pytest.fail(f"non-JSON constant {c}"))
+    assert data["trials"][1]["val_accuracy"] is None
