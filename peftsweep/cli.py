@@ -100,9 +100,12 @@ def load_plan(args: argparse.Namespace):
 def cmd_validate(args: argparse.Namespace) -> int:
     plan = load_plan(args)
     c = plan.config
+    from search.space import grid_size
+
     sizes = {name: len(split) for name, split in plan.data.splits.items()}
+    trials = grid_size(plan.methods, c.search.grid_points) if c.search.algorithm == "grid" else c.search.num_samples
     print(f"{args.config}: OK — {len(plan.methods)} methods ({', '.join(plan.methods)}), "
-          f"{c.search.algorithm} x {c.search.num_samples} trials, data {sizes}, {plan.data.num_labels} labels; "
+          f"{c.search.algorithm} x {trials} trials, data {sizes}, {plan.data.num_labels} labels; "
           f"MLflow {c.tracking_uri} experiment {c.experiment!r}")
     return 0
 

@@ -37,7 +37,7 @@ class SweepResources(Resources):
 class SearchSettings(Strict):
     algorithm: Literal["tpe", "nsga2", "random", "grid"] = Field(
         "tpe", description="tpe/nsga2/random: Optuna samplers (multi-objective); grid: every point of a coarse grid")
-    num_samples: int = Field(12, ge=1, description="trials to run (for grid: repeats of the whole grid)")
+    num_samples: int = Field(12, ge=1, description="trials to run (grid: unused, every grid point runs once)")
     max_concurrent_trials: int = Field(1, ge=1, description="trials running at the same time")
     time_budget_s: float | None = Field(None, gt=0, description="stop starting new trials after this many seconds")
     seed: int = Field(0, description="seed of the searcher")
