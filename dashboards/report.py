@@ -78,8 +78,9 @@ MLflow: <code>{html.escape(data.tracking_uri)}</code>, parent run <code>{data.pa
 </body></html>"""
 
 
-def build_dashboard(tracking_uri: str, experiment: str, out: Path, log_to_mlflow: bool = True) -> Dashboard:
-    data = load_sweep(tracking_uri, experiment)
+def build_dashboard(tracking_uri: str, experiment: str, out: Path, log_to_mlflow: bool = True,
+                    parent_run_id: str | None = None) -> Dashboard:
+    data = load_sweep(tracking_uri, experiment, parent_run_id)
     out.mkdir(parents=True, exist_ok=True)
     page = out / "dashboard.html"
     page.write_text(render(data))

@@ -23,6 +23,8 @@ def pareto_png(data: SweepData, path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(9, 5.5))
     for i, method in enumerate(data.methods):
         rows = [r for r in data.trials if r.method == method and math.isfinite(r.val_accuracy)]
+        if not rows:  # e.g. its only trial failed before the first validation
+            continue
         ax.scatter([r.trainable_pct for r in rows], [r.val_accuracy for r in rows], label=method,
                    color=PALETTE[i % len(PALETTE)], marker=MARKERS[i % len(MARKERS)], s=60, edgecolors="#333",
                    alpha=[1.0 if is_front_candidate(r) else 0.35 for r in rows])

@@ -116,13 +116,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     from search.sweep import run_sweep
 
     plan = load_plan(args)
-    outcome = run_sweep(plan, address=args.address)
+    outcome = run_sweep(plan, address=args.address, resume=args.resume, restart=args.restart)
     print(format_table(outcome.summary))
     print(f"summary: {outcome.summary_json} and {outcome.summary_csv}")
     if outcome.summary.trials:
         from dashboards.report import build_dashboard
 
-        board = build_dashboard(outcome.tracking_uri, plan.config.experiment, plan.config.output_path / "dashboard")
+        board = build_dashboard(outcome.tracking_uri, plan.config.experiment, plan.config.output_path / "dashboard",
+                                parent_run_id=outcome.parent_run_id)
         print(f"dashboard: {board.html} (also in MLflow, parent run artifacts under dashboard/)")
     print(f"MLflow: {outcome.tracking_uri} (experiment {plan.config.experiment!r}, parent run "
           f"{outcome.parent_run_id}); browse with: peftsweep ui --tracking-uri {outcome.tracking_uri}")
@@ -205,6 +206,10 @@ def build_parser() -> argparse.ArgumentParser:
                          help="override a config key, dotted (search.num_samples=30); repeatable")
         if name == "run":
             cmd.add_argument("--address", default=None, help="Ray cluster address (default: $RAY_ADDRESS or local)")
+            cmd.add_argument("--resume", action="store_true",
+                             help="continue the interrupted sweep in the config's output_dir (same config)")
+            cmd.add_argument("--restart", action="store_true",
+                             help="abandon an interrupted sweep in output_dir and start a new one")
     summary = sub.add_parser("summary", help="print a finished sweep's Pareto front and comparison from MLflow")
     summary.add_argument("--experiment", required=True)
     summary.add_argument("--tracking-uri", default=None, help="default: runs/<experiment>/mlflow.db here")
@@ -252,6 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")  # ~6 s less fixed cost per trial
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # with verbose=0: no Tune tables, our progress lines only
+    os.environ.setdefault("TUNE_PRINT_ALL_TRIAL_ERRORS", "0")  # a failed trial gets one progress line, not a traceback
     args = build_parser().parse_args(argv)
     if getattr(args, "task", None) is None and getattr(args, "train_file", None) is None and args.command == "train":
         args.task = "trec6"

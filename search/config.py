@@ -70,6 +70,9 @@ class SweepConfig(Strict):
     early_stopping: EarlyStopping = EarlyStopping()
     resources: SweepResources = SweepResources()
     tracking: Tracking = Tracking()
+    delete_dominated_checkpoints: bool = Field(
+        False, description="when the sweep has finished, delete the checkpoints (Ray's and MLflow's copies) of every "
+                           "trial not on the Pareto front")
     output_dir: str | None = Field(None, description="where MLflow's default store, checkpoints and summaries go; "
                                                      "default runs/<name>, relative to where the command runs")
 

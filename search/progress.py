@@ -7,6 +7,7 @@ import time
 from ray.tune import Callback
 
 from search.space import unflat
+from search.tracking import trial_error_reason
 
 
 class ProgressPrinter(Callback):
@@ -15,6 +16,14 @@ class ProgressPrinter(Callback):
         self.done = self.failed = 0
         self.best: tuple[float, str] | None = None
         self.start = time.monotonic()
+
+    # Saved with Tune's experiment state: a resumed sweep keeps counting where it stopped.
+    def get_state(self) -> dict:
+        return {"done": self.done, "failed": self.failed, "best": self.best}
+
+    def set_state(self, state: dict) -> None:
+        self.done, self.failed = state.get("done", 0), state.get("failed", 0)
+        self.best = tuple(state["best"]) if state.get("best") else None
 
     def _line(self, trials, message: str) -> None:
         running = sum(1 for t in trials if t.status == "RUNNING")
@@ -40,4 +49,4 @@ class ProgressPrinter(Callback):
     def on_trial_error(self, iteration, trials, trial, **info):
         self.done += 1
         self.failed += 1
-        self._line(trials, f"FAILED {str(trial)} (reason in MLflow tag peftsweep.failure_reason)")
+        self._line(trials, f"FAILED {str(trial)}: {trial_error_reason(trial)[:300]}")

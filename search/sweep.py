@@ -15,8 +15,10 @@ from ray import tune
 from search.plan import SweepPlan
 from search.progress import ProgressPrinter
 from search.space import define_space, grid, start_points
+from search.cleanup import delete_dominated_checkpoints
+from search.resume import SweepState, read_state, sweep_to_resume, write_state
 from search.summary import Summary, load_records, summarize, tag_front, write_files
-from search.tracking import MlflowTrialLogger, client_for, ensure_experiment, start_parent
+from search.tracking import MlflowTrialLogger, client_for, ensure_experiment, start_parent, trial_runs
 from search.trial import DRIVER_RESOURCES, sweep_trial
 from spaces.errors import UserError
 
@@ -87,7 +89,8 @@ def scheduler_for(plan: SweepPlan):
     e = plan.config.early_stopping
     if not e.enabled:
         return None
-    return tune.schedulers.ASHAScheduler(metric="val_accuracy", mode="max", time_attr="training_iteration",
+    # time_attr epoch, not training_iteration: a trial continued from a checkpoint keeps counting its epochs.
+    return tune.schedulers.ASHAScheduler(metric="val_accuracy", mode="max", time_attr="epoch",
                                          max_t=plan.config.train.epochs, grace_period=e.grace_period,
                                          reduction_factor=e.reduction_factor)
 
@@ -107,52 +110,102 @@ def logged_params(plan: SweepPlan) -> dict[str, Any]:
             "methods": ",".join(plan.methods), "seed": c.search.seed}
 
 
-def run_sweep(plan: SweepPlan, address: str | None = None) -> SweepOutcome:
+def run_sweep(plan: SweepPlan, address: str | None = None, resume: bool = False,
+              restart: bool = False) -> SweepOutcome:
+    """Run the sweep; `resume` continues the interrupted sweep in output_dir, `restart` abandons it."""
     c = plan.config
     out = c.output_path
-    out.mkdir(parents=True, exist_ok=True)
+    config = c.model_dump(mode="json")
+    previous = read_state(out)
+    resumed = sweep_to_resume(out, config, resume, restart)  # raises before anything starts if unclear
     client = client_for(c.tracking_uri)
-    experiment_id = ensure_experiment(client, c.experiment, out / "mlartifacts" if not c.tracking.uri else None)
+    if previous and previous.status == "running" and restart:
+        abandon(client_for(previous.tracking_uri), previous)
     connect_ray(address)
     check_capacity(plan)
     searcher, param_space, num_samples = searcher_and_space(plan)
     total = len(param_space["point"]["grid_search"]) if param_space else num_samples
-    parent_run_id = start_parent(client, experiment_id, c.name, logged_params(plan))
-    mlflow_logger = MlflowTrialLogger(c.tracking_uri, experiment_id, parent_run_id, c.train.epochs,
-                                      {"epochs": c.train.epochs, "batch_size": c.train.batch_size})
+    if resumed:
+        state = resumed
+        client.update_run(state.parent_run_id, status="RUNNING")
+        print(f"resuming sweep {c.name!r}: MLflow parent run {state.parent_run_id}, Tune state {state.tune_path}",
+              flush=True)
+    else:
+        experiment_id = ensure_experiment(client, c.experiment, out / "mlartifacts" if not c.tracking.uri else None)
+        parent_run_id = start_parent(client, experiment_id, c.name, logged_params(plan))
+        # One Tune experiment directory per sweep, so a new sweep never mixes with an old one's state.
+        state = SweepState(parent_run_id, experiment_id, c.tracking_uri,
+                           str(out / "ray" / f"{c.name}-{parent_run_id[:8]}"), config)
+        write_state(out, state)
+    tuner = make_tuner(plan, state, searcher, param_space, num_samples, total, resumed is not None)
+    status = "interrupted"  # an exception (Ctrl-C, a lost cluster) leaves it resumable
+    try:
+        results = tuner.fit()
+        # Tune returns normally after a Ctrl-C too, with trials left unfinished.
+        status = "finished" if results.num_terminated + results.num_errors == len(results) else "interrupted"
+    finally:
+        summary = finish(client, state, plan, status)
+    json_path, csv_path = out / "summary" / "summary.json", out / "summary" / "trials.csv"
+    return SweepOutcome(summary, state.parent_run_id, state.experiment_id, c.tracking_uri, json_path, csv_path)
+
+
+def make_tuner(plan: SweepPlan, state: SweepState, searcher, param_space: dict[str, Any], num_samples: int,
+               total: int, resumed: bool) -> tune.Tuner:
+    c = plan.config
     # Tokenized once, stored once: every trial's workers read it zero-copy from the object store.
     data_ref = ray.put(plan.data)
+    tune_path = Path(state.tune_path)
     trainable = tune.with_resources(
-        tune.with_parameters(sweep_trial, data=data_ref, settings=trial_settings(plan, out / "trials")),
+        tune.with_parameters(sweep_trial, data=data_ref,
+                             settings=trial_settings(plan, tune_path.parent.parent / "trials" / tune_path.name)),
         DRIVER_RESOURCES)
-    tuner = tune.Tuner(
+    # Tune saves its experiment state (trials, searcher) at most this often; a driver killed in between loses
+    # at most this much bookkeeping (the trials' own checkpoints are unaffected).
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
+    if resumed:
+        # Finished trials stay finished, unfinished ones continue from their checkpoints, failed ones stay failed.
+        return tune.Tuner.restore(str(tune_path), trainable, resume_unfinished=True, resume_errored=False,
+                                  restart_errored=False, param_space=param_space or None)
+    mlflow_logger = MlflowTrialLogger(c.tracking_uri, state.experiment_id, state.parent_run_id, c.train.epochs,
+                                      {"epochs": c.train.epochs, "batch_size": c.train.batch_size})
+    return tune.Tuner(
         trainable, param_space=param_space,
         tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler_for(plan), num_samples=num_samples,
                                     max_concurrent_trials=c.search.max_concurrent_trials,
                                     time_budget_s=c.search.time_budget_s,
                                     # a trial's driver process is reused: no new process importing torch per trial
                                     reuse_actors=True),
-        run_config=tune.RunConfig(name=c.name, storage_path=str(out / "ray"), verbose=0,
+        run_config=tune.RunConfig(name=tune_path.name, storage_path=str(tune_path.parent), verbose=0,
                                   callbacks=[ProgressPrinter(total), mlflow_logger]))
-    status = "FAILED"
-    try:
-        tuner.fit()
-        status = "FINISHED"
-    finally:
-        summary = finish(client, experiment_id, parent_run_id, out, status)
-    json_path, csv_path = out / "summary" / "summary.json", out / "summary" / "trials.csv"
-    return SweepOutcome(summary, parent_run_id, experiment_id, c.tracking_uri, json_path, csv_path)
 
 
-def finish(client, experiment_id: str, parent_run_id: str, out: Path, status: str) -> Summary:
+def abandon(client, state: SweepState) -> None:
+    """--restart: close the interrupted sweep's parent run and its unfinished trial runs as KILLED."""
+    for run in trial_runs(client, state.experiment_id, state.parent_run_id):
+        if run.info.status == "RUNNING":
+            client.set_terminated(run.info.run_id, "KILLED")
+    client.set_terminated(state.parent_run_id, "KILLED")
+    print(f"abandoned the interrupted sweep (MLflow parent run {state.parent_run_id})", flush=True)
+
+
+def finish(client, state: SweepState, plan: SweepPlan, status: str) -> Summary:
     """Summarize from MLflow, tag the front, write JSON/CSV, attach them to the parent run and close it."""
-    summary = summarize(load_records(client, experiment_id, parent_run_id))
+    out = plan.config.output_path
+    summary = summarize(load_records(client, state.experiment_id, state.parent_run_id))
     tag_front(client, summary)
+    if plan.config.delete_dominated_checkpoints and status == "finished":
+        freed = delete_dominated_checkpoints(client, summary)
+        print(f"deleted the checkpoints of {freed.trials} dominated trials ({freed.bytes / 2**20:.1f} MiB)")
     json_path, csv_path = write_files(summary, out / "summary")
     for path in (json_path, csv_path):
-        client.log_artifact(parent_run_id, str(path), "summary")
-    client.log_metric(parent_run_id, "hypervolume", summary.hypervolume)
-    client.log_metric(parent_run_id, "front_size", len(summary.front))
-    client.set_terminated(parent_run_id, status)
+        client.log_artifact(state.parent_run_id, str(path), "summary")
+    client.log_metric(state.parent_run_id, "hypervolume", summary.hypervolume)
+    client.log_metric(state.parent_run_id, "front_size", len(summary.front))
+    if status == "finished":
+        client.set_terminated(state.parent_run_id, "FINISHED")
+        state.status = "finished"
+        write_state(out, state)
+    else:  # sweep.json still says running: `--resume` continues it and reopens the parent run
+        client.set_terminated(state.parent_run_id, "KILLED")
+        print(f"the sweep was interrupted; continue it with: peftsweep run <config> --resume", flush=True)
     return summary
-

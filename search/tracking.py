@@ -25,11 +25,12 @@ METHOD_TAG = "peftsweep.method"
 STATUS_TAG = "peftsweep.status"  # completed | early_stopped | failed
 PARETO_TAG = "peftsweep.pareto"  # "true" on front members, "false" on every other trial
 FAILURE_TAG = "peftsweep.failure_reason"
+CHECKPOINT_TAG = "peftsweep.checkpoint_path"
 EPOCH_METRICS = ("val_accuracy", "val_macro_f1", "train_loss")
 # Logged once at the end (the per-epoch ones above are already there, their last step being the final value).
 FINAL_METRICS = ("test_accuracy", "test_macro_f1", "trainable_params",
                  "trainable_pct", "stored_params", "stored_pct", "head_params", "base_params", "train_seconds",
-                 "samples_per_second", "peak_memory_mb", "ddp_param_divergence")
+                 "samples_per_second", "peak_memory_mb", "ddp_param_divergence", "restarts")
 
 
 def client_for(uri: str) -> MlflowClient:
@@ -113,7 +114,18 @@ class MlflowTrialLogger(Callback):
         self.planned_epochs = planned_epochs
         self.trial_params = trial_params  # sweep-wide training settings logged on every child
         self.run_ids: dict[str, str] = {}
+        self.logged_epoch: dict[str, int] = {}  # run id -> last epoch logged (a restarted trial may report again)
         self._client: MlflowClient | None = None
+
+    # Tune saves this with its experiment state, so a resumed sweep's driver knows the runs it already made.
+    def get_state(self) -> dict[str, Any]:
+        return {"run_ids": dict(self.run_ids)}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self.run_ids.update(state.get("run_ids", {}))
+
+    def __getstate__(self) -> dict[str, Any]:
+        return self.__dict__ | {"_client": None}  # the client is rebuilt where the callback is unpickled
 
     @property
     def client(self) -> MlflowClient:
@@ -144,7 +156,13 @@ class MlflowTrialLogger(Callback):
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         epoch = int(result.get("epoch", result.get("training_iteration", 0)))
-        self.client.log_batch(self.run_id(trial), metrics=finite_metrics(result, EPOCH_METRICS, epoch))
+        run_id = self.run_id(trial)
+        if run_id not in self.logged_epoch:  # first result this driver sees: maybe a resumed trial
+            history = self.client.get_metric_history(run_id, "val_accuracy")
+            self.logged_epoch[run_id] = max((m.step for m in history), default=0)
+        if epoch > self.logged_epoch[run_id]:
+            self.client.log_batch(run_id, metrics=finite_metrics(result, EPOCH_METRICS, epoch))
+            self.logged_epoch[run_id] = epoch
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         result = trial.last_result or {}
@@ -153,7 +171,7 @@ class MlflowTrialLogger(Callback):
         self._finish(trial, result, status, "FINISHED")
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        self._finish(trial, trial.last_result or {}, "failed", "FAILED", reason=_error_text(trial))
+        self._finish(trial, trial.last_result or {}, "failed", "FAILED", reason=trial_error_reason(trial))
 
     def _finish(self, trial, result: dict[str, Any], status: str, mlflow_status: str, reason: str = "") -> None:
         run_id = self.run_id(trial)
@@ -164,20 +182,47 @@ class MlflowTrialLogger(Callback):
         self.client.log_batch(run_id, metrics=metrics, tags=tags)
         checkpoint = result.get("checkpoint_path")
         if checkpoint and Path(checkpoint).is_dir():
-            self.client.set_tag(run_id, "peftsweep.checkpoint_path", checkpoint)
+            self.client.set_tag(run_id, CHECKPOINT_TAG, checkpoint)
             self._log_checkpoint(run_id, Path(checkpoint), unflat(trial.config)[0])
         self.client.set_terminated(run_id, mlflow_status)
 
     def _log_checkpoint(self, run_id: str, checkpoint: Path, method: str) -> None:
+        from trainers.checkpoint import MANIFEST  # imported here: torch stays out of `peftsweep summary`
+        from trainers.state import STATE_FILE
+
         if method == "full":  # every weight: keep it in Ray's storage, log only its manifest
-            self.client.log_artifact(run_id, str(checkpoint / "peftsweep.json"), "checkpoint")
-        else:
-            self.client.log_artifacts(run_id, str(checkpoint), "checkpoint")
+            self.client.log_artifact(run_id, str(checkpoint / MANIFEST), "checkpoint")
+            return
+        for item in sorted(checkpoint.iterdir()):  # the method's files; the resume-only training state stays out
+            if item.is_dir():
+                self.client.log_artifacts(run_id, str(item), f"checkpoint/{item.name}")
+            elif item.name != STATE_FILE:
+                self.client.log_artifact(run_id, str(item), "checkpoint")
+
+    def on_experiment_end(self, trials, **info):
+        """Close what a killed driver left open: runs of trials Tune knows ended, and runs Tune never heard of."""
+        by_id = {t.trial_id: t for t in trials}
+        for run in trial_runs(self.client, self.experiment_id, self.parent_run_id):
+            if run.info.status != "RUNNING":
+                continue
+            trial = by_id.get(run.data.tags.get(TRIAL_TAG, ""))
+            if trial is None:
+                # Started after Tune's last saved state, then the driver died: Tune re-planned that slot under a
+                # new trial id, so this run would be a duplicate.
+                self.client.set_tag(run.info.run_id, STATUS_TAG, "orphaned")
+                self.client.delete_run(run.info.run_id)
+            elif trial.status == "TERMINATED":
+                self.run_ids[trial.trial_id] = run.info.run_id
+                self.on_trial_complete(0, trials, trial)
+            elif trial.status == "ERROR":
+                self.run_ids[trial.trial_id] = run.info.run_id
+                self.on_trial_error(0, trials, trial)
 
 
-def _error_text(trial) -> str:
+def trial_error_reason(trial) -> str:
+    """One line: why a trial failed (the last line of Tune's error file, our TrialFailedError prefix dropped)."""
     error_file = getattr(trial, "error_file", None)
     if error_file and Path(error_file).is_file():
         lines = [line for line in Path(error_file).read_text().strip().splitlines() if line.strip()]
-        return lines[-1] if lines else "unknown error"
+        return lines[-1].split("TrialFailedError: ", 1)[-1] if lines else "unknown error"
     return str(getattr(trial, "error_msg", "") or "unknown error")

@@ -22,6 +22,9 @@ class TrainSettings(Strict):
     precision: Literal["auto", "fp32", "bf16"] = Field(
         "auto", description="auto = bf16 autocast on a GPU that supports it, fp32 on CPU")
     checkpoints_to_keep: int = Field(1, ge=1, description="checkpoints kept per trial (one is written per epoch)")
+    max_failures: int = Field(
+        2, ge=0, description="restarts of a trial's workers from its last checkpoint after a worker dies or errors "
+                             "(NaN/inf loss and out-of-memory are not retried)")
 
 
 class Resources(Strict):

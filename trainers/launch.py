@@ -6,13 +6,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import ray
-from ray.train import CheckpointConfig, RunConfig, ScalingConfig
+from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchConfig, TorchTrainer
 
 from spaces import ModelInfo, UnknownMethodError, get_method
 from spaces.errors import UserError
 from trainers.config import Resources, TrialConfig
 from trainers.data import DataSpec, TokenizedData, tokenize
+from trainers.faults import raise_if_fatal_recorded
 from trainers.model import load_config, load_tokenizer
 from trainers.recipe import train_loop_per_worker
 
@@ -68,12 +69,20 @@ def make_trainer(cfg: TrialConfig, data: TokenizedData | ray.ObjectRef, *, stora
     """The Ray Train job for one trial: N workers, gloo on CPU, NCCL on GPU."""
     return TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"trial": cfg.model_dump(), "data": data},
+        # run_dir: where a worker leaves a note that its failure must not be retried (trainers.faults)
+        train_loop_config={"trial": cfg.model_dump(), "data": data, "run_dir": run_dir_of(storage_path, name)},
         scaling_config=scaling_for(cfg.resources),
         torch_config=TorchConfig(backend="nccl" if cfg.resources.use_gpu else "gloo"),
+        # Same name + storage_path: a re-launched trial (sweep resumed) continues from its latest checkpoint.
         run_config=RunConfig(name=name, storage_path=storage_path, callbacks=callbacks or [],
-                             checkpoint_config=CheckpointConfig(num_to_keep=cfg.train.checkpoints_to_keep)),
+                             checkpoint_config=CheckpointConfig(num_to_keep=cfg.train.checkpoints_to_keep),
+                             failure_config=FailureConfig(max_failures=cfg.train.max_failures)),
     )
+
+
+def run_dir_of(storage_path: str, name: str) -> str:
+    """Ray Train's directory for the run `name` (checkpoints, and the marker of trainers.faults)."""
+    return f"{storage_path.rstrip('/')}/{name}"
 
 
 @dataclass
@@ -89,5 +98,6 @@ def run_trial(cfg: TrialConfig, data: TokenizedData | ray.ObjectRef, *, storage_
     result = make_trainer(cfg, data, storage_path=storage_path, name=name).fit()
     if result.error:
         raise result.error
+    raise_if_fatal_recorded(run_dir_of(storage_path, name))  # NaN loss: the workers stopped without an error
     return TrialResult(metrics=dict(result.metrics or {}),
                        checkpoint_path=result.checkpoint.path if result.checkpoint else None)

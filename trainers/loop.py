@@ -15,17 +15,25 @@ from torch.utils.data import DataLoader
 
 from trainers.config import TrainSettings
 from trainers.data import Split
+from trainers.faults import NonFiniteLossError
 from trainers.metrics import accuracy, confusion, macro_f1
-
-
-class NonFiniteLossError(RuntimeError):
-    """The loss became NaN or infinite: the trial cannot recover, so it stops instead of training on garbage."""
 
 
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+def begin_epoch(loader: DataLoader, seed: int, epoch: int) -> None:
+    """Seed dropout and data order from (seed, epoch): a trial continued from a checkpoint trains exactly like one
+    that never stopped."""
+    seed_everything(seed + epoch)
+    if hasattr(loader.sampler, "set_epoch"):  # DistributedSampler (more than one worker)
+        loader.sampler.set_epoch(epoch)
+    generator = getattr(loader, "generator", None)  # RandomSampler (one worker)
+    if generator is not None:
+        generator.manual_seed(seed + epoch)
 
 
 def collate(pad_token_id: int):
@@ -88,10 +96,12 @@ def train_epoch(model: nn.Module, batches: Iterator[dict[str, torch.Tensor]], op
         batch = to_device(batch, device)
         with autocast(device, settings.precision):
             loss = model(**batch).loss
-        if not torch.isfinite(loss):
-            raise NonFiniteLossError(f"loss is {loss.item()} at step {steps}")
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(trainable, settings.max_grad_norm)
+        norm = torch.nn.utils.clip_grad_norm_(trainable, settings.max_grad_norm)
+        # Checked on the gradient norm, after DDP has averaged the gradients: one rank's NaN reaches every rank,
+        # so all of them stop at the same step (a check on the local loss alone would leave the others waiting).
+        if not (torch.isfinite(norm) and torch.isfinite(loss)):
+            raise NonFiniteLossError(f"loss is {loss.item():.4g}, gradient norm {norm.item():.4g} at step {steps}")
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)

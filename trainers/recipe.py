@@ -20,26 +20,37 @@ import torch.distributed as dist
 from trainers.checkpoint import save_checkpoint
 from trainers.config import TrialConfig
 from trainers.data import TokenizedData
-from trainers.loop import evaluate, optimizer_for, seed_everything, train_epoch, train_loader
+from trainers.faults import NonFiniteLossError, is_fatal, raise_if_fatal_recorded, record_fatal
+from trainers.loop import begin_epoch, evaluate, optimizer_for, seed_everything, train_epoch, train_loader
 from trainers.metrics import peak_memory_mb
 from trainers.model import build_model
+from trainers.state import Progress, read_training_state, restore_optimizer, restore_trainable, save_training_state
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     # 1. What to do, typed; the data tokenized once by the driver, fetched from the object store.
     cfg = TrialConfig.model_validate(config["trial"])
+    run_dir = config.get("run_dir")
+    raise_if_fatal_recorded(run_dir)  # a restart after an out-of-memory error would only repeat it
     data: TokenizedData = config["data"]
     if isinstance(data, ray.ObjectRef):
         data = ray.get(data)
-    context = ray.train.get_context()
-    rank, world = context.get_world_rank(), context.get_world_size()
+    rank, world = ray.train.get_context().get_world_rank(), ray.train.get_context().get_world_size()
     device = ray.train.torch.get_device()
     torch.set_num_threads(max(1, int(cfg.resources.cpus_per_worker)))
     seed_everything(cfg.train.seed)
 
-    # 2. The pre-trained model with the method applied; parameters counted before DDP wraps it.
+    # 2. The pre-trained model with the method applied; parameters counted before DDP wraps it. After a restart
+    #    (a worker died, the sweep was resumed) the trainable tensors come from the last checkpoint.
     model, counts, _ = build_model(cfg.model, cfg.method, cfg.hparams, cfg.label_names, device=device,
                                    trust_remote_code=cfg.trust_remote_code, pad_token_id=data.pad_token_id)
+    checkpoint, saved = _last_training_state()
+    progress = restore_trainable(saved, model) if saved else Progress()
+    progress.restarts += 1 if saved else 0
+    for past in progress.history if saved else []:  # a driver killed before it logged these results gets them now
+        ray.train.report(past | {"restarts": progress.restarts, "checkpoint_path": checkpoint.path})
+    if progress.epoch >= cfg.train.epochs:  # it had finished: nothing left to train
+        return
     # A 4-bit model is already placed on its device by bitsandbytes and must not be moved again.
     ddp_model = ray.train.torch.prepare_model(model, move_to_device=not getattr(model, "is_quantized", False))
 
@@ -47,41 +58,61 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     per_worker_batch = max(1, cfg.train.batch_size // world)
     loader = ray.train.torch.prepare_data_loader(
         train_loader(data.splits["train"], per_worker_batch, data.pad_token_id, cfg.train.seed))
-    steps_per_epoch = len(loader)
-    optimizer, scheduler = optimizer_for(ddp_model, cfg.hparams["lr"], cfg.train, steps_per_epoch * cfg.train.epochs)
+    optimizer, scheduler = optimizer_for(ddp_model, cfg.hparams["lr"], cfg.train, len(loader) * cfg.train.epochs)
+    if saved:
+        restore_optimizer(saved, optimizer, scheduler)
 
     # 4. Train, validate every epoch, test once at the end (the test split is for reporting, never for search).
     def evaluate_split(split: str) -> dict[str, float]:
         return evaluate(model, data.splits[split], data.num_labels, data.pad_token_id, cfg.train.eval_batch_size,
                         device, cfg.train.precision)
 
-    train_seconds, examples = 0.0, 0
-    for epoch in range(1, cfg.train.epochs + 1):
-        if hasattr(loader.sampler, "set_epoch"):
-            loader.sampler.set_epoch(epoch)
+    for epoch in range(progress.epoch + 1, cfg.train.epochs + 1):
+        begin_epoch(loader, cfg.train.seed, epoch)
         start = time.perf_counter()
-        loss, seen = train_epoch(ddp_model, loader, optimizer, scheduler, cfg.train, device)
-        train_seconds += time.perf_counter() - start
-        examples += seen * world
+        try:
+            loss, seen = train_epoch(ddp_model, loader, optimizer, scheduler, cfg.train, device)
+        except NonFiniteLossError as exc:  # every rank stops here together: no error for Ray Train to retry
+            if rank == 0:
+                record_fatal(run_dir, exc, f"epoch {epoch}")
+            return
+        except Exception as exc:
+            if is_fatal(exc):  # out of memory: raised, and a restarted worker fails at once (see trainers.faults)
+                record_fatal(run_dir, exc, f"epoch {epoch}")
+            raise
+        progress.train_seconds += time.perf_counter() - start
+        progress.examples += seen * world
         val = evaluate_split("validation")
         metrics = {"epoch": epoch, "train_loss": _mean_across_ranks(loss, device),
                    "val_accuracy": val["accuracy"], "val_macro_f1": val["macro_f1"],
-                   "train_seconds": train_seconds, "samples_per_second": examples / max(train_seconds, 1e-9),
-                   **counts.as_metrics()}
+                   "train_seconds": progress.train_seconds, "restarts": progress.restarts,
+                   "samples_per_second": progress.examples / max(progress.train_seconds, 1e-9), **counts.as_metrics()}
         if epoch == cfg.train.epochs:
             test = evaluate_split("test")
             metrics |= {"test_accuracy": test["accuracy"], "test_macro_f1": test["macro_f1"],
                         "ddp_param_divergence": _param_divergence(model, device)}
         metrics["peak_memory_mb"] = _max_across_ranks(peak_memory_mb(device), device)
+        progress.epoch = epoch
+        progress.history.append(metrics)
 
-        # 5. Report; rank 0 attaches the checkpoint (adapter-only for PEFT methods).
+        # 5. Report; rank 0 attaches the checkpoint: the method's files (adapter-only for PEFT) + training state.
         with tempfile.TemporaryDirectory() as tmp:
             checkpoint = None
             if rank == 0:
                 save_checkpoint(model, Path(tmp), model_name=cfg.model, method=cfg.method, hparams=cfg.hparams,
                                 label_names=data.label_names, max_length=data.max_length, counts=counts, epoch=epoch)
+                save_training_state(Path(tmp), model, optimizer, scheduler, progress)
                 checkpoint = ray.train.Checkpoint.from_directory(tmp)
             ray.train.report(metrics, checkpoint=checkpoint)
+
+
+def _last_training_state() -> tuple[ray.train.Checkpoint | None, dict[str, Any] | None]:
+    """The latest reported checkpoint of this run (Ray Train keeps it across worker restarts and re-launches)."""
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None:
+        return None, None
+    with checkpoint.as_directory() as directory:
+        return checkpoint, read_training_state(Path(directory))
 
 
 def _param_divergence(model: torch.nn.Module, device: torch.device) -> float:

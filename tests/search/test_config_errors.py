@@ -65,6 +65,10 @@ MISTAKES = [
     ("resources.per_method.full", {"num_workers": 2}, "resources.per_method.full: not a method of this sweep"),
     ("resources.per_method.lora", {"workers": 2}, "resources.per_method.lora.workers: unknown key"),
     ("early_stopping", {"enabled": True, "grace_period": 3}, "early_stopping.grace_period: 3 must be below"),
+    ("train.max_failures", -1, "train.max_failures: Input should be greater than or equal to 0"),
+    ("train.checkpoints_to_keep", 0, "train.checkpoints_to_keep: Input should be greater than or equal to 1"),
+    ("search.time_budget_s", 0, "search.time_budget_s: Input should be greater than 0"),
+    ("delete_dominated_checkpoints", "some", "delete_dominated_checkpoints: Input should be a valid boolean"),
     ("tracking.url", "http://x", "tracking.url: unknown key"),
     ("tracking.uri", "http://127.0.0.1:9", "tracking.uri: cannot reach the MLflow server at http://127.0.0.1:9"),
 ]
@@ -73,11 +77,13 @@ MISTAKES = [
 @pytest.mark.parametrize("key,value,expected", MISTAKES, ids=[m[0] + "-" + str(i) for i, m in enumerate(MISTAKES)])
 def test_malformed_config_exits_2_naming_the_key(key, value, expected, tiny_model, tiny_csv, tmp_path, capsys):
     path = tmp_path / "bad.yaml"
-    path.write_text(yaml.safe_dump(nested_set(base(tiny_model, tiny_csv), key, value)))
-    assert main(["validate", str(path)]) == 2
+    out = tmp_path / "out"
+    path.write_text(yaml.safe_dump(nested_set(base(tiny_model, tiny_csv) | {"output_dir": str(out)}, key, value)))
+    assert main(["run", str(path)]) == 2
     err = capsys.readouterr().err
     assert expected in err, err
     assert len(err.splitlines()) <= 25  # one screen
+    assert not out.exists()  # found before anything was written: no MLflow store, no Ray state
 
 
 def test_every_problem_is_reported_at_once(tiny_model, tiny_csv, tmp_path, capsys):

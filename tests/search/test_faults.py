@@ -1,0 +1,201 @@
+"""Faults done for real: a SIGKILLed sweep driver, a SIGKILLed Ray Train worker, a trial whose loss turns NaN.
+
+Each test runs `peftsweep run` as a separate process (as a user would) and checks the outcome from MLflow alone.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from search.tracking import CHECKPOINT_TAG, FAILURE_TAG, PARETO_TAG, ROLE_TAG, STATUS_TAG, client_for
+from tests.tiny import make_csv, make_model_dir
+
+EPOCHS = 3
+
+
+def write_config(directory: Path, model: str, csv: str, **sections) -> Path:
+    config = {"name": "faults", "model": model, "output_dir": str(directory / "out"),
+              "data": {"train_file": csv, "max_length": 16},
+              "train": {"epochs": EPOCHS, "batch_size": 16},
+              "resources": {"num_workers": 2, "cpus_per_worker": 1}} | sections
+    path = directory / "faults.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def start(config: Path, *flags: str) -> subprocess.Popen:
+    log = open(config.parent / f"driver{len(list(config.parent.glob('driver*.log')))}.log", "w")
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    # its own process group: everything the driver started can be cleaned up after the test
+    return subprocess.Popen([sys.executable, "-m", "peftsweep.cli", "run", str(config), *flags], stdout=log,
+                            stderr=subprocess.STDOUT, env=env, cwd=config.parent, start_new_session=True)
+
+
+def started(config: Path, log: str = "driver0.log") -> bool:
+    """The driver has made its MLflow store and started a trial (reading the store earlier would race its creation)."""
+    path = config.parent / log
+    return path.is_file() and "start " in path.read_text()
+
+
+def trial_runs(config: Path) -> list:
+    out = config.parent / "out"
+    client = client_for(f"sqlite:///{out / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("faults")
+    if experiment is None:
+        return []
+    return [r for r in client.search_runs([experiment.experiment_id], max_results=100)
+            if r.data.tags.get(ROLE_TAG) == "trial"]
+
+
+def wait_until(condition, proc: subprocess.Popen, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        assert proc.poll() is None, f"the sweep ended (rc {proc.returncode}) before {what}"
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def finish(proc: subprocess.Popen, timeout: float = 600) -> int:
+    try:
+        return proc.wait(timeout=timeout)
+    finally:
+        kill_group(proc)
+
+
+def kill_group(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def history(config: Path, run_id: str) -> list[int]:
+    client = client_for(f"sqlite:///{config.parent / 'out' / 'mlflow.db'}")
+    return sorted(m.step for m in client.get_metric_history(run_id, "val_accuracy"))
+
+
+def test_sigkilled_driver_resumes_without_losing_or_repeating_trials(tmp_path, tiny_model):
+    csv = str(make_csv(tmp_path / "data.csv", n=600))
+    config = write_config(tmp_path, tiny_model, csv, methods=["lora", "ia3"],
+                          search={"algorithm": "tpe", "num_samples": 3, "seed": 0},
+                          train={"epochs": EPOCHS, "batch_size": 16, "checkpoints_to_keep": 2},
+                          delete_dominated_checkpoints=True)
+    first = start(config)
+    try:
+        # a trial finished and the next has checkpointed its first epoch: kill the driver, nothing else
+        wait_until(lambda: started(config), first, 120, "the first trial's start")
+        wait_until(lambda: any(r.info.status == "FINISHED" for r in trial_runs(config)) and any(
+            r.info.status == "RUNNING" and "val_accuracy" in r.data.metrics for r in trial_runs(config)),
+            first, 300, "a finished trial and another one under way")
+        os.kill(first.pid, signal.SIGKILL)
+        first.wait(timeout=30)
+    finally:
+        kill_group(first)  # what a user's `ray stop` would do: the dead driver's local Ray goes too
+    before = {r.info.run_id: r for r in trial_runs(config)}
+    finished = {k: r for k, r in before.items() if r.info.status == "FINISHED"}
+    running = {k: r for k, r in before.items() if r.info.status == "RUNNING"}
+    assert finished and running
+
+    resumed = start(config, "--resume")
+    assert finish(resumed) == 0, (config.parent / "driver1.log").read_text()[-3000:]
+
+    after = {r.info.run_id: r for r in trial_runs(config)}
+    assert len(after) == 3  # exactly num_samples child runs
+    assert len({r.data.tags["peftsweep.trial_id"] for r in after.values()}) == 3
+    assert all(r.info.status == "FINISHED" and r.data.tags[STATUS_TAG] == "completed" for r in after.values())
+    # the searcher kept its state: the start points (each method's defaults) were not proposed again
+    points = [tuple(sorted(r.data.params.items())) for r in after.values()]
+    assert len(set(points)) == len(points)
+    for run_id, run in finished.items():  # not re-run: same run, same start and end, one result per epoch
+        assert after[run_id].info.start_time == run.info.start_time
+        assert after[run_id].info.end_time == run.info.end_time
+        assert history(config, run_id) == list(range(1, EPOCHS + 1))
+    for run_id in running:  # continued in its own run, from its checkpoint
+        assert run_id in after and history(config, run_id) == list(range(1, EPOCHS + 1))
+        assert after[run_id].data.metrics["restarts"] >= 1
+    check_checkpoints_kept_for_the_front_only(config, after.values())
+    parents = [r for r in client_for(f"sqlite:///{tmp_path / 'out' / 'mlflow.db'}").search_runs(
+        [after[next(iter(after))].info.experiment_id]) if r.data.tags.get(ROLE_TAG) == "sweep"]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+
+
+def check_checkpoints_kept_for_the_front_only(config: Path, runs) -> None:
+    client = client_for(f"sqlite:///{config.parent / 'out' / 'mlflow.db'}")
+    dominated = [r for r in runs if r.data.tags[PARETO_TAG] == "false"]
+    assert dominated, "this sweep is expected to have a dominated trial"
+    for run in runs:
+        run_dir = Path(run.data.tags[CHECKPOINT_TAG]).parent
+        kept = sorted(p.name for p in run_dir.glob("checkpoint_*") if p.is_dir())
+        logged = {a.path for a in client.list_artifacts(run.info.run_id, "checkpoint")}
+        if run in dominated:
+            assert kept == [] and logged == set() and run.data.tags["peftsweep.checkpoint_deleted"] == "true"
+        else:  # at most checkpoints_to_keep per trial; MLflow has the adapter, not the resume-only state
+            assert 1 <= len(kept) <= 2
+            assert "checkpoint/adapter_model.safetensors" in logged and "checkpoint/training_state.pt" not in logged
+            assert (run_dir / kept[-1] / "training_state.pt").is_file()
+
+
+def nan_beyond_position(model_dir: Path, position: int) -> str:
+    """A copy of the tiny model whose position embeddings from `position` on are NaN: prompt tuning (virtual tokens
+    push the text to later positions) gets a NaN loss; methods that keep inputs under `position` tokens do not."""
+    from transformers import AutoModelForSequenceClassification
+
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir)
+    with torch.no_grad():
+        model.bert.embeddings.position_embeddings.weight[position:] = float("nan")
+    model.save_pretrained(model_dir)
+    return str(model_dir)
+
+
+def ray_train_workers() -> list[int]:
+    ps = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True).stdout
+    return [int(line.split()[0]) for line in ps.splitlines() if "RayTrainWorker" in line]
+
+
+def test_killed_worker_restarts_from_checkpoint_and_nan_trial_fails_alone(tmp_path):
+    model = tmp_path / "model"
+    make_model_dir(model)
+    nan_beyond_position(model, 12)  # toy sentences are at most 11 tokens long
+    csv = str(make_csv(tmp_path / "data.csv", n=900))
+    config = write_config(tmp_path, str(model), csv,
+                          methods={"lora": {}, "prompt": {"num_virtual_tokens": 8}, "ia3": {}},
+                          search={"algorithm": "tpe", "num_samples": 3, "seed": 0})
+    proc = start(config)
+    try:
+        # the first trial has checkpointed its first epoch: kill one of its two Ray Train workers
+        wait_until(lambda: started(config), proc, 120, "the first trial's start")
+        first = wait_until(lambda: [r for r in trial_runs(config) if "val_accuracy" in r.data.metrics], proc, 300,
+                           "the first trial's first epoch")[0]
+        workers = ray_train_workers()
+        assert len(workers) == 2, workers
+        os.kill(workers[1], signal.SIGKILL)
+        assert finish(proc) == 0, (config.parent / "driver0.log").read_text()[-3000:]
+    finally:
+        kill_group(proc)
+
+    runs = {r.data.params["method"]: r for r in trial_runs(config)}
+    assert sorted(runs) == ["ia3", "lora", "prompt"]  # one run per trial, the restarted one included
+    killed = next(r for r in runs.values() if r.info.run_id == first.info.run_id)
+    assert killed.info.status == "FINISHED" and killed.data.tags[STATUS_TAG] == "completed"
+    assert killed.data.metrics["restarts"] == 1 and killed.data.metrics["ddp_param_divergence"] == 0.0
+    assert history(config, killed.info.run_id) == list(range(1, EPOCHS + 1))
+    assert sum(r.data.metrics.get("restarts", 0) for r in runs.values()) == 1
+
+    prompt = runs["prompt"]
+    assert prompt.info.status == "FAILED" and prompt.data.tags[STATUS_TAG] == "failed"
+    assert "NonFiniteLossError: loss is nan" in prompt.data.tags[FAILURE_TAG]
+    # the failure stayed with its trial: the others completed, the sweep finished
+    assert all(runs[m].data.tags[STATUS_TAG] == "completed" for m in ("ia3", "lora"))
+    assert "FAILED" in (config.parent / "driver0.log").read_text()

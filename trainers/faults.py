@@ -1,0 +1,65 @@
+"""Failures that a restart from the last checkpoint cannot fix, and how the trial learns of them.
+
+Ray Train restarts a trial's workers after any worker error (up to `train.max_failures`). That is right for a killed
+process or a lost node, but a NaN loss or an out-of-memory error would only happen again. So the worker that hits one
+writes a marker into the trial's run directory (local or shared storage, any pyarrow filesystem URI):
+- NaN/inf loss is seen by every rank at the same step, so all ranks simply stop and return (nothing for Ray Train to
+  retry); whoever launched the job finds the marker after `fit()` and fails the trial with its reason.
+- Other fatal errors (out of memory) are raised; a restarted worker finds the marker and fails at once.
+"""
+
+from __future__ import annotations
+
+import torch
+
+MARKER = "peftsweep_fatal.txt"
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite: the trial cannot recover, so it stops instead of training on garbage."""
+
+
+class FatalTrialError(RuntimeError):
+    """A trial failed for a reason a restart would repeat (the message says which)."""
+
+
+def is_fatal(exc: BaseException) -> bool:
+    return isinstance(exc, (NonFiniteLossError, FatalTrialError, MemoryError, torch.OutOfMemoryError))
+
+
+def describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}".strip()
+
+
+def _marker(run_dir: str):
+    import pyarrow.fs
+
+    fs, path = pyarrow.fs.FileSystem.from_uri(run_dir)
+    return fs, f"{path.rstrip('/')}/{MARKER}"
+
+
+def record_fatal(run_dir: str | None, exc: BaseException, where: str = "") -> None:
+    if not run_dir:
+        return
+    fs, path = _marker(run_dir)
+    fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+    with fs.open_output_stream(path) as out:
+        out.write((describe(exc) + (f" ({where})" if where else "")).encode())
+
+
+def recorded_failure(run_dir: str | None) -> str | None:
+    if not run_dir:
+        return None
+    import pyarrow.fs
+
+    fs, path = _marker(run_dir)
+    if fs.get_file_info(path).type == pyarrow.fs.FileType.NotFound:
+        return None
+    with fs.open_input_stream(path) as stream:
+        return stream.read().decode()
+
+
+def raise_if_fatal_recorded(run_dir: str | None) -> None:
+    reason = recorded_failure(run_dir)
+    if reason is not None:
+        raise FatalTrialError(reason)
