@@ -36,17 +36,25 @@ def delete_dominated_checkpoints(client, summary: Summary) -> Freed:
     return freed
 
 
-def _delete_ray_checkpoints(run_dir: str) -> int:
-    """Every checkpoint_* directory of a Ray Train run (local path or a pyarrow filesystem URI)."""
+def prune_checkpoints(run_dir: str, keep: int) -> int:
+    """Keep the newest `keep` checkpoints of a finished Ray Train run. Ray Train's own retention misses checkpoints
+    written just before a driver was killed; this bounds them anyway. Returns the bytes freed."""
+    return _delete_ray_checkpoints(run_dir, keep=keep)
+
+
+def _delete_ray_checkpoints(run_dir: str, keep: int = 0) -> int:
+    """checkpoint_* directories of a Ray Train run but the newest `keep` (local path or a pyarrow filesystem URI)."""
     import pyarrow.fs
 
     fs, root = pyarrow.fs.FileSystem.from_uri(run_dir)
+    found = sorted((info for info in fs.get_file_info(pyarrow.fs.FileSelector(root, allow_not_found=True))
+                    if info.type == pyarrow.fs.FileType.Directory and info.base_name.startswith("checkpoint_")),
+                   key=lambda info: info.base_name)  # the names carry their timestamps
     size = 0
-    for info in fs.get_file_info(pyarrow.fs.FileSelector(root, allow_not_found=True)):
-        if info.type == pyarrow.fs.FileType.Directory and info.base_name.startswith("checkpoint_"):
-            files = fs.get_file_info(pyarrow.fs.FileSelector(info.path, recursive=True))
-            size += sum(f.size or 0 for f in files if f.type == pyarrow.fs.FileType.File)
-            fs.delete_dir(info.path)
+    for info in found[:max(0, len(found) - keep)]:
+        files = fs.get_file_info(pyarrow.fs.FileSelector(info.path, recursive=True))
+        size += sum(f.size or 0 for f in files if f.type == pyarrow.fs.FileType.File)
+        fs.delete_dir(info.path)
     return size
 
 

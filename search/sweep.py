@@ -12,6 +12,7 @@ from typing import Any
 import ray
 from ray import tune
 
+from search.config import SearchSettings
 from search.plan import SweepPlan
 from search.progress import ProgressPrinter
 from search.space import define_space, grid, start_points
@@ -67,22 +68,26 @@ def searcher_and_space(plan: SweepPlan) -> tuple[Any, dict[str, Any], int]:
     if s.algorithm == "grid":
         points = grid(plan.methods, s.grid_points)
         return None, {"point": tune.grid_search(points)}, 1
-    import optuna
     from ray.tune.search.optuna import OptunaSearch
 
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     starts = start_points(plan.methods) if s.start_with_defaults else []
-    samplers = {
-        # group=True lets TPE model each method's own (conditional) parameters separately.
-        "tpe": lambda: optuna.samplers.TPESampler(seed=s.seed, multivariate=True, group=True,
-                                                  n_startup_trials=max(4, len(starts)), constant_liar=True),
-        "nsga2": lambda: optuna.samplers.NSGAIISampler(seed=s.seed,
-                                                       population_size=min(50, max(4, s.num_samples // 4))),
-        "random": lambda: optuna.samplers.RandomSampler(seed=s.seed),
-    }
     searcher = OptunaSearch(space=partial(define_space, methods=plan.methods), metric=OBJECTIVES, mode=DIRECTIONS,
-                            points_to_evaluate=starts or None, sampler=samplers[s.algorithm]())
+                            points_to_evaluate=starts or None, sampler=make_sampler(s, len(starts)))
     return searcher, {}, s.num_samples
+
+
+def make_sampler(s: SearchSettings, n_starts: int):
+    """The Optuna sampler for tpe / nsga2 / random (also used by bench/searchers.py, so it measures this one)."""
+    import optuna
+
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    if s.algorithm == "tpe":
+        # group=True lets TPE model each method's own (conditional) parameters separately.
+        return optuna.samplers.TPESampler(seed=s.seed, multivariate=True, group=True,
+                                          n_startup_trials=max(4, n_starts), constant_liar=True)
+    if s.algorithm == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=s.seed, population_size=min(50, max(4, s.num_samples // 4)))
+    return optuna.samplers.RandomSampler(seed=s.seed)
 
 
 def scheduler_for(plan: SweepPlan):

@@ -178,6 +178,7 @@ class MlflowTrialLogger(Callback):
         epochs = int(result.get("epoch", 0))
         metrics = finite_metrics(result, FINAL_METRICS, epochs)
         metrics.append(Metric("epochs_completed", float(epochs), int(time.time() * 1000), epochs))
+        metrics += self._timing(run_id, result, epochs)
         tags = [RunTag(STATUS_TAG, status)] + ([RunTag(FAILURE_TAG, reason[:5000])] if reason else [])
         self.client.log_batch(run_id, metrics=metrics, tags=tags)
         checkpoint = result.get("checkpoint_path")
@@ -198,6 +199,16 @@ class MlflowTrialLogger(Callback):
                 self.client.log_artifacts(run_id, str(item), f"checkpoint/{item.name}")
             elif item.name != STATE_FILE:
                 self.client.log_artifact(run_id, str(item), "checkpoint")
+
+    def _timing(self, run_id: str, result: dict[str, Any], step: int) -> list[Metric]:
+        """startup_seconds: trial start to first training step (the per-trial fixed cost); wall_seconds: to the
+        last report."""
+        if not all(isinstance(result.get(k), float) for k in ("train_started_at", "reported_at")):
+            return []
+        start = self.client.get_run(run_id).info.start_time / 1000
+        now = int(time.time() * 1000)
+        return [Metric("startup_seconds", result["train_started_at"] - start, now, step),
+                Metric("wall_seconds", result["reported_at"] - start, now, step)]
 
     def on_experiment_end(self, trials, **info):
         """Close what a killed driver left open: runs of trials Tune knows ended, and runs Tune never heard of."""

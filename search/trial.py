@@ -12,6 +12,7 @@ from ray import tune
 from ray.train import TrainingFailedError
 from ray.tune.integration.ray_train import TuneReportCallback
 
+from search.cleanup import prune_checkpoints
 from search.space import unflat
 from trainers.config import TrialConfig
 from trainers.faults import describe, recorded_failure
@@ -39,6 +40,7 @@ def sweep_trial(config: dict[str, Any], *, data: Any, settings: dict[str, Any]) 
             # One line for MLflow's failure_reason and the progress printer, not Ray's nested tracebacks.
             raise TrialFailedError(failure_reason(exc)) from None
         reason = recorded_failure(run_dir)  # NaN loss: the workers stopped together, without an error
+        prune_checkpoints(run_dir, trial.train.checkpoints_to_keep)
     if reason is not None:
         raise TrialFailedError(reason)
 

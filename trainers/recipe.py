@@ -67,6 +67,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         return evaluate(model, data.splits[split], data.num_labels, data.pad_token_id, cfg.train.eval_batch_size,
                         device, cfg.train.precision)
 
+    train_started_at = time.time()  # wall clock: the trial's fixed cost is the time before this
     for epoch in range(progress.epoch + 1, cfg.train.epochs + 1):
         begin_epoch(loader, cfg.train.seed, epoch)
         start = time.perf_counter()
@@ -92,6 +93,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             metrics |= {"test_accuracy": test["accuracy"], "test_macro_f1": test["macro_f1"],
                         "ddp_param_divergence": _param_divergence(model, device)}
         metrics["peak_memory_mb"] = _max_across_ranks(peak_memory_mb(device), device)
+        metrics |= {"train_started_at": train_started_at, "reported_at": time.time()}
         progress.epoch = epoch
         progress.history.append(metrics)
 

@@ -1,0 +1,253 @@
+"""What peftsweep costs over the training itself.
+
+The same training (model, data, method, epochs, batch, workers) run three ways:
+  (a) a bare PyTorch + PEFT loop in one process (threads = the workers' CPUs together),
+  (b) a raw Ray Train job: `TorchTrainer.fit()` with a hand-written train function (DDP, a checkpoint per epoch),
+  (c) a one-trial peftsweep sweep (`search.sweep.run_sweep`: Tune, Ray Train, MLflow, summary),
+each split into start-up (call to first training step), training (first step to last report) and teardown (last
+report to return). Ray is started once before (b) and (c) and timed on its own; (c)'s once-per-sweep set-up (MLflow
+store, parent run, Tune start) is shown apart from the per-trial cost.
+
+    .venv/bin/python bench/overhead.py            # MiniLM-L6 + TREC-6 (800 train), LoRA, 2 epochs, 2 workers
+    .venv/bin/python bench/overhead.py --quick    # tiny BERT, toy data: proves the script runs (no timing claims)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+
+
+@dataclass
+class Setup:
+    model: str
+    data: dict
+    method: str = "lora"
+    epochs: int = 2
+    batch_size: int = 32
+    workers: int = 2
+
+
+@dataclass
+class Timing:
+    startup: float
+    training: float
+    teardown: float
+
+    @property
+    def total(self) -> float:
+        return self.startup + self.training + self.teardown
+
+
+def full_setup() -> Setup:
+    return Setup("all-MiniLM-L6-v2", {"task": "trec6", "train_size": 800, "validation_size": 500, "test_size": 500})
+
+
+def quick_setup(directory: Path) -> Setup:
+    from tests.tiny import make_csv, make_model_dir
+
+    model = make_model_dir(directory / "tiny-bert")
+    csv = make_csv(directory / "toy.csv", n=300)
+    return Setup(str(model), {"train_file": str(csv), "max_length": 16}, epochs=1, batch_size=16)
+
+
+def hparams(setup: Setup) -> dict:
+    from spaces import get_method
+
+    return get_method(setup.method).defaults()
+
+
+def tokenized(setup: Setup):
+    from trainers.data import DataSpec
+    from trainers.launch import prepare_data
+
+    return prepare_data(setup.model, DataSpec(**setup.data))
+
+
+def bare_loop(setup: Setup, data) -> Timing:
+    """(a) One process, no Ray: build, train, validate each epoch, test."""
+    import torch
+
+    from trainers.config import TrainSettings
+    from trainers.loop import begin_epoch, evaluate, optimizer_for, seed_everything, train_epoch, train_loader
+    from trainers.model import build_model
+
+    torch.set_num_threads(setup.workers)
+    start = time.perf_counter()
+    seed_everything(0)
+    hp = hparams(setup)
+    model, _, _ = build_model(setup.model, setup.method, hp, data.label_names, pad_token_id=data.pad_token_id)
+    settings = TrainSettings(epochs=setup.epochs, batch_size=setup.batch_size)
+    loader = train_loader(data.splits["train"], setup.batch_size, data.pad_token_id, 0)
+    optimizer, scheduler = optimizer_for(model, hp["lr"], settings, len(loader) * setup.epochs)
+    first_step = time.perf_counter()
+    cpu = torch.device("cpu")
+    for epoch in range(1, setup.epochs + 1):
+        begin_epoch(loader, 0, epoch)
+        train_epoch(model, loader, optimizer, scheduler, settings, cpu)
+        evaluate(model, data.splits["validation"], data.num_labels, data.pad_token_id, 128, cpu)
+    evaluate(model, data.splits["test"], data.num_labels, data.pad_token_id, 128, cpu)
+    return Timing(first_step - start, time.perf_counter() - first_step, 0.0)
+
+
+def raw_train_fn(config: dict) -> None:
+    """(b) What a Ray Train user writes by hand for the same training."""
+    import ray
+    import ray.train
+    import ray.train.torch
+    import torch
+
+    from spaces import get_method
+    from trainers.config import TrainSettings
+    from trainers.loop import begin_epoch, evaluate, optimizer_for, seed_everything, train_epoch, train_loader
+    from trainers.model import build_model
+
+    data = ray.get(config["data"])
+    setup = Setup(**config["setup"])
+    context = ray.train.get_context()
+    world, rank = context.get_world_size(), context.get_world_rank()
+    torch.set_num_threads(1)
+    seed_everything(0)
+    hp = hparams(setup)
+    model, _, _ = build_model(setup.model, setup.method, hp, data.label_names, pad_token_id=data.pad_token_id)
+    ddp = ray.train.torch.prepare_model(model)
+    settings = TrainSettings(epochs=setup.epochs, batch_size=setup.batch_size)
+    loader = ray.train.torch.prepare_data_loader(
+        train_loader(data.splits["train"], setup.batch_size // world, data.pad_token_id, 0))
+    optimizer, scheduler = optimizer_for(ddp, hp["lr"], settings, len(loader) * setup.epochs)
+    started = time.time()
+    cpu = torch.device("cpu")
+    for epoch in range(1, setup.epochs + 1):
+        begin_epoch(loader, 0, epoch)
+        train_epoch(ddp, loader, optimizer, scheduler, settings, cpu)
+        metrics = {"val": evaluate(model, data.splits["validation"], data.num_labels, data.pad_token_id, 128,
+                                   cpu)["accuracy"]}
+        if epoch == setup.epochs:
+            evaluate(model, data.splits["test"], data.num_labels, data.pad_token_id, 128, cpu)
+        with tempfile.TemporaryDirectory() as tmp:
+            checkpoint = None
+            if rank == 0:
+                get_method(setup.method).save(model, Path(tmp))
+                checkpoint = ray.train.Checkpoint.from_directory(tmp)
+            ray.train.report(metrics | {"started": started, "reported_at": time.time()}, checkpoint=checkpoint)
+
+
+def raw_ray_train(setup: Setup, data_ref, storage: Path) -> Timing:
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    start = time.time()
+    result = TorchTrainer(raw_train_fn, train_loop_config={"data": data_ref, "setup": asdict(setup)},
+                          scaling_config=ScalingConfig(num_workers=setup.workers),
+                          run_config=RunConfig(name=f"raw-{time.time_ns()}", storage_path=str(storage))).fit()
+    end = time.time()
+    m = result.metrics
+    return Timing(m["started"] - start, m["reported_at"] - m["started"], end - m["reported_at"])
+
+
+def peftsweep_sweep(setup: Setup, out: Path) -> tuple[Timing, dict]:
+    """(c) The same trial as a one-trial sweep; returns its timing and the sweep-level parts."""
+    from mlflow.tracking import MlflowClient
+
+    from search.config import SweepConfig
+    from search.plan import build_plan
+    from search.sweep import run_sweep
+
+    config = SweepConfig.model_validate({
+        "name": "overhead", "model": setup.model, "data": setup.data, "output_dir": str(out),
+        "methods": {setup.method: {k: v for k, v in hparams(setup).items()}},
+        "train": {"epochs": setup.epochs, "batch_size": setup.batch_size},
+        "search": {"algorithm": "random", "num_samples": 1},
+        "resources": {"num_workers": setup.workers, "cpus_per_worker": 1}})
+    t0 = time.time()
+    plan = build_plan(config)  # validation and tokenization: once per sweep
+    t_plan = time.time()
+    outcome = run_sweep(plan)
+    end = time.time()
+    run = MlflowClient(outcome.tracking_uri).get_run(outcome.summary.trials[0].run_id)
+    trial_start = run.info.start_time / 1000
+    first_step = trial_start + run.data.metrics["startup_seconds"]
+    last_report = trial_start + run.data.metrics["wall_seconds"]
+    parts = {"plan_seconds": t_plan - t0, "sweep_setup_seconds": trial_start - t_plan,
+             "trial_startup_seconds": first_step - trial_start, "after_trial_seconds": end - last_report}
+    return Timing(first_step - t_plan, last_report - first_step, end - last_report), parts
+
+
+def ray_session(health_check_s: str | None):
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+    if health_check_s is None:
+        os.environ.pop("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", None)
+    else:
+        os.environ["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] = health_check_s
+    start = time.time()
+    ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
+    return time.time() - start
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="tiny model and data; skips the settings comparison")
+    parser.add_argument("--json", default=None, help="also write the figures to this JSON file")
+    args = parser.parse_args(argv)
+    import ray
+
+    work = Path(tempfile.mkdtemp(prefix="peftsweep-overhead-"))
+    setup = quick_setup(work) if args.quick else full_setup()
+    t = time.perf_counter()
+    data = tokenized(setup)
+    tokenize_s = time.perf_counter() - t
+    figures: dict = {"setup": asdict(setup), "tokenize_seconds": tokenize_s}
+
+    a = bare_loop(setup, data)
+    if not args.quick:  # Ray Train's default health-check interval against the 0.2 s peftsweep sets
+        figures["ray_init_seconds_default"] = ray_session(None)
+        figures["raw_default_health_check"] = asdict(raw_ray_train(setup, ray.put(data), work / "ray"))
+    figures["ray_init_seconds"] = ray_session("0.2")
+    b = raw_ray_train(setup, ray.put(data), work / "ray")
+    c, parts = peftsweep_sweep(setup, work / "sweep")
+    ray.shutdown()
+    figures |= {"bare": asdict(a), "raw_ray_train": asdict(b), "peftsweep": asdict(c), "peftsweep_parts": parts,
+                "c_over_a": c.total / a.total, "c_over_b": c.total / b.total,
+                "trial_c_over_b": (parts["trial_startup_seconds"] + c.training + parts["after_trial_seconds"])
+                / b.total}
+    print_table(figures, a, b, c)
+    if args.json:
+        Path(args.json).write_text(json.dumps(figures, indent=2))
+    return figures
+
+
+def print_table(f: dict, a: Timing, b: Timing, c: Timing) -> None:
+    print(f"\nsetup: {f['setup']}")
+    print(f"tokenize once: {f['tokenize_seconds']:.1f} s; ray.init: {f['ray_init_seconds']:.1f} s")
+    print(f"{'':28}{'start-up':>10}{'training':>10}{'teardown':>10}{'total':>10}")
+    for name, t in (("(a) bare PyTorch+PEFT", a), ("(b) raw Ray Train", b), ("(c) peftsweep, 1 trial", c)):
+        print(f"{name:28}{t.startup:10.1f}{t.training:10.1f}{t.teardown:10.1f}{t.total:10.1f}")
+    p = f["peftsweep_parts"]
+    print(f"(c) split: validate+tokenize {p['plan_seconds']:.1f} s (before Ray work, once per sweep), "
+          f"sweep set-up {p['sweep_setup_seconds']:.1f} s (MLflow store + parent run + Tune start, once per sweep), "
+          f"trial start-up {p['trial_startup_seconds']:.1f} s, after the trial {p['after_trial_seconds']:.1f} s "
+          f"(MLflow, summary)")
+    print(f"c/a = {f['c_over_a']:.2f}   c/b = {f['c_over_b']:.2f}   "
+          f"per-trial c/b (once-per-sweep set-up left out) = {f['trial_c_over_b']:.2f}")
+    if "raw_default_health_check" in f:
+        d = Timing(**f["raw_default_health_check"])
+        print(f"Ray Train default health-check interval: (b) total {d.total:.1f} s (start-up {d.startup:.1f}, "
+              f"teardown {d.teardown:.1f}) vs {b.total:.1f} s at 0.2 s: {d.total - b.total:+.1f} s per trial")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,67 @@
+"""Throughput of a sweep of many short trials: trials per hour and how busy the machine's CPUs were.
+
+Two layouts of the same sweep on the same cores:
+  one trial at a time with 2 workers x 1 CPU   (search.max_concurrent_trials 1, resources.num_workers 2)
+  two trials at a time with 1 worker x 1 CPU   (search.max_concurrent_trials 2, resources.num_workers 1)
+A trial's fixed cost (starting its Train controller and workers, loading the model) leaves cores idle; packing two
+1-worker trials onto the cores lets one trial's start-up overlap the other's training.
+
+    .venv/bin/python bench/throughput.py            # MiniLM-L6 + TREC-6 (200 train), 8 trials per layout
+    .venv/bin/python bench/throughput.py --quick    # tiny BERT, 2 trials per layout: proves the script runs
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import tempfile
+from pathlib import Path
+
+from common import REAL_MODEL, SHORT_TASK, fresh_ray, run_sweep_config, tiny_assets
+
+LAYOUTS = {"1 trial x 2 workers": {"concurrent": 1, "workers": 2},
+           "2 trials x 1 worker": {"concurrent": 2, "workers": 1}}
+
+
+def sweep_config(model: str, data: dict, layout: dict, trials: int, out: Path) -> dict:
+    return {"name": "throughput", "model": model, "data": data, "output_dir": str(out),
+            "methods": ["lora", "ia3", "prompt", "adapter"], "train": {"epochs": 1, "batch_size": 16},
+            "search": {"algorithm": "random", "num_samples": trials, "seed": 0,
+                       "max_concurrent_trials": layout["concurrent"]},
+            "resources": {"num_workers": layout["workers"], "cpus_per_worker": 1}}
+
+
+def measure(model: str, data: dict, trials: int, work: Path) -> dict:
+    rows = {}
+    for name, layout in LAYOUTS.items():
+        fresh_ray()
+        run = run_sweep_config(sweep_config(model, data, layout, trials, work / name.replace(" ", "_")))
+        done = [r for r in run.records if r.status == "completed"]
+        train = sum(r.train_seconds for r in done if math.isfinite(r.train_seconds))
+        rows[name] = {"trials": len(run.records), "completed": len(done), "wall_seconds": run.wall_seconds,
+                      "trials_per_hour": 3600 * len(done) / run.wall_seconds, "cpu_busy": run.busy_fraction,
+                      "train_seconds_sum": train}
+    return rows
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--trials", type=int, default=None, help="trials per layout (default 8, quick 2)")
+    parser.add_argument("--json", default=None, help="also write the figures to this JSON file")
+    args = parser.parse_args(argv)
+    work = Path(tempfile.mkdtemp(prefix="peftsweep-throughput-"))
+    model, data = tiny_assets(work) if args.quick else (REAL_MODEL, SHORT_TASK)
+    rows = measure(model, data, args.trials or (2 if args.quick else 8), work)
+    print(f"\n{'layout':24}{'trials':>8}{'wall s':>9}{'trials/h':>10}{'CPU busy':>10}{'train s (sum)':>15}")
+    for name, r in rows.items():
+        print(f"{name:24}{r['completed']:>8}{r['wall_seconds']:9.0f}{r['trials_per_hour']:10.0f}"
+              f"{r['cpu_busy']:10.0%}{r['train_seconds_sum']:15.0f}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=2))
+    return rows
+
+
+if __name__ == "__main__":
+    main()
