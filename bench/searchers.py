@@ -10,6 +10,7 @@
 
     .venv/bin/python bench/searchers.py            # MiniLM-L6 + TREC-6 (200 train, 2 epochs), 24-point grid, 10 seeds
     .venv/bin/python bench/searchers.py --quick    # tiny BERT, 2-point grid: proves the script runs
+    .venv/bin/python bench/searchers.py --out DIR --reuse-grid --seeds 30   # re-score an earlier run's grid
 """
 
 from __future__ import annotations
@@ -25,13 +26,13 @@ from common import REAL_MODEL, SHORT_TASK, fresh_ray, run_sweep_config, tiny_ass
 
 COARSE_METHODS = {"lora": {"r": [4, 16], "alpha_multiple": 2, "dropout": 0.05}, "ia3": {},
                   "prompt": {"num_virtual_tokens": [4, 16]}, "full": {}}
-QUICK_METHODS = {"ia3": {}, "prompt": {"num_virtual_tokens": [4, 8]}}
+QUICK_METHODS = {"ia3": {}, "prompt": {"num_virtual_tokens": 4}}
 SEARCHERS = {  # name: (algorithm, start with each method's defaults as peftsweep does)
     "tpe": ("tpe", True), "nsga2": ("nsga2", True), "random": ("random", True), "random, no start points": ("random", False)}
 
 
-def grid_table(model: str, data: dict, methods: dict, points: int, epochs: int,
-               out: Path) -> tuple[list[dict], dict]:
+def grid_table(model: str, data: dict, methods: dict, points: int, epochs: int, out: Path,
+               reuse: bool = False) -> tuple[list[dict], dict]:
     """Measure every grid point for real; rows of {method, hparams, accuracy, cost}."""
     from dashboards.sweep_data import hyperparameters
 
@@ -39,21 +40,30 @@ def grid_table(model: str, data: dict, methods: dict, points: int, epochs: int,
               "methods": methods, "train": {"epochs": epochs, "batch_size": 16},
               "search": {"algorithm": "grid", "grid_points": points, "max_concurrent_trials": 2},
               "resources": {"num_workers": 1, "cpus_per_worker": 1}}
-    run = run_sweep_config(config)
+    if reuse:  # the table of an earlier run of this script (same output directory)
+        from search.summary import load_records
+        from search.tracking import client_for, latest_sweep
+
+        client = client_for(f"sqlite:///{out / 'mlflow.db'}")
+        records = load_records(client, *latest_sweep(client, "search-grid"))
+    else:
+        fresh_ray()
+        records = run_sweep_config(config).records
     rows = [{"method": r.method, "hparams": hyperparameters(r), "accuracy": r.val_accuracy, "cost": r.trainable_pct}
-            for r in run.records if r.status == "completed"]
+            for r in records if r.status == "completed"]
     return rows, config
 
 
 def snap(method: str, hparams: dict, rows: list[dict], specs: dict) -> dict:
     """The grid row of the same method nearest to a sampled point (each parameter on its own scale)."""
+    from spaces import ChoiceParam
     def distance(row: dict) -> float:
         total = 0.0
         for key, param in specs[method].params.items():
             if key not in hparams or key not in row["hparams"]:
                 continue
             a, b = hparams[key], row["hparams"][key]
-            if not isinstance(a, (int, float)) or isinstance(a, bool):
+            if isinstance(param, ChoiceParam) or not isinstance(a, (int, float)) or isinstance(a, bool):
                 total += a != b
             elif param.log:
                 total += abs(math.log(a) - math.log(b)) / max(1e-12, math.log(param.high / param.low))
@@ -93,7 +103,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--seeds", type=int, default=None, help="searcher seeds (default 10, quick 2)")
-    parser.add_argument("--out", default=None, help="where the plot and JSON go (default: a temp dir)")
+    parser.add_argument("--out", default=None, help="where the grid sweep, plot and JSON go (default: a temp dir)")
+    parser.add_argument("--reuse-grid", action="store_true",
+                        help="score from the grid sweep already in --out (e.g. to try more seeds) instead of re-running")
     args = parser.parse_args(argv)
     import optuna
 
@@ -101,9 +113,8 @@ def main(argv: list[str] | None = None) -> dict:
     out = Path(args.out or tempfile.mkdtemp(prefix="peftsweep-search-"))
     out.mkdir(parents=True, exist_ok=True)
     model, data = tiny_assets(out) if args.quick else (REAL_MODEL, SHORT_TASK)
-    fresh_ray()
     rows, config = grid_table(model, data, QUICK_METHODS if args.quick else COARSE_METHODS, 2 if args.quick else 3,
-                              1 if args.quick else 2, out / "grid")
+                              1 if args.quick else 2, out / "grid", reuse=args.reuse_grid)
 
     from search.config import SweepConfig
     from search.pareto import Point, hypervolume

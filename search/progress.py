@@ -33,14 +33,14 @@ class ProgressPrinter(Callback):
               f"| {message}", flush=True)
 
     def on_trial_start(self, iteration, trials, trial, **info):
-        method, hparams = unflat(trial.config.get("point", trial.config))
+        method, hparams = unflat(trial.config)
         shown = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in hparams.items())
         self._line(trials, f"start {str(trial)}: {method} {shown}")
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self.done += 1
         result = trial.last_result or {}
-        method = unflat(trial.config.get("point", trial.config))[0]
+        method = unflat(trial.config)[0]
         accuracy, pct = result.get("val_accuracy", float("nan")), result.get("trainable_pct", float("nan"))
         if accuracy == accuracy and (self.best is None or accuracy > self.best[0]):
             self.best = (accuracy, f"{method}, {pct:.3g}% trainable")

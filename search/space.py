@@ -24,6 +24,8 @@ def flat(method: str, hparams: dict[str, Any]) -> dict[str, Any]:
 
 
 def unflat(config: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """(method, its hyperparameters) from a trial's config; a grid search wraps each point as {"point": ...}."""
+    config = config.get("point", config)
     method = config["method"]
     prefix = f"{method}."
     return method, {k[len(prefix):]: v for k, v in config.items() if k.startswith(prefix)}

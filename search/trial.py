@@ -24,8 +24,7 @@ DRIVER_RESOURCES = {"CPU": 0, "memory": 256 * 2**20}
 
 def sweep_trial(config: dict[str, Any], *, data: Any, settings: dict[str, Any]) -> None:
     """`settings` is the sweep-wide part of a TrialConfig (model, labels, training, per-method resources)."""
-    point = config.get("point", config)  # grid search wraps each point
-    method, hparams = unflat(point)
+    method, hparams = unflat(config)
     trial = TrialConfig.model_validate(
         {k: v for k, v in settings.items() if k not in ("resources_by_method", "storage_path")}
         | {"method": method, "hparams": hparams, "resources": settings["resources_by_method"][method]})

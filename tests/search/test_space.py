@@ -7,6 +7,7 @@ from spaces import REGISTRY, get_method
 
 def test_flat_round_trip():
     assert unflat(flat("lora", {"r": 8, "lr": 0.01})) == ("lora", {"r": 8, "lr": 0.01})
+    assert unflat({"point": flat("ia3", {"lr": 0.1})}) == ("ia3", {"lr": 0.1})  # a grid search wraps each point
 
 
 def test_start_points_are_replayed_exactly_by_the_define_by_run_space():
