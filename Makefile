@@ -24,10 +24,10 @@ test: install
 	$(BIN)/python -m pytest -q tests
 
 demo: install
-	$(BIN)/peftsweep run configs/demo.yaml
+	$(BIN)/peftsweep run configs/demo.yaml $(ARGS)
 
 smoke: install
-	$(BIN)/peftsweep run configs/smoke.yaml
+	$(BIN)/peftsweep run configs/smoke.yaml $(ARGS)
 
 clean:
 	rm -rf $(VENV)
