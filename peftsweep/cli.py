@@ -176,6 +176,17 @@ def cmd_ui(args: argparse.Namespace) -> int:
         return 0
 
 
+def cmd_tracking_server(args: argparse.Namespace) -> int:
+    from search.tracking_server import ServerSettings, serve
+
+    if not args.backend_store_uri:
+        raise UserError("--backend-store-uri: required (or $MLFLOW_BACKEND_STORE_URI), e.g. "
+                        "postgresql://mlflow:PASSWORD@localhost:5432/mlflow")
+    extra = args.mlflow_args[1:] if args.mlflow_args[:1] == ["--"] else args.mlflow_args
+    return serve(ServerSettings(args.backend_store_uri, args.artifacts_destination, args.host, args.port,
+                                args.workers), extra)
+
+
 def default_store(experiment: str | None) -> str:
     if experiment is None:
         raise UserError("--tracking-uri: give the store's URI, or --experiment NAME for runs/NAME/mlflow.db here")
@@ -225,6 +236,18 @@ def build_parser() -> argparse.ArgumentParser:
     ui.add_argument("--host", default="127.0.0.1", help="interface to bind; 0.0.0.0 exposes it to the network")
     ui.add_argument("--port", type=int, default=5000)
 
+    server = sub.add_parser("tracking-server", help="start the team's MLflow tracking server on a database "
+                                                     "(PostgreSQL), artifacts proxied over HTTP")
+    server.add_argument("--backend-store-uri", default=os.environ.get("MLFLOW_BACKEND_STORE_URI"),
+                        help="postgresql://user:password@host:5432/db (default: $MLFLOW_BACKEND_STORE_URI)")
+    server.add_argument("--artifacts-destination", default=str(Path("mlartifacts").resolve()),
+                        help="where uploaded artifacts are stored: a directory or s3://... (default: ./mlartifacts)")
+    server.add_argument("--host", default="127.0.0.1", help="interface to bind; 0.0.0.0 for the cluster's nodes "
+                                                             "(MLflow has no authentication: keep it on a private network)")
+    server.add_argument("--port", type=int, default=5000)
+    server.add_argument("--workers", type=int, default=2, help="server worker processes")
+    server.add_argument("mlflow_args", nargs=argparse.REMAINDER, help="after --: more `mlflow server` options")
+
     train = sub.add_parser("train", help="train one method once (a single trial, outside a sweep)")
     train.add_argument("--model", default="all-MiniLM-L6-v2", help="local directory, bundled name or hub id")
     train.add_argument("--method", default="lora")
@@ -250,7 +273,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 COMMANDS = {"methods": cmd_methods, "train": cmd_train, "run": cmd_run, "validate": cmd_validate,
-            "summary": cmd_summary, "dashboard": cmd_dashboard, "ui": cmd_ui}
+            "summary": cmd_summary, "dashboard": cmd_dashboard, "ui": cmd_ui,
+            "tracking-server": cmd_tracking_server}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from search.storage import parent_of
 from search.summary import Summary, is_front_candidate
 from search.tracking import CHECKPOINT_TAG
 
@@ -29,7 +30,7 @@ def delete_dominated_checkpoints(client, summary: Summary) -> Freed:
             continue  # the front keeps its checkpoints; unfinished trials may still be resumed
         run = client.get_run(record.run_id)
         path = run.data.tags.get(CHECKPOINT_TAG)
-        freed.bytes += _delete_ray_checkpoints(path.rsplit("/", 1)[0]) if path else 0
+        freed.bytes += _delete_ray_checkpoints(parent_of(path)) if path else 0
         freed.bytes += _delete_mlflow_checkpoint(client, run)
         client.set_tag(record.run_id, DELETED_TAG, "true")
         freed.trials += 1

@@ -8,30 +8,50 @@ method registry (range overrides, method names) is checked in `search.plan`.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import Field, ValidationError, field_validator
+from pydantic import BeforeValidator, Field, ValidationError, field_validator
 
 from spaces.errors import UserError
 from trainers.config import Resources, Strict, TrainSettings
 from trainers.data import DataSpec
 
 
+# What pyarrow (and so Ray Train) can write checkpoints to.
+STORAGE_SCHEMES = ("file", "s3", "gs", "gcs", "hdfs", "viewfs", "abfs", "abfss")
+
+
+def _gpu_count(value: Any) -> Any:
+    """One clear message instead of pydantic's one per member of the union."""
+    if value == "auto" or (isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0):
+        return value
+    raise ValueError(f"GPUs per worker: a number >= 0, or auto (got {value!r})")
+
+
+GpuCount = Annotated[float | Literal["auto"], BeforeValidator(_gpu_count)]
+
+
 class ResourceOverride(Strict):
     num_workers: int | None = Field(None, ge=1)
     cpus_per_worker: float | None = Field(None, gt=0)
-    gpus_per_worker: float | None = Field(None, ge=0)
+    gpus_per_worker: GpuCount | None = None
 
 
 class SweepResources(Resources):
+    gpus_per_worker: GpuCount = Field(
+        "auto", description="GPUs per worker (NCCL); auto: 1 when the Ray cluster has GPUs, else 0 (CPU, gloo)")
     per_method: dict[str, ResourceOverride] = Field(
         default_factory=dict, description="per-method overrides, e.g. {full: {num_workers: 4}}")
 
-    def for_method(self, method: str) -> Resources:
+    def for_method(self, method: str, cluster_has_gpus: bool = False) -> Resources:
+        """The concrete resources of one method's trials; `auto` GPUs resolved against the cluster."""
         base = self.model_dump(exclude={"per_method"})
         override = self.per_method.get(method)
-        return Resources(**(base | (override.model_dump(exclude_none=True) if override else {})))
+        chosen = base | (override.model_dump(exclude_none=True) if override else {})
+        if chosen["gpus_per_worker"] == "auto":
+            chosen["gpus_per_worker"] = 1.0 if cluster_has_gpus else 0.0
+        return Resources(**chosen)
 
 
 class SearchSettings(Strict):
@@ -75,6 +95,10 @@ class SweepConfig(Strict):
                            "trial not on the Pareto front")
     output_dir: str | None = Field(None, description="where MLflow's default store, checkpoints and summaries go; "
                                                      "default runs/<name>, relative to where the command runs")
+    storage: str | None = Field(
+        None, description="where Ray keeps the sweep's state and every trial's checkpoints; default output_dir. On a "
+                          "cluster every node must reach it: a shared mount (same path on every node) or an object "
+                          "store URI (s3://bucket/prefix, gs://...)")
 
     @field_validator("methods", mode="before")
     @classmethod
@@ -85,6 +109,15 @@ class SweepConfig(Strict):
             return {str(m): {} for m in value}
         if isinstance(value, dict):
             return {k: (v if v is not None else {}) for k, v in value.items()}
+        return value
+
+    @field_validator("storage")
+    @classmethod
+    def _storage_scheme(cls, value: str | None) -> str | None:
+        scheme = value.split("://", 1)[0] if value and "://" in value else None
+        if scheme is not None and scheme not in STORAGE_SCHEMES:
+            raise ValueError(f"unsupported scheme {scheme!r}: use a path, or one of "
+                             f"{', '.join(s + '://' for s in STORAGE_SCHEMES)}")
         return value
 
     @property

@@ -18,6 +18,7 @@ from search.progress import ProgressPrinter
 from search.space import define_space, grid, start_points
 from search.cleanup import delete_dominated_checkpoints
 from search.resume import SweepState, read_state, sweep_to_resume, write_state
+from search import storage
 from search.summary import Summary, load_records, summarize, tag_front, write_files
 from search.tracking import MlflowTrialLogger, client_for, ensure_experiment, start_parent, trial_runs
 from search.trial import DRIVER_RESOURCES, sweep_trial
@@ -37,12 +38,22 @@ class SweepOutcome:
     summary_csv: Path
 
 
+# Settings read by Ray's own actors (the Train controller): on a cluster they run in processes the driver did not
+# start, so they travel in the job's runtime environment rather than through this process's environment.
+ACTOR_ENV = ("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S",)
+
+
 def connect_ray(address: str | None = None) -> None:
     if ray.is_initialized():
         return
+    env = {key: os.environ[key] for key in ACTOR_ENV if key in os.environ}
     # Worker logs stay in Ray's session directory; the progress printer says what matters.
     ray.init(address=address or os.environ.get("RAY_ADDRESS"), include_dashboard=False, log_to_driver=False,
-             configure_logging=False)
+             configure_logging=False, runtime_env={"env_vars": env} if env else None)
+
+
+def cluster_has_gpus() -> bool:
+    return ray.cluster_resources().get("GPU", 0) > 0
 
 
 def check_capacity(plan: SweepPlan) -> None:
@@ -50,7 +61,7 @@ def check_capacity(plan: SweepPlan) -> None:
     available = ray.cluster_resources()
     problems = []
     for method in plan.methods:
-        r = plan.config.resources.for_method(method)
+        r = plan.config.resources.for_method(method, cluster_has_gpus())
         need_cpu, need_gpu = r.num_workers * r.cpus_per_worker, r.num_workers * r.gpus_per_worker
         if need_cpu > available.get("CPU", 0):
             problems.append(f"resources: a {method} trial needs {need_cpu:g} CPUs ({r.num_workers} workers x "
@@ -100,12 +111,26 @@ def scheduler_for(plan: SweepPlan):
                                          reduction_factor=e.reduction_factor)
 
 
-def trial_settings(plan: SweepPlan, storage: Path) -> dict[str, Any]:
+def check_storage(location: str) -> None:
+    """Checkpoints written on one machine's local disk are invisible to the others: say so before anything runs."""
+    hosts = {node["NodeManagerAddress"] for node in ray.nodes() if node.get("Alive")}
+    if len(hosts) > 1 and not storage.is_uri(location):
+        print(f"note: storage {location} is a local path and the Ray cluster spans {len(hosts)} machines: every "
+              f"node must mount it at this same path (NFS), or set storage: to an object store URI (s3://...)",
+              flush=True)
+
+
+def trial_settings(plan: SweepPlan, trials_path: str) -> dict[str, Any]:
     c = plan.config
+    gpus = cluster_has_gpus()
     return {"model": c.model, "trust_remote_code": c.trust_remote_code, "num_labels": plan.data.num_labels,
             "label_names": plan.data.label_names, "max_length": plan.data.max_length,
-            "train": c.train.model_dump(), "storage_path": str(storage),
-            "resources_by_method": {m: c.resources.for_method(m).model_dump() for m in plan.methods}}
+            "train": c.train.model_dump(), "storage_path": trials_path,
+            "resources_by_method": {m: c.resources.for_method(m, gpus).model_dump() for m in plan.methods}}
+
+
+def storage_root(plan: SweepPlan) -> str:
+    return storage.resolve(plan.config.storage, plan.config.output_path)
 
 
 def logged_params(plan: SweepPlan) -> dict[str, Any]:
@@ -128,6 +153,7 @@ def run_sweep(plan: SweepPlan, address: str | None = None, resume: bool = False,
         abandon(client_for(previous.tracking_uri), previous)
     connect_ray(address)
     check_capacity(plan)
+    check_storage(storage_root(plan))
     searcher, param_space, num_samples = searcher_and_space(plan)
     total = len(param_space["point"]["grid_search"]) if param_space else num_samples
     if resumed:
@@ -140,7 +166,7 @@ def run_sweep(plan: SweepPlan, address: str | None = None, resume: bool = False,
         parent_run_id = start_parent(client, experiment_id, c.name, logged_params(plan))
         # One Tune experiment directory per sweep, so a new sweep never mixes with an old one's state.
         state = SweepState(parent_run_id, experiment_id, c.tracking_uri,
-                           str(out / "ray" / f"{c.name}-{parent_run_id[:8]}"), config)
+                           storage.join(storage_root(plan), "ray", f"{c.name}-{parent_run_id[:8]}"), config)
         write_state(out, state)
     tuner = make_tuner(plan, state, searcher, param_space, num_samples, total, resumed is not None)
     status = "interrupted"  # an exception (Ctrl-C, a lost cluster) leaves it resumable
@@ -159,20 +185,21 @@ def make_tuner(plan: SweepPlan, state: SweepState, searcher, param_space: dict[s
     c = plan.config
     # Tokenized once, stored once: every trial's workers read it zero-copy from the object store.
     data_ref = ray.put(plan.data)
-    tune_path = Path(state.tune_path)
+    name = storage.name_of(state.tune_path)
+    trials_path = storage.join(storage_root(plan), "trials", name)
     trainable = tune.with_resources(
-        tune.with_parameters(sweep_trial, data=data_ref,
-                             settings=trial_settings(plan, tune_path.parent.parent / "trials" / tune_path.name)),
+        tune.with_parameters(sweep_trial, data=data_ref, settings=trial_settings(plan, trials_path)),
         DRIVER_RESOURCES)
     # Tune saves its experiment state (trials, searcher) at most this often; a driver killed in between loses
     # at most this much bookkeeping (the trials' own checkpoints are unaffected).
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
     if resumed:
         # Finished trials stay finished, unfinished ones continue from their checkpoints, failed ones stay failed.
-        return tune.Tuner.restore(str(tune_path), trainable, resume_unfinished=True, resume_errored=False,
+        return tune.Tuner.restore(state.tune_path, trainable, resume_unfinished=True, resume_errored=False,
                                   restart_errored=False, param_space=param_space or None)
     mlflow_logger = MlflowTrialLogger(c.tracking_uri, state.experiment_id, state.parent_run_id, c.train.epochs,
-                                      {"epochs": c.train.epochs, "batch_size": c.train.batch_size})
+                                      {"epochs": c.train.epochs, "batch_size": c.train.batch_size},
+                                      storage_root=storage_root(plan))
     return tune.Tuner(
         trainable, param_space=param_space,
         tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler_for(plan), num_samples=num_samples,
@@ -180,7 +207,7 @@ def make_tuner(plan: SweepPlan, state: SweepState, searcher, param_space: dict[s
                                     time_budget_s=c.search.time_budget_s,
                                     # a trial's driver process is reused: no new process importing torch per trial
                                     reuse_actors=True),
-        run_config=tune.RunConfig(name=tune_path.name, storage_path=str(tune_path.parent), verbose=0,
+        run_config=tune.RunConfig(name=name, storage_path=storage.parent_of(state.tune_path), verbose=0,
                                   callbacks=[ProgressPrinter(total), mlflow_logger]))
 
 

@@ -17,6 +17,7 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 from ray.tune import Callback
 
+from search import storage
 from search.space import unflat
 
 ROLE_TAG = "peftsweep.role"  # "sweep" on the parent, "trial" on children
@@ -26,11 +27,13 @@ STATUS_TAG = "peftsweep.status"  # completed | early_stopped | failed
 PARETO_TAG = "peftsweep.pareto"  # "true" on front members, "false" on every other trial
 FAILURE_TAG = "peftsweep.failure_reason"
 CHECKPOINT_TAG = "peftsweep.checkpoint_path"
+NODES_TAG = "peftsweep.node_ids"  # the Ray node ids the trial's workers ran on, comma-separated
+NODE_IPS_TAG = "peftsweep.node_ips"
 EPOCH_METRICS = ("val_accuracy", "val_macro_f1", "train_loss")
 # Logged once at the end (the per-epoch ones above are already there, their last step being the final value).
 FINAL_METRICS = ("test_accuracy", "test_macro_f1", "trainable_params",
                  "trainable_pct", "stored_params", "stored_pct", "head_params", "base_params", "train_seconds",
-                 "samples_per_second", "peak_memory_mb", "ddp_param_divergence", "restarts")
+                 "samples_per_second", "peak_memory_mb", "ddp_param_divergence", "restarts", "num_nodes")
 
 
 def client_for(uri: str) -> MlflowClient:
@@ -109,8 +112,9 @@ class MlflowTrialLogger(Callback):
     """Driver-side Tune callback: a child run per trial, per-epoch metrics, final metrics, checkpoint, status."""
 
     def __init__(self, uri: str, experiment_id: str, parent_run_id: str, planned_epochs: int,
-                 trial_params: dict[str, Any]):
+                 trial_params: dict[str, Any], storage_root: str = ""):
         self.uri, self.experiment_id, self.parent_run_id = uri, experiment_id, parent_run_id
+        self.storage_root = storage_root  # Ray reports object-store checkpoint paths without their scheme
         self.planned_epochs = planned_epochs
         self.trial_params = trial_params  # sweep-wide training settings logged on every child
         self.run_ids: dict[str, str] = {}
@@ -180,25 +184,35 @@ class MlflowTrialLogger(Callback):
         metrics.append(Metric("epochs_completed", float(epochs), int(time.time() * 1000), epochs))
         metrics += self._timing(run_id, result, epochs)
         tags = [RunTag(STATUS_TAG, status)] + ([RunTag(FAILURE_TAG, reason[:5000])] if reason else [])
+        tags += [RunTag(tag, str(result[key])) for tag, key in ((NODES_TAG, "node_ids"), (NODE_IPS_TAG, "node_ips"))
+                 if result.get(key)]
         self.client.log_batch(run_id, metrics=metrics, tags=tags)
         checkpoint = result.get("checkpoint_path")
-        if checkpoint and Path(checkpoint).is_dir():
-            self.client.set_tag(run_id, CHECKPOINT_TAG, checkpoint)
-            self._log_checkpoint(run_id, Path(checkpoint), unflat(trial.config)[0])
+        location = storage.uri_for(checkpoint, self.storage_root) if checkpoint else None
+        if location and storage.exists(location):
+            self.client.set_tag(run_id, CHECKPOINT_TAG, location)
+            try:
+                self._log_checkpoint(run_id, location, unflat(trial.config)[0])
+            except Exception as exc:  # an upload hiccup must not end the sweep: the checkpoint stays in storage
+                print(f"warning: {trial}: checkpoint not logged to MLflow ({type(exc).__name__}: {exc}); it is "
+                      f"still at {location}", flush=True)
+                self.client.set_tag(run_id, "peftsweep.checkpoint_log_error", f"{type(exc).__name__}: {exc}"[:500])
         self.client.set_terminated(run_id, mlflow_status)
 
-    def _log_checkpoint(self, run_id: str, checkpoint: Path, method: str) -> None:
+    def _log_checkpoint(self, run_id: str, location: str, method: str) -> None:
         from trainers.checkpoint import MANIFEST  # imported here: torch stays out of `peftsweep summary`
         from trainers.state import STATE_FILE
 
         if method == "full":  # every weight: keep it in Ray's storage, log only its manifest
-            self.client.log_artifact(run_id, str(checkpoint / MANIFEST), "checkpoint")
+            with storage.local_copy(location, only=[MANIFEST]) as checkpoint:
+                self.client.log_artifact(run_id, str(checkpoint / MANIFEST), "checkpoint")
             return
-        for item in sorted(checkpoint.iterdir()):  # the method's files; the resume-only training state stays out
-            if item.is_dir():
-                self.client.log_artifacts(run_id, str(item), f"checkpoint/{item.name}")
-            elif item.name != STATE_FILE:
-                self.client.log_artifact(run_id, str(item), "checkpoint")
+        with storage.local_copy(location) as checkpoint:
+            for item in sorted(checkpoint.iterdir()):  # the method's files; the resume-only state stays out
+                if item.is_dir():
+                    self.client.log_artifacts(run_id, str(item), f"checkpoint/{item.name}")
+                elif item.name != STATE_FILE:
+                    self.client.log_artifact(run_id, str(item), "checkpoint")
 
     def _timing(self, run_id: str, result: dict[str, Any], step: int) -> list[Metric]:
         """startup_seconds: trial start to first training step (the per-trial fixed cost); wall_seconds: to the

@@ -39,6 +39,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     device = ray.train.torch.get_device()
     torch.set_num_threads(max(1, int(cfg.resources.cpus_per_worker)))
     seed_everything(cfg.train.seed)
+    placement = _placement()  # which Ray nodes this trial's workers run on (a restart may move them)
 
     # 2. The pre-trained model with the method applied; parameters counted before DDP wraps it. After a restart
     #    (a worker died, the sweep was resumed) the trainable tensors come from the last checkpoint.
@@ -93,7 +94,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             metrics |= {"test_accuracy": test["accuracy"], "test_macro_f1": test["macro_f1"],
                         "ddp_param_divergence": _param_divergence(model, device)}
         metrics["peak_memory_mb"] = _max_across_ranks(peak_memory_mb(device), device)
-        metrics |= {"train_started_at": train_started_at, "reported_at": time.time()}
+        metrics |= {"train_started_at": train_started_at, "reported_at": time.time()} | placement
         progress.epoch = epoch
         progress.history.append(metrics)
 
@@ -106,6 +107,19 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 save_training_state(Path(tmp), model, optimizer, scheduler, progress)
                 checkpoint = ray.train.Checkpoint.from_directory(tmp)
             ray.train.report(metrics, checkpoint=checkpoint)
+
+
+def _placement() -> dict[str, Any]:
+    """The Ray node ids and IPs of every rank, gathered once (gloo/NCCL all_gather of a small object)."""
+    context = ray.get_runtime_context()
+    mine = (context.get_node_id(), ray.util.get_node_ip_address())
+    ranks = [mine]
+    if dist.is_available() and dist.is_initialized():
+        ranks = [None] * dist.get_world_size()
+        dist.all_gather_object(ranks, mine)
+    node_ids = sorted({node for node, _ in ranks})
+    return {"node_ids": ",".join(node_ids), "node_ips": ",".join(sorted({ip for _, ip in ranks})),
+            "num_nodes": len(node_ids)}
 
 
 def _last_training_state() -> tuple[ray.train.Checkpoint | None, dict[str, Any] | None]:

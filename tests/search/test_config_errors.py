@@ -70,6 +70,10 @@ MISTAKES = [
     ("search.time_budget_s", 0, "search.time_budget_s: Input should be greater than 0"),
     ("delete_dominated_checkpoints", "some", "delete_dominated_checkpoints: Input should be a valid boolean"),
     ("tracking.url", "http://x", "tracking.url: unknown key"),
+    ("storage", "ftp://host/x", "storage: Value error, unsupported scheme 'ftp'"),
+    ("resources.gpus_per_worker", "all", "resources.gpus_per_worker: Value error, GPUs per worker: a number >= 0, "
+                                         "or auto (got 'all')"),
+    ("resources.per_method.lora", {"gpus_per_worker": -1}, "resources.per_method.lora.gpus_per_worker: Value error"),
     ("tracking.uri", "http://127.0.0.1:9", "tracking.uri: cannot reach the MLflow server at http://127.0.0.1:9"),
 ]
 

@@ -1,0 +1,128 @@
+"""`peftsweep tracking-server`: the team's MLflow tracking server, on a database, with artifacts proxied over HTTP.
+
+Every node of a cluster logs to it over HTTP (`tracking.uri: http://<host>:<port>`); artifacts (adapters, summaries,
+dashboards) are uploaded through the server to `--artifacts-destination`, so nodes share no filesystem with it.
+Bound to 127.0.0.1 unless told otherwise: MLflow has no authentication of its own.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+from spaces.errors import UserError
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    backend_store_uri: str  # postgresql://user:password@host:5432/db (or sqlite:///file.db for one machine)
+    artifacts_destination: str  # a local directory or an object store URI (s3://...)
+    host: str = "127.0.0.1"
+    port: int = 5000
+    workers: int = 2
+
+    @property
+    def url(self) -> str:
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::") else self.host
+        return f"http://{host}:{self.port}"
+
+
+def redacted(uri: str) -> str:
+    """The URI with its password hidden, for printing."""
+    parts = urlsplit(uri)
+    if parts.password is None:
+        return uri
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def check_backend(uri: str, timeout_s: int = 5) -> None:
+    """Fail fast, in one line, when the database driver is missing or the database does not answer."""
+    scheme = uri.split(":", 1)[0]
+    if scheme.startswith("postgresql"):
+        # SQLAlchemy 2.1 talks to postgresql:// through psycopg 3; postgresql+psycopg2:// asks for the old driver.
+        driver = "psycopg2" if scheme.endswith("psycopg2") else "psycopg"
+        try:
+            __import__(driver)
+        except ImportError:
+            package = "psycopg2-binary" if driver == "psycopg2" else "'psycopg[binary]'"
+            raise UserError(f"--backend-store-uri: PostgreSQL needs the {driver} driver: "
+                            f"pip install 'peftsweep[cluster]' (or {package})") from None
+    elif scheme not in ("sqlite", "mysql", "mysql+pymysql", "mssql"):
+        raise UserError(f"--backend-store-uri: {redacted(uri)} is not a database URI "
+                        f"(postgresql://user:password@host:5432/db)")
+    if scheme == "sqlite":
+        return
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(uri, connect_args={"connect_timeout": timeout_s})
+    try:
+        with engine.connect():
+            pass
+    except Exception as exc:
+        first = str(getattr(exc, "orig", exc)).strip().splitlines()[0]
+        raise UserError(f"--backend-store-uri: cannot connect to {redacted(uri)}: {first}") from None
+    finally:
+        engine.dispose()
+
+
+def server_command(s: ServerSettings, extra: list[str]) -> list[str]:
+    return [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", s.backend_store_uri,
+            "--serve-artifacts", "--artifacts-destination", s.artifacts_destination,
+            "--host", s.host, "--port", str(s.port), "--workers", str(s.workers), *extra]
+
+
+def wait_healthy(url: str, process: subprocess.Popen, timeout_s: float = 180) -> None:
+    """Until /health answers; the first start on an empty database also creates MLflow's tables."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise UserError(f"the MLflow server exited with code {process.returncode} (its output is above)")
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.5)
+    raise UserError(f"the MLflow server did not answer on {url}/health within {timeout_s:.0f} s")
+
+
+def serve(s: ServerSettings, extra: list[str]) -> int:
+    """Run the server in the foreground until Ctrl-C or SIGTERM, then stop it and every process it started."""
+    check_backend(s.backend_store_uri)
+    if "://" not in s.artifacts_destination:
+        Path(s.artifacts_destination).mkdir(parents=True, exist_ok=True)
+    # its own process group: the server's workers are stopped with it
+    process = subprocess.Popen(server_command(s, extra), start_new_session=True)
+
+    def stop(*_):
+        try:
+            os.killpg(process.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        wait_healthy(s.url, process)
+        print(f"MLflow tracking server ready: {s.url} (backend {redacted(s.backend_store_uri)}, artifacts "
+              f"{s.artifacts_destination}). Sweeps log to it with tracking.uri: http://<this host>:{s.port}",
+              flush=True)
+        return process.wait()
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        stop()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
