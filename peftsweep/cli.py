@@ -125,8 +125,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         board = build_dashboard(outcome.tracking_uri, plan.config.experiment, plan.config.output_path / "dashboard",
                                 parent_run_id=outcome.parent_run_id)
         print(f"dashboard: {board.html} (also in MLflow, parent run artifacts under dashboard/)")
+    browse = (f"open {outcome.tracking_uri}" if outcome.tracking_uri.startswith(("http://", "https://"))
+              else f"peftsweep ui --tracking-uri {outcome.tracking_uri}")
     print(f"MLflow: {outcome.tracking_uri} (experiment {plan.config.experiment!r}, parent run "
-          f"{outcome.parent_run_id}); browse with: peftsweep ui --tracking-uri {outcome.tracking_uri}")
+          f"{outcome.parent_run_id}); browse with: {browse}")
     print(f"  front only, in the runs view: {FRONT_FILTER}")
     return 0 if outcome.summary.counts.get("completed") else 1
 
@@ -282,6 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")  # ~6 s less fixed cost per trial
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # with verbose=0: no Tune tables, our progress lines only
     os.environ.setdefault("TUNE_PRINT_ALL_TRIAL_ERRORS", "0")  # a failed trial gets one progress line, not a traceback
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # no "View run at" line per closed run
     args = build_parser().parse_args(argv)
     if getattr(args, "task", None) is None and getattr(args, "train_file", None) is None and args.command == "train":
         args.task = "trec6"

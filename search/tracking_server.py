@@ -75,9 +75,12 @@ def check_backend(uri: str, timeout_s: int = 5) -> None:
 
 
 def server_command(s: ServerSettings, extra: list[str]) -> list[str]:
+    # A line per request drowns everything else in the terminal; `-- --uvicorn-opts ...` replaces this choice.
+    quiet = [] if any(o.startswith(("--uvicorn-opts", "--gunicorn-opts")) for o in extra) else [
+        "--uvicorn-opts=--no-access-log"]
     return [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", s.backend_store_uri,
             "--serve-artifacts", "--artifacts-destination", s.artifacts_destination,
-            "--host", s.host, "--port", str(s.port), "--workers", str(s.workers), *extra]
+            "--host", s.host, "--port", str(s.port), "--workers", str(s.workers), *quiet, *extra]
 
 
 def wait_healthy(url: str, process: subprocess.Popen, timeout_s: float = 180) -> None:

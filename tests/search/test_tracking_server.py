@@ -16,6 +16,9 @@ def test_server_binds_loopback_by_default_and_proxies_artifacts():
     command = server_command(ServerSettings("postgresql://u:p@h/db", "/srv/artifacts"), ["--dev"])
     assert command[command.index("--host") + 1] == "127.0.0.1"
     assert "--serve-artifacts" in command and command[-1] == "--dev"
+    assert "--uvicorn-opts=--no-access-log" in command  # no line per request
+    assert "--uvicorn-opts=--no-access-log" not in server_command(ServerSettings("sqlite:///x", "a"),
+                                                                  ["--uvicorn-opts", "--log-level debug"])
     assert command[command.index("--artifacts-destination") + 1] == "/srv/artifacts"
 
 
