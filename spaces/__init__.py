@@ -1,6 +1,8 @@
 """The method registry: every module in this package that defines `SPEC` is a fine-tuning method.
 
 Adding a method = adding one module with a `SPEC = MethodSpec(...)`; the registry and the contract tests find it.
+Method modules import PEFT inside the functions that use it: `import peft` takes ~6 s on a small CPU, and processes
+that only read the registry (the sweep's driver, every trial's Ray driver process) never need it.
 """
 
 from __future__ import annotations

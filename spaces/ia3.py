@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from peft import IA3Config, TaskType, get_peft_model
 from torch import nn
 
 from spaces.base import MethodSpec
@@ -12,6 +11,8 @@ from spaces.peft_common import learning_rate, peft_load, peft_save, peft_stored_
 
 
 def apply(model: nn.Module, hparams: dict[str, Any]) -> nn.Module:
+    from peft import IA3Config, TaskType, get_peft_model
+
     return get_peft_model(model, IA3Config(task_type=TaskType.SEQ_CLS))
 
 

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from peft import LoraConfig, TaskType, get_peft_model
 from torch import nn
 
 from spaces.base import MethodSpec
 from spaces.params import ChoiceParam, FloatParam, IntParam
 from spaces.peft_common import learning_rate, peft_load, peft_save, peft_stored_params
+
+if TYPE_CHECKING:
+    from peft import LoraConfig
 
 LORA_PARAMS = {
     "r": IntParam(2, 64, 8, "rank of the low-rank update", log=True, min=1),
@@ -19,6 +21,8 @@ LORA_PARAMS = {
 
 
 def lora_config(hparams: dict[str, Any]) -> LoraConfig:
+    from peft import LoraConfig, TaskType
+
     return LoraConfig(
         task_type=TaskType.SEQ_CLS,
         r=hparams["r"],
@@ -28,6 +32,8 @@ def lora_config(hparams: dict[str, Any]) -> LoraConfig:
 
 
 def apply(model: nn.Module, hparams: dict[str, Any]) -> nn.Module:
+    from peft import get_peft_model
+
     return get_peft_model(model, lora_config(hparams))
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from peft import PeftModel, get_peft_model_state_dict
 from torch import nn
 
 from spaces.base import ModelInfo
@@ -19,10 +18,14 @@ def peft_save(model: nn.Module, directory: Path) -> None:
 
 def peft_load(base: nn.Module, directory: Path, hparams: dict[str, Any]) -> nn.Module:
     # Inference mode: prompt encoders come back as the plain embeddings they produced (their MLP is not stored).
+    from peft import PeftModel
+
     return PeftModel.from_pretrained(base, str(directory), is_trainable=False)
 
 
 def peft_stored_params(model: nn.Module) -> int:
+    from peft import get_peft_model_state_dict
+
     return sum(t.numel() for t in get_peft_model_state_dict(model).values())
 
 

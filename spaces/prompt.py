@@ -5,7 +5,6 @@ from __future__ import annotations
 from functools import partial
 from typing import Any
 
-from peft import PromptTuningConfig, PromptTuningInit, TaskType, get_peft_model
 from torch import nn
 
 from spaces.base import MethodSpec
@@ -14,6 +13,8 @@ from spaces.peft_common import (check_virtual_tokens, learning_rate, peft_load, 
 
 
 def apply(model: nn.Module, hparams: dict[str, Any]) -> nn.Module:
+    from peft import PromptTuningConfig, PromptTuningInit, TaskType, get_peft_model
+
     config = PromptTuningConfig(
         task_type=TaskType.SEQ_CLS,
         num_virtual_tokens=hparams["num_virtual_tokens"],

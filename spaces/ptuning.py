@@ -9,7 +9,6 @@ from __future__ import annotations
 from functools import partial
 from typing import Any
 
-from peft import PromptEncoderConfig, PromptEncoderReparameterizationType, TaskType, get_peft_model
 from torch import nn
 
 from spaces.base import MethodSpec
@@ -19,6 +18,8 @@ from spaces.peft_common import (check_virtual_tokens, learning_rate, peft_load, 
 
 
 def apply(model: nn.Module, hparams: dict[str, Any]) -> nn.Module:
+    from peft import PromptEncoderConfig, PromptEncoderReparameterizationType, TaskType, get_peft_model
+
     config = PromptEncoderConfig(
         task_type=TaskType.SEQ_CLS,
         num_virtual_tokens=hparams["num_virtual_tokens"],

@@ -9,7 +9,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from peft import get_peft_model, prepare_model_for_kbit_training
 from torch import nn
 
 from spaces.base import MethodSpec
@@ -58,6 +57,8 @@ def avoid_packed_cpu_weights(model: nn.Module) -> nn.Module:
 
 
 def apply(model: nn.Module, hparams: dict[str, Any]) -> nn.Module:
+    from peft import get_peft_model, prepare_model_for_kbit_training
+
     avoid_packed_cpu_weights(model)
     # Gradient checkpointing trades compute for memory; small classifiers don't need it and run ~30% faster without.
     model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
