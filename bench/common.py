@@ -50,12 +50,12 @@ def run_sweep_config(config: dict) -> SweepRun:
     return SweepRun(outcome, wall, (busy1 - busy0) / max(1.0, total1 - total0), outcome.summary.trials)
 
 
-def tiny_assets(directory: Path) -> tuple[str, dict]:
-    """A tiny BERT and toy data for --quick runs (prove a script works; no timing claims)."""
+def tiny_assets(directory: Path, n: int = 200) -> tuple[str, dict]:
+    """A tiny BERT and `n` rows of toy data for --quick runs (prove a script works; no timing claims)."""
     from tests.tiny import make_csv, make_model_dir
 
     model = make_model_dir(directory / "tiny-bert")
-    csv = make_csv(directory / "toy.csv", n=200)
+    csv = make_csv(directory / "toy.csv", n=n)
     return str(model), {"train_file": str(csv), "max_length": 16}
 
 

@@ -17,16 +17,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+from common import tiny_assets  # also puts the repository on sys.path and sets the benchmarks' environment
 
 
 @dataclass
@@ -55,11 +51,8 @@ def full_setup() -> Setup:
 
 
 def quick_setup(directory: Path) -> Setup:
-    from tests.tiny import make_csv, make_model_dir
-
-    model = make_model_dir(directory / "tiny-bert")
-    csv = make_csv(directory / "toy.csv", n=300)
-    return Setup(str(model), {"train_file": str(csv), "max_length": 16}, epochs=1, batch_size=16)
+    model, data = tiny_assets(directory, n=300)
+    return Setup(model, data, epochs=1, batch_size=16)
 
 
 def hparams(setup: Setup) -> dict:

@@ -61,7 +61,7 @@ def check_capacity(plan: SweepPlan) -> None:
     available = ray.cluster_resources()
     problems = []
     for method in plan.methods:
-        r = plan.config.resources.for_method(method, cluster_has_gpus())
+        r = plan.config.resources.for_method(method, available.get("GPU", 0) > 0)
         need_cpu, need_gpu = r.num_workers * r.cpus_per_worker, r.num_workers * r.gpus_per_worker
         if need_cpu > available.get("CPU", 0):
             problems.append(f"resources: a {method} trial needs {need_cpu:g} CPUs ({r.num_workers} workers x "

@@ -1,7 +1,8 @@
 """`peftsweep tracking-server`: the team's MLflow tracking server, on a database, with artifacts proxied over HTTP.
 
-Every node of a cluster logs to it over HTTP (`tracking.uri: http://<host>:<port>`); artifacts (adapters, summaries,
-dashboards) are uploaded through the server to `--artifacts-destination`, so nodes share no filesystem with it.
+A sweep's driver logs to it over HTTP (`tracking.uri: http://<host>:<port>`; workers report through Ray, never to
+MLflow); artifacts (adapters, summaries, dashboards) are uploaded through the server to `--artifacts-destination`,
+so the driver's node shares no filesystem with it.
 Bound to 127.0.0.1 unless told otherwise: MLflow has no authentication of its own.
 """
 
