@@ -61,8 +61,10 @@ class SearchSettings(Strict):
     max_concurrent_trials: int = Field(1, ge=1, description="trials running at the same time")
     time_budget_s: float | None = Field(None, gt=0, description="stop starting new trials after this many seconds")
     seed: int = Field(0, description="seed of the searcher")
-    start_with_defaults: bool = Field(
-        True, description="the first trials run every method once at its defaults, so no method goes untried")
+    start_points: Literal["smallest", "defaults", "none"] = Field(
+        "smallest", description="the first trials run every method once: smallest = at its fewest trainable "
+        "parameters (lowest r, virtual tokens, bottleneck), other hyperparameters at defaults; defaults = at its "
+        "defaults; none = the searcher alone")
     grid_points: int = Field(3, ge=1, description="grid: points per numeric hyperparameter (log-spaced if log)")
 
 
@@ -160,11 +162,16 @@ def read_yaml(path: Path) -> dict[str, Any]:
     return raw
 
 
+# Keys of earlier versions: named with their replacement instead of a bare "unknown key".
+RENAMED_KEYS = {"search.start_with_defaults": "renamed: search.start_points (true was defaults, false none; "
+                                              "the default is now smallest)"}
+
+
 def describe_errors(exc: ValidationError) -> list[str]:
     problems = []
     for error in exc.errors():
         key = ".".join(str(part) for part in error["loc"]) or "(top level)"
-        message = "unknown key" if error["type"] == "extra_forbidden" else error["msg"]
+        message = RENAMED_KEYS.get(key, "unknown key") if error["type"] == "extra_forbidden" else error["msg"]
         shown = repr(error["input"])
         shown = shown if len(shown) <= 60 else shown[:57] + "..."
         got = f" (got {shown})" if error["type"] not in ("missing", "extra_forbidden") else ""

@@ -31,12 +31,13 @@ def unflat(config: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     return method, {k[len(prefix):]: v for k, v in config.items() if k.startswith(prefix)}
 
 
-def default_point(spec: MethodSpec) -> dict[str, Any]:
-    """The method's defaults, moved inside its (possibly narrowed) search ranges."""
+def default_point(spec: MethodSpec, smallest: bool = False) -> dict[str, Any]:
+    """The method's defaults, moved inside its (possibly narrowed) search ranges; with `smallest`, every size
+    (LoRA r, virtual tokens, ...) at the low end of its range instead."""
     hparams: dict[str, Any] = {}
     for key, param in spec.params.items():
         if param.when is None or param.when.holds(hparams):
-            hparams[key] = clamp(param, param.default)
+            hparams[key] = param.low if smallest and getattr(param, "size", False) else clamp(param, param.default)
     return hparams
 
 
@@ -46,9 +47,16 @@ def clamp(param: Param, value: Any) -> Any:
     return min(max(value, param.low), param.high)
 
 
-def start_points(methods: dict[str, MethodSpec]) -> list[dict[str, Any]]:
-    """One trial per method at its defaults: no method goes untried, and the searcher starts from known-good values."""
-    return [flat(name, default_point(spec)) for name, spec in methods.items()]
+def start_points(methods: dict[str, MethodSpec], kind: str = "smallest") -> list[dict[str, Any]]:
+    """The first trials (`search.start_points`), one per method so that no method goes untried.
+
+    smallest: each method at its fewest trainable parameters, the rest at its defaults. The front is scored on a log
+    scale of trainable %, so a method's cheap end counts most; the searcher grows a size where it pays.
+    defaults: each method at its defaults. none: the searcher alone.
+    """
+    if kind == "none":
+        return []
+    return [flat(name, default_point(spec, smallest=kind == "smallest")) for name, spec in methods.items()]
 
 
 def grid_values(param: Param, points: int) -> list[Any]:

@@ -81,7 +81,7 @@ def searcher_and_space(plan: SweepPlan) -> tuple[Any, dict[str, Any], int]:
         return None, {"point": tune.grid_search(points)}, 1
     from ray.tune.search.optuna import OptunaSearch
 
-    starts = start_points(plan.methods) if s.start_with_defaults else []
+    starts = start_points(plan.methods, s.start_points)
     searcher = OptunaSearch(space=partial(define_space, methods=plan.methods), metric=OBJECTIVES, mode=DIRECTIONS,
                             points_to_evaluate=starts or None, sampler=make_sampler(s, len(starts)))
     return searcher, {}, s.num_samples
@@ -183,8 +183,9 @@ def run_sweep(plan: SweepPlan, address: str | None = None, resume: bool = False,
 def make_tuner(plan: SweepPlan, state: SweepState, searcher, param_space: dict[str, Any], num_samples: int,
                total: int, resumed: bool) -> tune.Tuner:
     c = plan.config
-    # Tokenized once, stored once: every trial's workers read it zero-copy from the object store.
-    data_ref = ray.put(plan.data)
+    # Tokenized once, stored once: every trial's workers fetch it from the object store. Wrapped, because Tune
+    # resolves a bare reference in each trial's driver, which would then pickle the data again into its trainer.
+    data_ref = {"tokenized": ray.put(plan.data)}
     name = storage.name_of(state.tune_path)
     trials_path = storage.join(storage_root(plan), "trials", name)
     trainable = tune.with_resources(

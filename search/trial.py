@@ -22,8 +22,9 @@ from trainers.launch import make_trainer, run_dir_of
 DRIVER_RESOURCES = {"CPU": 0, "memory": 256 * 2**20}
 
 
-def sweep_trial(config: dict[str, Any], *, data: Any, settings: dict[str, Any]) -> None:
-    """`settings` is the sweep-wide part of a TrialConfig (model, labels, training, per-method resources)."""
+def sweep_trial(config: dict[str, Any], *, data: dict[str, Any], settings: dict[str, Any]) -> None:
+    """`settings` is the sweep-wide part of a TrialConfig (model, labels, training, per-method resources);
+    `data["tokenized"]` the object-store reference of the tokenized data, handed on to the workers unresolved."""
     method, hparams = unflat(config)
     trial = TrialConfig.model_validate(
         {k: v for k, v in settings.items() if k not in ("resources_by_method", "storage_path")}
@@ -31,7 +32,7 @@ def sweep_trial(config: dict[str, Any], *, data: Any, settings: dict[str, Any]) 
     name = tune.get_context().get_trial_name()
     run_dir = run_dir_of(settings["storage_path"], name)
     if (reason := recorded_failure(run_dir)) is None:  # a resumed sweep does not retry a NaN trial
-        trainer = make_trainer(trial, data, storage_path=settings["storage_path"], name=name,
+        trainer = make_trainer(trial, data["tokenized"], storage_path=settings["storage_path"], name=name,
                                callbacks=[TuneReportCallback()])
         try:
             trainer.fit()

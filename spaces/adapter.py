@@ -101,7 +101,7 @@ SPEC = MethodSpec(
     name="adapter",
     summary="Houlsby bottleneck adapters after attention and FFN outputs (our own module)",
     params={
-        "bottleneck": IntParam(8, 256, 32, "adapter bottleneck size", log=True, min=1),
+        "bottleneck": IntParam(8, 256, 32, "adapter bottleneck size", log=True, min=1, size=True),
         # 1e-2 was best on the demo task; 3e-2 diverged.
         "lr": learning_rate(1e-4, 3e-2, 1e-2),
     },

@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from peft import LoraConfig
 
 LORA_PARAMS = {
-    "r": IntParam(2, 64, 8, "rank of the low-rank update", log=True, min=1),
+    "r": IntParam(2, 64, 8, "rank of the low-rank update", log=True, min=1, size=True),
     "alpha_multiple": ChoiceParam((0.5, 1, 2, 4), 2, "lora_alpha = alpha_multiple * r"),
     "dropout": FloatParam(0.0, 0.2, 0.05, "dropout on the LoRA input", min=0.0, max=0.9),
 }

@@ -44,6 +44,9 @@ class IntParam:
     min: int | None = None
     max: int | None = None
     when: Condition | None = None
+    # A size: a larger value trains more parameters (LoRA r, virtual tokens, a bottleneck). A sweep's "smallest"
+    # start points put every size at the low end of its range.
+    size: bool = False
 
     def suggest(self, trial: Trial, name: str) -> int:
         return trial.suggest_int(name, self.low, self.high, log=self.log)
@@ -60,7 +63,7 @@ class IntParam:
         return replace(self, low=low, high=high)
 
     def describe(self) -> str:
-        return f"int [{self.low}, {self.high}]" + (" log" if self.log else "")
+        return f"int [{self.low}, {self.high}]" + (" log" if self.log else "") + (" size" if self.size else "")
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ def learning_rate(low: float, high: float, default: float) -> FloatParam:
 
 
 def virtual_tokens(default: int = 16) -> IntParam:
-    return IntParam(4, 64, default, "number of virtual tokens", log=True, min=1)
+    return IntParam(4, 64, default, "number of virtual tokens", log=True, min=1, size=True)
 
 
 def check_virtual_tokens(hparams: dict[str, Any], info: ModelInfo, extends_input: bool) -> list[str]:

@@ -34,7 +34,8 @@ SPEC = MethodSpec(
     summary="P-tuning: virtual tokens from a trainable MLP prompt encoder",
     params={
         "num_virtual_tokens": virtual_tokens(),
-        "encoder_hidden_size": IntParam(32, 512, 128, "hidden size of the MLP prompt encoder", log=True, min=1),
+        "encoder_hidden_size": IntParam(32, 512, 128, "hidden size of the MLP prompt encoder", log=True, min=1,
+                                        size=True),
         # 3e-2 was still improving at the top of a textbook range on the demo task: reach higher.
         "lr": learning_rate(1e-3, 3e-1, 3e-2),
     },

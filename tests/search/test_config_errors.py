@@ -39,6 +39,8 @@ DELETE = object()
 MISTAKES = [
     ("bogus", 1, "bogus: unknown key"),
     ("search.num_sample", 5, "search.num_sample: unknown key"),
+    ("search.start_with_defaults", True, "search.start_with_defaults: renamed: search.start_points"),
+    ("search.start_points", "cheapest", "search.start_points: Input should be 'smallest', 'defaults' or 'none'"),
     ("search.num_samples", "ten", "search.num_samples: Input should be a valid integer"),
     ("search.num_samples", 0, "search.num_samples: Input should be greater than or equal to 1"),
     ("search.algorithm", "bayes", "search.algorithm: Input should be 'tpe', 'nsga2', 'random' or 'grid'"),
@@ -138,5 +140,5 @@ def test_presets_validate(path):
 def test_demo_preset_covers_every_method():
     config = load_config(Path(__file__).resolve().parents[2] / "configs" / "demo.yaml")
     plan = build_plan(config)
-    assert len(plan.methods) == 8 and config.search.start_with_defaults
+    assert len(plan.methods) == 8 and config.search.start_points != "none"
     assert config.search.num_samples >= 12

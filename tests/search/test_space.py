@@ -1,4 +1,5 @@
 import optuna
+import pytest
 
 from search.plan import override_param
 from search.space import define_space, flat, grid, start_points, unflat
@@ -10,10 +11,12 @@ def test_flat_round_trip():
     assert unflat({"point": flat("ia3", {"lr": 0.1})}) == ("ia3", {"lr": 0.1})  # a grid search wraps each point
 
 
-def test_start_points_are_replayed_exactly_by_the_define_by_run_space():
+@pytest.mark.parametrize("kind", ["smallest", "defaults"])
+def test_start_points_are_replayed_exactly_by_the_define_by_run_space(kind):
     methods = dict(REGISTRY)
     study = optuna.create_study(directions=["maximize", "minimize"])
-    starts = start_points(methods)
+    starts = start_points(methods, kind)
+    assert [unflat(p)[0] for p in starts] == list(methods)  # one per method
     for point in starts:
         study.enqueue_trial(point)
     for point in starts:
@@ -23,11 +26,26 @@ def test_start_points_are_replayed_exactly_by_the_define_by_run_space():
         study.tell(trial, [0.5, 1.0])
 
 
-def test_start_points_respect_narrowed_ranges():
+@pytest.mark.parametrize("kind,r", [("smallest", 16), ("defaults", 16)])
+def test_start_points_respect_narrowed_ranges(kind, r):
     lora = get_method("lora")
     narrowed = lora.with_params({"r": override_param(lora.params["r"], [16, 32], "x")[0]})
-    (point,) = start_points({"lora": narrowed})
-    assert point["lora.r"] == 16
+    (point,) = start_points({"lora": narrowed}, kind)
+    assert point["lora.r"] == r
+
+
+@pytest.mark.parametrize("name", list(REGISTRY))
+def test_smallest_start_point_takes_sizes_low_and_everything_else_default(name):
+    spec = REGISTRY[name]
+    (smallest,) = start_points({name: spec}, "smallest")
+    (defaults,) = start_points({name: spec}, "defaults")
+    for key, value in unflat(smallest)[1].items():
+        param = spec.params[key]
+        assert value == (param.low if getattr(param, "size", False) else unflat(defaults)[1][key]), key
+
+
+def test_no_start_points():
+    assert start_points(dict(REGISTRY), "none") == []
 
 
 def test_grid_is_conditional_and_complete():

@@ -119,3 +119,22 @@ def test_checkpoint_reloads_with_same_predictions(name, variant, arch_model, tin
     reloaded, manifest = load_checkpoint(tmp_path)
     assert manifest["method"] == name and manifest["hparams"] == hp
     torch.testing.assert_close(logits(reloaded, tiny_data), expected, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", list(REGISTRY))
+def test_size_flags_name_exactly_the_numbers_that_change_the_trainable_count(name, tiny_model):
+    """`size` decides the "smallest" start points: a size must grow the count, any other number must not."""
+    from transformers import AutoConfig
+
+    spec, shape = REGISTRY[name], Shape.of(AutoConfig.from_pretrained(tiny_model, num_labels=3))
+    for key, param in spec.params.items():
+        if isinstance(param, ChoiceParam):
+            continue
+        base = spec.defaults()
+        if param.when is not None:
+            base[param.when.param] = param.when.value
+        low, high = (HAND_COUNTS[name](shape, base | {key: v})[0] for v in (param.low, param.high))
+        if getattr(param, "size", False):
+            assert low < high, f"{name}.{key} is marked as a size but does not change the trainable count"
+        else:
+            assert low == high, f"{name}.{key} changes the trainable count: mark it size=True"
