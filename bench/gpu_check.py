@@ -4,8 +4,9 @@ checkpoint, and time training steps on a BERT-base-shaped model (random weights,
     python bench/gpu_check.py [--layers 12 --hidden 768 --steps 40 --batch 32 --seq 64]
 
 Checks, per method: frozen weights unchanged after training, checkpoint reload gives the same logits. Prints a table
-of samples/s and peak GPU memory. Needs a GPU, torch, transformers, peft, pydantic, safetensors (bitsandbytes for
-QLoRA); not Ray.
+of samples/s, peak GPU memory and the share of the GPU's bf16 matmul peak (measured in the same process) that the
+training steps reach, counting FLOPs as bench/roofline.py does (6 or 4 x non-embedding parameters x tokens). Needs a
+GPU, torch, transformers, peft, pydantic, safetensors (bitsandbytes for QLoRA); not Ray.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from roofline import FROZEN_FACTOR, FULL_FACTOR, VIRTUAL_TOKEN_METHODS, non_embedding_params  # noqa: E402
 from spaces import REGISTRY  # noqa: E402
 from trainers.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from trainers.config import TrainSettings  # noqa: E402
@@ -35,6 +37,27 @@ def random_split(n: int, seq: int, vocab: int, seed: int) -> Split:
     ids = torch.randint(5, vocab, (n, seq), generator=g)
     labels = (ids[:, 1] % len(LABELS)).tolist()  # learnable: the first real token decides the class
     return Split(input_ids=[[2] + row.tolist() + [3] for row in ids], labels=labels)
+
+
+def matmul_peak_tflops(device: torch.device, size: int, repeats: int = 10) -> float:
+    """bf16 matmul TFLOP/s on random data: the denominator of the share of peak."""
+    a, b = (torch.randn(size, size, device=device, dtype=torch.bfloat16) for _ in range(2))
+    for _ in range(3):  # warm-up (and clocks up)
+        a @ b
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    sync()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    sync()
+    return 2 * size**3 * repeats / (time.perf_counter() - start) / 1e12
+
+
+def training_tflops(name: str, hp: dict, samples_per_s: float, seq: int, n_params: int) -> float:
+    """Training FLOP/s of the timed steps, counted as bench/roofline.py counts them ([CLS] + seq + [SEP] tokens)."""
+    tokens = seq + 2 + (hp.get("num_virtual_tokens", 0) if name in VIRTUAL_TOKEN_METHODS else 0)
+    factor = FULL_FACTOR if name == "full" else FROZEN_FACTOR
+    return factor * n_params * tokens * samples_per_s / 1e12
 
 
 def check_method(name: str, model_dir: str, train: Split, val: Split, args) -> dict:
@@ -69,7 +92,7 @@ def check_method(name: str, model_dir: str, train: Split, val: Split, args) -> d
             same = torch.allclose(model(input_ids=batch).logits.float(), reloaded(input_ids=batch).logits.float(),
                                   atol=1e-2, rtol=1e-2)
     four_bit = sum(1 for m in model.modules() if type(m).__name__ == "Linear4bit")
-    return {"method": name, "trainable_pct": counts.trainable_pct, "samples_per_s": seen / seconds,
+    return {"method": name, "hp": hp, "trainable_pct": counts.trainable_pct, "samples_per_s": seen / seconds,
             "peak_mb": torch.cuda.max_memory_allocated() / 2**20 if cuda else float("nan"), "frozen_unchanged": unchanged,
             "reload_same": same, "val_acc": accuracy, "4bit_layers": four_bit}
 
@@ -92,6 +115,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as model_dir:
         torch.manual_seed(0)
         BertForSequenceClassification(config).save_pretrained(model_dir)
+        peak = matmul_peak_tflops(torch.device(args.device), 8192 if args.device == "cuda" else 1024)
+        n_params = non_embedding_params(model_dir, LABELS)
         train = random_split(args.batch * (args.steps + 3), args.seq, config.vocab_size, 0)
         val = random_split(512, args.seq, config.vocab_size, 1)
         rows, failed = [], 0
@@ -101,12 +126,16 @@ def main() -> int:
             except Exception as exc:  # report every method, then fail
                 failed += 1
                 print(f"{name}: FAILED {type(exc).__name__}: {exc}")
-    print(f"{'method':<9} {'trainable %':>11} {'samples/s':>10} {'peak MB':>8} {'val acc':>7} {'4-bit':>5}  checks")
+    print(f"bf16 matmul peak {peak:.3g} TFLOP/s; {n_params:,} non-embedding parameters; batch {args.batch}, "
+          f"{args.seq} tokens")
+    print(f"{'method':<9} {'trainable %':>11} {'samples/s':>10} {'TFLOP/s':>8} {'of peak':>7} {'peak MB':>8} "
+          f"{'val acc':>7} {'4-bit':>5}  checks")
     for r in rows:
         ok = "ok" if r["frozen_unchanged"] and r["reload_same"] else "MISMATCH"
         failed += ok != "ok"
-        print(f"{r['method']:<9} {r['trainable_pct']:>11.4g} {r['samples_per_s']:>10.0f} {r['peak_mb']:>8.0f} "
-              f"{r['val_acc']:>7.3f} {r['4bit_layers']:>5}  {ok}")
+        achieved = training_tflops(r["method"], r["hp"], r["samples_per_s"], args.seq, n_params)
+        print(f"{r['method']:<9} {r['trainable_pct']:>11.4g} {r['samples_per_s']:>10.0f} {achieved:>8.1f} "
+              f"{achieved / peak:>7.1%} {r['peak_mb']:>8.0f} {r['val_acc']:>7.3f} {r['4bit_layers']:>5}  {ok}")
     return 1 if failed else 0
 
 
