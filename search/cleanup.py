@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from search.storage import parent_of
+from search.storage import delete_checkpoints, parent_of
 from search.summary import Summary, is_front_candidate
 from search.tracking import CHECKPOINT_TAG
 
@@ -30,33 +30,11 @@ def delete_dominated_checkpoints(client, summary: Summary) -> Freed:
             continue  # the front keeps its checkpoints; unfinished trials may still be resumed
         run = client.get_run(record.run_id)
         path = run.data.tags.get(CHECKPOINT_TAG)
-        freed.bytes += _delete_ray_checkpoints(parent_of(path)) if path else 0
+        freed.bytes += delete_checkpoints(parent_of(path)) if path else 0
         freed.bytes += _delete_mlflow_checkpoint(client, run)
         client.set_tag(record.run_id, DELETED_TAG, "true")
         freed.trials += 1
     return freed
-
-
-def prune_checkpoints(run_dir: str, keep: int) -> int:
-    """Keep the newest `keep` checkpoints of a finished Ray Train run. Ray Train's own retention misses checkpoints
-    written just before a driver was killed; this bounds them anyway. Returns the bytes freed."""
-    return _delete_ray_checkpoints(run_dir, keep=keep)
-
-
-def _delete_ray_checkpoints(run_dir: str, keep: int = 0) -> int:
-    """checkpoint_* directories of a Ray Train run but the newest `keep` (local path or a pyarrow filesystem URI)."""
-    import pyarrow.fs
-
-    fs, root = pyarrow.fs.FileSystem.from_uri(run_dir)
-    found = sorted((info for info in fs.get_file_info(pyarrow.fs.FileSelector(root, allow_not_found=True))
-                    if info.type == pyarrow.fs.FileType.Directory and info.base_name.startswith("checkpoint_")),
-                   key=lambda info: info.base_name)  # the names carry their timestamps
-    size = 0
-    for info in found[:max(0, len(found) - keep)]:
-        files = fs.get_file_info(pyarrow.fs.FileSelector(info.path, recursive=True))
-        size += sum(f.size or 0 for f in files if f.type == pyarrow.fs.FileType.File)
-        fs.delete_dir(info.path)
-    return size
 
 
 def _delete_mlflow_checkpoint(client, run) -> int:

@@ -12,8 +12,8 @@ from ray import tune
 from ray.train import TrainingFailedError
 from ray.tune.integration.ray_train import TuneReportCallback
 
-from search.cleanup import prune_checkpoints
 from search.space import unflat
+from search.storage import delete_checkpoints
 from trainers.config import TrialConfig
 from trainers.faults import describe, recorded_failure
 from trainers.launch import make_trainer, run_dir_of
@@ -40,7 +40,7 @@ def sweep_trial(config: dict[str, Any], *, data: dict[str, Any], settings: dict[
             # One line for MLflow's failure_reason and the progress printer, not Ray's nested tracebacks.
             raise TrialFailedError(failure_reason(exc)) from None
         reason = recorded_failure(run_dir)  # NaN loss: the workers stopped together, without an error
-        prune_checkpoints(run_dir, trial.train.checkpoints_to_keep)
+        delete_checkpoints(run_dir, keep=trial.train.checkpoints_to_keep)
     if reason is not None:
         raise TrialFailedError(reason)
 
