@@ -21,7 +21,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from roofline import FROZEN_FACTOR, FULL_FACTOR, VIRTUAL_TOKEN_METHODS, non_embedding_params  # noqa: E402
+from roofline import non_embedding_params, train_factor, virtual_tokens  # noqa: E402
 from spaces import REGISTRY  # noqa: E402
 from trainers.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from trainers.config import TrainSettings  # noqa: E402
@@ -55,9 +55,8 @@ def matmul_peak_tflops(device: torch.device, size: int, repeats: int = 10) -> fl
 
 def training_tflops(name: str, hp: dict, samples_per_s: float, seq: int, n_params: int) -> float:
     """Training FLOP/s of the timed steps, counted as bench/roofline.py counts them ([CLS] + seq + [SEP] tokens)."""
-    tokens = seq + 2 + (hp.get("num_virtual_tokens", 0) if name in VIRTUAL_TOKEN_METHODS else 0)
-    factor = FULL_FACTOR if name == "full" else FROZEN_FACTOR
-    return factor * n_params * tokens * samples_per_s / 1e12
+    tokens = seq + 2 + virtual_tokens(name, hp)
+    return train_factor(name) * n_params * tokens * samples_per_s / 1e12
 
 
 def check_method(name: str, model_dir: str, train: Split, val: Split, args) -> dict:

@@ -53,13 +53,23 @@ def non_embedding_params(model: str, label_names: list[str]) -> int:
     return sum(p.numel() for p in base.parameters()) - embeddings - head
 
 
+def train_factor(method: str) -> int:
+    """Training FLOPs per non-embedding parameter per token."""
+    return FULL_FACTOR if method == "full" else FROZEN_FACTOR
+
+
+def virtual_tokens(method: str, hparams: dict) -> int:
+    """Tokens a method adds to every sequence."""
+    return int(hparams.get("num_virtual_tokens", 0)) if method in VIRTUAL_TOKEN_METHODS else 0
+
+
 def trial_flops(record, n_params: int, tokens: dict[str, int], sizes: dict[str, int], epochs: int) -> float:
-    virtual = int(record.params.get("num_virtual_tokens", 0)) if record.method in VIRTUAL_TOKEN_METHODS else 0
+    virtual = virtual_tokens(record.method, record.params)
     def tok(split):
         return tokens[split] + virtual * sizes[split]
-    factor = FULL_FACTOR if record.method == "full" else FROZEN_FACTOR
     done = epochs if record.status == "completed" else 0
-    return n_params * (factor * tok("train") * done + EVAL_FACTOR * (tok("validation") * done + tok("test")))
+    return n_params * (train_factor(record.method) * tok("train") * done
+                       + EVAL_FACTOR * (tok("validation") * done + tok("test")))
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -26,12 +26,12 @@ def test_start_points_are_replayed_exactly_by_the_define_by_run_space(kind):
         study.tell(trial, [0.5, 1.0])
 
 
-@pytest.mark.parametrize("kind,r", [("smallest", 16), ("defaults", 16)])
-def test_start_points_respect_narrowed_ranges(kind, r):
+@pytest.mark.parametrize("kind", ["smallest", "defaults"])
+def test_start_points_respect_narrowed_ranges(kind):
     lora = get_method("lora")
     narrowed = lora.with_params({"r": override_param(lora.params["r"], [16, 32], "x")[0]})
     (point,) = start_points({"lora": narrowed}, kind)
-    assert point["lora.r"] == r
+    assert point["lora.r"] == 16
 
 
 @pytest.mark.parametrize("name", list(REGISTRY))
