@@ -130,6 +130,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"MLflow: {outcome.tracking_uri} (experiment {plan.config.experiment!r}, parent run "
           f"{outcome.parent_run_id}); browse with: {browse}")
     print(f"  front only, in the runs view: {FRONT_FILTER}")
+    if outcome.status == "interrupted":
+        return 130  # as a shell reports a program ended by Ctrl-C
     return 0 if outcome.summary.counts.get("completed") else 1
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from search.storage import delete_checkpoints, parent_of
-from search.summary import Summary, is_front_candidate
+from search.summary import Summary
 from search.tracking import CHECKPOINT_TAG
 
 DELETED_TAG = "peftsweep.checkpoint_deleted"
@@ -22,12 +22,17 @@ class Freed:
     bytes: int = 0
 
 
+# Whose checkpoints go: completed trials off the front, and early-stopped ones (never on it). Failed trials keep
+# theirs (the last one helps find out why); there are no unfinished ones, as this runs when a sweep has finished.
+DELETED_STATUSES = ("completed", "early_stopped")
+
+
 def delete_dominated_checkpoints(client, summary: Summary) -> Freed:
     front = {r.run_id for r in summary.front}
     freed = Freed()
     for record in summary.trials:
-        if record.run_id in front or not is_front_candidate(record):
-            continue  # the front keeps its checkpoints; unfinished trials may still be resumed
+        if record.run_id in front or record.status not in DELETED_STATUSES:
+            continue
         run = client.get_run(record.run_id)
         path = run.data.tags.get(CHECKPOINT_TAG)
         freed.bytes += delete_checkpoints(parent_of(path)) if path else 0

@@ -59,7 +59,9 @@ class SearchSettings(Strict):
         "tpe", description="tpe/nsga2/random: Optuna samplers (multi-objective); grid: every point of a coarse grid")
     num_samples: int = Field(12, ge=1, description="trials to run (grid: unused, every grid point runs once)")
     max_concurrent_trials: int = Field(1, ge=1, description="trials running at the same time")
-    time_budget_s: float | None = Field(None, gt=0, description="stop starting new trials after this many seconds")
+    time_budget_s: float | None = Field(
+        None, gt=0, description="end the sweep after this many seconds: no new trials start, running ones are stopped "
+        "early (their Train jobs ended); a resumed sweep counts the time it spent before")
     seed: int = Field(0, description="seed of the searcher")
     start_points: Literal["smallest", "defaults", "none"] = Field(
         "smallest", description="the first trials run every method once: smallest = at its fewest trainable "
@@ -94,7 +96,8 @@ class SweepConfig(Strict):
     tracking: Tracking = Tracking()
     delete_dominated_checkpoints: bool = Field(
         False, description="when the sweep has finished, delete the checkpoints (Ray's and MLflow's copies) of every "
-                           "trial not on the Pareto front")
+                           "completed trial not on the Pareto front and of every early-stopped trial (failed trials "
+                           "keep theirs)")
     output_dir: str | None = Field(None, description="where MLflow's default store, checkpoints and summaries go; "
                                                      "default runs/<name>, relative to where the command runs")
     storage: str | None = Field(

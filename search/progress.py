@@ -11,8 +11,8 @@ from search.tracking import trial_error_reason
 
 
 class ProgressPrinter(Callback):
-    def __init__(self, total: int):
-        self.total = total
+    def __init__(self, total: int, planned_epochs: int):
+        self.total, self.planned_epochs = total, planned_epochs
         self.done = self.failed = 0
         self.best: tuple[float, str] | None = None
         self.start = time.monotonic()
@@ -25,8 +25,8 @@ class ProgressPrinter(Callback):
         self.done, self.failed = state.get("done", 0), state.get("failed", 0)
         self.best = tuple(state["best"]) if state.get("best") else None
 
-    def _line(self, trials, message: str) -> None:
-        running = sum(1 for t in trials if t.status == "RUNNING")
+    def _line(self, trials, message: str, ended=None) -> None:
+        running = sum(1 for t in trials if t.status == "RUNNING" and t is not ended)
         best = f" | best val_acc {self.best[0]:.3f} ({self.best[1]})" if self.best else ""
         elapsed = time.monotonic() - self.start
         print(f"[{elapsed:6.0f}s] {self.done}/{self.total} done, {running} running, {self.failed} failed{best} "
@@ -42,11 +42,16 @@ class ProgressPrinter(Callback):
         result = trial.last_result or {}
         method = unflat(trial.config)[0]
         accuracy, pct = result.get("val_accuracy", float("nan")), result.get("trainable_pct", float("nan"))
+        epoch = int(result.get("epoch", 0))
+        if epoch < self.planned_epochs:  # its scheduler stopped it: never on the front, so never the best
+            self._line(trials, f"stopped early {str(trial)} at epoch {epoch}/{self.planned_epochs}: {method} "
+                               f"val_acc {accuracy:.3f} at {pct:.3g}% trainable", ended=trial)
+            return
         if accuracy == accuracy and (self.best is None or accuracy > self.best[0]):
             self.best = (accuracy, f"{method}, {pct:.3g}% trainable")
-        self._line(trials, f"done  {str(trial)}: {method} val_acc {accuracy:.3f} at {pct:.3g}% trainable")
+        self._line(trials, f"done  {str(trial)}: {method} val_acc {accuracy:.3f} at {pct:.3g}% trainable", ended=trial)
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self.done += 1
         self.failed += 1
-        self._line(trials, f"FAILED {str(trial)}: {trial_error_reason(trial)[:300]}")
+        self._line(trials, f"FAILED {str(trial)}: {trial_error_reason(trial)[:300]}", ended=trial)

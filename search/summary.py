@@ -24,7 +24,7 @@ class TrialRecord:
     run_id: str
     trial_id: str
     method: str
-    status: str  # completed | early_stopped | failed | running
+    status: str  # completed | early_stopped | failed | interrupted | running
     params: dict[str, str]
     val_accuracy: float = math.nan
     test_accuracy: float = math.nan
@@ -95,7 +95,8 @@ def summarize(records: list[TrialRecord]) -> Summary:
             accuracy_gap_to_full=(best.val_accuracy - full.val_accuracy) if full else None,
             param_ratio_to_full=(best.trainable_pct / full.trainable_pct) if full else None,
             train_seconds=best.train_seconds, peak_memory_mb=best.peak_memory_mb))
-    counts = {s: sum(1 for r in records if r.status == s) for s in ("completed", "early_stopped", "failed", "running")}
+    counts = {s: sum(1 for r in records if r.status == s) for s in ("completed", "early_stopped", "failed", "interrupted",
+                                                                  "running")}
     return Summary(trials=records, front=[by_id[i] for i in front_ids], hypervolume=hypervolume(points),
                    by_method=by_method, counts=counts | {"total": len(records)})
 
@@ -139,10 +140,15 @@ def _finite(value: Any) -> Any:
     return value
 
 
+def _unfinished(counts: dict[str, int]) -> str:
+    n = counts.get("interrupted", 0) + counts.get("running", 0)
+    return f", {n} unfinished" if n else ""
+
+
 def format_table(summary: Summary) -> str:
     c = summary.counts
     lines = [f"trials: {c['total']} ({c['completed']} completed, {c['early_stopped']} stopped early, "
-             f"{c['failed']} failed)",
+             f"{c['failed']} failed{_unfinished(c)})",
              f"Pareto front (val accuracy max, trainable % min), hypervolume {summary.hypervolume:.4f}:",
              f"  {'method':<9} {'trainable %':>11} {'params':>10} {'val acc':>8} {'test acc':>8}  hyperparameters"]
     for r in summary.front:

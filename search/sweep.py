@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
 from dataclasses import dataclass
@@ -20,7 +21,9 @@ from search.cleanup import delete_dominated_checkpoints
 from search.resume import SweepState, read_state, sweep_to_resume, write_state
 from search import storage
 from search.summary import Summary, load_records, summarize, tag_front, write_files
-from search.tracking import MlflowTrialLogger, client_for, ensure_experiment, start_parent, trial_runs
+from search.tracking import (MlflowTrialLogger, client_for, close_interrupted, ensure_experiment, start_parent,
+                             trial_runs)
+from search.train_jobs import EndTrainJobs, interrupt_on_ctrl_c, start_jobs_actor
 from search.trial import DRIVER_RESOURCES, sweep_trial
 from spaces.errors import UserError
 
@@ -36,6 +39,7 @@ class SweepOutcome:
     tracking_uri: str
     summary_json: Path
     summary_csv: Path
+    status: str = "finished"  # finished | interrupted (continue it with --resume)
 
 
 # Settings read by Ray's own actors (the Train controller): on a cluster they run in processes the driver did not
@@ -169,15 +173,23 @@ def run_sweep(plan: SweepPlan, address: str | None = None, resume: bool = False,
                            storage.join(storage_root(plan), "ray", f"{c.name}-{parent_run_id[:8]}"), config)
         write_state(out, state)
     tuner = make_tuner(plan, state, searcher, param_space, num_samples, total, resumed is not None)
-    status = "interrupted"  # an exception (Ctrl-C, a lost cluster) leaves it resumable
+    # Every trial's Train job registers with this actor, so that it ends with its trial (see search.train_jobs).
+    jobs = start_jobs_actor(storage.name_of(state.tune_path))
+    status = "interrupted"  # an exception (a second Ctrl-C, a lost cluster) leaves it resumable
     try:
-        results = tuner.fit()
-        # Tune returns normally after a Ctrl-C too, with trials left unfinished.
-        status = "finished" if results.num_terminated + results.num_errors == len(results) else "interrupted"
+        with interrupt_on_ctrl_c() as early_end:
+            results = tuner.fit()
+        # Tune returns normally after a Ctrl-C, with the trials it cut marked as ended: our record tells.
+        ended = results.num_terminated + results.num_errors == len(results)
+        status = ("interrupted" if early_end.reason == "interrupted" or early_end.ctrl_c.is_set() else
+                  "finished" if ended or early_end.reason == "time budget" else "interrupted")
     finally:
         summary = finish(client, state, plan, status)
+        with contextlib.suppress(Exception):  # the cluster may be what failed
+            ray.kill(jobs)
     json_path, csv_path = out / "summary" / "summary.json", out / "summary" / "trials.csv"
-    return SweepOutcome(summary, state.parent_run_id, state.experiment_id, c.tracking_uri, json_path, csv_path)
+    return SweepOutcome(summary, state.parent_run_id, state.experiment_id, c.tracking_uri, json_path, csv_path,
+                        status)
 
 
 def make_tuner(plan: SweepPlan, state: SweepState, searcher, param_space: dict[str, Any], num_samples: int,
@@ -201,15 +213,17 @@ def make_tuner(plan: SweepPlan, state: SweepState, searcher, param_space: dict[s
     mlflow_logger = MlflowTrialLogger(c.tracking_uri, state.experiment_id, state.parent_run_id, c.train.epochs,
                                       {"epochs": c.train.epochs, "batch_size": c.train.batch_size},
                                       storage_root=storage_root(plan))
+    end_jobs = EndTrainJobs(name, c.search.time_budget_s)
     return tune.Tuner(
         trainable, param_space=param_space,
         tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler_for(plan), num_samples=num_samples,
                                     max_concurrent_trials=c.search.max_concurrent_trials,
-                                    time_budget_s=c.search.time_budget_s,
                                     # a trial's driver process is reused: no new process importing torch per trial
                                     reuse_actors=True),
+        # The time budget is ours, not Tune's: Tune would kill the running trials with their Train jobs.
         run_config=tune.RunConfig(name=name, storage_path=storage.parent_of(state.tune_path), verbose=0,
-                                  callbacks=[ProgressPrinter(total), mlflow_logger]))
+                                  stop=end_jobs,
+                                  callbacks=[ProgressPrinter(total, c.train.epochs), mlflow_logger, end_jobs]))
 
 
 def abandon(client, state: SweepState) -> None:
@@ -224,6 +238,8 @@ def abandon(client, state: SweepState) -> None:
 def finish(client, state: SweepState, plan: SweepPlan, status: str) -> Summary:
     """Summarize from MLflow, tag the front, write JSON/CSV, attach them to the parent run and close it."""
     out = plan.config.output_path
+    if status == "interrupted":
+        close_interrupted(client, state.experiment_id, state.parent_run_id)
     summary = summarize(load_records(client, state.experiment_id, state.parent_run_id))
     tag_front(client, summary)
     if plan.config.delete_dominated_checkpoints and status == "finished":
@@ -240,5 +256,5 @@ def finish(client, state: SweepState, plan: SweepPlan, status: str) -> Summary:
         write_state(out, state)
     else:  # sweep.json still says running: `--resume` continues it and reopens the parent run
         client.set_terminated(state.parent_run_id, "KILLED")
-        print(f"the sweep was interrupted; continue it with: peftsweep run <config> --resume", flush=True)
+        print("the sweep was interrupted; continue it with: peftsweep run <config> --resume", flush=True)
     return summary

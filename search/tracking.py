@@ -23,7 +23,7 @@ from search.space import unflat
 ROLE_TAG = "peftsweep.role"  # "sweep" on the parent, "trial" on children
 TRIAL_TAG = "peftsweep.trial_id"
 METHOD_TAG = "peftsweep.method"
-STATUS_TAG = "peftsweep.status"  # completed | early_stopped | failed
+STATUS_TAG = "peftsweep.status"  # completed | early_stopped | failed | interrupted (resumable)
 PARETO_TAG = "peftsweep.pareto"  # "true" on front members, "false" on every other trial
 FAILURE_TAG = "peftsweep.failure_reason"
 CHECKPOINT_TAG = "peftsweep.checkpoint_path"
@@ -145,8 +145,11 @@ class MlflowTrialLogger(Callback):
     def _find_or_create(self, trial) -> str:
         query = f"tags.`{TRIAL_TAG}` = '{trial.trial_id}' and tags.mlflow.parentRunId = '{self.parent_run_id}'"
         found = self.client.search_runs([self.experiment_id], filter_string=query, max_results=1)
-        if found:
-            return found[0].info.run_id  # a resumed trial continues its run
+        if found:  # a resumed trial continues its run
+            if found[0].info.status == "KILLED":  # closed when the sweep was interrupted (Ctrl-C)
+                self.client.update_run(found[0].info.run_id, status="RUNNING")
+                self.client.set_tag(found[0].info.run_id, STATUS_TAG, "running")
+            return found[0].info.run_id
         method, hparams = unflat(trial.config)
         run = self.client.create_run(self.experiment_id, run_name=str(trial), tags={
             "mlflow.parentRunId": self.parent_run_id, ROLE_TAG: "trial", TRIAL_TAG: trial.trial_id,
@@ -225,7 +228,11 @@ class MlflowTrialLogger(Callback):
                 Metric("wall_seconds", result["reported_at"] - start, now, step)]
 
     def on_experiment_end(self, trials, **info):
-        """Close what a killed driver left open: runs of trials Tune knows ended, and runs Tune never heard of."""
+        """Close what a killed driver left open: runs of trials Tune knows ended, and runs Tune never heard of.
+        After Ctrl-C the trials Tune cut short have not ended: `close_interrupted` closes their runs, to be reopened by
+        --resume."""
+        from search.train_jobs import EARLY_END
+
         by_id = {t.trial_id: t for t in trials}
         for run in trial_runs(self.client, self.experiment_id, self.parent_run_id):
             if run.info.status != "RUNNING":
@@ -236,12 +243,20 @@ class MlflowTrialLogger(Callback):
                 # new trial id, so this run would be a duplicate.
                 self.client.set_tag(run.info.run_id, STATUS_TAG, "orphaned")
                 self.client.delete_run(run.info.run_id)
-            elif trial.status == "TERMINATED":
+            elif trial.status == "TERMINATED" and not EARLY_END.ctrl_c.is_set():
                 self.run_ids[trial.trial_id] = run.info.run_id
                 self.on_trial_complete(0, trials, trial)
             elif trial.status == "ERROR":
                 self.run_ids[trial.trial_id] = run.info.run_id
                 self.on_trial_error(0, trials, trial)
+
+
+def close_interrupted(client: MlflowClient, experiment_id: str, parent_run_id: str) -> None:
+    """The sweep was interrupted: the runs of its unfinished trials are closed as KILLED (--resume reopens them)."""
+    for run in trial_runs(client, experiment_id, parent_run_id):
+        if run.info.status == "RUNNING":
+            client.set_tag(run.info.run_id, STATUS_TAG, "interrupted")
+            client.set_terminated(run.info.run_id, "KILLED")
 
 
 def trial_error_reason(trial) -> str:

@@ -6,6 +6,8 @@ It runs in a Tune trial process that holds no CPU (only a little memory): the CP
 
 from __future__ import annotations
 
+import os
+import threading
 from typing import Any
 
 from ray import tune
@@ -14,12 +16,16 @@ from ray.tune.integration.ray_train import TuneReportCallback
 
 from search.space import unflat
 from search.storage import delete_checkpoints
+from search.train_jobs import INTERRUPTED, JobOfTrial
 from trainers.config import TrialConfig
 from trainers.faults import describe, recorded_failure
 from trainers.launch import make_trainer, run_dir_of
 
 # The trial driver only waits on the Train controller: it needs no CPU, and `memory` exists on every Ray node.
 DRIVER_RESOURCES = {"CPU": 0, "memory": 256 * 2**20}
+# A reused trial actor waits this long for the previous trial's thread to return (Tune's default, 2 s, can be shorter
+# than a stopped trial's Train job takes to end; a reuse that gives up fails the next trial).
+THREAD_TIMEOUT_S = "60"
 
 
 def sweep_trial(config: dict[str, Any], *, data: dict[str, Any], settings: dict[str, Any]) -> None:
@@ -29,16 +35,32 @@ def sweep_trial(config: dict[str, Any], *, data: dict[str, Any], settings: dict[
     trial = TrialConfig.model_validate(
         {k: v for k, v in settings.items() if k not in ("resources_by_method", "storage_path")}
         | {"method": method, "hparams": hparams, "resources": settings["resources_by_method"][method]})
-    name = tune.get_context().get_trial_name()
+    os.environ.setdefault("TUNE_FUNCTION_THREAD_TIMEOUT_S", THREAD_TIMEOUT_S)  # read by Tune in this process
+    context = tune.get_context()
+    name = context.get_trial_name()
     run_dir = run_dir_of(settings["storage_path"], name)
     if (reason := recorded_failure(run_dir)) is None:  # a resumed sweep does not retry a NaN trial
+        to_tune = TuneReportCallback()
+        # The sweep ends this job when the trial ends early; the queue of reports to Tune is handed along so that a
+        # controller blocked on it can be unblocked (see search.train_jobs).
+        job = JobOfTrial(context.get_experiment_name(), context.get_trial_id(),
+                         getattr(to_tune, "_training_actor_item_queue", None))
         trainer = make_trainer(trial, data["tokenized"], storage_path=settings["storage_path"], name=name,
-                               callbacks=[TuneReportCallback()])
+                               callbacks=[to_tune, job.callback])
         try:
             trainer.fit()
-        except TrainingFailedError as exc:
-            # One line for MLflow's failure_reason and the progress printer, not Ray's nested tracebacks.
-            raise TrialFailedError(failure_reason(exc)) from None
+        except Exception as exc:
+            outcome = job.outcome()
+            if outcome == INTERRUPTED:  # Ctrl-C: stay unfinished (Tune removes this actor), to be resumed
+                threading.Event().wait()
+            if outcome is None and isinstance(exc, TrainingFailedError):
+                # One line for MLflow's failure_reason and the progress printer, not Ray's nested tracebacks.
+                raise TrialFailedError(failure_reason(exc)) from None
+            if outcome is None:
+                raise
+            # stopped: its scheduler or the time budget ended the trial, then its job; Tune has what it reported
+        finally:
+            job.ended()
         reason = recorded_failure(run_dir)  # NaN loss: the workers stopped together, without an error
         delete_checkpoints(run_dir, keep=trial.train.checkpoints_to_keep)
     if reason is not None:

@@ -22,7 +22,8 @@ def write_tokenizer(directory: Path) -> int:
     directory.mkdir(parents=True, exist_ok=True)
     vocab = directory / "vocab.txt"
     vocab.write_text("\n".join(SPECIAL + KEYWORDS + FILLER) + "\n")
-    BertTokenizerFast(vocab_file=str(vocab), do_lower_case=True).save_pretrained(directory)
+    # transformers 5 takes the vocabulary as `vocab` (it ignores `vocab_file`, leaving every word [UNK])
+    BertTokenizerFast(vocab=str(vocab), do_lower_case=True).save_pretrained(directory)
     return len(SPECIAL + KEYWORDS + FILLER)
 
 

@@ -1,4 +1,5 @@
-"""Faults done for real: a SIGKILLed sweep driver, a SIGKILLed Ray Train worker, a trial whose loss turns NaN.
+"""Faults done for real: a SIGKILLed Ray Train worker, a trial whose loss turns NaN (a SIGKILLed sweep driver:
+tests/search/test_early_stopping.py).
 
 Each test runs `peftsweep run` as a separate process (as a user would) and checks the outcome from MLflow alone.
 """
@@ -12,7 +13,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 import torch
 import yaml
 
@@ -86,52 +86,8 @@ def history(config: Path, run_id: str) -> list[int]:
     return sorted(m.step for m in client.get_metric_history(run_id, "val_accuracy"))
 
 
-def test_sigkilled_driver_resumes_without_losing_or_repeating_trials(tmp_path, tiny_model):
-    csv = str(make_csv(tmp_path / "data.csv", n=600))
-    config = write_config(tmp_path, tiny_model, csv, methods=["lora", "ia3"],
-                          search={"algorithm": "tpe", "num_samples": 3, "seed": 0},
-                          train={"epochs": EPOCHS, "batch_size": 16, "checkpoints_to_keep": 2},
-                          delete_dominated_checkpoints=True)
-    first = start(config)
-    try:
-        # a trial finished and the next has checkpointed its first epoch: kill the driver, nothing else
-        wait_until(lambda: started(config), first, 120, "the first trial's start")
-        wait_until(lambda: any(r.info.status == "FINISHED" for r in trial_runs(config)) and any(
-            r.info.status == "RUNNING" and "val_accuracy" in r.data.metrics for r in trial_runs(config)),
-            first, 300, "a finished trial and another one under way")
-        os.kill(first.pid, signal.SIGKILL)
-        first.wait(timeout=30)
-    finally:
-        kill_group(first)  # what a user's `ray stop` would do: the dead driver's local Ray goes too
-    before = {r.info.run_id: r for r in trial_runs(config)}
-    finished = {k: r for k, r in before.items() if r.info.status == "FINISHED"}
-    running = {k: r for k, r in before.items() if r.info.status == "RUNNING"}
-    assert finished and running
-
-    resumed = start(config, "--resume")
-    assert finish(resumed) == 0, (config.parent / "driver1.log").read_text()[-3000:]
-
-    after = {r.info.run_id: r for r in trial_runs(config)}
-    assert len(after) == 3  # exactly num_samples child runs
-    assert len({r.data.tags["peftsweep.trial_id"] for r in after.values()}) == 3
-    assert all(r.info.status == "FINISHED" and r.data.tags[STATUS_TAG] == "completed" for r in after.values())
-    # the searcher kept its state: the start points (each method's defaults) were not proposed again
-    points = [tuple(sorted(r.data.params.items())) for r in after.values()]
-    assert len(set(points)) == len(points)
-    for run_id, run in finished.items():  # not re-run: same run, same start and end, one result per epoch
-        assert after[run_id].info.start_time == run.info.start_time
-        assert after[run_id].info.end_time == run.info.end_time
-        assert history(config, run_id) == list(range(1, EPOCHS + 1))
-    for run_id in running:  # continued in its own run, from its checkpoint
-        assert run_id in after and history(config, run_id) == list(range(1, EPOCHS + 1))
-        assert after[run_id].data.metrics["restarts"] >= 1
-    check_checkpoints_kept_for_the_front_only(config, after.values())
-    parents = [r for r in client_for(f"sqlite:///{tmp_path / 'out' / 'mlflow.db'}").search_runs(
-        [after[next(iter(after))].info.experiment_id]) if r.data.tags.get(ROLE_TAG) == "sweep"]
-    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
-
-
 def check_checkpoints_kept_for_the_front_only(config: Path, runs) -> None:
+    """With delete_dominated_checkpoints and checkpoints_to_keep 2."""
     client = client_for(f"sqlite:///{config.parent / 'out' / 'mlflow.db'}")
     dominated = [r for r in runs if r.data.tags[PARETO_TAG] == "false"]
     assert dominated, "this sweep is expected to have a dominated trial"
