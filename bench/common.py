@@ -8,12 +8,17 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
 os.environ.setdefault("TUNE_PRINT_ALL_TRIAL_ERRORS", "0")
+
+# What each benchmark trains: method choices are data (bench/workloads.yaml), as in configs/; the code names none.
+WORKLOADS = yaml.safe_load((Path(__file__).parent / "workloads.yaml").read_text())
 
 # The demo task, smaller: short trials, so a benchmark sees many of them.
 SHORT_TASK = {"task": "trec6", "train_size": 200, "validation_size": 200, "test_size": 200}
@@ -37,9 +42,9 @@ class SweepRun:
 
 def run_sweep_config(config: dict) -> SweepRun:
     """Validate, then run; the wall clock covers Tune start to summary (validation and tokenizing excluded)."""
-    from search.config import SweepConfig
-    from search.plan import build_plan
-    from search.sweep import run_sweep
+    from peftsweep.search.config import SweepConfig
+    from peftsweep.search.plan import build_plan
+    from peftsweep.search.sweep import run_sweep
 
     plan = build_plan(SweepConfig.model_validate(config))
     busy0, total0 = cpu_times()

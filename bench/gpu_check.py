@@ -22,12 +22,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from roofline import non_embedding_params, train_factor, virtual_tokens  # noqa: E402
-from spaces import REGISTRY  # noqa: E402
-from trainers.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
-from trainers.config import TrainSettings  # noqa: E402
-from trainers.data import Split  # noqa: E402
-from trainers.loop import evaluate, optimizer_for, train_epoch, train_loader  # noqa: E402
-from trainers.model import build_model  # noqa: E402
+from peftsweep.spaces import REGISTRY  # noqa: E402
+from peftsweep.trainers.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
+from peftsweep.trainers.config import TrainSettings  # noqa: E402
+from peftsweep.trainers.data import Split  # noqa: E402
+from peftsweep.trainers.loop import evaluate, optimizer_for, train_epoch, train_loader  # noqa: E402
+from peftsweep.trainers.model import build_model  # noqa: E402
 
 LABELS = ["a", "b", "c", "d"]
 

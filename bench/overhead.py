@@ -22,14 +22,14 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from common import tiny_assets  # also puts the repository on sys.path and sets the benchmarks' environment
+from common import WORKLOADS, tiny_assets  # also puts the repository on sys.path and sets the environment
 
 
 @dataclass
 class Setup:
     model: str
     data: dict
-    method: str = "lora"
+    method: str = WORKLOADS["overhead"]["method"]
     epochs: int = 2
     batch_size: int = 32
     workers: int = 2
@@ -56,14 +56,14 @@ def quick_setup(directory: Path) -> Setup:
 
 
 def hparams(setup: Setup) -> dict:
-    from spaces import get_method
+    from peftsweep.spaces import get_method
 
     return get_method(setup.method).defaults()
 
 
 def tokenized(setup: Setup):
-    from trainers.data import DataSpec
-    from trainers.launch import prepare_data
+    from peftsweep.trainers.data import DataSpec
+    from peftsweep.trainers.launch import prepare_data
 
     return prepare_data(setup.model, DataSpec(**setup.data))
 
@@ -72,9 +72,9 @@ def bare_loop(setup: Setup, data) -> Timing:
     """(a) One process, no Ray: build, train, validate each epoch, test."""
     import torch
 
-    from trainers.config import TrainSettings
-    from trainers.loop import begin_epoch, evaluate, optimizer_for, seed_everything, train_epoch, train_loader
-    from trainers.model import build_model
+    from peftsweep.trainers.config import TrainSettings
+    from peftsweep.trainers.loop import begin_epoch, evaluate, optimizer_for, seed_everything, train_epoch, train_loader
+    from peftsweep.trainers.model import build_model
 
     torch.set_num_threads(setup.workers)
     start = time.perf_counter()
@@ -101,10 +101,10 @@ def raw_train_fn(config: dict) -> None:
     import ray.train.torch
     import torch
 
-    from spaces import get_method
-    from trainers.config import TrainSettings
-    from trainers.loop import begin_epoch, evaluate, optimizer_for, seed_everything, train_epoch, train_loader
-    from trainers.model import build_model
+    from peftsweep.spaces import get_method
+    from peftsweep.trainers.config import TrainSettings
+    from peftsweep.trainers.loop import begin_epoch, evaluate, optimizer_for, seed_everything, train_epoch, train_loader
+    from peftsweep.trainers.model import build_model
 
     data = ray.get(config["data"])
     setup = Setup(**config["setup"])
@@ -153,9 +153,9 @@ def peftsweep_sweep(setup: Setup, out: Path) -> tuple[Timing, dict]:
     """(c) The same trial as a one-trial sweep; returns its timing and the sweep-level parts."""
     from mlflow.tracking import MlflowClient
 
-    from search.config import SweepConfig
-    from search.plan import build_plan
-    from search.sweep import run_sweep
+    from peftsweep.search.config import SweepConfig
+    from peftsweep.search.plan import build_plan
+    from peftsweep.search.sweep import run_sweep
 
     config = SweepConfig.model_validate({
         "name": "overhead", "model": setup.model, "data": setup.data, "output_dir": str(out),

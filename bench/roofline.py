@@ -21,10 +21,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import REAL_MODEL, SHORT_TASK, fresh_ray, run_sweep_config, tiny_assets
+from common import REAL_MODEL, SHORT_TASK, WORKLOADS, fresh_ray, run_sweep_config, tiny_assets
 
-FULL_FACTOR, FROZEN_FACTOR, EVAL_FACTOR = 6, 4, 2
-VIRTUAL_TOKEN_METHODS = ("prompt", "ptuning")  # their virtual tokens lengthen every sequence
+EVAL_FACTOR = 2  # FLOPs per non-embedding parameter per evaluated token (forward only)
 
 
 def matmul_peak_gflops(dtype_name: str, size: int = 1536, repeats: int = 6) -> float:
@@ -45,22 +44,28 @@ def matmul_peak_gflops(dtype_name: str, size: int = 1536, repeats: int = 6) -> f
 def non_embedding_params(model: str, label_names: list[str]) -> int:
     from torch import nn
 
-    from trainers.model import load_base
+    from peftsweep.trainers.model import load_base
+
+    from peftsweep.spaces.base import HEAD_MODULE_NAMES
 
     base = load_base(model, label_names)
     embeddings = sum(p.numel() for m in base.modules() if isinstance(m, nn.Embedding) for p in m.parameters())
-    head = sum(p.numel() for n, p in base.named_parameters() if n.startswith(("classifier", "score")))
+    head = sum(p.numel() for n, p in base.named_parameters() if set(n.split(".")) & set(HEAD_MODULE_NAMES))
     return sum(p.numel() for p in base.parameters()) - embeddings - head
 
 
 def train_factor(method: str) -> int:
-    """Training FLOPs per non-embedding parameter per token."""
-    return FULL_FACTOR if method == "full" else FROZEN_FACTOR
+    """Training FLOPs per non-embedding parameter per token: the method's `flop_factor` (6 full, 4 frozen base)."""
+    from peftsweep.spaces import get_method
+
+    return get_method(method).flop_factor
 
 
 def virtual_tokens(method: str, hparams: dict) -> int:
-    """Tokens a method adds to every sequence."""
-    return int(hparams.get("num_virtual_tokens", 0)) if method in VIRTUAL_TOKEN_METHODS else 0
+    """Tokens the method adds to every sequence (soft prompts): its `added_tokens`."""
+    from peftsweep.spaces import get_method
+
+    return get_method(method).added_tokens(hparams)
 
 
 def trial_flops(record, n_params: int, tokens: dict[str, int], sizes: dict[str, int], epochs: int) -> float:
@@ -84,14 +89,14 @@ def main(argv: list[str] | None = None) -> dict:
     fresh_ray()
     run = run_sweep_config({
         "name": "roofline", "model": model, "data": data, "output_dir": str(work / "sweep"),
-        "methods": ["lora", "ia3", "prompt", "full"], "train": {"epochs": epochs, "batch_size": 16},
+        "methods": WORKLOADS["roofline"]["methods"], "train": {"epochs": epochs, "batch_size": 16},
         "search": {"algorithm": "random", "num_samples": trials, "seed": 0, "max_concurrent_trials": 2},
         "resources": {"num_workers": 1, "cpus_per_worker": 1}})
     peak_after = {d: matmul_peak_gflops(d) for d in ("float32", "bfloat16")}
     peak = {d: max(peak_before[d], peak_after[d]) for d in peak_before}
 
-    from search.config import SweepConfig
-    from search.plan import build_plan
+    from peftsweep.search.config import SweepConfig
+    from peftsweep.search.plan import build_plan
 
     plan = build_plan(SweepConfig.model_validate({"name": "x", "model": model, "data": data}))
     tokens = {s: sum(len(ids) for ids in split.input_ids) for s, split in plan.data.splits.items()}

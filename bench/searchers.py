@@ -23,7 +23,7 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from common import REAL_MODEL, fresh_ray, run_sweep_config, tiny_assets
+from common import REAL_MODEL, WORKLOADS, fresh_ray, run_sweep_config, tiny_assets
 
 # The demo task near configs/demo.yaml's scale (3 epochs, batch 32; 400 training questions so that the grid fits in
 # the 15 minutes): 200 examples x 2 epochs left most points near chance, and a table of near-chance accuracies ranks
@@ -33,9 +33,8 @@ TASKS = {"trec6": {"task": "trec6", "train_size": 400, "validation_size": 200, "
                              "max_length": 48}}
 GRID_TRAIN = {"epochs": 3, "batch_size": 32}
 
-COARSE_METHODS = {"lora": {"r": [4, 16], "alpha_multiple": 2, "dropout": 0.05}, "ia3": {},
-                  "prompt": {"num_virtual_tokens": [4, 16]}, "full": {}}
-QUICK_METHODS = {"ia3": {}, "prompt": {"num_virtual_tokens": 4}}
+COARSE_METHODS = WORKLOADS["searchers"]["methods"]
+QUICK_METHODS = WORKLOADS["searchers"]["quick_methods"]
 SEARCHERS = {  # name: (algorithm, search.start_points)
     "tpe": ("tpe", "smallest"), "nsga2": ("nsga2", "smallest"), "random": ("random", "smallest"),
     "tpe, start at defaults": ("tpe", "defaults"), "random, start at defaults": ("random", "defaults"),
@@ -45,15 +44,15 @@ SEARCHERS = {  # name: (algorithm, search.start_points)
 def grid_table(model: str, data: dict, methods: dict, points: int, train: dict, out: Path,
                reuse: bool = False) -> tuple[list[dict], dict]:
     """Measure every grid point for real; rows of {method, hparams, accuracy, cost}."""
-    from dashboards.sweep_data import hyperparameters
+    from peftsweep.dashboards.sweep_data import hyperparameters
 
     config = {"name": "search-grid", "model": model, "data": data, "output_dir": str(out),
               "methods": methods, "train": train,
               "search": {"algorithm": "grid", "grid_points": points, "max_concurrent_trials": 2},
               "resources": {"num_workers": 1, "cpus_per_worker": 1}}
     if reuse:  # the table of an earlier run of this script (same output directory)
-        from search.summary import load_records
-        from search.tracking import client_for, latest_sweep
+        from peftsweep.search.summary import load_records
+        from peftsweep.search.tracking import client_for, latest_sweep
 
         client = client_for(f"sqlite:///{out / 'mlflow.db'}")
         records = load_records(client, *latest_sweep(client, "search-grid"))
@@ -67,7 +66,7 @@ def grid_table(model: str, data: dict, methods: dict, points: int, train: dict, 
 
 def snap(method: str, hparams: dict, rows: list[dict], specs: dict) -> dict:
     """The grid row of the same method nearest to a sampled point (each parameter on its own scale)."""
-    from spaces import ChoiceParam
+    from peftsweep.spaces import ChoiceParam
     def distance(row: dict) -> float:
         total = 0.0
         for key, param in specs[method].params.items():
@@ -88,10 +87,10 @@ def simulate(algorithm: str, starts: str, seed: int, budget: int, rows: list[dic
     """Hypervolume after each trial of one searcher run scored from the table."""
     import optuna
 
-    from search.config import SearchSettings
-    from search.pareto import Point, hypervolume
-    from search.space import define_space, start_points, unflat
-    from search.sweep import make_sampler
+    from peftsweep.search.config import SearchSettings
+    from peftsweep.search.pareto import Point, hypervolume
+    from peftsweep.search.space import define_space, start_points, unflat
+    from peftsweep.search.sweep import make_sampler
 
     points = start_points(plan.methods, starts)
     settings = SearchSettings(algorithm=algorithm, num_samples=budget, seed=seed)
@@ -129,9 +128,9 @@ def main(argv: list[str] | None = None) -> dict:
                               {"epochs": 1, "batch_size": 16} if args.quick else GRID_TRAIN, out / "grid",
                               reuse=args.reuse_grid)
 
-    from search.config import SweepConfig
-    from search.pareto import Point, hypervolume
-    from search.plan import build_plan
+    from peftsweep.search.config import SweepConfig
+    from peftsweep.search.pareto import Point, hypervolume
+    from peftsweep.search.plan import build_plan
 
     plan = build_plan(SweepConfig.model_validate(config))
     grid_hv = hypervolume([Point(str(i), r["accuracy"], r["cost"]) for i, r in enumerate(rows)])

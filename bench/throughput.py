@@ -18,7 +18,7 @@ import math
 import tempfile
 from pathlib import Path
 
-from common import REAL_MODEL, SHORT_TASK, fresh_ray, run_sweep_config, tiny_assets
+from common import REAL_MODEL, SHORT_TASK, WORKLOADS, fresh_ray, run_sweep_config, tiny_assets
 
 LAYOUTS = {"1 trial x 2 workers": {"concurrent": 1, "workers": 2},
            "2 trials x 1 worker": {"concurrent": 2, "workers": 1}}
@@ -26,7 +26,7 @@ LAYOUTS = {"1 trial x 2 workers": {"concurrent": 1, "workers": 2},
 
 def sweep_config(model: str, data: dict, layout: dict, trials: int, out: Path) -> dict:
     return {"name": "throughput", "model": model, "data": data, "output_dir": str(out),
-            "methods": ["lora", "ia3", "prompt", "adapter"], "train": {"epochs": 1, "batch_size": 16},
+            "methods": WORKLOADS["throughput"]["methods"], "train": {"epochs": 1, "batch_size": 16},
             "search": {"algorithm": "random", "num_samples": trials, "seed": 0,
                        "max_concurrent_trials": layout["concurrent"]},
             "resources": {"num_workers": layout["workers"], "cpus_per_worker": 1}}

@@ -7,9 +7,9 @@ import math
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from dashboards.sweep_data import SweepData, hyperparameters, key_hyperparameter
-from search.pareto import Point, hypervolume
-from search.summary import is_front_candidate
+from peftsweep.dashboards.sweep_data import SweepData, hyperparameters, key_hyperparameter
+from peftsweep.search.pareto import Point, hypervolume
+from peftsweep.search.summary import is_front_candidate
 
 SYMBOLS = ["circle", "square", "diamond", "cross", "x", "triangle-up", "star", "hexagon", "pentagon", "triangle-down"]
 PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#7f7f7f",
@@ -44,7 +44,7 @@ def pareto(data: SweepData) -> go.Figure:
         fig.add_trace(go.Scatter(x=[r.trainable_pct for r in front], y=[r.val_accuracy for r in front],
                                  mode="lines", line=dict(shape="hv", color="#111", dash="dot"), name="Pareto front",
                                  meta="front", hoverinfo="skip"))
-    full = next((m for m in data.summary.by_method if m.method == "full"), None)
+    full = data.summary.reference
     if full:
         fig.add_hline(y=full.val_accuracy, line=dict(color="#888", dash="dash"),
                       annotation_text=f"best full fine-tune {full.val_accuracy:.3f}", annotation_position="bottom right")

@@ -9,9 +9,9 @@ from __future__ import annotations
 import math
 import warnings
 
-from dashboards.sweep_data import SweepData, hyperparameters
-from search.summary import is_front_candidate
-from spaces import REGISTRY, ChoiceParam, IntParam
+from peftsweep.dashboards.sweep_data import SweepData, hyperparameters
+from peftsweep.search.summary import is_front_candidate
+from peftsweep.spaces import REGISTRY, ChoiceParam, IntParam
 
 MIN_TRIALS = 4  # fewer trials than this say nothing about importance
 

@@ -10,11 +10,11 @@ from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
-from dashboards import figures
-from dashboards.importance import method_importance
-from dashboards.static import write_pngs
-from dashboards.sweep_data import SweepData, load_sweep
-from search.tracking import PARETO_TAG
+from peftsweep.dashboards import figures
+from peftsweep.dashboards.importance import method_importance
+from peftsweep.dashboards.static import write_pngs
+from peftsweep.dashboards.sweep_data import SweepData, load_sweep
+from peftsweep.search.tracking import PARETO_TAG
 
 FRONT_FILTER = f"tags.{PARETO_TAG} = 'true'"  # paste into the MLflow runs view's search box
 

@@ -11,10 +11,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import NullFormatter  # noqa: E402
 
-from dashboards.figures import PALETTE  # noqa: E402
-from dashboards.sweep_data import SweepData, hyperparameters, key_hyperparameter  # noqa: E402
-from search.pareto import Point, hypervolume  # noqa: E402
-from search.summary import is_front_candidate  # noqa: E402
+from peftsweep.dashboards.figures import PALETTE  # noqa: E402
+from peftsweep.dashboards.sweep_data import SweepData, hyperparameters, key_hyperparameter  # noqa: E402
+from peftsweep.search.pareto import Point, hypervolume  # noqa: E402
+from peftsweep.search.summary import is_front_candidate  # noqa: E402
 
 MARKERS = "osDPX^*hpv"
 
@@ -32,7 +32,7 @@ def pareto_png(data: SweepData, path: Path) -> Path:
     if front:
         ax.step([r.trainable_pct for r in front], [r.val_accuracy for r in front], where="post", color="#111",
                 linestyle=":", label="Pareto front")
-    full = next((m for m in data.summary.by_method if m.method == "full"), None)
+    full = data.summary.reference
     if full:
         ax.axhline(full.val_accuracy, color="#888", linestyle="--", label=f"best full {full.val_accuracy:.3f}")
     ax.set_xscale("log")

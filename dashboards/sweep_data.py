@@ -7,9 +7,9 @@ from typing import Any
 
 from mlflow.tracking import MlflowClient
 
-from search.summary import Summary, TrialRecord, load_records, summarize
-from search.tracking import latest_sweep
-from spaces import REGISTRY, ChoiceParam, IntParam
+from peftsweep.search.summary import Summary, TrialRecord, load_records, summarize
+from peftsweep.search.tracking import latest_sweep
+from peftsweep.spaces import REGISTRY, ChoiceParam, IntParam
 
 
 @dataclass

@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from spaces.errors import UserError
+from peftsweep.errors import UserError
 
 
 def parse_assignments(items: list[str], flag: str) -> dict[str, Any]:
@@ -34,7 +34,7 @@ def _is_float(text: str) -> bool:
 
 
 def cmd_methods(args: argparse.Namespace) -> int:
-    from spaces import REGISTRY
+    from peftsweep.spaces import REGISTRY
 
     for spec in REGISTRY.values():
         print("\n".join(spec.describe()))
@@ -45,11 +45,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     """One trial, outside a sweep: the method with its defaults, overridden by --hp."""
     from pydantic import ValidationError
 
-    from spaces import REGISTRY, get_method
-    from trainers.config import Resources, TrainSettings
-    from trainers.data import DataSpec
-    from trainers.launch import check_method, preflight, prepare_data, run_trial, trial_config
-    from trainers.model import load_config
+    from peftsweep.search.preflight import local_resources, plan_trial
+    from peftsweep.spaces import REGISTRY, get_method
+    from peftsweep.trainers.config import Resources, TrainSettings
+    from peftsweep.trainers.data import DataSpec
+    from peftsweep.trainers.launch import run_trial
 
     try:
         defaults = get_method(args.method).defaults() if args.method in REGISTRY else {}
@@ -62,17 +62,10 @@ def cmd_train(args: argparse.Namespace) -> int:
                               gpus_per_worker=args.gpus_per_worker)
     except ValidationError as exc:
         raise UserError([f"{'.'.join(map(str, e['loc'])) or 'input'}: {e['msg']}" for e in exc.errors()]) from None
-    # Every problem that needs no data first (method, hyperparameters, model), then the data, then the context.
-    problems = check_method(args.method, hparams, None)
-    try:
-        load_config(args.model)
-    except UserError as exc:
-        problems += exc.problems
-    if problems:
-        raise UserError(problems, "invalid trial")
-    data = prepare_data(args.model, data_spec)
-    cfg = trial_config(args.model, args.method, hparams, data, train=settings, resources=resources)
-    preflight(cfg)  # checks that need the model and max_length (virtual tokens, positions)
+    # The sweep's preflight, for one trial: on a cluster ($RAY_ADDRESS) its capacity is checked by Ray itself.
+    planned = plan_trial(args.model, args.method, hparams, data_spec, settings, resources,
+                         available=None if os.environ.get("RAY_ADDRESS") else local_resources())
+    cfg, data = planned.config, planned.data
     import ray
 
     # Worker logs stay in Ray's session log directory rather than flooding the terminal.
@@ -87,11 +80,14 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def load_plan(args: argparse.Namespace):
-    from search.config import load_config
-    from search.plan import build_plan
+    from peftsweep.search.config import load_sweep_config
+    from peftsweep.search.plan import build_plan
+    from peftsweep.search.preflight import local_resources
 
-    config = load_config(args.config, parse_assignments(args.set, "--set"))
-    plan = build_plan(config)
+    config = load_sweep_config(args.config, parse_assignments(args.set, "--set"))
+    # A local Ray gets this machine's resources; a cluster's are checked by `run` once connected.
+    on_cluster = getattr(args, "address", None) or os.environ.get("RAY_ADDRESS")
+    plan = build_plan(config, available=None if on_cluster else local_resources())
     for note in plan.notes:
         print(f"note: {note}")
     return plan
@@ -100,7 +96,7 @@ def load_plan(args: argparse.Namespace):
 def cmd_validate(args: argparse.Namespace) -> int:
     plan = load_plan(args)
     c = plan.config
-    from search.space import grid_size
+    from peftsweep.search.space import grid_size
 
     sizes = {name: len(split) for name, split in plan.data.splits.items()}
     trials = grid_size(plan.methods, c.search.grid_points) if c.search.algorithm == "grid" else c.search.num_samples
@@ -111,16 +107,16 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from dashboards.report import FRONT_FILTER
-    from search.summary import format_table
-    from search.sweep import run_sweep
+    from peftsweep.dashboards.report import FRONT_FILTER
+    from peftsweep.search.summary import format_table
+    from peftsweep.search.sweep import run_sweep
 
     plan = load_plan(args)
     outcome = run_sweep(plan, address=args.address, resume=args.resume, restart=args.restart)
     print(format_table(outcome.summary))
     print(f"summary: {outcome.summary_json} and {outcome.summary_csv}")
     if outcome.summary.trials:
-        from dashboards.report import build_dashboard
+        from peftsweep.dashboards.report import build_dashboard
 
         board = build_dashboard(outcome.tracking_uri, plan.config.experiment, plan.config.output_path / "dashboard",
                                 parent_run_id=outcome.parent_run_id)
@@ -138,8 +134,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_summary(args: argparse.Namespace) -> int:
     import json
 
-    from search.summary import as_dict, format_table, load_records, summarize
-    from search.tracking import client_for, latest_sweep
+    from peftsweep.search.summary import as_dict, format_table, load_records, summarize
+    from peftsweep.search.tracking import client_for, latest_sweep
 
     uri = args.tracking_uri or default_store(args.experiment)
     client = client_for(uri)
@@ -153,7 +149,7 @@ def cmd_summary(args: argparse.Namespace) -> int:
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
-    from dashboards.report import FRONT_FILTER, build_dashboard
+    from peftsweep.dashboards.report import FRONT_FILTER, build_dashboard
 
     uri = args.tracking_uri or default_store(args.experiment)
     try:
@@ -181,7 +177,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
 
 
 def cmd_tracking_server(args: argparse.Namespace) -> int:
-    from search.tracking_server import ServerSettings, serve
+    from peftsweep.search.tracking_server import ServerSettings, serve
 
     if not args.backend_store_uri:
         raise UserError("--backend-store-uri: required (or $MLFLOW_BACKEND_STORE_URI), e.g. "
@@ -254,7 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser("train", help="train one method once (a single trial, outside a sweep)")
     train.add_argument("--model", default="all-MiniLM-L6-v2", help="local directory, bundled name or hub id")
-    train.add_argument("--method", default="lora")
+    train.add_argument("--method", required=True, help="the method to train (`peftsweep methods` lists them)")
     train.add_argument("--hp", action="append", default=[], metavar="KEY=VALUE",
                        help="hyperparameter (repeatable); others take the method's defaults")
     source = train.add_mutually_exclusive_group()

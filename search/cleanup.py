@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from search.storage import delete_checkpoints, parent_of
-from search.summary import Summary
-from search.tracking import CHECKPOINT_TAG
+from peftsweep.search.storage import delete_checkpoints, parent_of
+from peftsweep.search.summary import Summary
+from peftsweep.search.tracking import CHECKPOINT_TAG
 
 DELETED_TAG = "peftsweep.checkpoint_deleted"
 

@@ -13,9 +13,9 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BeforeValidator, Field, ValidationError, field_validator
 
-from spaces.errors import UserError
-from trainers.config import Resources, Strict, TrainSettings
-from trainers.data import DataSpec
+from peftsweep.errors import UserError
+from peftsweep.trainers.config import Resources, Strict, TrainSettings
+from peftsweep.trainers.data import DataSpec
 
 
 # What pyarrow (and so Ray Train) can write checkpoints to.
@@ -182,7 +182,7 @@ def describe_errors(exc: ValidationError) -> list[str]:
     return problems
 
 
-def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> SweepConfig:
+def load_sweep_config(path: str | Path, overrides: dict[str, Any] | None = None) -> SweepConfig:
     path = Path(path)
     raw = apply_overrides(read_yaml(path), overrides or {})
     raw.setdefault("name", path.stem)

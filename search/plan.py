@@ -8,12 +8,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from spaces import REGISTRY, ChoiceParam, MethodSpec, ModelInfo, Param
-from spaces.errors import UserError
-from search.config import SweepConfig
-from search.tracking import check_reachable
-from trainers.data import TokenizedData
-from trainers.launch import model_info, prepare_data
+from peftsweep.spaces import REGISTRY, ChoiceParam, MethodSpec, ModelInfo, Param
+from peftsweep.errors import UserError
+from peftsweep.search.config import SweepConfig
+from peftsweep.search.preflight import capacity_problems, requirement_problems
+from peftsweep.search.tracking import check_reachable
+from peftsweep.trainers.data import TokenizedData
+from peftsweep.trainers.launch import model_info, prepare_data
 
 
 @dataclass
@@ -99,6 +100,11 @@ def fit_to_context(methods: dict[str, MethodSpec], config: SweepConfig,
     return fitted, problems, notes
 
 
+def needs(config: SweepConfig, methods, available: dict[str, float]) -> dict[str, Any]:
+    """Each method's per-trial resources (GPUs `auto` resolved against what is available)."""
+    return {m: config.resources.for_method(m, available.get("GPU", 0) > 0) for m in methods}
+
+
 def check_settings(config: SweepConfig, methods: dict[str, MethodSpec]) -> list[str]:
     problems = [f"resources.per_method.{name}: not a method of this sweep"
                 for name in config.resources.per_method if name not in methods]
@@ -110,9 +116,15 @@ def check_settings(config: SweepConfig, methods: dict[str, MethodSpec]) -> list[
     return problems
 
 
-def build_plan(config: SweepConfig) -> SweepPlan:
+def build_plan(config: SweepConfig, available: dict[str, float] | None = None) -> SweepPlan:
+    """The sweep's preflight (search.preflight): `available` are the Ray cluster's resources when known (this
+    machine's for a local Ray); a sweep bound for a cluster has its capacity checked once connected."""
     methods, problems = resolve_methods(config)
+    for name, spec in methods.items():
+        problems += requirement_problems(name, spec, where="methods.")
     problems += check_settings(config, methods)
+    if available is not None:
+        problems += capacity_problems(needs(config, methods, available), available)
     problems += check_reachable(config.tracking_uri)
     data = info = None
     try:

@@ -6,8 +6,8 @@ import time
 
 from ray.tune import Callback
 
-from search.space import unflat
-from search.tracking import trial_error_reason
+from peftsweep.search.space import unflat
+from peftsweep.search.tracking import trial_error_reason
 
 
 class ProgressPrinter(Callback):

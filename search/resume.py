@@ -12,9 +12,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from spaces.errors import UserError
+from peftsweep.errors import UserError
 
-STATE_FILE = "sweep.json"
+SWEEP_STATE_FILE = "sweep.json"
 
 
 @dataclass
@@ -28,12 +28,12 @@ class SweepState:
 
 
 def read_state(out: Path) -> SweepState | None:
-    path = Path(out) / STATE_FILE
+    path = Path(out) / SWEEP_STATE_FILE
     return SweepState(**json.loads(path.read_text())) if path.is_file() else None
 
 
 def write_state(out: Path, state: SweepState) -> None:
-    path = Path(out) / STATE_FILE
+    path = Path(out) / SWEEP_STATE_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(asdict(state), indent=2))
@@ -63,7 +63,7 @@ def sweep_to_resume(out: Path, config: dict[str, Any], resume: bool, restart: bo
     interrupted = state is not None and state.status == "running"
     if resume:
         if state is None:
-            raise UserError(f"--resume: {out} holds no sweep to resume (no {STATE_FILE}); run without --resume")
+            raise UserError(f"--resume: {out} holds no sweep to resume (no {SWEEP_STATE_FILE}); run without --resume")
         if not interrupted:
             raise UserError(f"--resume: the sweep in {out} already ended ({state.status}); nothing to resume. "
                             f"Run without --resume to start a new sweep there")

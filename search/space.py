@@ -1,6 +1,6 @@
 """The joint conditional space: first the method, then that method's own hyperparameters.
 
-A trial's config is flat: {"method": "lora", "lora.r": 8, "lora.lr": 0.01, ...}; names are prefixed with the method
+A trial's config is flat: {"method": M, "M.r": 8, "M.lr": 0.01, ...}; names are prefixed with the method M
 so that Optuna never mixes two methods' ranges for one name.
 """
 
@@ -9,8 +9,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from spaces import ChoiceParam, MethodSpec, Param
-from spaces.params import Trial
+from peftsweep.spaces import ChoiceParam, MethodSpec, Param
+from peftsweep.spaces.params import Trial
 
 
 def define_space(trial: Trial, methods: dict[str, MethodSpec]) -> None:

@@ -8,12 +8,12 @@ from __future__ import annotations
 import csv
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from search.pareto import Point, hypervolume, pareto_front
-from search.tracking import METHOD_TAG, PARETO_TAG, STATUS_TAG, TRIAL_TAG, trial_runs
+from peftsweep.search.pareto import Point, hypervolume, pareto_front
+from peftsweep.search.tracking import METHOD_TAG, PARETO_TAG, STATUS_TAG, TRIAL_TAG, trial_runs
 
 RECORD_METRICS = ("val_accuracy", "test_accuracy", "trainable_pct", "trainable_params", "stored_params",
                   "train_seconds", "peak_memory_mb")
@@ -43,6 +43,7 @@ class MethodComparison:
     val_accuracy: float
     test_accuracy: float
     trainable_pct: float
+    # to the best trial of the reference method (full fine-tuning: `MethodSpec.reference`)
     accuracy_gap_to_full: float | None  # val accuracy minus the best full fine-tune's
     param_ratio_to_full: float | None  # trainable % over the best full fine-tune's
     train_seconds: float
@@ -56,6 +57,12 @@ class Summary:
     hypervolume: float
     by_method: list[MethodComparison]
     counts: dict[str, int] = field(default_factory=dict)
+    reference_method: str | None = None  # the method PEFT is compared against, when the sweep trained it
+
+    @property
+    def reference(self) -> MethodComparison | None:
+        """The reference method's best trial (the best full fine-tune), if it has one that completed."""
+        return next((m for m in self.by_method if m.method == self.reference_method), None)
 
 
 def record_from_run(run) -> TrialRecord:
@@ -76,14 +83,23 @@ def best_of(records: list[TrialRecord]) -> TrialRecord | None:
     return ranked[0] if ranked else None
 
 
-def summarize(records: list[TrialRecord]) -> Summary:
+def reference_methods() -> set[str]:
+    """The registry's reference methods (read here, so that `summarize` stays a pure function of its arguments)."""
+    from peftsweep.spaces import REGISTRY
+
+    return {name for name, spec in REGISTRY.items() if spec.reference}
+
+
+def summarize(records: list[TrialRecord], references: set[str] | None = None) -> Summary:
+    """`references`: the methods PEFT is compared against (default: the registry's). The records are not changed:
+    the summary holds copies with `on_front` set."""
+    references = reference_methods() if references is None else references
     candidates = [r for r in records if is_front_candidate(r)]
     points = [Point(r.run_id, r.val_accuracy, r.trainable_pct) for r in candidates]
     front_ids = [p.id for p in pareto_front(points)]
-    for r in records:
-        r.on_front = r.run_id in front_ids
+    records = [replace(r, on_front=r.run_id in front_ids) for r in records]
     by_id = {r.run_id: r for r in records}
-    full = best_of([r for r in records if r.method == "full"])
+    full = best_of([r for r in records if r.method in references])
     by_method = []
     for method in sorted({r.method for r in records}):
         best = best_of([r for r in records if r.method == method])
@@ -98,7 +114,8 @@ def summarize(records: list[TrialRecord]) -> Summary:
     counts = {s: sum(1 for r in records if r.status == s) for s in ("completed", "early_stopped", "failed", "interrupted",
                                                                   "running")}
     return Summary(trials=records, front=[by_id[i] for i in front_ids], hypervolume=hypervolume(points),
-                   by_method=by_method, counts=counts | {"total": len(records)})
+                   by_method=by_method, counts=counts | {"total": len(records)},
+                   reference_method=full.method if full else None)
 
 
 def load_records(client, experiment_id: str, parent_run_id: str) -> list[TrialRecord]:
@@ -167,7 +184,7 @@ def format_table(summary: Summary) -> str:
 
 
 def _method_keys(record: TrialRecord) -> set[str]:
-    from spaces import REGISTRY
+    from peftsweep.spaces import REGISTRY
 
     spec = REGISTRY.get(record.method)
     return set(spec.params) if spec else set(record.params)

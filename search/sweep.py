@@ -13,19 +13,20 @@ from typing import Any
 import ray
 from ray import tune
 
-from search.config import SearchSettings
-from search.plan import SweepPlan
-from search.progress import ProgressPrinter
-from search.space import define_space, grid, start_points
-from search.cleanup import delete_dominated_checkpoints
-from search.resume import SweepState, read_state, sweep_to_resume, write_state
-from search import storage
-from search.summary import Summary, load_records, summarize, tag_front, write_files
-from search.tracking import (MlflowTrialLogger, client_for, close_interrupted, ensure_experiment, start_parent,
+from peftsweep.search.config import SearchSettings
+from peftsweep.search.plan import SweepPlan, needs
+from peftsweep.search.preflight import capacity_problems
+from peftsweep.search.progress import ProgressPrinter
+from peftsweep.search.space import define_space, grid, start_points
+from peftsweep.search.cleanup import delete_dominated_checkpoints
+from peftsweep.search.resume import SweepState, read_state, sweep_to_resume, write_state
+from peftsweep.search import storage
+from peftsweep.search.summary import Summary, load_records, summarize, tag_front, write_files
+from peftsweep.search.tracking import (MlflowTrialLogger, client_for, close_interrupted, ensure_experiment, start_parent,
                              trial_runs)
-from search.train_jobs import EndTrainJobs, interrupt_on_ctrl_c, start_jobs_actor
-from search.trial import DRIVER_RESOURCES, sweep_trial
-from spaces.errors import UserError
+from peftsweep.search.train_jobs import EndTrainJobs, interrupt_on_ctrl_c, start_jobs_actor
+from peftsweep.search.trial import DRIVER_RESOURCES, sweep_trial
+from peftsweep.errors import UserError
 
 OBJECTIVES = ["val_accuracy", "trainable_pct"]
 DIRECTIONS = ["max", "min"]
@@ -61,19 +62,10 @@ def cluster_has_gpus() -> bool:
 
 
 def check_capacity(plan: SweepPlan) -> None:
-    """A trial asking for more than the whole cluster has would wait forever: refuse it up front."""
+    """The preflight's capacity check against the cluster Ray connected to (a trial asking for more than the whole
+    cluster has would wait forever)."""
     available = ray.cluster_resources()
-    problems = []
-    for method in plan.methods:
-        r = plan.config.resources.for_method(method, available.get("GPU", 0) > 0)
-        need_cpu, need_gpu = r.num_workers * r.cpus_per_worker, r.num_workers * r.gpus_per_worker
-        if need_cpu > available.get("CPU", 0):
-            problems.append(f"resources: a {method} trial needs {need_cpu:g} CPUs ({r.num_workers} workers x "
-                            f"{r.cpus_per_worker:g}) but the Ray cluster has {available.get('CPU', 0):g}")
-        if need_gpu > available.get("GPU", 0):
-            problems.append(f"resources: a {method} trial needs {need_gpu:g} GPUs but the Ray cluster has "
-                            f"{available.get('GPU', 0):g}")
-    if problems:
+    if problems := capacity_problems(needs(plan.config, plan.methods, available), available):
         raise UserError(problems, "the sweep does not fit the Ray cluster")
 
 

@@ -17,8 +17,8 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 from ray.tune import Callback
 
-from search import storage
-from search.space import unflat
+from peftsweep.search import storage
+from peftsweep.search.space import unflat
 
 ROLE_TAG = "peftsweep.role"  # "sweep" on the parent, "trial" on children
 TRIAL_TAG = "peftsweep.trial_id"
@@ -203,18 +203,16 @@ class MlflowTrialLogger(Callback):
         self.client.set_terminated(run_id, mlflow_status)
 
     def _log_checkpoint(self, run_id: str, location: str, method: str) -> None:
-        from trainers.checkpoint import MANIFEST  # imported here: torch stays out of `peftsweep summary`
-        from trainers.state import STATE_FILE
+        from peftsweep.trainers.checkpoint import tracked_files  # imported here: torch stays out of `summary`
 
-        if method == "full":  # every weight: keep it in Ray's storage, log only its manifest
-            with storage.local_copy(location, only=[MANIFEST]) as checkpoint:
-                self.client.log_artifact(run_id, str(checkpoint / MANIFEST), "checkpoint")
-            return
-        with storage.local_copy(location) as checkpoint:
-            for item in sorted(checkpoint.iterdir()):  # the method's files; the resume-only state stays out
+        files = tracked_files(method)
+        with storage.local_copy(location, only=list(files.only) if files.only else None) as checkpoint:
+            for item in sorted(checkpoint.iterdir()):
+                if item.name in files.never or (files.only and item.name not in files.only):
+                    continue
                 if item.is_dir():
                     self.client.log_artifacts(run_id, str(item), f"checkpoint/{item.name}")
-                elif item.name != STATE_FILE:
+                else:
                     self.client.log_artifact(run_id, str(item), "checkpoint")
 
     def _timing(self, run_id: str, result: dict[str, Any], step: int) -> list[Metric]:
@@ -231,7 +229,7 @@ class MlflowTrialLogger(Callback):
         """Close what a killed driver left open: runs of trials Tune knows ended, and runs Tune never heard of.
         After Ctrl-C the trials Tune cut short have not ended: `close_interrupted` closes their runs, to be reopened by
         --resume."""
-        from search.train_jobs import EARLY_END
+        from peftsweep.search.train_jobs import EARLY_END
 
         by_id = {t.trial_id: t for t in trials}
         for run in trial_runs(self.client, self.experiment_id, self.parent_run_id):

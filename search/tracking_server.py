@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-from spaces.errors import UserError
+from peftsweep.errors import UserError
 
 
 @dataclass(frozen=True)

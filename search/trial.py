@@ -14,12 +14,12 @@ from ray import tune
 from ray.train import TrainingFailedError
 from ray.tune.integration.ray_train import TuneReportCallback
 
-from search.space import unflat
-from search.storage import delete_checkpoints
-from search.train_jobs import INTERRUPTED, JobOfTrial
-from trainers.config import TrialConfig
-from trainers.faults import describe, recorded_failure
-from trainers.launch import make_trainer, run_dir_of
+from peftsweep.search.space import unflat
+from peftsweep.search.storage import delete_checkpoints
+from peftsweep.search.train_jobs import INTERRUPTED, JobOfTrial
+from peftsweep.trainers.config import TrialConfig
+from peftsweep.trainers.faults import describe, recorded_failure
+from peftsweep.trainers.launch import make_trainer, run_dir_of
 
 # The trial driver only waits on the Train controller: it needs no CPU, and `memory` exists on every Ray node.
 DRIVER_RESOURCES = {"CPU": 0, "memory": 256 * 2**20}

@@ -1,6 +1,8 @@
-"""The method registry: every module in this package that defines `SPEC` is a fine-tuning method.
+"""The method registry: every module of this package but the shared ones (`SHARED_MODULES`) is a fine-tuning method
+and defines `SPEC = MethodSpec(...)`; a module that does not, and two methods of one name, are refused at import.
 
-Adding a method = adding one module with a `SPEC = MethodSpec(...)`; the registry and the contract tests find it.
+Adding a method = adding one module with its `SPEC` (and its hand count in tests/spaces/hand_counts.py); the registry
+and the contract tests find it. What the rest of the code needs to know of a method, it asks the `MethodSpec`.
 Method modules import PEFT inside the functions that use it: `import peft` takes ~6 s on a small CPU, and processes
 that only read the registry (the sweep's driver, every trial's Ray driver process) never need it.
 """
@@ -15,21 +17,36 @@ import pkgutil
 # back to its built-in one, so the warning is noise on every command.
 logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
 
-from spaces.accounting import ParamCounts, count_base_params, count_params
-from spaces.base import MethodSpec, ModelInfo
-from spaces.params import ChoiceParam, Condition, FloatParam, IntParam, Param
+from peftsweep.spaces.accounting import ParamCounts, count_base_params, count_params
+from peftsweep.spaces.base import MethodSpec, ModelInfo, Requirement
+from peftsweep.spaces.params import ChoiceParam, Condition, FloatParam, IntParam, Param
 
 
-def _discover() -> dict[str, MethodSpec]:
-    found = {}
-    for info in pkgutil.iter_modules(__path__):
-        spec = getattr(importlib.import_module(f"{__name__}.{info.name}"), "SPEC", None)
-        if isinstance(spec, MethodSpec):
-            found[spec.name] = spec
+# What the methods share; every other module here is a method.
+SHARED_MODULES = frozenset({"accounting", "base", "params", "peft_common"})
+
+
+class RegistryError(RuntimeError):
+    """A method module is broken: the registry refuses to load rather than drop a method silently."""
+
+
+def discover(package: str, path: list[str], shared: frozenset[str] = SHARED_MODULES) -> dict[str, MethodSpec]:
+    found: dict[str, MethodSpec] = {}
+    where: dict[str, str] = {}
+    for info in pkgutil.iter_modules(path):
+        if info.name in shared:
+            continue
+        spec = getattr(importlib.import_module(f"{package}.{info.name}"), "SPEC", None)
+        if not isinstance(spec, MethodSpec):
+            raise RegistryError(f"{package}.{info.name} defines no SPEC = MethodSpec(...): every module of {package} "
+                                f"but {sorted(shared)} is a method")
+        if spec.name in found:
+            raise RegistryError(f"two methods are named {spec.name!r}: {where[spec.name]} and {package}.{info.name}")
+        found[spec.name], where[spec.name] = spec, f"{package}.{info.name}"
     return dict(sorted(found.items()))
 
 
-REGISTRY: dict[str, MethodSpec] = _discover()
+REGISTRY: dict[str, MethodSpec] = discover(__name__, __path__)
 
 
 class UnknownMethodError(KeyError):
@@ -44,5 +61,6 @@ def get_method(name: str) -> MethodSpec:
         raise UnknownMethodError(name) from None
 
 
-__all__ = ["REGISTRY", "get_method", "UnknownMethodError", "MethodSpec", "ModelInfo", "ParamCounts",
+__all__ = ["REGISTRY", "get_method", "discover", "RegistryError", "UnknownMethodError", "MethodSpec", "ModelInfo",
+           "ParamCounts", "Requirement",
            "count_base_params", "count_params", "ChoiceParam", "Condition", "FloatParam", "IntParam", "Param"]

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 
 from torch import nn
 
-from spaces.base import HEAD_MODULE_NAMES
+from peftsweep.spaces.base import HEAD_MODULE_NAMES
 
 
 @dataclass(frozen=True)

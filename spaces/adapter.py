@@ -15,9 +15,9 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from spaces.base import MethodSpec, freeze_all, unfreeze_head
-from spaces.params import IntParam
-from spaces.peft_common import learning_rate
+from peftsweep.spaces.base import MethodSpec, freeze_all, unfreeze_head
+from peftsweep.spaces.params import IntParam
+from peftsweep.spaces.peft_common import learning_rate
 
 WEIGHTS_FILE = "adapter.safetensors"
 

@@ -5,13 +5,14 @@ A `MethodSpec` knows nothing of how it is searched (Optuna only sees the `Trial`
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+import importlib
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
 from torch import nn
 
-from spaces.params import ChoiceParam, Param, Trial
+from peftsweep.spaces.params import ChoiceParam, Param, Trial
 
 # Names of the task-head modules that `AutoModelForSequenceClassification` adds on top of a pre-trained body.
 HEAD_MODULE_NAMES = ("classifier", "score", "pre_classifier")
@@ -38,12 +39,30 @@ class ModelInfo:
         )
 
 
+@dataclass(frozen=True)
+class Requirement:
+    """A package a method needs beyond the base install, checked before any trial starts."""
+
+    module: str  # what to import
+    install_hint: str  # what to tell a user who lacks it
+
+    def problem(self) -> str | None:
+        """None when it imports; else the hint, with why it did not."""
+        try:
+            importlib.import_module(self.module)
+        except Exception as exc:  # ImportError, or a broken native library
+            return f"{self.install_hint} ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
+        return None
+
+
 ApplyFn = Callable[[nn.Module, dict[str, Any]], nn.Module]
 SaveFn = Callable[[nn.Module, Path], None]
 LoadFn = Callable[[nn.Module, Path, dict[str, Any]], nn.Module]
 StoredFn = Callable[[nn.Module], int]
 CheckFn = Callable[[dict[str, Any], ModelInfo], list[str]]
 LimitsFn = Callable[[ModelInfo], dict[str, float]]
+QuantizationFn = Callable[[Any], Any]  # compute dtype -> a transformers quantization config
+AddedTokensFn = Callable[[dict[str, Any]], int]
 
 
 def _no_context_checks(hparams: dict[str, Any], info: ModelInfo) -> list[str]:
@@ -52,6 +71,10 @@ def _no_context_checks(hparams: dict[str, Any], info: ModelInfo) -> list[str]:
 
 def _no_limits(info: ModelInfo) -> dict[str, float]:
     return {}
+
+
+def _no_added_tokens(hparams: dict[str, Any]) -> int:
+    return 0
 
 
 @dataclass(frozen=True)
@@ -67,7 +90,14 @@ class MethodSpec:
     check_context: checks that need the model or tokenizer settings (virtual tokens vs max_length, ...).
     upper_limits: the largest meaningful value of some parameters for a model and max_length, so that a default
         search range can be fitted to the task (virtual tokens below max_length).
-    quantized: the base must be loaded in 4 bits before `apply` (QLoRA).
+    base_quantization: how the pre-trained base is loaded before `apply`: None for as it is, else a function of the
+        compute dtype giving the quantization config to load it with (QLoRA: 4-bit NF4).
+    requires: packages the method needs beyond the base install (checked by every command before anything runs).
+    reference: the method PEFT is compared against (full fine-tuning): gaps and ratios are taken to its best trial.
+    stores_every_weight: its checkpoint holds every weight of the model (large: MLflow gets only the manifest).
+    flop_factor: training FLOPs per non-embedding parameter per token: 6 when every weight gets a gradient (forward,
+        backward to activations and to weights), 4 when the base is frozen (no weight gradients for it).
+    added_tokens: tokens the method adds to every input sequence (soft prompts), given its hyperparameters.
     """
 
     name: str
@@ -79,8 +109,20 @@ class MethodSpec:
     stored_params: StoredFn
     check_context: CheckFn = _no_context_checks
     upper_limits: LimitsFn = _no_limits
-    quantized: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
+    base_quantization: QuantizationFn | None = None
+    requires: tuple[Requirement, ...] = ()
+    reference: bool = False
+    stores_every_weight: bool = False
+    flop_factor: int = 4
+    added_tokens: AddedTokensFn = _no_added_tokens
+
+    @property
+    def quantized(self) -> bool:
+        return self.base_quantization is not None
+
+    def missing_requirements(self) -> list[str]:
+        """One line per requirement that does not import, with its install hint."""
+        return [problem for r in self.requires if (problem := r.problem()) is not None]
 
     def defaults(self) -> dict[str, Any]:
         """A full hyperparameter set from the declared defaults (conditional ones only where they apply)."""

@@ -8,9 +8,9 @@ from typing import Any
 from safetensors.torch import load_model, save_model
 from torch import nn
 
-from spaces.accounting import logical_numel
-from spaces.base import MethodSpec
-from spaces.peft_common import learning_rate
+from peftsweep.spaces.accounting import logical_numel
+from peftsweep.spaces.base import MethodSpec
+from peftsweep.spaces.peft_common import learning_rate
 
 WEIGHTS_FILE = "model.safetensors"
 
@@ -42,4 +42,7 @@ SPEC = MethodSpec(
     save=save,
     load=load,
     stored_params=stored_params,
+    reference=True,
+    stores_every_weight=True,
+    flop_factor=6,
 )

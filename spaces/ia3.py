@@ -6,8 +6,8 @@ from typing import Any
 
 from torch import nn
 
-from spaces.base import MethodSpec
-from spaces.peft_common import learning_rate, peft_load, peft_save, peft_stored_params
+from peftsweep.spaces.base import MethodSpec
+from peftsweep.spaces.peft_common import learning_rate, peft_load, peft_save, peft_stored_params
 
 
 def apply(model: nn.Module, hparams: dict[str, Any]) -> nn.Module:

@@ -6,9 +6,9 @@ from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
-from spaces.base import MethodSpec
-from spaces.params import ChoiceParam, FloatParam, IntParam
-from spaces.peft_common import learning_rate, peft_load, peft_save, peft_stored_params
+from peftsweep.spaces.base import MethodSpec
+from peftsweep.spaces.params import ChoiceParam, FloatParam, IntParam
+from peftsweep.spaces.peft_common import learning_rate, peft_load, peft_save, peft_stored_params
 
 if TYPE_CHECKING:
     from peft import LoraConfig

@@ -7,8 +7,8 @@ from typing import Any
 
 from torch import nn
 
-from spaces.base import ModelInfo
-from spaces.params import FloatParam, IntParam
+from peftsweep.spaces.base import ModelInfo
+from peftsweep.spaces.params import FloatParam, IntParam
 
 
 def peft_save(model: nn.Module, directory: Path) -> None:
@@ -48,6 +48,11 @@ def check_virtual_tokens(hparams: dict[str, Any], info: ModelInfo, extends_input
             f"num_virtual_tokens: {n} + max_length {info.max_length} exceeds the model's "
             f"{info.max_position_embeddings} positions")
     return problems
+
+
+def virtual_token_count(hparams: dict[str, Any]) -> int:
+    """Tokens a soft prompt adds to every input sequence (`MethodSpec.added_tokens` of methods that prepend one)."""
+    return int(hparams["num_virtual_tokens"])
 
 
 def virtual_token_limit(info: ModelInfo, extends_input: bool) -> dict[str, float]:

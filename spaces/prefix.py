@@ -10,9 +10,9 @@ from typing import Any
 
 from torch import nn
 
-from spaces.base import MethodSpec
-from spaces.params import ChoiceParam, Condition, IntParam
-from spaces.peft_common import (check_virtual_tokens, learning_rate, peft_load, peft_save, peft_stored_params,
+from peftsweep.spaces.base import MethodSpec
+from peftsweep.spaces.params import ChoiceParam, Condition, IntParam
+from peftsweep.spaces.peft_common import (check_virtual_tokens, learning_rate, peft_load, peft_save, peft_stored_params,
                                 virtual_token_limit, virtual_tokens)
 
 

@@ -11,10 +11,10 @@ from typing import Any
 
 from torch import nn
 
-from spaces.base import MethodSpec
-from spaces.params import IntParam
-from spaces.peft_common import (check_virtual_tokens, learning_rate, peft_load, peft_save, peft_stored_params,
-                                virtual_token_limit, virtual_tokens)
+from peftsweep.spaces.base import MethodSpec
+from peftsweep.spaces.params import IntParam
+from peftsweep.spaces.peft_common import (check_virtual_tokens, learning_rate, peft_load, peft_save, peft_stored_params,
+                                virtual_token_count, virtual_token_limit, virtual_tokens)
 
 
 def apply(model: nn.Module, hparams: dict[str, Any]) -> nn.Module:
@@ -45,4 +45,5 @@ SPEC = MethodSpec(
     stored_params=peft_stored_params,
     check_context=partial(check_virtual_tokens, extends_input=True),
     upper_limits=partial(virtual_token_limit, extends_input=True),
+    added_tokens=virtual_token_count,
 )

@@ -1,6 +1,6 @@
 """QLoRA: LoRA on a base whose linear layers are NF4-quantized by bitsandbytes (Dettmers et al. 2023).
 
-The trainer loads the base in 4 bits (see `quantization_config`); `apply` adds LoRA on top. Works on CPU with
+The trainer loads the base in 4 bits (`base_quantization`: `quantization_config`); `apply` adds LoRA on top. Works on CPU with
 bitsandbytes >= 0.49 as well as on CUDA.
 """
 
@@ -11,18 +11,19 @@ from typing import Any
 
 from torch import nn
 
-from spaces.base import MethodSpec
-from spaces.lora import LORA_PARAMS, lora_config
-from spaces.peft_common import learning_rate, peft_load, peft_save, peft_stored_params
+from peftsweep.spaces.base import MethodSpec, Requirement
+from peftsweep.spaces.lora import LORA_PARAMS, lora_config
+from peftsweep.spaces.peft_common import learning_rate, peft_load, peft_save, peft_stored_params
 
-INSTALL_HINT = "QLoRA needs bitsandbytes: pip install 'peftsweep[qlora]' (or pip install bitsandbytes)"
+BITSANDBYTES = Requirement("bitsandbytes", "QLoRA needs bitsandbytes: pip install 'peftsweep[qlora]' (or pip install "
+                                           "bitsandbytes)")
 
 
 def require_bitsandbytes() -> Any:
-    try:
-        import bitsandbytes
-    except Exception as exc:  # ImportError, or a broken native library
-        raise RuntimeError(f"{INSTALL_HINT} ({type(exc).__name__}: {exc})") from exc
+    if (problem := BITSANDBYTES.problem()) is not None:
+        raise RuntimeError(problem)
+    import bitsandbytes
+
     return bitsandbytes
 
 
@@ -77,5 +78,6 @@ SPEC = MethodSpec(
     save=peft_save,
     load=load,
     stored_params=peft_stored_params,
-    quantized=True,
+    base_quantization=quantization_config,
+    requires=(BITSANDBYTES,),
 )

@@ -27,8 +27,8 @@ def tiny_csv(tmp_path_factory) -> str:
 
 @pytest.fixture(scope="session")
 def tiny_data(tiny_model, tiny_csv):
-    from trainers.data import DataSpec
-    from trainers.launch import prepare_data
+    from peftsweep.trainers.data import DataSpec
+    from peftsweep.trainers.launch import prepare_data
 
     return prepare_data(tiny_model, DataSpec(train_file=tiny_csv, max_length=16, seed=0))
 
@@ -39,9 +39,9 @@ def finished_sweep(tmp_path_factory, tiny_model, tiny_csv):
     import ray
     import yaml
 
-    from search.config import load_config
-    from search.plan import build_plan
-    from search.sweep import run_sweep
+    from peftsweep.search.config import load_sweep_config
+    from peftsweep.search.plan import build_plan
+    from peftsweep.search.sweep import run_sweep
 
     out = tmp_path_factory.mktemp("sweep")
     config = {
@@ -56,6 +56,6 @@ def finished_sweep(tmp_path_factory, tiny_model, tiny_csv):
     path.write_text(yaml.safe_dump(config))
     ray.init(num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False)
     try:
-        return run_sweep(build_plan(load_config(path)))
+        return run_sweep(build_plan(load_sweep_config(path)))
     finally:
         ray.shutdown()

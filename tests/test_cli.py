@@ -32,7 +32,7 @@ def test_bad_hyperparameters_exit_2_with_every_problem_and_no_traceback(tiny_mod
 def test_unknown_method_and_missing_model_exit_2(capsys, tmp_path):
     assert main(["train", "--method", "lorra"]) == 2
     assert "unknown method 'lorra'" in capsys.readouterr().err
-    assert main(["train", "--model", str(tmp_path / "missing")]) == 2
+    assert main(["train", "--model", str(tmp_path / "missing"), "--method", "lora"]) == 2
     assert "model: directory not found" in capsys.readouterr().err
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from search.config import load_config
+from peftsweep.search.config import load_sweep_config
 from peftsweep.cli import parse_assignments
 
 REPO = Path(__file__).resolve().parents[1]
@@ -19,7 +19,7 @@ def test_rayjob_entrypoint_is_a_valid_peftsweep_run():
     words = shlex.split(job["spec"]["entrypoint"])
     assert words[:2] == ["peftsweep", "run"]
     sets = [words[i + 1] for i, word in enumerate(words) if word == "--set"]
-    config = load_config(REPO / words[2], parse_assignments(sets, "--set"))  # unknown keys would raise here
+    config = load_sweep_config(REPO / words[2], parse_assignments(sets, "--set"))  # unknown keys would raise here
     assert config.storage.startswith("s3://") and config.tracking.uri.startswith("http://")
     cluster = job["spec"]["rayClusterSpec"]
     images = {c["image"] for group in [cluster["headGroupSpec"], *cluster["workerGroupSpecs"]]

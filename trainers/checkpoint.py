@@ -7,16 +7,33 @@ method, its hyperparameters and the labels: enough to rebuild the model with `lo
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from spaces import ParamCounts, get_method
-from trainers.model import load_base
+from peftsweep.spaces import ParamCounts, get_method
+from peftsweep.trainers.model import load_base
+from peftsweep.trainers.state import TRAINING_STATE_FILE
 
 MANIFEST = "peftsweep.json"
+
+
+@dataclass(frozen=True)
+class TrackedFiles:
+    """What of a checkpoint goes to the tracking server."""
+
+    only: tuple[str, ...] | None  # these files; None: every file but `never`
+    never: tuple[str, ...]
+
+
+def tracked_files(method: str) -> TrackedFiles:
+    """The method's files and the manifest; only the manifest when its checkpoint holds every weight (they stay in
+    Ray's storage); never the resume-only training state."""
+    only = (MANIFEST,) if get_method(method).stores_every_weight else None
+    return TrackedFiles(only, (TRAINING_STATE_FILE,))
 
 
 def save_checkpoint(model: nn.Module, directory: Path, *, model_name: str, method: str, hparams: dict[str, Any],
@@ -39,7 +56,7 @@ def load_checkpoint(directory: Path, device: torch.device | None = None,
     """Rebuild the trained model from the base it names and the stored trained parts; returned in eval mode."""
     manifest = read_manifest(directory)
     spec = get_method(manifest["method"])
-    base = load_base(manifest["model"], manifest["label_names"], quantized=spec.quantized, device=device,
+    base = load_base(manifest["model"], manifest["label_names"], spec=spec, device=device,
                      trust_remote_code=trust_remote_code)
     model = spec.load(base, Path(directory), manifest["hparams"])
     return model.eval(), manifest

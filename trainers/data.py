@@ -13,9 +13,9 @@ from typing import Literal
 import pandas as pd
 from pydantic import Field, model_validator
 
-from spaces.errors import UserError
-from trainers.config import Strict
-from trainers.presets import PRESETS
+from peftsweep.errors import UserError
+from peftsweep.trainers.config import Strict
+from peftsweep.trainers.presets import PRESETS
 
 SPLITS = ("train", "validation", "test")
 

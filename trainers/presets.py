@@ -13,7 +13,7 @@ from typing import Callable
 
 import pandas as pd
 
-from spaces.errors import UserError
+from peftsweep.errors import UserError
 
 
 @dataclass(frozen=True)

@@ -17,14 +17,14 @@ import ray.train.torch
 import torch
 import torch.distributed as dist
 
-from trainers.checkpoint import save_checkpoint
-from trainers.config import TrialConfig
-from trainers.data import TokenizedData
-from trainers.faults import NonFiniteLossError, is_fatal, raise_if_fatal_recorded, record_fatal
-from trainers.loop import begin_epoch, evaluate, optimizer_for, seed_everything, train_epoch, train_loader
-from trainers.metrics import peak_memory_mb
-from trainers.model import build_model
-from trainers.state import Progress, read_training_state, restore_optimizer, restore_trainable, save_training_state
+from peftsweep.trainers.checkpoint import save_checkpoint
+from peftsweep.trainers.config import TrialConfig
+from peftsweep.trainers.data import TokenizedData
+from peftsweep.trainers.faults import NonFiniteLossError, is_fatal, raise_if_fatal_recorded, record_fatal
+from peftsweep.trainers.loop import begin_epoch, evaluate, optimizer_for, seed_everything, train_epoch, train_loader
+from peftsweep.trainers.metrics import peak_memory_mb
+from peftsweep.trainers.model import build_model
+from peftsweep.trainers.state import Progress, read_training_state, restore_optimizer, restore_trainable, save_training_state
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-STATE_FILE = "training_state.pt"
+TRAINING_STATE_FILE = "training_state.pt"
 
 
 @dataclass
@@ -31,12 +31,12 @@ class Progress:
 def save_training_state(directory: Path, model: nn.Module, optimizer, scheduler, progress: Progress) -> None:
     trainable = {name: p.detach().cpu() for name, p in model.named_parameters() if p.requires_grad}
     torch.save({"trainable": trainable, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "progress": asdict(progress)}, Path(directory) / STATE_FILE)
+                "progress": asdict(progress)}, Path(directory) / TRAINING_STATE_FILE)
 
 
 def read_training_state(directory: Path) -> dict[str, Any] | None:
     """The saved state, read into memory (a remote checkpoint's local copy may vanish after); None if absent."""
-    path = Path(directory) / STATE_FILE
+    path = Path(directory) / TRAINING_STATE_FILE
     if not path.is_file():
         return None
     # weights_only: the file holds tensors and plain containers only, so loading it runs no pickled code.

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from dashboards.report import FRONT_FILTER, build_dashboard
-from search.tracking import client_for
+from peftsweep.dashboards.report import FRONT_FILTER, build_dashboard
+from peftsweep.search.tracking import client_for
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

@@ -1,6 +1,6 @@
 """Checkpoint retention on disk: the newest N per trial, whatever Ray Train's bookkeeping missed."""
 
-from search.storage import delete_checkpoints
+from peftsweep.search.storage import delete_checkpoints
 
 
 def test_prune_keeps_the_newest_checkpoints_and_nothing_else_is_touched(tmp_path):

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from search.tracking import NODES_TAG, ROLE_TAG, STATUS_TAG, client_for
+from peftsweep.search.tracking import NODES_TAG, ROLE_TAG, STATUS_TAG, client_for
 from tests.services import (VENV_BIN, alive_nodes, background, free_port, postgres, postgres_bin,
                             processes_mentioning, ray_env, ray_node, wait_for)
 from tests.tiny import make_csv

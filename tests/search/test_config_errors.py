@@ -10,8 +10,9 @@ import pytest
 import yaml
 
 from peftsweep.cli import main
-from search.config import load_config
-from search.plan import build_plan
+from peftsweep.search.config import load_sweep_config
+from peftsweep.search.plan import build_plan
+from peftsweep.spaces import REGISTRY
 
 CONFIGS = sorted(Path(__file__).resolve().parents[2].joinpath("configs").glob("*.yaml"))
 
@@ -119,7 +120,7 @@ def test_yaml_is_loaded_safely(tmp_path):
     path = tmp_path / "evil.yaml"
     path.write_text("name: !!python/object/apply:os.system ['echo pwned']\n")
     with pytest.raises(Exception) as err:
-        load_config(path)
+        load_sweep_config(path)
     assert "not valid YAML" in str(err.value)
 
 
@@ -133,12 +134,12 @@ def test_no_traceback_from_the_command_line(tmp_path, tiny_model, tiny_csv):
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
 def test_presets_validate(path):
-    plan = build_plan(load_config(path))
+    plan = build_plan(load_sweep_config(path))
     assert plan.methods and plan.data.num_labels >= 2
 
 
 def test_demo_preset_covers_every_method():
-    config = load_config(Path(__file__).resolve().parents[2] / "configs" / "demo.yaml")
+    config = load_sweep_config(Path(__file__).resolve().parents[2] / "configs" / "demo.yaml")
     plan = build_plan(config)
-    assert len(plan.methods) == 8 and config.search.start_points != "none"
+    assert set(plan.methods) == set(REGISTRY) and config.search.start_points != "none"
     assert config.search.num_samples >= 12

@@ -16,11 +16,11 @@ from pathlib import Path
 import ray
 import yaml
 
-from search.config import load_config
-from search.plan import build_plan
-from search.resume import read_state
-from search.sweep import run_sweep
-from search.tracking import FAILURE_TAG, PARETO_TAG, ROLE_TAG, STATUS_TAG, client_for
+from peftsweep.search.config import load_sweep_config
+from peftsweep.search.plan import build_plan
+from peftsweep.search.resume import read_state
+from peftsweep.search.sweep import run_sweep
+from peftsweep.search.tracking import FAILURE_TAG, PARETO_TAG, ROLE_TAG, STATUS_TAG, client_for
 from tests.search.test_faults import (check_checkpoints_kept_for_the_front_only, finish, history, kill_group,
                                       nan_beyond_position, ray_train_workers, start, trial_runs, wait_until)
 from tests.tiny import make_csv, make_model_dir
@@ -56,7 +56,7 @@ def run_in_thread(config: Path, **kwargs):
 
     def target():
         try:
-            outcome["value"] = run_sweep(build_plan(load_config(config)), **kwargs)
+            outcome["value"] = run_sweep(build_plan(load_sweep_config(config)), **kwargs)
         except BaseException as exc:  # noqa: BLE001 - handed to the test
             outcome["error"] = exc
 

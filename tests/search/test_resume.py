@@ -8,8 +8,8 @@ import pytest
 import yaml
 
 from peftsweep.cli import main
-from search.resume import SweepState, config_changes, read_state, sweep_to_resume, write_state
-from spaces.errors import UserError
+from peftsweep.search.resume import SweepState, config_changes, read_state, sweep_to_resume, write_state
+from peftsweep.errors import UserError
 
 
 def state(status: str = "running", **config) -> SweepState:
@@ -57,9 +57,9 @@ def test_resume_with_another_config_exits_2_naming_the_key(tmp_path, tiny_model,
     assert main(["run", str(path), "--resume"]) == 2
     assert "--resume" in capsys.readouterr().err and not out.exists()
 
-    from search.config import load_config
+    from peftsweep.search.config import load_sweep_config
 
-    started = load_config(path).model_dump(mode="json")
+    started = load_sweep_config(path).model_dump(mode="json")
     write_state(out, state(**{k: v for k, v in started.items() if k != "name"}))
     assert main(["run", str(path), "--set", "search.num_samples=3", "--resume"]) == 2
     err = capsys.readouterr().err

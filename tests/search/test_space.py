@@ -1,9 +1,9 @@
 import optuna
 import pytest
 
-from search.plan import override_param
-from search.space import define_space, flat, grid, start_points, unflat
-from spaces import REGISTRY, get_method
+from peftsweep.search.plan import override_param
+from peftsweep.search.space import define_space, flat, grid, start_points, unflat
+from peftsweep.spaces import REGISTRY, get_method
 
 
 def test_flat_round_trip():

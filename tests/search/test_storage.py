@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
-from search import storage
-from search.config import SweepResources
+from peftsweep.search import storage
+from peftsweep.search.config import SweepResources
 
 
 @pytest.mark.parametrize("base,parts,expected", [

@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from search.summary import TrialRecord, format_table, summarize
+from peftsweep.search.summary import TrialRecord, format_table, summarize
 
 
 def record(run_id, method, acc, pct, status="completed", test=0.5):
@@ -42,7 +42,7 @@ def test_without_full_the_comparison_is_not_invented():
 def test_summary_json_is_strict_json_even_with_failed_trials(tmp_path):
     import json
 
-    from search.summary import write_files
+    from peftsweep.search.summary import write_files
 
     summary = summarize([record("ok", "lora", 0.9, 0.3), record("failed", "ia3", math.nan, math.nan, "failed")])
     json_path, _ = write_files(summary, tmp_path)

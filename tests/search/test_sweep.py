@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from search.tracking import PARETO_TAG, ROLE_TAG, client_for
+from peftsweep.search.tracking import PARETO_TAG, ROLE_TAG, client_for
 from tests.tiny import SWEEP_TRIALS as NUM_SAMPLES
 
 FINAL_METRICS = ["val_accuracy", "test_accuracy", "trainable_params", "trainable_pct", "base_params",

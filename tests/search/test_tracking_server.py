@@ -4,7 +4,7 @@ PostgreSQL, is exercised in tests/search/test_cluster.py.)"""
 from __future__ import annotations
 
 from peftsweep.cli import main
-from search.tracking_server import ServerSettings, redacted, server_command
+from peftsweep.search.tracking_server import ServerSettings, redacted, server_command
 
 
 def test_password_is_hidden_when_printed():

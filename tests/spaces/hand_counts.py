@@ -74,9 +74,15 @@ def adapter(s: Shape, hp) -> tuple[int, int]:
     return n, n
 
 
+def loha(s: Shape, hp) -> tuple[int, int]:
+    # two rank-r factor pairs, (h x r)(r x h) each, on query and value
+    n = s.layers * 2 * 2 * hp["r"] * (s.hidden + s.hidden) + s.head
+    return n, n
+
+
 def full(s: Shape, hp) -> tuple[int, int]:
     return s.body + s.head, s.body + s.head
 
 
 HAND_COUNTS = {"lora": lora, "qlora": lora, "ia3": ia3, "prefix": prefix, "prompt": prompt, "ptuning": ptuning,
-               "adapter": adapter, "full": full}
+               "adapter": adapter, "loha": loha, "full": full}

@@ -8,12 +8,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from spaces import REGISTRY, ChoiceParam
+from peftsweep.spaces import REGISTRY, ChoiceParam
 from tests.spaces.hand_counts import HAND_COUNTS, Shape
-from trainers.checkpoint import load_checkpoint, save_checkpoint
-from trainers.config import TrainSettings
-from trainers.loop import optimizer_for, predict, train_epoch, train_loader
-from trainers.model import build_model
+from peftsweep.trainers.checkpoint import load_checkpoint, save_checkpoint
+from peftsweep.trainers.config import TrainSettings
+from peftsweep.trainers.loop import optimizer_for, predict, train_epoch, train_loader
+from peftsweep.trainers.model import build_model
 
 CPU = torch.device("cpu")
 
@@ -58,7 +58,7 @@ def steps(model, data, hp, n: int, seed: int) -> None:
 def logits(model, data) -> torch.Tensor:
     model.eval()
     split = data.splits["validation"]
-    from trainers.loop import collate
+    from peftsweep.trainers.loop import collate
 
     batch = collate(data.pad_token_id)(list(zip(split.input_ids, split.labels)))
     with torch.no_grad():
@@ -138,3 +138,24 @@ def test_size_flags_name_exactly_the_numbers_that_change_the_trainable_count(nam
             assert low < high, f"{name}.{key} is marked as a size but does not change the trainable count"
         else:
             assert low == high, f"{name}.{key} changes the trainable count: mark it size=True"
+
+
+@pytest.mark.parametrize("name", list(REGISTRY))
+def test_declared_capabilities_match_what_the_method_does(name, tiny_model, tiny_data):
+    """What callers ask a MethodSpec (FLOP factor, added input tokens, every weight stored) is what the method does."""
+    spec = REGISTRY[name]
+    hp = spec.defaults()
+    model, counts, _ = build_model(tiny_model, name, hp, tiny_data.label_names, pad_token_id=tiny_data.pad_token_id)
+    base_trains = all(p.requires_grad for p in model.parameters())  # every pre-trained weight gets a gradient
+    assert spec.flop_factor == (6 if base_trains else 4)
+    assert spec.stores_every_weight == (counts.stored_params >= counts.base_params)
+    assert not spec.reference or (base_trains and spec.stores_every_weight)  # the reference is full fine-tuning
+    ids = torch.tensor([tiny_data.splits["validation"].input_ids[0]])
+    with torch.no_grad():
+        out = model(input_ids=ids, attention_mask=torch.ones_like(ids), output_hidden_states=True)
+    assert out.hidden_states[-1].shape[1] == ids.shape[1] + spec.added_tokens(hp)
+    assert spec.missing_requirements() == []  # this environment installs every method's requirements
+
+
+def test_one_reference_method():
+    assert len([s for s in REGISTRY.values() if s.reference]) == 1

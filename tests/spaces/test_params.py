@@ -1,9 +1,9 @@
 import optuna
 import pytest
 
-from spaces import REGISTRY, get_method
-from spaces.base import ModelInfo
-from spaces.params import ChoiceParam, FloatParam, IntParam
+from peftsweep.spaces import REGISTRY, get_method
+from peftsweep.spaces.base import ModelInfo
+from peftsweep.spaces.params import ChoiceParam, FloatParam, IntParam
 
 INFO = ModelInfo(model_type="bert", num_layers=2, hidden_size=32, max_position_embeddings=64, max_length=16)
 

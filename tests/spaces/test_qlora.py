@@ -1,10 +1,9 @@
-import builtins
+"""QLoRA with bitsandbytes installed (without it: tests/search/test_preflight.py, which never skips)."""
 
 import pytest
 import torch
 
-from trainers.launch import check_method
-from trainers.model import build_model
+from peftsweep.trainers.model import build_model
 
 bnb = pytest.importorskip("bitsandbytes")
 
@@ -21,17 +20,3 @@ def test_qlora_quantizes_every_body_linear_to_4_bit(tiny_model, tiny_data):
     weight = next(m for m in model.modules() if isinstance(m, bnb.nn.Linear4bit)).weight
     assert weight.dtype == torch.uint8 and weight.numel() * 2 == weight.quant_state.shape.numel()
     assert counts.trainable_params == 2 * 2 * 4 * (32 + 32) + (32 * 3 + 3)  # LoRA on q, v + the head
-
-
-def test_qlora_without_bitsandbytes_names_the_install(monkeypatch):
-    real_import = builtins.__import__
-
-    def no_bnb(name, *args, **kwargs):
-        if name == "bitsandbytes":
-            raise ImportError("No module named 'bitsandbytes'")
-        return real_import(name, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "__import__", no_bnb)
-    hp = {"r": 4, "alpha_multiple": 2, "dropout": 0.0, "lr": 1e-3}
-    problems = check_method("qlora", hp, None)
-    assert len(problems) == 1 and "pip install 'peftsweep[qlora]'" in problems[0]

@@ -1,10 +1,10 @@
 import pandas as pd
 import pytest
 
-from spaces.errors import UserError
-from trainers.data import DataSpec, load_splits, tokenize
-from trainers.launch import prepare_data
-from trainers.model import load_tokenizer
+from peftsweep.errors import UserError
+from peftsweep.trainers.data import DataSpec, load_splits, tokenize
+from peftsweep.trainers.launch import prepare_data
+from peftsweep.trainers.model import load_tokenizer
 
 
 def write(tmp_path, frame, name="d.csv"):

@@ -2,11 +2,11 @@
 
 import torch
 
-from trainers.config import TrainSettings
-from trainers.data import DataSpec
-from trainers.launch import prepare_data
-from trainers.loop import evaluate, optimizer_for, train_epoch, train_loader
-from trainers.model import build_model
+from peftsweep.trainers.config import TrainSettings
+from peftsweep.trainers.data import DataSpec
+from peftsweep.trainers.launch import prepare_data
+from peftsweep.trainers.loop import evaluate, optimizer_for, train_epoch, train_loader
+from peftsweep.trainers.model import build_model
 
 CPU = torch.device("cpu")
 

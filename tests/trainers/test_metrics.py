@@ -1,6 +1,6 @@
 import torch
 
-from trainers.metrics import accuracy, confusion, macro_f1
+from peftsweep.trainers.metrics import accuracy, confusion, macro_f1
 
 
 def test_confusion_accuracy_and_macro_f1_by_hand():

@@ -6,9 +6,9 @@ import pytest
 import ray
 import torch
 
-from trainers.checkpoint import load_checkpoint
-from trainers.config import Resources, TrainSettings
-from trainers.launch import run_trial, trial_config
+from peftsweep.trainers.checkpoint import load_checkpoint
+from peftsweep.trainers.config import Resources, TrainSettings, TrialConfig
+from peftsweep.trainers.launch import run_trial
 
 DDP_METHODS = ["lora", "prefix", "prompt", "adapter", "full"]
 
@@ -22,12 +22,13 @@ def local_ray():
 
 @pytest.mark.parametrize("method", DDP_METHODS)
 def test_two_workers_keep_trainable_parameters_identical(method, local_ray, tiny_model, tiny_data, tmp_path: Path):
-    from spaces import get_method
+    from peftsweep.spaces import get_method
 
     hp = get_method(method).defaults() | ({"num_virtual_tokens": 4} if "num_virtual_tokens" in
                                           get_method(method).params else {})
-    cfg = trial_config(tiny_model, method, hp, tiny_data, train=TrainSettings(epochs=2, batch_size=8),
-                       resources=Resources(num_workers=2, cpus_per_worker=1))
+    cfg = TrialConfig(model=tiny_model, method=method, hparams=hp, num_labels=tiny_data.num_labels,
+                      label_names=tiny_data.label_names, max_length=tiny_data.max_length,
+                      train=TrainSettings(epochs=2, batch_size=8), resources=Resources(num_workers=2, cpus_per_worker=1))
     result = run_trial(cfg, ray.put(tiny_data), storage_path=str(tmp_path), name=method)
 
     # Each rank trained on its own shard: only DDP gradient averaging keeps the replicas equal.

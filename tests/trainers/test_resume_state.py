@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from spaces import REGISTRY
-from trainers.config import TrainSettings
-from trainers.faults import FatalTrialError, NonFiniteLossError, raise_if_fatal_recorded, record_fatal
-from trainers.loop import begin_epoch, optimizer_for, seed_everything, train_epoch, train_loader
-from trainers.model import build_model
-from trainers.state import (STATE_FILE, Progress, read_training_state, restore_optimizer, restore_trainable,
+from peftsweep.spaces import REGISTRY
+from peftsweep.trainers.config import TrainSettings
+from peftsweep.trainers.faults import FatalTrialError, NonFiniteLossError, raise_if_fatal_recorded, record_fatal
+from peftsweep.trainers.loop import begin_epoch, optimizer_for, seed_everything, train_epoch, train_loader
+from peftsweep.trainers.model import build_model
+from peftsweep.trainers.state import (TRAINING_STATE_FILE, Progress, read_training_state, restore_optimizer, restore_trainable,
                             save_training_state)
 
 CPU = torch.device("cpu")
@@ -66,7 +66,7 @@ def test_continuing_from_training_state_equals_never_stopping(method, tiny_model
 def test_training_state_holds_only_trainable_tensors(tiny_model, tiny_data, tmp_path):
     model, _, optimizer, scheduler = fresh(tiny_model, tiny_data, "lora")
     save_training_state(tmp_path, model, optimizer, scheduler, Progress())
-    saved = torch.load(tmp_path / STATE_FILE, weights_only=True)["trainable"]
+    saved = torch.load(tmp_path / TRAINING_STATE_FILE, weights_only=True)["trainable"]
     assert set(saved) == {n for n, p in model.named_parameters() if p.requires_grad}
     assert read_training_state(tmp_path / "absent") is None
 

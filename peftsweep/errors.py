@@ -1,4 +1,5 @@
-"""The one error type for user mistakes: it carries every problem found, and the CLI prints it without a traceback."""
+"""The one error type for user mistakes (every layer may raise it): it carries every problem found, and the CLI prints
+it without a traceback."""
 
 from __future__ import annotations
 
