@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from dataclasses import dataclass
@@ -11,11 +10,9 @@ from pathlib import Path
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
-os.environ.setdefault("TUNE_PRINT_ALL_TRIAL_ERRORS", "0")
+from peftsweep.environment import apply_defaults  # noqa: E402
+
+apply_defaults()  # the settings every entry point runs with
 
 # What each benchmark trains: method choices are data (bench/workloads.yaml), as in configs/; the code names none.
 WORKLOADS = yaml.safe_load((Path(__file__).parent / "workloads.yaml").read_text())

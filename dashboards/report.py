@@ -11,12 +11,12 @@ from pathlib import Path
 from mlflow.tracking import MlflowClient
 
 from peftsweep.dashboards import figures
+from peftsweep.dashboards.figure_data import compute
 from peftsweep.dashboards.importance import method_importance
 from peftsweep.dashboards.static import write_pngs
 from peftsweep.dashboards.sweep_data import SweepData, load_sweep
-from peftsweep.search.tracking import PARETO_TAG
-
-FRONT_FILTER = f"tags.{PARETO_TAG} = 'true'"  # paste into the MLflow runs view's search box
+from peftsweep.search.summary import Summary
+from peftsweep.search.tracking import FRONT_FILTER
 
 
 @dataclass
@@ -47,12 +47,13 @@ def section(title: str, body: str, note: str = "") -> str:
     return f"<section><h2>{html.escape(title)}</h2>{f'<p>{note}</p>' if note else ''}{body}</section>"
 
 
-def render(data: SweepData) -> str:
+def render(data: SweepData, drawn) -> str:
+    """The HTML page; `drawn`: the figures' data (dashboards.figure_data), also drawn to the PNGs."""
     scores = method_importance(data)
     parts, first = [], True
-    for div_id, fig in (("pareto", figures.pareto(data)), ("per-method", figures.per_method(data)),
-                        ("learning-curves", figures.learning_curves(data)), ("parallel", figures.parallel(data)),
-                        ("hypervolume", figures.hypervolume_curve(data)), ("importance", figures.importance(scores))):
+    for div_id, fig in (("pareto", figures.pareto(drawn)), ("per-method", figures.per_method(drawn)),
+                        ("learning-curves", figures.learning_curves(drawn)), ("parallel", figures.parallel(drawn)),
+                        ("hypervolume", figures.hypervolume_curve(drawn)), ("importance", figures.importance(scores))):
         parts.append((div_id, fig.to_html(full_html=False, include_plotlyjs=first, div_id=div_id)))
         first = False
     plots = dict(parts)
@@ -79,12 +80,14 @@ MLflow: <code>{html.escape(data.tracking_uri)}</code>, parent run <code>{data.pa
 
 
 def build_dashboard(tracking_uri: str, experiment: str, out: Path, log_to_mlflow: bool = True,
-                    parent_run_id: str | None = None) -> Dashboard:
-    data = load_sweep(tracking_uri, experiment, parent_run_id)
+                    parent_run_id: str | None = None, summary: Summary | None = None) -> Dashboard:
+    """`summary`: the sweep's, when the caller has just computed it (`run`); else computed from MLflow."""
+    data = load_sweep(tracking_uri, experiment, parent_run_id, summary)
+    drawn = compute(data)  # once, for the HTML and the PNGs
     out.mkdir(parents=True, exist_ok=True)
     page = out / "dashboard.html"
-    page.write_text(render(data))
-    pngs = write_pngs(data, out)
+    page.write_text(render(data, drawn))
+    pngs = write_pngs(drawn, out)
     if log_to_mlflow:
         client = MlflowClient(tracking_uri=tracking_uri)
         for path in [page, *pngs]:

@@ -1,4 +1,4 @@
-"""PNG versions of the main plots (matplotlib: no browser needed to render them)."""
+"""PNG versions of the main plots (matplotlib: no browser needed): each draws one part of `FigureData`."""
 
 from __future__ import annotations
 
@@ -11,30 +11,27 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import NullFormatter  # noqa: E402
 
-from peftsweep.dashboards.figures import PALETTE  # noqa: E402
-from peftsweep.dashboards.sweep_data import SweepData, hyperparameters, key_hyperparameter  # noqa: E402
-from peftsweep.search.pareto import Point, hypervolume  # noqa: E402
-from peftsweep.search.summary import is_front_candidate  # noqa: E402
+from peftsweep.dashboards.figure_data import FigureData, Style  # noqa: E402
 
 MARKERS = "osDPX^*hpv"
+FADED = 0.35
 
 
-def pareto_png(data: SweepData, path: Path) -> Path:
+def marker(style: Style) -> str:
+    return MARKERS[style.index % len(MARKERS)]
+
+
+def pareto_png(data: FigureData, path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(9, 5.5))
-    for i, method in enumerate(data.methods):
-        rows = [r for r in data.trials if r.method == method and math.isfinite(r.val_accuracy)]
-        if not rows:  # e.g. its only trial failed before the first validation
-            continue
-        ax.scatter([r.trainable_pct for r in rows], [r.val_accuracy for r in rows], label=method,
-                   color=PALETTE[i % len(PALETTE)], marker=MARKERS[i % len(MARKERS)], s=60, edgecolors="#333",
-                   alpha=[1.0 if is_front_candidate(r) else 0.35 for r in rows])
-    front = data.summary.front
-    if front:
-        ax.step([r.trainable_pct for r in front], [r.val_accuracy for r in front], where="post", color="#111",
+    for s in data.pareto.series:
+        ax.scatter([m.x for m in s.markers], [m.y for m in s.markers], label=s.name, color=s.style.colour,
+                   marker=marker(s.style), s=60, edgecolors="#333",
+                   alpha=[FADED if m.faded else 1.0 for m in s.markers])
+    if data.pareto.front:
+        ax.step([x for x, _ in data.pareto.front], [y for _, y in data.pareto.front], where="post", color="#111",
                 linestyle=":", label="Pareto front")
-    full = data.summary.reference
-    if full:
-        ax.axhline(full.val_accuracy, color="#888", linestyle="--", label=f"best full {full.val_accuracy:.3f}")
+    if data.pareto.reference:
+        ax.axhline(data.pareto.reference.y, color="#888", linestyle="--", label=data.pareto.reference.label)
     ax.set_xscale("log")
     ax.set_xlabel("trainable parameters, % of the pre-trained model (log)")
     ax.set_ylabel("validation accuracy")
@@ -44,49 +41,41 @@ def pareto_png(data: SweepData, path: Path) -> Path:
     return save(fig, path)
 
 
-def per_method_png(data: SweepData, path: Path) -> Path:
-    methods = data.methods
-    cols = min(4, len(methods))
-    rows = math.ceil(len(methods) / cols)
+def per_method_png(data: FigureData, path: Path) -> Path:
+    cols = max(1, min(4, len(data.panels)))
+    rows = max(1, math.ceil(len(data.panels) / cols))
     fig, axes = plt.subplots(rows, cols, figsize=(3.4 * cols, 2.8 * rows), squeeze=False)
-    for i, method in enumerate(methods):
+    for i, p in enumerate(data.panels):
         ax = axes[i // cols][i % cols]
-        key = key_hyperparameter(method)
-        records = [r for r in data.trials if r.method == method and math.isfinite(r.val_accuracy)]
-        ax.scatter([hyperparameters(r).get(key) for r in records], [r.val_accuracy for r in records],
-                   color=PALETTE[i % len(PALETTE)])
+        ax.scatter([m.x for m in p.markers], [m.y for m in p.markers], color=p.style.colour,
+                   alpha=[FADED if m.faded else 1.0 for m in p.markers])
         ax.set_xscale("log")
+        ax.set_xlim(*p.x_range)
+        ax.set_ylim(*p.y_range)
         ax.xaxis.set_minor_formatter(NullFormatter())  # minor log labels overlap in small panels
-        ax.set_title(f"{method}", fontsize=9)
-        ax.set_xlabel(key, fontsize=8)
+        ax.set_title(p.method, fontsize=9)
+        ax.set_xlabel(p.key, fontsize=8)
         ax.set_ylabel("val acc", fontsize=8)
-    for j in range(len(methods), rows * cols):
+    for j in range(len(data.panels), rows * cols):
         axes[j // cols][j % cols].axis("off")
     return save(fig, path)
 
 
-def curves_png(data: SweepData, path: Path) -> Path:
+def curves_png(data: FigureData, path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(7, 4))
-    for record in data.summary.front:
-        points = data.curves.get(record.run_id, [])
-        ax.plot([p[0] for p in points], [p[1] for p in points], marker="o",
-                label=f"{record.method} {record.trainable_pct:.3g}%")
+    for c in data.curves:
+        ax.plot([p[0] for p in c.points], [p[1] for p in c.points], marker="o", label=c.label, color=c.style.colour)
     ax.set_xlabel("epoch")
     ax.set_ylabel("validation accuracy")
     ax.set_title("Learning curves of the front members")
-    ax.legend(fontsize=8)
+    if data.curves:
+        ax.legend(fontsize=8)
     return save(fig, path)
 
 
-def hypervolume_png(data: SweepData, path: Path) -> Path:
-    by_id = {r.run_id: r for r in data.trials}
-    seen, ys = [], []
-    for run_id in data.start_order:
-        if is_front_candidate(by_id[run_id]):
-            seen.append(Point(run_id, by_id[run_id].val_accuracy, by_id[run_id].trainable_pct))
-        ys.append(hypervolume(seen))
+def hypervolume_png(data: FigureData, path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(7, 4))
-    ax.plot(range(1, len(ys) + 1), ys, marker="o")
+    ax.plot(range(1, len(data.hypervolume) + 1), data.hypervolume, marker="o")
     ax.set_xlabel("trial")
     ax.set_ylabel("hypervolume")
     ax.set_title("Hypervolume against trial number")
@@ -100,6 +89,6 @@ def save(fig, path: Path) -> Path:
     return path
 
 
-def write_pngs(data: SweepData, directory: Path) -> list[Path]:
+def write_pngs(data: FigureData, directory: Path) -> list[Path]:
     return [pareto_png(data, directory / "pareto.png"), per_method_png(data, directory / "per_method.png"),
             curves_png(data, directory / "learning_curves.png"), hypervolume_png(data, directory / "hypervolume.png")]

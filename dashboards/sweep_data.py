@@ -30,14 +30,16 @@ class SweepData:
         return sorted({r.method for r in self.trials})
 
 
-def load_sweep(tracking_uri: str, experiment: str, parent_run_id: str | None = None) -> SweepData:
-    """The sweep with that parent run, or the experiment's newest sweep."""
+def load_sweep(tracking_uri: str, experiment: str, parent_run_id: str | None = None,
+               summary: Summary | None = None) -> SweepData:
+    """The sweep with that parent run, or the experiment's newest sweep; its summary is computed unless given."""
     client = MlflowClient(tracking_uri=tracking_uri)
     if parent_run_id:
         experiment_id = client.get_run(parent_run_id).info.experiment_id
     else:
         experiment_id, parent_run_id = latest_sweep(client, experiment)
-    summary = summarize(load_records(client, experiment_id, parent_run_id))
+    if summary is None:
+        summary = summarize(load_records(client, experiment_id, parent_run_id))
     runs = {r.run_id: client.get_run(r.run_id).info.start_time for r in summary.trials}
     curves = {r.run_id: sorted((m.step, m.value) for m in client.get_metric_history(r.run_id, "val_accuracy"))
               for r in summary.front}

@@ -10,6 +10,7 @@ from typing import Any
 
 import yaml
 
+from peftsweep.environment import apply_defaults
 from peftsweep.errors import UserError
 
 
@@ -68,9 +69,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg, data = planned.config, planned.data
     import ray
 
-    # Worker logs stay in Ray's session log directory rather than flooding the terminal.
-    ray.init(address=os.environ.get("RAY_ADDRESS"), include_dashboard=False, configure_logging=False,
-             log_to_driver=False)
+    from peftsweep.search.sweep import connect_ray
+
+    connect_ray()  # as a sweep does: worker logs stay in Ray's session log directory, not on the terminal
     output = Path(args.output).resolve()
     print(f"training {args.method} with {args.workers} Ray Train worker(s); worker logs: /tmp/ray/session_latest/logs")
     result = run_trial(cfg, ray.put(data), storage_path=str(output), name=f"{args.method}-train")
@@ -107,9 +108,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from peftsweep.dashboards.report import FRONT_FILTER
     from peftsweep.search.summary import format_table
     from peftsweep.search.sweep import run_sweep
+    from peftsweep.search.tracking import front_view_url
 
     plan = load_plan(args)
     outcome = run_sweep(plan, address=args.address, resume=args.resume, restart=args.restart)
@@ -119,13 +120,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         from peftsweep.dashboards.report import build_dashboard
 
         board = build_dashboard(outcome.tracking_uri, plan.config.experiment, plan.config.output_path / "dashboard",
-                                parent_run_id=outcome.parent_run_id)
+                                parent_run_id=outcome.parent_run_id, summary=outcome.summary)
         print(f"dashboard: {board.html} (also in MLflow, parent run artifacts under dashboard/)")
-    browse = (f"open {outcome.tracking_uri}" if outcome.tracking_uri.startswith(("http://", "https://"))
-              else f"peftsweep ui --tracking-uri {outcome.tracking_uri}")
     print(f"MLflow: {outcome.tracking_uri} (experiment {plan.config.experiment!r}, parent run "
-          f"{outcome.parent_run_id}); browse with: {browse}")
-    print(f"  front only, in the runs view: {FRONT_FILTER}")
+          f"{outcome.parent_run_id})")
+    if outcome.tracking_uri.startswith(("http://", "https://")):
+        print(f"  the front, in the MLflow UI: {front_view_url(outcome.tracking_uri, outcome.experiment_id)}")
+    else:
+        print(f"  browse it with: peftsweep ui --tracking-uri {outcome.tracking_uri} --experiment "
+              f"{plan.config.experiment} (it prints the link to the front)")
     if outcome.status == "interrupted":
         return 130  # as a shell reports a program ended by Ctrl-C
     return 0 if outcome.summary.counts.get("completed") else 1
@@ -149,7 +152,8 @@ def cmd_summary(args: argparse.Namespace) -> int:
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
-    from peftsweep.dashboards.report import FRONT_FILTER, build_dashboard
+    from peftsweep.dashboards.report import build_dashboard
+    from peftsweep.search.tracking import FRONT_FILTER
 
     uri = args.tracking_uri or default_store(args.experiment)
     try:
@@ -166,8 +170,13 @@ def cmd_ui(args: argparse.Namespace) -> int:
     """The MLflow UI on the sweep's store, bound to loopback unless told otherwise."""
     import subprocess
 
+    from peftsweep.search.tracking import client_for, front_view_url
+
     uri = args.tracking_uri or default_store(args.experiment)
-    print(f"MLflow UI for {uri}: http://{args.host}:{args.port}  (Ctrl-C stops it)", flush=True)
+    server = f"http://{args.host}:{args.port}"
+    found = client_for(uri).get_experiment_by_name(args.experiment) if args.experiment else None
+    link = front_view_url(server, found.experiment_id) if found else server
+    print(f"MLflow UI for {uri}: {link}  (Ctrl-C stops it)", flush=True)
     command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", args.host,
                "--port", str(args.port)]
     try:
@@ -210,6 +219,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="peftsweep", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("methods", help="list the fine-tuning methods with their hyperparameters and search ranges")
+    docs = sub.add_parser("docs", help="write the reference pages generated from the code (config keys, methods)")
+    docs.add_argument("--out", default="docs", help="folder to write them to")
     for name, text in (("run", "run a sweep"), ("validate", "check a sweep config, its model and data; run nothing")):
         cmd = sub.add_parser(name, help=text)
         cmd.add_argument("config", help="sweep YAML, e.g. configs/demo.yaml")
@@ -272,17 +283,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-COMMANDS = {"methods": cmd_methods, "train": cmd_train, "run": cmd_run, "validate": cmd_validate,
+def cmd_docs(args: argparse.Namespace) -> int:
+    from peftsweep.search.reference import write
+
+    for path in write(Path(args.out)):
+        print(f"wrote {path}")
+    return 0
+
+
+COMMANDS = {"methods": cmd_methods, "docs": cmd_docs, "train": cmd_train, "run": cmd_run, "validate": cmd_validate,
             "summary": cmd_summary, "dashboard": cmd_dashboard, "ui": cmd_ui,
             "tracking-server": cmd_tracking_server}
 
 
 def main(argv: list[str] | None = None) -> int:
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")  # ~6 s less fixed cost per trial
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # with verbose=0: no Tune tables, our progress lines only
-    os.environ.setdefault("TUNE_PRINT_ALL_TRIAL_ERRORS", "0")  # a failed trial gets one progress line, not a traceback
-    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # no "View run at" line per closed run
+    apply_defaults()
     args = build_parser().parse_args(argv)
     if getattr(args, "task", None) is None and getattr(args, "train_file", None) is None and args.command == "train":
         args.task = "trec6"

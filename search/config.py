@@ -77,18 +77,23 @@ class EarlyStopping(Strict):
 
 
 class Tracking(Strict):
-    uri: str | None = Field(None, description="MLflow tracking URI; default: sqlite in output_dir")
+    uri: str | None = Field(None, description="any MLflow tracking URI (a server on a cluster); default: SQLite at "
+                                              "`<output_dir>/mlflow.db`, no server needed. A server that does not "
+                                              "answer is reported before anything runs")
     experiment: str | None = Field(None, description="MLflow experiment; default: the sweep's name")
 
 
 class SweepConfig(Strict):
     name: str = Field(description="the sweep's name: MLflow experiment and output folder by default")
-    model: str = Field(description="local model directory, bundled model name or hub id")
+    model: str = Field(description="local model directory, bundled model name (`all-MiniLM-L6-v2`) or hub id "
+                                   "(needs network)")
     trust_remote_code: bool = Field(False, description="allow model code from the hub (off: safer)")
     data: DataSpec
     methods: dict[str, dict[str, Any]] = Field(
-        default_factory=lambda: {"all": {}},
-        description="methods to search, each with optional range overrides; a list or 'all' also works")
+        default_factory=lambda: {"all": {}}, json_schema_extra={"shown_default": "all"},
+        description="`all`, a list, or a mapping `method: {param: override}`; an override is `[low, high]` for "
+                    "numbers, a list of choices, or one fixed value, e.g. `lora: {r: [4, 32], alpha_multiple: [1, 2], "
+                    "dropout: 0.0}` (`peftsweep methods` lists every method's parameters)")
     train: TrainSettings = TrainSettings()
     search: SearchSettings = SearchSettings()
     early_stopping: EarlyStopping = EarlyStopping()

@@ -26,7 +26,9 @@ from peftsweep.search.tracking import (MlflowTrialLogger, client_for, close_inte
                              trial_runs)
 from peftsweep.search.train_jobs import EndTrainJobs, interrupt_on_ctrl_c, start_jobs_actor
 from peftsweep.search.trial import DRIVER_RESOURCES, sweep_trial
+from peftsweep.environment import actor_env, apply_defaults
 from peftsweep.errors import UserError
+from peftsweep.trainers.config import TrialTemplate
 
 OBJECTIVES = ["val_accuracy", "trainable_pct"]
 DIRECTIONS = ["max", "min"]
@@ -43,18 +45,34 @@ class SweepOutcome:
     status: str = "finished"  # finished | interrupted (continue it with --resume)
 
 
-# Settings read by Ray's own actors (the Train controller): on a cluster they run in processes the driver did not
-# start, so they travel in the job's runtime environment rather than through this process's environment.
-ACTOR_ENV = ("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S",)
-
-
 def connect_ray(address: str | None = None) -> None:
     if ray.is_initialized():
         return
-    env = {key: os.environ[key] for key in ACTOR_ENV if key in os.environ}
+    apply_defaults()
+    quiet_worker_pool_note()
+    env = actor_env()  # on a cluster Ray's actors run in processes this one did not start
     # Worker logs stay in Ray's session directory; the progress printer says what matters.
     ray.init(address=address or os.environ.get("RAY_ADDRESS"), include_dashboard=False, log_to_driver=False,
              configure_logging=False, runtime_env={"env_vars": env} if env else None)
+
+
+def quiet_worker_pool_note() -> None:
+    """The raylet tells the driver's console when it has started more than 4x as many worker processes as the node
+    has CPUs. Here that is by design (each trial is several small actors: its driver, the Train controller, its
+    workers, a report queue), so the note would only alarm: it is dropped, Ray's other notices are printed."""
+    import ray._private.worker as ray_worker
+
+    original = ray_worker.print_to_stdstream
+    if getattr(original, "peftsweep_quiet", False):
+        return
+
+    def print_to_stdstream(data, ignore_prefix):
+        if any("maximum expected startup concurrency" in line for line in data.get("lines", [])):
+            return
+        return original(data, ignore_prefix)
+
+    print_to_stdstream.peftsweep_quiet = True
+    ray_worker.print_to_stdstream = print_to_stdstream
 
 
 def cluster_has_gpus() -> bool:
@@ -88,6 +106,7 @@ def make_sampler(s: SearchSettings, n_starts: int):
     import optuna
 
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "A new study created" line: the progress lines say it
     if s.algorithm == "tpe":
         # group=True lets TPE model each method's own (conditional) parameters separately.
         return optuna.samplers.TPESampler(seed=s.seed, multivariate=True, group=True,
@@ -116,13 +135,12 @@ def check_storage(location: str) -> None:
               flush=True)
 
 
-def trial_settings(plan: SweepPlan, trials_path: str) -> dict[str, Any]:
+def trial_template(plan: SweepPlan) -> TrialTemplate:
     c = plan.config
     gpus = cluster_has_gpus()
-    return {"model": c.model, "trust_remote_code": c.trust_remote_code, "num_labels": plan.data.num_labels,
-            "label_names": plan.data.label_names, "max_length": plan.data.max_length,
-            "train": c.train.model_dump(), "storage_path": trials_path,
-            "resources_by_method": {m: c.resources.for_method(m, gpus).model_dump() for m in plan.methods}}
+    return TrialTemplate(model=c.model, trust_remote_code=c.trust_remote_code, num_labels=plan.data.num_labels,
+                         label_names=plan.data.label_names, max_length=plan.data.max_length, train=c.train,
+                         resources_by_method={m: c.resources.for_method(m, gpus) for m in plan.methods})
 
 
 def storage_root(plan: SweepPlan) -> str:
@@ -193,11 +211,8 @@ def make_tuner(plan: SweepPlan, state: SweepState, searcher, param_space: dict[s
     name = storage.name_of(state.tune_path)
     trials_path = storage.join(storage_root(plan), "trials", name)
     trainable = tune.with_resources(
-        tune.with_parameters(sweep_trial, data=data_ref, settings=trial_settings(plan, trials_path)),
+        tune.with_parameters(sweep_trial, data=data_ref, template=trial_template(plan), storage_path=trials_path),
         DRIVER_RESOURCES)
-    # Tune saves its experiment state (trials, searcher) at most this often; a driver killed in between loses
-    # at most this much bookkeeping (the trials' own checkpoints are unaffected).
-    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
     if resumed:
         # Finished trials stay finished, unfinished ones continue from their checkpoints, failed ones stay failed.
         return tune.Tuner.restore(state.tune_path, trainable, resume_unfinished=True, resume_errored=False,

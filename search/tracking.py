@@ -8,6 +8,7 @@ which exports MLFLOW_EXPERIMENT_ID into the environment of every process started
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from pathlib import Path
@@ -19,6 +20,11 @@ from ray.tune import Callback
 
 from peftsweep.search import storage
 from peftsweep.search.space import unflat
+
+# MLflow announces each step of creating a new SQLite store ("Creating initial MLflow database tables...") at INFO:
+# the console shows peftsweep's own lines; problems still come through as warnings.
+for _name in ("mlflow.store.db.utils", "alembic.runtime.migration"):
+    logging.getLogger(_name).setLevel(logging.WARNING)
 
 ROLE_TAG = "peftsweep.role"  # "sweep" on the parent, "trial" on children
 TRIAL_TAG = "peftsweep.trial_id"
@@ -64,12 +70,31 @@ def check_reachable(uri: str, timeout_s: int = 5) -> list[str]:
                 os.environ[key] = value
 
 
+# MLflow 3's UI opens an experiment in the view its kind asks for; without one, in the GenAI (traces) view. A sweep
+# is fine-tuning: the UI opens its training runs (the kinds are those of MLflow's UI, e.g. "custom_model_development").
+EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "finetuning"
+
+
 def ensure_experiment(client: MlflowClient, name: str, artifact_root: Path | None) -> str:
     existing = client.get_experiment_by_name(name)
     if existing is not None:
-        return existing.experiment_id
-    location = artifact_root.as_uri() if artifact_root else None
-    return client.create_experiment(name, artifact_location=location)
+        experiment_id = existing.experiment_id
+    else:
+        location = artifact_root.as_uri() if artifact_root else None
+        experiment_id = client.create_experiment(name, artifact_location=location)
+    client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+    return experiment_id
+
+
+FRONT_FILTER = f"tags.`{PARETO_TAG}` = 'true'"  # the MLflow runs view's search box: the front alone
+
+
+def front_view_url(server: str, experiment_id: str) -> str:
+    """The sweep's training runs in the MLflow UI, filtered to the front, most accurate first."""
+    from urllib.parse import urlencode
+
+    query = urlencode({"searchFilter": FRONT_FILTER, "orderByKey": "metrics.`val_accuracy`", "orderByAsc": "false"})
+    return f"{server.rstrip('/')}/#/experiments/{experiment_id}/runs?{query}"
 
 
 def start_parent(client: MlflowClient, experiment_id: str, name: str, params: dict[str, Any]) -> str:

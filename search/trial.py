@@ -6,7 +6,6 @@ It runs in a Tune trial process that holds no CPU (only a little memory): the CP
 
 from __future__ import annotations
 
-import os
 import threading
 from typing import Any
 
@@ -17,35 +16,29 @@ from ray.tune.integration.ray_train import TuneReportCallback
 from peftsweep.search.space import unflat
 from peftsweep.search.storage import delete_checkpoints
 from peftsweep.search.train_jobs import INTERRUPTED, JobOfTrial
-from peftsweep.trainers.config import TrialConfig
+from peftsweep.trainers.config import TrialTemplate
 from peftsweep.trainers.faults import describe, recorded_failure
 from peftsweep.trainers.launch import make_trainer, run_dir_of
 
 # The trial driver only waits on the Train controller: it needs no CPU, and `memory` exists on every Ray node.
 DRIVER_RESOURCES = {"CPU": 0, "memory": 256 * 2**20}
-# A reused trial actor waits this long for the previous trial's thread to return (Tune's default, 2 s, can be shorter
-# than a stopped trial's Train job takes to end; a reuse that gives up fails the next trial).
-THREAD_TIMEOUT_S = "60"
 
 
-def sweep_trial(config: dict[str, Any], *, data: dict[str, Any], settings: dict[str, Any]) -> None:
-    """`settings` is the sweep-wide part of a TrialConfig (model, labels, training, per-method resources);
-    `data["tokenized"]` the object-store reference of the tokenized data, handed on to the workers unresolved."""
-    method, hparams = unflat(config)
-    trial = TrialConfig.model_validate(
-        {k: v for k, v in settings.items() if k not in ("resources_by_method", "storage_path")}
-        | {"method": method, "hparams": hparams, "resources": settings["resources_by_method"][method]})
-    os.environ.setdefault("TUNE_FUNCTION_THREAD_TIMEOUT_S", THREAD_TIMEOUT_S)  # read by Tune in this process
+def sweep_trial(config: dict[str, Any], *, data: dict[str, Any], template: TrialTemplate, storage_path: str) -> None:
+    """`config`: the point Tune sampled; `template`: what every trial of the sweep shares; `data["tokenized"]`: the
+    object-store reference of the tokenized data, handed on to the workers unresolved; `storage_path`: where the
+    trials' Ray Train runs keep their checkpoints."""
+    trial = template.for_trial(*unflat(config))
     context = tune.get_context()
     name = context.get_trial_name()
-    run_dir = run_dir_of(settings["storage_path"], name)
+    run_dir = run_dir_of(storage_path, name)
     if (reason := recorded_failure(run_dir)) is None:  # a resumed sweep does not retry a NaN trial
         to_tune = TuneReportCallback()
         # The sweep ends this job when the trial ends early; the queue of reports to Tune is handed along so that a
         # controller blocked on it can be unblocked (see search.train_jobs).
         job = JobOfTrial(context.get_experiment_name(), context.get_trial_id(),
                          getattr(to_tune, "_training_actor_item_queue", None))
-        trainer = make_trainer(trial, data["tokenized"], storage_path=settings["storage_path"], name=name,
+        trainer = make_trainer(trial, data["tokenized"], storage_path=storage_path, name=name,
                                callbacks=[to_tune, job.callback])
         try:
             trainer.fit()

@@ -2,10 +2,10 @@ import os
 
 import pytest
 
-os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+from peftsweep.environment import apply_defaults  # noqa: E402
+
+apply_defaults()  # the settings every entry point runs with
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach for the hub
 
 from tests.tiny import SWEEP_TRIALS, make_csv, make_decoder_dir, make_model_dir  # noqa: E402
 

@@ -49,3 +49,19 @@ class TrialConfig(Strict):
     max_length: int = Field(ge=2)
     train: TrainSettings = TrainSettings()
     resources: Resources = Resources()
+
+
+class TrialTemplate(Strict):
+    """What every trial of a sweep shares; `for_trial` completes it into one trial's `TrialConfig`."""
+
+    model: str
+    trust_remote_code: bool = False
+    num_labels: int = Field(ge=2)
+    label_names: list[str]
+    max_length: int = Field(ge=2)
+    train: TrainSettings = TrainSettings()
+    resources_by_method: dict[str, Resources] = Field(description="each method's resources (per-method overrides)")
+
+    def for_trial(self, method: str, hparams: dict[str, Any]) -> TrialConfig:
+        shared = self.model_dump(exclude={"resources_by_method"})
+        return TrialConfig(**shared, method=method, hparams=hparams, resources=self.resources_by_method[method])

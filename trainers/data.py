@@ -21,8 +21,10 @@ SPLITS = ("train", "validation", "test")
 
 
 class DataSpec(Strict):
-    task: Literal["trec6", "rotten_tomatoes"] | None = Field(None, description="a bundled task (works offline)")
-    train_file: str | None = Field(None, description="CSV/JSON/JSONL/Parquet file with the training examples")
+    task: Literal["trec6", "rotten_tomatoes"] | None = Field(
+        None, description="a bundled task, offline: `trec6` or `rotten_tomatoes` (exactly one of `task`, `train_file`, "
+                          "`hub_dataset`)")
+    train_file: str | None = Field(None, description="CSV/TSV/JSON/JSONL/Parquet file with the training examples")
     validation_file: str | None = Field(None, description="optional; carved from the training data when absent")
     test_file: str | None = Field(None, description="optional; carved from the training data when absent")
     hub_dataset: str | None = Field(None, description="a Hugging Face hub dataset name (needs network)")

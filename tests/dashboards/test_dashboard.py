@@ -78,9 +78,15 @@ def test_ui_serves_the_store_on_loopback(finished_sweep):
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     proc = subprocess.Popen([sys.executable, "-m", "peftsweep.cli", "ui", "--tracking-uri", finished_sweep.tracking_uri,
-                             "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
+                             "--experiment", "tiny", "--port", str(port)], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
+        # the link it prints opens the sweep's training runs, filtered to the front
+        first = next(line for line in proc.stdout if "MLflow UI for" in line)
+        assert (f"http://127.0.0.1:{port}/#/experiments/{finished_sweep.experiment_id}/runs?searchFilter="
+                f"tags.%60peftsweep.pareto%60+%3D+%27true%27") in first, first
+        kind = client_for(finished_sweep.tracking_uri).get_experiment(finished_sweep.experiment_id).tags
+        assert kind["mlflow.experimentKind"] == "finetuning"  # MLflow's UI opens training runs, not GenAI traces
         deadline, status = time.monotonic() + 90, None
         while time.monotonic() < deadline and status is None:
             try:

@@ -48,3 +48,14 @@ def test_summary_json_is_strict_json_even_with_failed_trials(tmp_path):
     json_path, _ = write_files(summary, tmp_path)
     data = json.loads(json_path.read_text(), parse_constant=lambda c: pytest.fail(f"non-JSON constant {c}"))
     assert data["trials"][1]["val_accuracy"] is None
+
+
+def test_summarize_leaves_its_input_alone_and_asks_for_the_reference():
+    records = [record("a", "lora", 0.90, 0.3), record("b", "full", 0.93, 100.0)]
+    summary = summarize(records, references={"full"})
+    assert [r.on_front for r in records] == [False, False]  # the input is not changed
+    assert [r.on_front for r in summary.trials] == [True, True]
+    assert summary.reference_method == "full" and summary.reference.best_run_id == "b"
+    # no reference method in the sweep: nothing to compare with, whatever the methods are called
+    assert summarize(records, references=set()).reference is None
+    assert summarize(records, references=set()).by_method[0].accuracy_gap_to_full is None

@@ -1,0 +1,180 @@
+"""Every figure's data, computed once from a sweep (optuna's visualization split): the plotly renderers
+(`dashboards.figures`) and the matplotlib ones (`dashboards.static`) only draw what is here.
+
+Pure functions of `SweepData`; no drawing library is imported.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from peftsweep.dashboards.sweep_data import SweepData, hyperparameters, key_hyperparameter
+from peftsweep.search.pareto import Point, hypervolume
+from peftsweep.search.summary import TrialRecord, is_front_candidate
+
+PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#7f7f7f",
+           "#bcbd22"]
+SYMBOLS = ["circle", "square", "diamond", "cross", "x", "triangle-up", "star", "hexagon", "pentagon", "triangle-down"]
+ACCURACY_PAD = 0.05  # around the plotted accuracies, inside [0, 1]
+
+
+@dataclass(frozen=True)
+class Style:
+    colour: str
+    symbol: str  # a plotly symbol name; the matplotlib renderer maps it to a marker
+    index: int
+
+
+@dataclass(frozen=True)
+class Marker:
+    x: float
+    y: float
+    hover: str
+    faded: bool = False  # stopped early or failed: drawn, but never a front candidate
+
+
+@dataclass(frozen=True)
+class Series:
+    name: str
+    style: Style
+    markers: list[Marker]
+
+
+@dataclass(frozen=True)
+class Line:
+    y: float
+    label: str
+
+
+@dataclass(frozen=True)
+class ParetoData:
+    series: list[Series]  # one per method with at least one finite accuracy
+    front: list[tuple[float, float]]  # (trainable %, val accuracy), in order
+    reference: Line | None  # the best full fine-tune's accuracy
+
+
+@dataclass(frozen=True)
+class Panel:
+    method: str
+    key: str  # the hyperparameter on the x axis
+    style: Style
+    markers: list[Marker]
+    x_range: tuple[float, float]  # log-scale axis: positive bounds
+    y_range: tuple[float, float]
+
+
+@dataclass(frozen=True)
+class Curve:
+    label: str
+    style: Style
+    points: list[tuple[int, float]]  # (epoch, val accuracy)
+
+
+@dataclass(frozen=True)
+class Axis:
+    label: str
+    values: list[float]
+    ticks: tuple[list[float], list[str]] | None = None
+
+
+@dataclass(frozen=True)
+class FigureData:
+    experiment: str
+    pareto: ParetoData
+    panels: list[Panel]
+    curves: list[Curve]
+    hypervolume: list[float]  # after each trial, in start order
+    parallel: list[Axis]
+    parallel_colour: list[float]
+
+
+def styles(methods: list[str]) -> dict[str, Style]:
+    return {m: Style(PALETTE[i % len(PALETTE)], SYMBOLS[i % len(SYMBOLS)], i) for i, m in enumerate(methods)}
+
+
+def hover(record: TrialRecord) -> str:
+    hp = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in hyperparameters(record).items())
+    return (f"<b>{record.method}</b> ({record.status})<br>val acc {record.val_accuracy:.3f}, "
+            f"test acc {record.test_accuracy:.3f}<br>trainable {record.trainable_pct:.4g}% "
+            f"({record.trainable_params:,.0f})<br>{hp}<br>run {record.run_id}")
+
+
+def accuracy_range(values: list[float]) -> tuple[float, float]:
+    """Around the values, never beyond what an accuracy can be (a single point no longer spans 0.5 to 1.5)."""
+    if not values:
+        return 0.0, 1.0
+    low, high = min(values) - ACCURACY_PAD, max(values) + ACCURACY_PAD
+    return max(0.0, low), min(1.0 + ACCURACY_PAD / 2, high)
+
+
+def log_range(values: list[float]) -> tuple[float, float]:
+    """A log axis around positive values; one distinct value gets a factor of 2 each side."""
+    positive = [v for v in values if v > 0 and math.isfinite(v)]
+    if not positive:
+        return 0.1, 10.0
+    low, high = min(positive), max(positive)
+    if high / low < 1.5:
+        return low / 2, high * 2
+    return low / 1.3, high * 1.3
+
+
+def measured(records: list[TrialRecord], method: str) -> list[TrialRecord]:
+    return [r for r in records if r.method == method and math.isfinite(r.val_accuracy)]
+
+
+def pareto(data: SweepData, style: dict[str, Style]) -> ParetoData:
+    series = [Series(m, style[m], [Marker(r.trainable_pct, r.val_accuracy, hover(r), not is_front_candidate(r))
+                                   for r in rows])
+              for m in data.methods if (rows := measured(data.trials, m))]
+    reference = data.summary.reference
+    return ParetoData(series, [(r.trainable_pct, r.val_accuracy) for r in data.summary.front],
+                      Line(reference.val_accuracy, f"best full fine-tune {reference.val_accuracy:.3f}")
+                      if reference else None)
+
+
+def panels(data: SweepData, style: dict[str, Style]) -> list[Panel]:
+    out = []
+    for method in data.methods:
+        key = key_hyperparameter(method)
+        rows = measured(data.trials, method)
+        markers = [Marker(float(hyperparameters(r).get(key, math.nan)), r.val_accuracy, hover(r),
+                          not is_front_candidate(r)) for r in rows]
+        markers = [m for m in markers if math.isfinite(m.x)]
+        out.append(Panel(method, key, style[method], markers, log_range([m.x for m in markers]),
+                         accuracy_range([m.y for m in markers])))
+    return out
+
+
+def hypervolume_history(data: SweepData) -> list[float]:
+    by_id = {r.run_id: r for r in data.trials}
+    seen, values = [], []
+    for run_id in data.start_order:
+        record = by_id[run_id]
+        if is_front_candidate(record):
+            seen.append(Point(run_id, record.val_accuracy, record.trainable_pct))
+        values.append(hypervolume(seen))
+    return values
+
+
+def parallel(data: SweepData) -> tuple[list[Axis], list[float]]:
+    records = [r for r in data.trials if math.isfinite(r.val_accuracy)]
+    codes = {m: float(i) for i, m in enumerate(data.methods)}
+    axes = [
+        Axis("method", [codes[r.method] for r in records], (list(codes.values()), list(codes))),
+        Axis("log10 LR", [math.log10(hyperparameters(r).get("lr", 1e-3)) for r in records]),
+        Axis("log10 trainable %", [math.log10(r.trainable_pct) for r in records]),
+        Axis("train s", [r.train_seconds for r in records]),
+        Axis("val accuracy", [r.val_accuracy for r in records]),
+        Axis("test accuracy", [r.test_accuracy if math.isfinite(r.test_accuracy) else 0.0 for r in records]),
+    ]
+    return axes, [r.val_accuracy for r in records]
+
+
+def compute(data: SweepData) -> FigureData:
+    style = styles(data.methods)
+    curves = [Curve(f"{r.method} {r.trainable_pct:.3g}%", style[r.method], data.curves.get(r.run_id, []))
+              for r in data.summary.front]
+    axes, colour = parallel(data)
+    return FigureData(data.experiment, pareto(data, style), panels(data, style), curves, hypervolume_history(data),
+                      axes, colour)

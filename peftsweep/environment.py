@@ -1,0 +1,34 @@
+"""The Ray, Tune and MLflow settings peftsweep runs with, in one place for every entry point (the command line, the
+benchmarks, the tests). Each is a default: a value already in the environment wins.
+
+Ray's own actors (the Train controller, the trial actors) read some of these; on a cluster they run in processes
+the driver did not start, so those travel in the job's runtime environment (`ACTOR_ENV`, see search.sweep).
+"""
+
+from __future__ import annotations
+
+import os
+
+DEFAULTS = {
+    "RAY_AUTH_MODE": "disabled",  # a local Ray without Ray's token-auth warning
+    "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2",  # the Train controller polls its workers: ~6 s less per trial
+    # A reused trial actor waits this long for the previous trial's thread (Tune's default, 2 s, can be shorter than
+    # a stopped trial's Train job takes to end; a reuse that gives up fails the next trial).
+    "TUNE_FUNCTION_THREAD_TIMEOUT_S": "60",
+    "TUNE_GLOBAL_CHECKPOINT_S": "1",  # Tune saves the sweep's state at most this often: a killed driver loses <= 1 s
+    "RAY_AIR_NEW_OUTPUT": "0",  # with verbose=0: no Tune tables, our progress lines only
+    "TUNE_PRINT_ALL_TRIAL_ERRORS": "0",  # a failed trial gets one progress line, not a traceback
+    "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",  # no "View run at" line per closed run
+    "TOKENIZERS_PARALLELISM": "false",  # no fork warning from the tokenizers library in Ray's workers
+}
+# Read by Ray's actors, not only by the driver: passed to them in the job's runtime environment.
+ACTOR_ENV = ("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "TUNE_FUNCTION_THREAD_TIMEOUT_S")
+
+
+def apply_defaults() -> None:
+    for key, value in DEFAULTS.items():
+        os.environ.setdefault(key, value)
+
+
+def actor_env() -> dict[str, str]:
+    return {key: os.environ[key] for key in ACTOR_ENV if key in os.environ}

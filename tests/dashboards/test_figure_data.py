@@ -1,0 +1,62 @@
+"""Every figure's data is computed once (dashboards.figure_data) and drawn by both renderers from that one object."""
+
+from __future__ import annotations
+
+import math
+
+from peftsweep.dashboards import figures, static
+from peftsweep.dashboards.figure_data import accuracy_range, compute, log_range
+from peftsweep.dashboards.sweep_data import SweepData
+from peftsweep.search.summary import TrialRecord, summarize
+
+
+def record(run_id, method, acc, pct, params, status="completed"):
+    return TrialRecord(run_id=run_id, trial_id=run_id, method=method, status=status, params=params,
+                       val_accuracy=acc, test_accuracy=acc, trainable_pct=pct, trainable_params=pct * 1e3,
+                       train_seconds=5.0, peak_memory_mb=100.0)
+
+
+def sweep() -> SweepData:
+    records = [record("l1", "lora", 0.80, 0.5, {"r": "4", "lr": "0.01"}),
+               record("l2", "lora", 0.86, 1.0, {"r": "8", "lr": "0.01"}),
+               record("p", "prompt", 0.70, 0.02, {"num_virtual_tokens": "8", "lr": "0.3"}),  # alone in its panel
+               record("s", "ia3", 0.40, 0.08, {"lr": "0.03"}, status="early_stopped"),
+               record("f", "full", 0.85, 100.0, {"lr": "0.0002"})]
+    summary = summarize(records, references={"full"})
+    return SweepData("t", "sqlite:///x.db", "parent", summary, [r.run_id for r in records],
+                     {r.run_id: [(1, 0.5), (2, r.val_accuracy)] for r in summary.front})
+
+
+def test_a_single_point_panel_has_an_accuracy_axis():
+    data = compute(sweep())
+    prompt = next(p for p in data.panels if p.method == "prompt")
+    assert prompt.key == "num_virtual_tokens" and len(prompt.markers) == 1
+    low, high = prompt.y_range
+    assert 0.0 <= low < 0.70 < high <= 1.05  # not the 0.5..1.5 a plotting library picks for one point
+    assert prompt.x_range[0] < 8 < prompt.x_range[1] and prompt.x_range[0] > 0
+    assert accuracy_range([1.0]) == (0.95, 1.025) and accuracy_range([]) == (0.0, 1.0)
+    assert log_range([4.0, 4.0]) == (2.0, 8.0)
+
+
+def test_the_data_holds_what_the_figures_show():
+    data = compute(sweep())
+    assert [s.name for s in data.pareto.series] == ["full", "ia3", "lora", "prompt"]
+    ia3 = next(s for s in data.pareto.series if s.name == "ia3")
+    assert [m.faded for m in ia3.markers] == [True]  # stopped early: drawn faded, never on the front
+    assert data.pareto.front == [(0.02, 0.70), (0.5, 0.80), (1.0, 0.86)]
+    assert data.pareto.reference.y == 0.85 and "0.850" in data.pareto.reference.label
+    assert len(data.hypervolume) == 5 and data.hypervolume == sorted(data.hypervolume)
+    assert [c.label for c in data.curves] == ["prompt 0.02%", "lora 0.5%", "lora 1%"]
+
+
+def test_both_renderers_draw_the_same_data(tmp_path):
+    data = compute(sweep())
+    fig = figures.pareto(data)
+    assert [t.name for t in fig.data if t.meta == "method"] == [s.name for s in data.pareto.series]
+    panels = figures.per_method(data)
+    prompt_axis = [i for i, p in enumerate(data.panels) if p.method == "prompt"][0] + 1
+    y_axis = panels.layout[f"yaxis{'' if prompt_axis == 1 else prompt_axis}"]
+    assert tuple(y_axis.range) == next(p.y_range for p in data.panels if p.method == "prompt")
+    for path in static.write_pngs(data, tmp_path):
+        assert path.stat().st_size > 1000 and path.read_bytes()[:4] == b"\x89PNG"
+    assert math.isclose(fig.layout.shapes[0].y0, 0.85)  # the best full fine-tune's line
