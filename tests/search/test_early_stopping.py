@@ -233,3 +233,25 @@ def test_ctrl_c_ends_the_jobs_and_resume_continues_the_trial(tmp_path, tiny_mode
     client = client_for(f"sqlite:///{tmp_path / 'out' / 'mlflow.db'}")
     parents = [r for r in client.search_runs([run.info.experiment_id]) if r.data.tags.get(ROLE_TAG) == "sweep"]
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+
+
+def test_the_time_budget_counts_what_a_resumed_sweep_spent_before():
+    """Tune saves the stopper's state with the sweep's (get_state/set_state) and restores it on --resume."""
+    import pickle
+
+    from peftsweep.search.train_jobs import EARLY_END, EndTrainJobs
+
+    first = EndTrainJobs("budget", time_budget_s=100)
+    first.setup()
+    first.spent_before = 90.0
+    resumed = pickle.loads(pickle.dumps(first))  # as Tune restores it: its clock starts again
+    assert resumed.started is None
+    resumed.set_state(first.get_state())
+    resumed.setup()
+    EARLY_END.reset()
+    try:
+        assert 90.0 <= resumed.spent() < 95.0 and not resumed.stop_all()
+        resumed.spent_before = 100.0
+        assert resumed.stop_all() and EARLY_END.reason == "time budget"
+    finally:
+        EARLY_END.reset()
