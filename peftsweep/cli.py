@@ -306,6 +306,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"peftsweep {args.command}: {exc.render()}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `peftsweep methods | head`: the reader has gone, which is not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":
