@@ -47,8 +47,9 @@ def per_method_png(data: FigureData, path: Path) -> Path:
     fig, axes = plt.subplots(rows, cols, figsize=(3.4 * cols, 2.8 * rows), squeeze=False)
     for i, p in enumerate(data.panels):
         ax = axes[i // cols][i % cols]
-        ax.scatter([m.x for m in p.markers], [m.y for m in p.markers], color=p.style.colour,
-                   alpha=[FADED if m.faded else 1.0 for m in p.markers])
+        if p.markers:  # a method whose only trials failed before their first validation has none
+            ax.scatter([m.x for m in p.markers], [m.y for m in p.markers], color=p.style.colour,
+                       alpha=[FADED if m.faded else 1.0 for m in p.markers])
         ax.set_xscale("log")
         ax.set_xlim(*p.x_range)
         ax.set_ylim(*p.y_range)

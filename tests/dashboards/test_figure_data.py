@@ -21,7 +21,8 @@ def sweep() -> SweepData:
                record("l2", "lora", 0.86, 1.0, {"r": "8", "lr": "0.01"}),
                record("p", "prompt", 0.70, 0.02, {"num_virtual_tokens": "8", "lr": "0.3"}),  # alone in its panel
                record("s", "ia3", 0.40, 0.08, {"lr": "0.03"}, status="early_stopped"),
-               record("f", "full", 0.85, 100.0, {"lr": "0.0002"})]
+               record("f", "full", 0.85, 100.0, {"lr": "0.0002"}),
+               record("x", "ptuning", math.nan, 0.05, {"num_virtual_tokens": "8", "lr": "0.03"}, status="failed")]
     summary = summarize(records, references={"full"})
     return SweepData("t", "sqlite:///x.db", "parent", summary, [r.run_id for r in records],
                      {r.run_id: [(1, 0.5), (2, r.val_accuracy)] for r in summary.front})
@@ -40,12 +41,14 @@ def test_a_single_point_panel_has_an_accuracy_axis():
 
 def test_the_data_holds_what_the_figures_show():
     data = compute(sweep())
-    assert [s.name for s in data.pareto.series] == ["full", "ia3", "lora", "prompt"]
+    assert [s.name for s in data.pareto.series] == ["full", "ia3", "lora", "prompt"]  # ptuning: nothing to draw
     ia3 = next(s for s in data.pareto.series if s.name == "ia3")
     assert [m.faded for m in ia3.markers] == [True]  # stopped early: drawn faded, never on the front
     assert data.pareto.front == [(0.02, 0.70), (0.5, 0.80), (1.0, 0.86)]
     assert data.pareto.reference.y == 0.85 and "0.850" in data.pareto.reference.label
-    assert len(data.hypervolume) == 5 and data.hypervolume == sorted(data.hypervolume)
+    assert len(data.hypervolume) == 6 and data.hypervolume == sorted(data.hypervolume)
+    failed = next(p for p in data.panels if p.method == "ptuning")
+    assert failed.markers == [] and failed.y_range == (0.0, 1.0)  # its only trial failed: an empty, sane panel
     assert [c.label for c in data.curves] == ["prompt 0.02%", "lora 0.5%", "lora 1%"]
 
 
