@@ -70,6 +70,17 @@ def run_in_thread(config: Path, **kwargs):
     return outcome["value"], time.monotonic() - started
 
 
+def run_on_local_ray(config: Path):
+    """The sweep on a 2-CPU Ray of this process, bounded; afterwards nothing of it may still hold a CPU."""
+    ray.init(num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False)
+    try:
+        outcome = run_in_thread(config)
+        assert_everything_released()
+    finally:
+        ray.shutdown()
+    return outcome
+
+
 def assert_everything_released() -> None:
     """No Ray Train worker left, no CPU left reserved (a leaked placement group keeps its CPUs)."""
     deadline = time.monotonic() + 20
@@ -100,12 +111,7 @@ def test_asha_stops_trials_a_trial_fails_their_jobs_end_and_every_trial_runs(tmp
                           **first_trials([("lora", GOOD), ("ia3", BAD), ("prompt", BAD), ("adapter", BAD)],
                                          max_concurrent_trials=2),
                           resources={"num_workers": 1, "cpus_per_worker": 1})
-    ray.init(num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False)
-    try:
-        outcome, seconds = run_in_thread(config)
-        assert_everything_released()
-    finally:
-        ray.shutdown()
+    outcome, seconds = run_on_local_ray(config)
     runs = {r.data.params["method"]: r for r in trial_runs(config)}
     assert sorted(runs) == ["adapter", "ia3", "lora", "prompt"]  # none lost to a failed actor reuse
     assert runs["lora"].data.tags[STATUS_TAG] == "completed"
@@ -190,12 +196,7 @@ def test_time_budget_ends_the_running_trial_and_its_job(tmp_path, tiny_model):
                           search={"algorithm": "random", "num_samples": 2, "start_points": "none",
                                   "time_budget_s": 25},
                           resources={"num_workers": 1, "cpus_per_worker": 1})
-    ray.init(num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False)
-    try:
-        outcome, seconds = run_in_thread(config)
-        assert_everything_released()
-    finally:
-        ray.shutdown()
+    outcome, seconds = run_on_local_ray(config)
     assert seconds < 25 + 60
     (run,) = trial_runs(config)  # the second trial never started
     assert run.data.tags[STATUS_TAG] == "early_stopped" and run.info.status == "FINISHED"
