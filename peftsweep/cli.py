@@ -110,7 +110,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from peftsweep.search.summary import format_table
     from peftsweep.search.sweep import run_sweep
-    from peftsweep.search.tracking import front_view_url
+    from peftsweep.search.front_view import front_view_url
 
     plan = load_plan(args)
     outcome = run_sweep(plan, address=args.address, resume=args.resume, restart=args.restart)
@@ -153,7 +153,7 @@ def cmd_summary(args: argparse.Namespace) -> int:
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
     from peftsweep.dashboards.report import build_dashboard
-    from peftsweep.search.tracking import FRONT_FILTER
+    from peftsweep.search.front_view import FRONT_FILTER, VIEW_NAME
 
     uri = args.tracking_uri or default_store(args.experiment)
     try:
@@ -162,7 +162,7 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
         raise UserError(f"--experiment: {exc} in {uri}") from None
     print(f"dashboard: {board.html.resolve()}")
     print(f"plots: {', '.join(str(p.resolve()) for p in board.pngs)}")
-    print(f"in the MLflow runs view, the front alone: {FRONT_FILTER}")
+    print(f"in MLflow's runs page: Views -> {VIEW_NAME!r}, or search {FRONT_FILTER}")
     return 0
 
 
@@ -170,12 +170,15 @@ def cmd_ui(args: argparse.Namespace) -> int:
     """The MLflow UI on the sweep's store, bound to loopback unless told otherwise."""
     import subprocess
 
-    from peftsweep.search.tracking import client_for, front_view_url
+    from peftsweep.search.front_view import front_view_url, has_front_view
+    from peftsweep.search.tracking import client_for
 
     uri = args.tracking_uri or default_store(args.experiment)
     server = f"http://{args.host}:{args.port}"
-    found = client_for(uri).get_experiment_by_name(args.experiment) if args.experiment else None
-    link = front_view_url(server, found.experiment_id) if found else server
+    client = client_for(uri)
+    found = client.get_experiment_by_name(args.experiment) if args.experiment else None
+    link = (front_view_url(server, found.experiment_id, saved_view=has_front_view(client, found.experiment_id))
+            if found else server)
     print(f"MLflow UI for {uri}: {link}  (Ctrl-C stops it)", flush=True)
     command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", args.host,
                "--port", str(args.port)]

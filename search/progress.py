@@ -7,7 +7,7 @@ import time
 from ray.tune import Callback
 
 from peftsweep.search.space import unflat
-from peftsweep.search.tracking import trial_error_reason
+from peftsweep.search.tracking import trial_error_reason, trial_name
 
 
 class ProgressPrinter(Callback):
@@ -35,7 +35,7 @@ class ProgressPrinter(Callback):
     def on_trial_start(self, iteration, trials, trial, **info):
         method, hparams = unflat(trial.config)
         shown = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in hparams.items())
-        self._line(trials, f"start {str(trial)}: {method} {shown}")
+        self._line(trials, f"start {trial_name(trial)}: {shown}")
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self.done += 1
@@ -44,14 +44,14 @@ class ProgressPrinter(Callback):
         accuracy, pct = result.get("val_accuracy", float("nan")), result.get("trainable_pct", float("nan"))
         epoch = int(result.get("epoch", 0))
         if epoch < self.planned_epochs:  # its scheduler stopped it: never on the front, so never the best
-            self._line(trials, f"stopped early {str(trial)} at epoch {epoch}/{self.planned_epochs}: {method} "
+            self._line(trials, f"stopped early {trial_name(trial)} at epoch {epoch}/{self.planned_epochs}: "
                                f"val_acc {accuracy:.3f} at {pct:.3g}% trainable", ended=trial)
             return
         if accuracy == accuracy and (self.best is None or accuracy > self.best[0]):
             self.best = (accuracy, f"{method}, {pct:.3g}% trainable")
-        self._line(trials, f"done  {str(trial)}: {method} val_acc {accuracy:.3f} at {pct:.3g}% trainable", ended=trial)
+        self._line(trials, f"done  {trial_name(trial)}: val_acc {accuracy:.3f} at {pct:.3g}% trainable", ended=trial)
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self.done += 1
         self.failed += 1
-        self._line(trials, f"FAILED {str(trial)}: {trial_error_reason(trial)[:300]}", ended=trial)
+        self._line(trials, f"FAILED {trial_name(trial)}: {trial_error_reason(trial)[:300]}", ended=trial)

@@ -22,6 +22,7 @@ from peftsweep.search.cleanup import delete_dominated_checkpoints
 from peftsweep.search.resume import SweepState, read_state, sweep_to_resume, write_state
 from peftsweep.search import storage
 from peftsweep.search.summary import Summary, load_records, summarize, tag_front, write_files
+from peftsweep.search.front_view import save_front_view
 from peftsweep.search.tracking import (MlflowTrialLogger, client_for, close_interrupted, ensure_experiment, start_parent,
                              trial_runs)
 from peftsweep.search.train_jobs import EndTrainJobs, interrupt_on_ctrl_c, start_jobs_actor
@@ -178,6 +179,7 @@ def run_sweep(plan: SweepPlan, address: str | None = None, resume: bool = False,
     else:
         experiment_id = ensure_experiment(client, c.experiment, out / "mlartifacts" if not c.tracking.uri else None)
         parent_run_id = start_parent(client, experiment_id, c.name, logged_params(plan))
+        save_front_view(client, experiment_id, parent_run_id)
         # One Tune experiment directory per sweep, so a new sweep never mixes with an old one's state.
         state = SweepState(parent_run_id, experiment_id, c.tracking_uri,
                            storage.join(storage_root(plan), "ray", f"{c.name}-{parent_run_id[:8]}"), config)

@@ -42,6 +42,11 @@ FINAL_METRICS = ("test_accuracy", "test_macro_f1", "trainable_params",
                  "samples_per_second", "peak_memory_mb", "ddp_param_divergence", "restarts", "num_nodes")
 
 
+def trial_name(trial) -> str:
+    """A trial's name in MLflow (its run name) and on the console: its method and Tune trial id."""
+    return f"{unflat(trial.config)[0]}-{trial.trial_id}"
+
+
 def client_for(uri: str) -> MlflowClient:
     return MlflowClient(tracking_uri=uri)
 
@@ -84,17 +89,6 @@ def ensure_experiment(client: MlflowClient, name: str, artifact_root: Path | Non
         experiment_id = client.create_experiment(name, artifact_location=location)
     client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
     return experiment_id
-
-
-FRONT_FILTER = f"tags.`{PARETO_TAG}` = 'true'"  # the MLflow runs view's search box: the front alone
-
-
-def front_view_url(server: str, experiment_id: str) -> str:
-    """The sweep's training runs in the MLflow UI, filtered to the front, most accurate first."""
-    from urllib.parse import urlencode
-
-    query = urlencode({"searchFilter": FRONT_FILTER, "orderByKey": "metrics.`val_accuracy`", "orderByAsc": "false"})
-    return f"{server.rstrip('/')}/#/experiments/{experiment_id}/runs?{query}"
 
 
 def start_parent(client: MlflowClient, experiment_id: str, name: str, params: dict[str, Any]) -> str:
@@ -176,7 +170,7 @@ class MlflowTrialLogger(Callback):
                 self.client.set_tag(found[0].info.run_id, STATUS_TAG, "running")
             return found[0].info.run_id
         method, hparams = unflat(trial.config)
-        run = self.client.create_run(self.experiment_id, run_name=str(trial), tags={
+        run = self.client.create_run(self.experiment_id, run_name=trial_name(trial), tags={
             "mlflow.parentRunId": self.parent_run_id, ROLE_TAG: "trial", TRIAL_TAG: trial.trial_id,
             METHOD_TAG: method})
         params = {"method": method} | hparams | self.trial_params
@@ -209,6 +203,9 @@ class MlflowTrialLogger(Callback):
         run_id = self.run_id(trial)
         epochs = int(result.get("epoch", 0))
         metrics = finite_metrics(result, FINAL_METRICS, epochs)
+        pct = result.get("trainable_pct")
+        if isinstance(pct, (int, float)) and 0 < pct < math.inf:  # MLflow's scatter charts have no log axis
+            metrics.append(Metric("log10_trainable_pct", math.log10(pct), int(time.time() * 1000), epochs))
         metrics.append(Metric("epochs_completed", float(epochs), int(time.time() * 1000), epochs))
         metrics += self._timing(run_id, result, epochs)
         tags = [RunTag(STATUS_TAG, status)] + ([RunTag(FAILURE_TAG, reason[:5000])] if reason else [])

@@ -7,7 +7,7 @@ from peftsweep.environment import apply_defaults  # noqa: E402
 apply_defaults()  # the settings every entry point runs with
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach for the hub
 
-from tests.tiny import SWEEP_TRIALS, make_csv, make_decoder_dir, make_model_dir  # noqa: E402
+from tests.tiny import SWEEP_TRIALS, make_causal_dir, make_csv, make_decoder_dir, make_model_dir  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -18,6 +18,11 @@ def tiny_model(tmp_path_factory) -> str:
 @pytest.fixture(scope="session")
 def tiny_decoder(tmp_path_factory) -> str:
     return str(make_decoder_dir(tmp_path_factory.mktemp("tiny-llama")))
+
+
+@pytest.fixture(scope="session")
+def tiny_causal(tmp_path_factory) -> str:
+    return str(make_causal_dir(tmp_path_factory.mktemp("tiny-causal")))
 
 
 @pytest.fixture(scope="session")

@@ -64,3 +64,32 @@ def make_decoder_dir(directory: Path, num_labels: int = 3, hidden: int = 32, lay
     torch.manual_seed(0)
     LlamaForSequenceClassification(config).save_pretrained(directory)
     return directory
+
+
+# Generation: the same toy task as prompt -> answer. The answer words and the template's words join the vocabulary.
+ANSWER_TEMPLATE = "{text} type:"
+CAUSAL_VOCAB = SPECIAL + KEYWORDS + FILLER + LABELS + ["type", ":"]
+
+
+def write_causal_tokenizer(directory: Path) -> int:
+    """The toy word-level tokenizer with an end-of-sequence token ([SEP]), for a causal LM."""
+    from transformers import BertTokenizerFast
+
+    directory.mkdir(parents=True, exist_ok=True)
+    vocab = directory / "vocab.txt"
+    vocab.write_text("\n".join(CAUSAL_VOCAB) + "\n")
+    BertTokenizerFast(vocab=str(vocab), do_lower_case=True, eos_token="[SEP]").save_pretrained(directory)
+    return len(CAUSAL_VOCAB)
+
+
+def make_causal_dir(directory: Path, hidden: int = 32, layers: int = 2) -> Path:
+    """A 2-layer Llama causal LM with tied embeddings (as SmolLM2), random weights, the toy tokenizer."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(vocab_size=write_causal_tokenizer(directory), hidden_size=hidden, num_hidden_layers=layers,
+                         num_attention_heads=4, num_key_value_heads=2, intermediate_size=2 * hidden,
+                         max_position_embeddings=64, pad_token_id=0, bos_token_id=2,
+                         eos_token_id=CAUSAL_VOCAB.index("[SEP]"), tie_word_embeddings=True)
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(directory)
+    return directory

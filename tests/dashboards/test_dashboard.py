@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 import pytest
 
-from peftsweep.dashboards.report import FRONT_FILTER, build_dashboard
+from peftsweep.dashboards.report import build_dashboard
+from peftsweep.search.front_view import FRONT_FILTER
 from peftsweep.search.tracking import client_for
+from tests.dashboards.mlflow_page import CHROMIUM, CHROMIUM_ARGS, expected_points, open_view, other_view, serve_ui
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
 @pytest.fixture(scope="module")
@@ -67,39 +65,44 @@ def test_page_renders_in_headless_chromium(board, tmp_path: Path):
     assert (tmp_path / "dashboard.png").stat().st_size > 20_000
 
 
-def test_ui_serves_the_store_on_loopback(finished_sweep):
-    import socket
+@pytest.fixture(scope="module")
+def mlflow_ui(finished_sweep):
+    with serve_ui(finished_sweep.tracking_uri, "tiny") as served:
+        yield served
+
+
+def test_ui_serves_the_store_on_loopback(finished_sweep, mlflow_ui):
     import subprocess
-    import sys
-    import time
-    import urllib.request
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "peftsweep.cli", "ui", "--tracking-uri", finished_sweep.tracking_uri,
-                             "--experiment", "tiny", "--port", str(port)], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    try:
-        # the link it prints opens the sweep's training runs, filtered to the front
-        first = next(line for line in proc.stdout if "MLflow UI for" in line)
-        assert (f"http://127.0.0.1:{port}/#/experiments/{finished_sweep.experiment_id}/runs?searchFilter="
-                f"tags.%60peftsweep.pareto%60+%3D+%27true%27") in first, first
-        kind = client_for(finished_sweep.tracking_uri).get_experiment(finished_sweep.experiment_id).tags
-        assert kind["mlflow.experimentKind"] == "finetuning"  # MLflow's UI opens training runs, not GenAI traces
-        deadline, status = time.monotonic() + 90, None
-        while time.monotonic() < deadline and status is None:
-            try:
-                status = urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2).status
-            except OSError:
-                time.sleep(1)
-        assert status == 200
-        listening = subprocess.run(["ss", "-ltnH", f"sport = :{port}"], capture_output=True, text=True).stdout
-        local_addresses = {line.split()[3] for line in listening.splitlines()}
-        assert local_addresses == {f"127.0.0.1:{port}"}  # loopback only, not 0.0.0.0 or [::]
-    finally:
-        import os
-        import signal
+    link, port = mlflow_ui
+    # the link it prints opens the sweep's saved view of the front, in chart mode
+    assert link == (f"http://127.0.0.1:{port}/#/experiments/{finished_sweep.experiment_id}/runs?"
+                    f"viewStateShareKey=peftsweepfront&compareRunsMode=CHART"), link
+    tags = client_for(finished_sweep.tracking_uri).get_experiment(finished_sweep.experiment_id).tags
+    assert tags["mlflow.experimentKind"] == "finetuning"  # MLflow's UI opens training runs, not GenAI traces
+    assert "mlflow.sharedViewState.peftsweepfront" in tags
+    listening = subprocess.run(["ss", "-ltnH", f"sport = :{port}"], capture_output=True, text=True).stdout
+    local_addresses = {line.split()[3] for line in listening.splitlines()}
+    assert local_addresses == {f"127.0.0.1:{port}"}  # loopback only, not 0.0.0.0 or [::]
 
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
+
+def test_printed_link_opens_the_front_in_mlflow(finished_sweep, mlflow_ui, tmp_path: Path):
+    """The one click from "the sweep finished" to MLflow's own chart of validation accuracy against trainable %:
+    the runs page lists the front alone and charts exactly its points."""
+    if CHROMIUM is None:
+        if os.environ.get("CI"):
+            pytest.fail("chromium is not installed: .ci/run installs Debian's chromium")
+        pytest.skip("no chromium on this machine (apt-get install chromium)")
+    expected = expected_points(finished_sweep.tracking_uri, "tiny")
+    assert {name.rsplit("-", 1)[1] for name, _, _ in expected} == {r.trial_id for r in finished_sweep.summary.front}
+    page = open_view(mlflow_ui[0], tmp_path / "mlflow-front.png")
+    assert page.matching == len(expected)
+    assert {name for name, _, _ in expected} <= set(page.listed)
+    assert page.scatter_y == ["val_accuracy"]
+    assert page.points == expected
+    assert (tmp_path / "mlflow-front.png").stat().st_size > 20_000
+    # the second saved view charts every trial (the front among them)
+    every = expected_points(finished_sweep.tracking_uri, "tiny", "peftsweeptrials")
+    assert len(every) == len(finished_sweep.summary.trials) and expected <= every
+    page = open_view(other_view(mlflow_ui[0], "peftsweeptrials"), tmp_path / "mlflow-trials.png")
+    assert page.matching == len(every) and page.points == every
