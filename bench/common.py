@@ -18,7 +18,7 @@ apply_defaults()  # the settings every entry point runs with
 WORKLOADS = yaml.safe_load((Path(__file__).parent / "workloads.yaml").read_text())
 
 # The demo task, smaller: short trials, so a benchmark sees many of them.
-SHORT_TASK = {"task": "trec6", "train_size": 200, "validation_size": 200, "test_size": 200}
+SHORT_TASK = {"preset": "trec6", "train_size": 200, "validation_size": 200, "test_size": 200}
 REAL_MODEL = "all-MiniLM-L6-v2"
 
 

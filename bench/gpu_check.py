@@ -25,8 +25,9 @@ from roofline import non_embedding_params, train_factor, virtual_tokens  # noqa:
 from peftsweep.spaces import REGISTRY  # noqa: E402
 from peftsweep.trainers.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from peftsweep.trainers.config import TrainSettings  # noqa: E402
-from peftsweep.trainers.data import Split  # noqa: E402
-from peftsweep.trainers.loop import evaluate, optimizer_for, train_epoch, train_loader  # noqa: E402
+from peftsweep.trainers.classification import Split  # noqa: E402
+from peftsweep.trainers.classification import evaluate, train_loader  # noqa: E402
+from peftsweep.trainers.loop import optimizer_for, train_epoch  # noqa: E402
 from peftsweep.trainers.model import build_model  # noqa: E402
 
 LABELS = ["a", "b", "c", "d"]

@@ -47,7 +47,7 @@ class Timing:
 
 
 def full_setup() -> Setup:
-    return Setup("all-MiniLM-L6-v2", {"task": "trec6", "train_size": 800, "validation_size": 500, "test_size": 500})
+    return Setup("all-MiniLM-L6-v2", {"preset": "trec6", "train_size": 800, "validation_size": 500, "test_size": 500})
 
 
 def quick_setup(directory: Path) -> Setup:
@@ -73,7 +73,8 @@ def bare_loop(setup: Setup, data) -> Timing:
     import torch
 
     from peftsweep.trainers.config import TrainSettings
-    from peftsweep.trainers.loop import begin_epoch, evaluate, optimizer_for, seed_everything, train_epoch, train_loader
+    from peftsweep.trainers.classification import evaluate, train_loader
+    from peftsweep.trainers.loop import begin_epoch, optimizer_for, seed_everything, train_epoch
     from peftsweep.trainers.model import build_model
 
     torch.set_num_threads(setup.workers)
@@ -103,7 +104,8 @@ def raw_train_fn(config: dict) -> None:
 
     from peftsweep.spaces import get_method
     from peftsweep.trainers.config import TrainSettings
-    from peftsweep.trainers.loop import begin_epoch, evaluate, optimizer_for, seed_everything, train_epoch, train_loader
+    from peftsweep.trainers.classification import evaluate, train_loader
+    from peftsweep.trainers.loop import begin_epoch, optimizer_for, seed_everything, train_epoch
     from peftsweep.trainers.model import build_model
 
     data = ray.get(config["data"])

@@ -28,8 +28,8 @@ from common import REAL_MODEL, WORKLOADS, fresh_ray, run_sweep_config, tiny_asse
 # The demo task near configs/demo.yaml's scale (3 epochs, batch 32; 400 training questions so that the grid fits in
 # the 15 minutes): 200 examples x 2 epochs left most points near chance, and a table of near-chance accuracies ranks
 # searchers by luck. rotten_tomatoes is the held-out check: a second task the methods' defaults were not chosen on.
-TASKS = {"trec6": {"task": "trec6", "train_size": 400, "validation_size": 200, "test_size": 100},
-         "rotten_tomatoes": {"task": "rotten_tomatoes", "train_size": 400, "validation_size": 200, "test_size": 100,
+TASKS = {"trec6": {"preset": "trec6", "train_size": 400, "validation_size": 200, "test_size": 100},
+         "rotten_tomatoes": {"preset": "rotten_tomatoes", "train_size": 400, "validation_size": 200, "test_size": 100,
                              "max_length": 48}}
 GRID_TRAIN = {"epochs": 3, "batch_size": 32}
 

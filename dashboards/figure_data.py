@@ -52,6 +52,7 @@ class ParetoData:
     series: list[Series]  # one per method with at least one finite accuracy
     front: list[tuple[float, float]]  # (trainable %, val accuracy), in order
     reference: Line | None  # the best full fine-tune's accuracy
+    floor: Line | None = None  # the accuracy with nothing trained (majority class, zero-shot)
 
 
 @dataclass(frozen=True)
@@ -127,10 +128,11 @@ def pareto(data: SweepData, style: dict[str, Style]) -> ParetoData:
     series = [Series(m, style[m], [Marker(r.trainable_pct, r.val_accuracy, hover(r), not is_front_candidate(r))
                                    for r in rows])
               for m in data.methods if (rows := measured(data.trials, m))]
-    reference = data.summary.reference
+    reference, floor = data.summary.reference, data.summary.floor
     return ParetoData(series, [(r.trainable_pct, r.val_accuracy) for r in data.summary.front],
                       Line(reference.val_accuracy, f"best full fine-tune {reference.val_accuracy:.3f}")
-                      if reference else None)
+                      if reference else None,
+                      Line(floor.val_accuracy, f"floor ({floor.kind}) {floor.val_accuracy:.3f}") if floor else None)
 
 
 def panels(data: SweepData, style: dict[str, Style]) -> list[Panel]:

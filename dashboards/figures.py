@@ -28,6 +28,9 @@ def pareto(data: FigureData) -> go.Figure:
     if data.pareto.reference:
         fig.add_hline(y=data.pareto.reference.y, line=dict(color="#888", dash="dash"),
                       annotation_text=data.pareto.reference.label, annotation_position="bottom right")
+    if data.pareto.floor:
+        fig.add_hline(y=data.pareto.floor.y, line=dict(color="#b22", dash="dot"),
+                      annotation_text=data.pareto.floor.label, annotation_position="top left")
     fig.update_layout(title="Accuracy against trainable parameters (faded: stopped early or failed)",
                       xaxis=dict(title="trainable parameters, % of the pre-trained model (log)", type="log"),
                       yaxis=dict(title="validation accuracy"), legend_title="method", height=520)

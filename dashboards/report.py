@@ -59,6 +59,9 @@ def render(data: SweepData, drawn) -> str:
     plots = dict(parts)
     c = data.summary.counts
     importance_note = "" if scores else "Not enough completed trials per method (4 or more) to estimate importance."
+    f = data.summary.floor
+    floor = (f"<br>Floor ({html.escape(f.kind)}, nothing trained): validation accuracy {f.val_accuracy:.3f}, test "
+             f"{f.test_accuracy:.3f}; {data.summary.below_floor} completed trial(s) did not beat it." if f else "")
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>peftsweep: {html.escape(data.experiment)}</title>
 <style>body{{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;color:#222}}
@@ -66,7 +69,7 @@ table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:4px 8px;te
 td:first-child,th:first-child{{text-align:left}}section{{margin:2em 0}}code{{font-size:90%}}</style></head><body>
 <h1>peftsweep — {html.escape(data.experiment)}</h1>
 <p>{c['total']} trials: {c['completed']} completed, {c['early_stopped']} stopped early, {c['failed']} failed.
-Front: {len(data.summary.front)} trials; hypervolume {data.summary.hypervolume:.4f}.
+Front: {len(data.summary.front)} trials; hypervolume {data.summary.hypervolume:.4f}.{floor}
 MLflow: <code>{html.escape(data.tracking_uri)}</code>, parent run <code>{data.parent_run_id}</code>; the front alone:
 MLflow's saved view <i>{html.escape(VIEW_NAME)}</i> (runs page, Views), or search <code>{html.escape(FRONT_FILTER)}</code>.</p>
 {section("Pareto front", plots["pareto"])}

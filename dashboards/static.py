@@ -32,6 +32,8 @@ def pareto_png(data: FigureData, path: Path) -> Path:
                 linestyle=":", label="Pareto front")
     if data.pareto.reference:
         ax.axhline(data.pareto.reference.y, color="#888", linestyle="--", label=data.pareto.reference.label)
+    if data.pareto.floor:
+        ax.axhline(data.pareto.floor.y, color="#b22", linestyle=":", label=data.pareto.floor.label)
     ax.set_xscale("log")
     ax.set_xlabel("trainable parameters, % of the pre-trained model (log)")
     ax.set_ylabel("validation accuracy")

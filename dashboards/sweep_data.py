@@ -7,7 +7,7 @@ from typing import Any
 
 from mlflow.tracking import MlflowClient
 
-from peftsweep.search.summary import Summary, TrialRecord, load_records, summarize
+from peftsweep.search.summary import Summary, TrialRecord, load_records, logged_floor, summarize
 from peftsweep.search.tracking import latest_sweep
 from peftsweep.spaces import REGISTRY, ChoiceParam, IntParam
 
@@ -39,7 +39,8 @@ def load_sweep(tracking_uri: str, experiment: str, parent_run_id: str | None = N
     else:
         experiment_id, parent_run_id = latest_sweep(client, experiment)
     if summary is None:
-        summary = summarize(load_records(client, experiment_id, parent_run_id))
+        summary = summarize(load_records(client, experiment_id, parent_run_id),
+                            floor=logged_floor(client, parent_run_id))
     runs = {r.run_id: client.get_run(r.run_id).info.start_time for r in summary.trials}
     curves = {r.run_id: sorted((m.step, m.value) for m in client.get_metric_history(r.run_id, "val_accuracy"))
               for r in summary.front}

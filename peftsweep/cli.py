@@ -55,9 +55,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     try:
         defaults = get_method(args.method).defaults() if args.method in REGISTRY else {}
         hparams = defaults | parse_assignments(args.hp, "--hp")
-        data_spec = DataSpec(task=args.task, train_file=args.train_file, text_column=args.text_column,
+        given = {"template": args.template, "prompt_column": args.prompt_column, "target_column": args.target_column,
+                 "chat_template": args.chat_template or None,
+                 "label_words": args.label_words.split(",") if args.label_words else None}
+        generation = {k: v for k, v in given.items() if v is not None}
+        if generation and args.task != "generation":
+            raise UserError(f"--{next(iter(generation)).replace('_', '-')}: only with --task generation")
+        data_spec = DataSpec(preset=args.preset, train_file=args.train_file, text_column=args.text_column,
                              label_column=args.label_column, max_length=args.max_length, train_size=args.train_size,
-                             validation_size=args.validation_size, test_size=args.test_size, seed=args.seed)
+                             validation_size=args.validation_size, test_size=args.test_size, seed=args.seed,
+                             **generation)
         settings = TrainSettings(epochs=args.epochs, batch_size=args.batch_size, seed=args.seed)
         resources = Resources(num_workers=args.workers, cpus_per_worker=args.cpus_per_worker,
                               gpus_per_worker=args.gpus_per_worker)
@@ -65,7 +72,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise UserError([f"{'.'.join(map(str, e['loc'])) or 'input'}: {e['msg']}" for e in exc.errors()]) from None
     # The sweep's preflight, for one trial: on a cluster ($RAY_ADDRESS) its capacity is checked by Ray itself.
     planned = plan_trial(args.model, args.method, hparams, data_spec, settings, resources,
-                         available=None if os.environ.get("RAY_ADDRESS") else local_resources())
+                         available=None if os.environ.get("RAY_ADDRESS") else local_resources(), task=args.task)
     cfg, data = planned.config, planned.data
     import ray
 
@@ -101,8 +108,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
     sizes = {name: len(split) for name, split in plan.data.splits.items()}
     trials = grid_size(plan.methods, c.search.grid_points) if c.search.algorithm == "grid" else c.search.num_samples
-    print(f"{args.config}: OK — {len(plan.methods)} methods ({', '.join(plan.methods)}), "
-          f"{c.search.algorithm} x {trials} trials, data {sizes}, {plan.data.num_labels} labels; "
+    what = (f"{plan.data.num_labels} labels" if not plan.data.max_new_tokens else
+            f"answers of up to {plan.data.max_new_tokens} tokens, examples of up to {plan.data.max_length}")
+    print(f"{args.config}: OK — {c.task}, {len(plan.methods)} methods ({', '.join(plan.methods)}), "
+          f"{c.search.algorithm} x {trials} trials, data {sizes}, {what}; "
           f"MLflow {c.tracking_uri} experiment {c.experiment!r}")
     return 0
 
@@ -137,7 +146,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_summary(args: argparse.Namespace) -> int:
     import json
 
-    from peftsweep.search.summary import as_dict, format_table, load_records, summarize
+    from peftsweep.search.summary import as_dict, format_table, load_records, logged_floor, summarize
     from peftsweep.search.tracking import client_for, latest_sweep
 
     uri = args.tracking_uri or default_store(args.experiment)
@@ -146,7 +155,8 @@ def cmd_summary(args: argparse.Namespace) -> int:
         experiment_id, parent_run_id = latest_sweep(client, args.experiment)
     except LookupError as exc:
         raise UserError(f"--experiment: {exc} in {uri}") from None
-    summary = summarize(load_records(client, experiment_id, parent_run_id))
+    summary = summarize(load_records(client, experiment_id, parent_run_id),
+                        floor=logged_floor(client, parent_run_id))
     print(json.dumps(as_dict(summary), indent=2) if args.json else format_table(summary))
     return 0
 
@@ -210,8 +220,9 @@ def default_store(experiment: str | None) -> str:
 
 
 def print_metrics(metrics: dict[str, Any]) -> None:
-    keys = ["val_accuracy", "val_macro_f1", "test_accuracy", "test_macro_f1", "trainable_params", "trainable_pct",
-            "stored_params", "head_params", "base_params", "train_seconds", "samples_per_second", "peak_memory_mb"]
+    keys = ["val_accuracy", "val_macro_f1", "val_loss", "test_accuracy", "test_macro_f1", "test_loss",
+            "trainable_params", "trainable_pct", "stored_params", "head_params", "base_params", "train_seconds",
+            "samples_per_second", "eval_samples_per_second", "peak_memory_mb"]
     for key in keys:
         if key in metrics:
             value = metrics[key]
@@ -268,10 +279,17 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--hp", action="append", default=[], metavar="KEY=VALUE",
                        help="hyperparameter (repeatable); others take the method's defaults")
     source = train.add_mutually_exclusive_group()
-    source.add_argument("--task", choices=["trec6", "rotten_tomatoes"], default=None)
+    source.add_argument("--preset", choices=["trec6", "rotten_tomatoes"], default=None,
+                        help="a bundled data set (default trec6)")
     source.add_argument("--train-file", default=None, help="CSV/JSON/Parquet; validation and test are carved from it")
     train.add_argument("--text-column", default="text")
     train.add_argument("--label-column", default="label")
+    train.add_argument("--task", choices=["classification", "generation"], default="classification")
+    train.add_argument("--template", default=None, help="generation: the prompt, with {column} placeholders")
+    train.add_argument("--label-words", default=None, help="generation with a template: answers, comma-separated")
+    train.add_argument("--prompt-column", default=None, help="generation: the prompt column (default prompt)")
+    train.add_argument("--target-column", default=None, help="generation: the answer column (default target)")
+    train.add_argument("--chat-template", action="store_true", help="generation: use the model's chat template")
     train.add_argument("--max-length", type=int, default=None)
     train.add_argument("--train-size", type=int, default=800)
     train.add_argument("--validation-size", type=int, default=500)
@@ -302,8 +320,8 @@ COMMANDS = {"methods": cmd_methods, "docs": cmd_docs, "train": cmd_train, "run":
 def main(argv: list[str] | None = None) -> int:
     apply_defaults()
     args = build_parser().parse_args(argv)
-    if getattr(args, "task", None) is None and getattr(args, "train_file", None) is None and args.command == "train":
-        args.task = "trec6"
+    if args.command == "train" and args.preset is None and args.train_file is None:
+        args.preset = "trec6"
     try:
         return COMMANDS[args.command](args)
     except UserError as exc:

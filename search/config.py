@@ -14,7 +14,7 @@ import yaml
 from pydantic import BeforeValidator, Field, ValidationError, field_validator
 
 from peftsweep.errors import UserError
-from peftsweep.trainers.config import Resources, Strict, TrainSettings
+from peftsweep.trainers.config import GenerationSettings, Resources, Strict, TrainSettings
 from peftsweep.trainers.data import DataSpec
 
 
@@ -88,6 +88,11 @@ class SweepConfig(Strict):
     model: str = Field(description="local model directory, bundled model name (`all-MiniLM-L6-v2`) or hub id "
                                    "(needs network)")
     trust_remote_code: bool = Field(False, description="allow model code from the hub (off: safer)")
+    task: Literal["classification", "generation"] = Field(
+        "classification", description="classification: a new head predicts the label (accuracy, macro-F1); "
+                                      "generation: a causal LM generates the answer to a prompt (exact-match accuracy "
+                                      "of greedy generations), from `data.prompt_column`/`data.target_column` or "
+                                      "`data.template` over a classification data set")
     data: DataSpec
     methods: dict[str, dict[str, Any]] = Field(
         default_factory=lambda: {"all": {}}, json_schema_extra={"shown_default": "all"},
@@ -95,6 +100,8 @@ class SweepConfig(Strict):
                     "numbers, a list of choices, or one fixed value, e.g. `lora: {r: [4, 32], alpha_multiple: [1, 2], "
                     "dropout: 0.0}` (`peftsweep methods` lists every method's parameters)")
     train: TrainSettings = TrainSettings()
+    generation: GenerationSettings = Field(GenerationSettings(), description="task: generation only: how answers are "
+                                                                             "generated and compared")
     search: SearchSettings = SearchSettings()
     early_stopping: EarlyStopping = EarlyStopping()
     resources: SweepResources = SweepResources()
@@ -172,7 +179,8 @@ def read_yaml(path: Path) -> dict[str, Any]:
 
 # Keys of earlier versions: named with their replacement instead of a bare "unknown key".
 RENAMED_KEYS = {"search.start_with_defaults": "renamed: search.start_points (true was defaults, false none; "
-                                              "the default is now smallest)"}
+                                              "the default is now smallest)",
+                "data.task": "renamed: data.preset (the top-level `task:` now says classification or generation)"}
 
 
 def describe_errors(exc: ValidationError) -> list[str]:

@@ -105,9 +105,27 @@ def needs(config: SweepConfig, methods, available: dict[str, float]) -> dict[str
     return {m: config.resources.for_method(m, available.get("GPU", 0) > 0) for m in methods}
 
 
+GENERATION_ONLY = ("template", "label_words", "chat_template", "prompt_column", "target_column")
+
+
+def task_problems(config: SweepConfig, methods: dict[str, MethodSpec]) -> list[str]:
+    """Settings that belong to the other task kind, and methods that do not do this one."""
+    problems = [f"methods.{name}: does not support task {config.task} (it supports {', '.join(spec.tasks)})"
+                for name, spec in methods.items() if config.task not in spec.tasks]
+    if config.task != "generation":
+        problems += [f"data.{key}: only for task: generation (the task is {config.task})"
+                     for key in GENERATION_ONLY if key in config.data.model_fields_set]
+        if "generation" in config.model_fields_set:
+            problems.append(f"generation: only for task: generation (the task is {config.task})")
+    elif config.data.label_words is not None and config.data.template is None:
+        problems.append("data.label_words: only with data.template (the targets are otherwise a column)")
+    return problems
+
+
 def check_settings(config: SweepConfig, methods: dict[str, MethodSpec]) -> list[str]:
     problems = [f"resources.per_method.{name}: not a method of this sweep"
                 for name in config.resources.per_method if name not in methods]
+    problems += task_problems(config, methods)
     if config.early_stopping.enabled and config.early_stopping.grace_period >= config.train.epochs:
         problems.append(f"early_stopping.grace_period: {config.early_stopping.grace_period} must be below "
                         f"train.epochs ({config.train.epochs}), or no trial can be stopped early")
@@ -128,7 +146,7 @@ def build_plan(config: SweepConfig, available: dict[str, float] | None = None) -
     problems += check_reachable(config.tracking_uri)
     data = info = None
     try:
-        data = prepare_data(config.model, config.data, config.trust_remote_code)
+        data = prepare_data(config.model, config.data, config.trust_remote_code, config.task)
         info = model_info(config.model, data.max_length, config.trust_remote_code)
     except UserError as exc:
         problems += exc.problems

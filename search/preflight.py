@@ -71,7 +71,8 @@ class TrialPlan:
 
 
 def plan_trial(model: str, method: str, hparams: dict[str, Any], data: DataSpec, train: TrainSettings,
-               resources: Resources, available: dict[str, float] | None = None) -> TrialPlan:
+               resources: Resources, available: dict[str, float] | None = None,
+               task: str = "classification") -> TrialPlan:
     """Every check of a sweep that applies to one trial; `available`: the cluster's resources, when known."""
     problems = method_problems(method, hparams, None, where="")
     try:
@@ -82,11 +83,11 @@ def plan_trial(model: str, method: str, hparams: dict[str, Any], data: DataSpec,
         problems += capacity_problems({method: resources}, available, where="--workers/--cpus-per-worker/--gpus")
     if problems:
         raise UserError(problems, "invalid trial")
-    tokenized = prepare_data(model, data)
+    tokenized = prepare_data(model, data, task=task)
     info = model_info(model, tokenized.max_length)
     if problems := method_problems(method, hparams, info, where=""):  # virtual tokens against max_length
         raise UserError(problems, "invalid trial")
-    config = TrialConfig(model=model, method=method, hparams=hparams, num_labels=tokenized.num_labels,
+    config = TrialConfig(model=model, task=task, method=method, hparams=hparams, num_labels=tokenized.num_labels,
                          label_names=tokenized.label_names, max_length=tokenized.max_length, train=train,
                          resources=resources)
     return TrialPlan(config, tokenized)

@@ -50,6 +50,29 @@ class MethodComparison:
     peak_memory_mb: float
 
 
+@dataclass(frozen=True)
+class Floor:
+    """The accuracy with nothing trained (0 trainable parameters): the majority class for classification, the base
+    model's own zero-shot answers for generation. A point of the plane: a trial that does not beat it is dominated."""
+
+    kind: str  # "majority class" | "zero-shot"
+    val_accuracy: float
+    test_accuracy: float
+
+
+FLOOR_TAG = "peftsweep.floor"  # on the parent run: what the floor is (Floor.kind)
+FLOOR_METRICS = ("floor_val_accuracy", "floor_test_accuracy")  # on the parent run
+
+
+def logged_floor(client, parent_run_id: str) -> Floor | None:
+    """The floor a sweep logged on its parent run (for a resumed sweep, the dashboard), if it did."""
+    run = client.get_run(parent_run_id)
+    metrics, kind = run.data.metrics, run.data.tags.get(FLOOR_TAG)
+    if kind is None or not all(k in metrics for k in FLOOR_METRICS):
+        return None
+    return Floor(kind, metrics[FLOOR_METRICS[0]], metrics[FLOOR_METRICS[1]])
+
+
 @dataclass
 class Summary:
     trials: list[TrialRecord]
@@ -58,6 +81,8 @@ class Summary:
     by_method: list[MethodComparison]
     counts: dict[str, int] = field(default_factory=dict)
     reference_method: str | None = None  # the method PEFT is compared against, when the sweep trained it
+    floor: Floor | None = None
+    below_floor: int = 0  # completed trials whose validation accuracy did not beat the floor
 
     @property
     def reference(self) -> MethodComparison | None:
@@ -90,11 +115,14 @@ def reference_methods() -> set[str]:
     return {name for name, spec in REGISTRY.items() if spec.reference}
 
 
-def summarize(records: list[TrialRecord], references: set[str] | None = None) -> Summary:
-    """`references`: the methods PEFT is compared against (default: the registry's). The records are not changed:
-    the summary holds copies with `on_front` set."""
+def summarize(records: list[TrialRecord], references: set[str] | None = None,
+              floor: Floor | None = None) -> Summary:
+    """`references`: the methods PEFT is compared against (default: the registry's). `floor`: the accuracy with
+    nothing trained; it dominates every trial that does not beat it (it has fewer trainable parameters: none), so those
+    never join the front. The records are not changed: the summary holds copies with `on_front` set."""
     references = reference_methods() if references is None else references
-    candidates = [r for r in records if is_front_candidate(r)]
+    completed = [r for r in records if is_front_candidate(r)]
+    candidates = [r for r in completed if floor is None or r.val_accuracy > floor.val_accuracy]
     points = [Point(r.run_id, r.val_accuracy, r.trainable_pct) for r in candidates]
     front_ids = [p.id for p in pareto_front(points)]
     records = [replace(r, on_front=r.run_id in front_ids) for r in records]
@@ -115,7 +143,8 @@ def summarize(records: list[TrialRecord], references: set[str] | None = None) ->
                                                                   "running")}
     return Summary(trials=records, front=[by_id[i] for i in front_ids], hypervolume=hypervolume(points),
                    by_method=by_method, counts=counts | {"total": len(records)},
-                   reference_method=full.method if full else None)
+                   reference_method=full.method if full else None, floor=floor,
+                   below_floor=len(completed) - len(candidates))
 
 
 def load_records(client, experiment_id: str, parent_run_id: str) -> list[TrialRecord]:
@@ -142,7 +171,9 @@ def write_files(summary: Summary, directory: Path) -> tuple[Path, Path]:
 
 def as_dict(summary: Summary) -> dict[str, Any]:
     """Plain data, strict-JSON safe: a metric a failed trial never reached is None, not NaN."""
-    return _finite({"hypervolume": summary.hypervolume, "counts": summary.counts,
+    floor = asdict(summary.floor) if summary.floor else None
+    return _finite({"hypervolume": summary.hypervolume, "counts": summary.counts, "floor": floor,
+                    "below_floor": summary.below_floor,
                     "front": [asdict(r) for r in summary.front], "by_method": [asdict(m) for m in summary.by_method],
                     "trials": [asdict(r) for r in summary.trials]})
 
@@ -166,6 +197,7 @@ def format_table(summary: Summary) -> str:
     c = summary.counts
     lines = [f"trials: {c['total']} ({c['completed']} completed, {c['early_stopped']} stopped early, "
              f"{c['failed']} failed{_unfinished(c)})",
+             *_floor_line(summary),
              f"Pareto front (val accuracy max, trainable % min), hypervolume {summary.hypervolume:.4f}:",
              f"  {'method':<9} {'trainable %':>11} {'params':>10} {'val acc':>8} {'test acc':>8}  hyperparameters"]
     for r in summary.front:
@@ -181,6 +213,15 @@ def format_table(summary: Summary) -> str:
         lines.append(f"  {m.method:<9} {m.val_accuracy:>8.3f} {m.test_accuracy:>8.3f} {m.trainable_pct:>11.4g} "
                      f"{gap:>11} {ratio:>13} {m.train_seconds:>8.1f} {m.peak_memory_mb:>8.0f}")
     return "\n".join(lines)
+
+
+def _floor_line(summary: Summary) -> list[str]:
+    f = summary.floor
+    if f is None:
+        return []
+    beaten = f"; {summary.below_floor} completed trial(s) did not beat it" if summary.below_floor else ""
+    return [f"floor ({f.kind}, 0 trainable parameters): val acc {f.val_accuracy:.3f}, test acc "
+            f"{f.test_accuracy:.3f}{beaten}"]
 
 
 def _method_keys(record: TrialRecord) -> set[str]:

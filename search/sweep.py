@@ -21,7 +21,8 @@ from peftsweep.search.space import define_space, grid, start_points
 from peftsweep.search.cleanup import delete_dominated_checkpoints
 from peftsweep.search.resume import SweepState, read_state, sweep_to_resume, write_state
 from peftsweep.search import storage
-from peftsweep.search.summary import Summary, load_records, summarize, tag_front, write_files
+from peftsweep.search.summary import Floor, Summary, load_records, summarize, tag_front, write_files
+from peftsweep.search.floor import describe, sweep_floor
 from peftsweep.search.front_view import save_front_view
 from peftsweep.search.tracking import (MlflowTrialLogger, client_for, close_interrupted, ensure_experiment, start_parent,
                              trial_runs)
@@ -139,8 +140,10 @@ def check_storage(location: str) -> None:
 def trial_template(plan: SweepPlan) -> TrialTemplate:
     c = plan.config
     gpus = cluster_has_gpus()
-    return TrialTemplate(model=c.model, trust_remote_code=c.trust_remote_code, num_labels=plan.data.num_labels,
+    return TrialTemplate(model=c.model, trust_remote_code=c.trust_remote_code, task=c.task,
+                         num_labels=plan.data.num_labels,
                          label_names=plan.data.label_names, max_length=plan.data.max_length, train=c.train,
+                         generation=c.generation,
                          resources_by_method={m: c.resources.for_method(m, gpus) for m in plan.methods})
 
 
@@ -184,7 +187,10 @@ def run_sweep(plan: SweepPlan, address: str | None = None, resume: bool = False,
         state = SweepState(parent_run_id, experiment_id, c.tracking_uri,
                            storage.join(storage_root(plan), "ray", f"{c.name}-{parent_run_id[:8]}"), config)
         write_state(out, state)
-    tuner = make_tuner(plan, state, searcher, param_space, num_samples, total, resumed is not None)
+    template = trial_template(plan)
+    floor = sweep_floor(client, state.parent_run_id, c.task, plan.data, template)
+    print(describe(floor), flush=True)
+    tuner = make_tuner(plan, state, searcher, param_space, num_samples, total, resumed is not None, template)
     # Every trial's Train job registers with this actor, so that it ends with its trial (see search.train_jobs).
     jobs = start_jobs_actor(storage.name_of(state.tune_path))
     status = "interrupted"  # an exception (a second Ctrl-C, a lost cluster) leaves it resumable
@@ -196,7 +202,7 @@ def run_sweep(plan: SweepPlan, address: str | None = None, resume: bool = False,
         status = ("interrupted" if early_end.reason == "interrupted" or early_end.ctrl_c.is_set() else
                   "finished" if ended or early_end.reason == "time budget" else "interrupted")
     finally:
-        summary = finish(client, state, plan, status)
+        summary = finish(client, state, plan, status, floor)
         with contextlib.suppress(Exception):  # the cluster may be what failed
             ray.kill(jobs)
     json_path, csv_path = out / "summary" / "summary.json", out / "summary" / "trials.csv"
@@ -205,7 +211,7 @@ def run_sweep(plan: SweepPlan, address: str | None = None, resume: bool = False,
 
 
 def make_tuner(plan: SweepPlan, state: SweepState, searcher, param_space: dict[str, Any], num_samples: int,
-               total: int, resumed: bool) -> tune.Tuner:
+               total: int, resumed: bool, template: TrialTemplate) -> tune.Tuner:
     c = plan.config
     # Tokenized once, stored once: every trial's workers fetch it from the object store. Wrapped, because Tune
     # resolves a bare reference in each trial's driver, which would then pickle the data again into its trainer.
@@ -213,7 +219,7 @@ def make_tuner(plan: SweepPlan, state: SweepState, searcher, param_space: dict[s
     name = storage.name_of(state.tune_path)
     trials_path = storage.join(storage_root(plan), "trials", name)
     trainable = tune.with_resources(
-        tune.with_parameters(sweep_trial, data=data_ref, template=trial_template(plan), storage_path=trials_path),
+        tune.with_parameters(sweep_trial, data=data_ref, template=template, storage_path=trials_path),
         DRIVER_RESOURCES)
     if resumed:
         # Finished trials stay finished, unfinished ones continue from their checkpoints, failed ones stay failed.
@@ -244,12 +250,12 @@ def abandon(client, state: SweepState) -> None:
     print(f"abandoned the interrupted sweep (MLflow parent run {state.parent_run_id})", flush=True)
 
 
-def finish(client, state: SweepState, plan: SweepPlan, status: str) -> Summary:
+def finish(client, state: SweepState, plan: SweepPlan, status: str, floor: Floor | None = None) -> Summary:
     """Summarize from MLflow, tag the front, write JSON/CSV, attach them to the parent run and close it."""
     out = plan.config.output_path
     if status == "interrupted":
         close_interrupted(client, state.experiment_id, state.parent_run_id)
-    summary = summarize(load_records(client, state.experiment_id, state.parent_run_id))
+    summary = summarize(load_records(client, state.experiment_id, state.parent_run_id), floor=floor)
     tag_front(client, summary)
     if plan.config.delete_dominated_checkpoints and status == "finished":
         freed = delete_dominated_checkpoints(client, summary)

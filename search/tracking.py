@@ -35,9 +35,10 @@ FAILURE_TAG = "peftsweep.failure_reason"
 CHECKPOINT_TAG = "peftsweep.checkpoint_path"
 NODES_TAG = "peftsweep.node_ids"  # the Ray node ids the trial's workers ran on, comma-separated
 NODE_IPS_TAG = "peftsweep.node_ips"
-EPOCH_METRICS = ("val_accuracy", "val_macro_f1", "train_loss")
+EPOCH_METRICS = ("val_accuracy", "val_macro_f1", "val_loss", "train_loss")  # val_loss: generation
 # Logged once at the end (the per-epoch ones above are already there, their last step being the final value).
-FINAL_METRICS = ("test_accuracy", "test_macro_f1", "trainable_params",
+FINAL_METRICS = ("test_accuracy", "test_macro_f1", "test_loss", "eval_samples_per_second",
+                 "generation_samples_per_second", "trainable_params",
                  "trainable_pct", "stored_params", "stored_pct", "head_params", "base_params", "train_seconds",
                  "samples_per_second", "peak_memory_mb", "ddp_param_divergence", "restarts", "num_nodes")
 

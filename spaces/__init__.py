@@ -18,7 +18,7 @@ import pkgutil
 logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
 
 from peftsweep.spaces.accounting import ParamCounts, count_base_params, count_params
-from peftsweep.spaces.base import MethodSpec, ModelInfo, Requirement
+from peftsweep.spaces.base import TASK_KINDS, MethodSpec, ModelInfo, Requirement
 from peftsweep.spaces.params import ChoiceParam, Condition, FloatParam, IntParam, Param
 
 
@@ -61,6 +61,6 @@ def get_method(name: str) -> MethodSpec:
         raise UnknownMethodError(name) from None
 
 
-__all__ = ["REGISTRY", "get_method", "discover", "RegistryError", "UnknownMethodError", "MethodSpec", "ModelInfo",
-           "ParamCounts", "Requirement",
+__all__ = ["REGISTRY", "TASK_KINDS", "get_method", "discover", "RegistryError", "UnknownMethodError", "MethodSpec",
+           "ModelInfo", "ParamCounts", "Requirement",
            "count_base_params", "count_params", "ChoiceParam", "Condition", "FloatParam", "IntParam", "Param"]

@@ -60,7 +60,7 @@ def target_names(model: nn.Module) -> list[str]:
             if isinstance(module, nn.Linear) and any(re.search(p, name) for p in TARGET_PATTERNS)]
 
 
-def apply(model: nn.Module, hparams: dict[str, Any]) -> nn.Module:
+def apply(model: nn.Module, hparams: dict[str, Any], task: str) -> nn.Module:
     names = target_names(model)
     if not names:
         raise ValueError(f"adapter: no attention/feed-forward output projections found in a "
@@ -82,8 +82,8 @@ def save(model: nn.Module, directory: Path) -> None:
     save_file(trainable_state(model), str(directory / WEIGHTS_FILE))
 
 
-def load(base: nn.Module, directory: Path, hparams: dict[str, Any]) -> nn.Module:
-    model = apply(base, hparams)
+def load(base: nn.Module, directory: Path, hparams: dict[str, Any], task: str) -> nn.Module:
+    model = apply(base, hparams, task)
     state = load_file(str(directory / WEIGHTS_FILE))
     missing = set(trainable_state(model)) - set(state)
     result = model.load_state_dict(state, strict=False)

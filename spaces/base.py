@@ -16,6 +16,9 @@ from peftsweep.spaces.params import ChoiceParam, Param, Trial
 
 # Names of the task-head modules that `AutoModelForSequenceClassification` adds on top of a pre-trained body.
 HEAD_MODULE_NAMES = ("classifier", "score", "pre_classifier")
+# What a model is fine-tuned to do (trainers/ holds one module per task kind): a new head that classifies, or the
+# pre-trained language-model head that generates an answer.
+TASK_KINDS = ("classification", "generation")
 
 
 @dataclass(frozen=True)
@@ -55,9 +58,9 @@ class Requirement:
         return None
 
 
-ApplyFn = Callable[[nn.Module, dict[str, Any]], nn.Module]
+ApplyFn = Callable[[nn.Module, dict[str, Any], str], nn.Module]  # (model, hyperparameters, task kind)
 SaveFn = Callable[[nn.Module, Path], None]
-LoadFn = Callable[[nn.Module, Path, dict[str, Any]], nn.Module]
+LoadFn = Callable[[nn.Module, Path, dict[str, Any], str], nn.Module]  # (base, directory, hyperparameters, task kind)
 StoredFn = Callable[[nn.Module], int]
 CheckFn = Callable[[dict[str, Any], ModelInfo], list[str]]
 LimitsFn = Callable[[ModelInfo], dict[str, float]]
@@ -84,8 +87,10 @@ class MethodSpec:
     name: the key users write in YAML and on the command line.
     summary: one line for `peftsweep methods`.
     params: the method's own hyperparameters, learning rate included (methods need very different LR ranges).
-    apply: turns a loaded pre-trained model into the adapted, trainable model (frozen base + trainable parts).
+    apply: turns a loaded pre-trained model into the adapted, trainable model (frozen base + trainable parts), for a
+        task kind (`TASK_KINDS`: PEFT wraps a classifier and a causal LM differently).
     save / load: persist the trained parts (adapter-only for PEFT) and rebuild the model from a base + checkpoint.
+    tasks: the task kinds the method works with.
     stored_params: how many parameters `save` keeps, i.e. what inference needs (may be fewer than were trained).
     check_context: checks that need the model or tokenizer settings (virtual tokens vs max_length, ...).
     upper_limits: the largest meaningful value of some parameters for a model and max_length, so that a default
@@ -115,6 +120,7 @@ class MethodSpec:
     stores_every_weight: bool = False
     flop_factor: int = 4
     added_tokens: AddedTokensFn = _no_added_tokens
+    tasks: tuple[str, ...] = TASK_KINDS
 
     @property
     def quantized(self) -> bool:

@@ -15,7 +15,7 @@ from peftsweep.spaces.peft_common import learning_rate
 WEIGHTS_FILE = "model.safetensors"
 
 
-def apply(model: nn.Module, hparams: dict[str, Any]) -> nn.Module:
+def apply(model: nn.Module, hparams: dict[str, Any], task: str) -> nn.Module:
     for p in model.parameters():
         p.requires_grad_(True)
     return model
@@ -25,7 +25,7 @@ def save(model: nn.Module, directory: Path) -> None:
     save_model(model, str(directory / WEIGHTS_FILE))  # handles tied weights; every tensor, since all changed
 
 
-def load(base: nn.Module, directory: Path, hparams: dict[str, Any]) -> nn.Module:
+def load(base: nn.Module, directory: Path, hparams: dict[str, Any], task: str) -> nn.Module:
     load_model(base, str(directory / WEIGHTS_FILE))
     return base
 

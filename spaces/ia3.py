@@ -7,13 +7,14 @@ from typing import Any
 from torch import nn
 
 from peftsweep.spaces.base import MethodSpec
-from peftsweep.spaces.peft_common import learning_rate, peft_load, peft_save, peft_stored_params
+from peftsweep.spaces.peft_common import (learning_rate, peft_load, peft_save, peft_stored_params,
+                                          peft_task_type)
 
 
-def apply(model: nn.Module, hparams: dict[str, Any]) -> nn.Module:
-    from peft import IA3Config, TaskType, get_peft_model
+def apply(model: nn.Module, hparams: dict[str, Any], task: str) -> nn.Module:
+    from peft import IA3Config, get_peft_model
 
-    return get_peft_model(model, IA3Config(task_type=TaskType.SEQ_CLS))
+    return get_peft_model(model, IA3Config(task_type=peft_task_type(task)))
 
 
 SPEC = MethodSpec(

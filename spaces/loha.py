@@ -13,14 +13,15 @@ from torch import nn
 
 from peftsweep.spaces.base import MethodSpec
 from peftsweep.spaces.params import FloatParam, IntParam
-from peftsweep.spaces.peft_common import learning_rate, peft_load, peft_save, peft_stored_params
+from peftsweep.spaces.peft_common import (learning_rate, peft_load, peft_save, peft_stored_params,
+                                          peft_task_type)
 
 
-def apply(model: nn.Module, hparams: dict[str, Any]) -> nn.Module:
-    from peft import LoHaConfig, TaskType, get_peft_model
+def apply(model: nn.Module, hparams: dict[str, Any], task: str) -> nn.Module:
+    from peft import LoHaConfig, get_peft_model
 
     config = LoHaConfig(
-        task_type=TaskType.SEQ_CLS,
+        task_type=peft_task_type(task),
         r=hparams["r"],
         alpha=hparams["alpha_multiple"] * hparams["r"],
         module_dropout=hparams["module_dropout"],

@@ -8,7 +8,8 @@ from torch import nn
 
 from peftsweep.spaces.base import MethodSpec
 from peftsweep.spaces.params import ChoiceParam, FloatParam, IntParam
-from peftsweep.spaces.peft_common import learning_rate, peft_load, peft_save, peft_stored_params
+from peftsweep.spaces.peft_common import (learning_rate, peft_load, peft_save, peft_stored_params,
+                                          peft_task_type)
 
 if TYPE_CHECKING:
     from peft import LoraConfig
@@ -17,24 +18,28 @@ LORA_PARAMS = {
     "r": IntParam(2, 64, 8, "rank of the low-rank update", log=True, min=1, size=True),
     "alpha_multiple": ChoiceParam((0.5, 1, 2, 4), 2, "lora_alpha = alpha_multiple * r"),
     "dropout": FloatParam(0.0, 0.2, 0.05, "dropout on the LoRA input", min=0.0, max=0.9),
+    "targets": ChoiceParam(("attention", "all_linear"), "attention",
+                           "attention: PEFT's default projections for the model type (query/value, q_proj/v_proj); "
+                           "all_linear: every linear layer of the body"),
 }
 
 
-def lora_config(hparams: dict[str, Any]) -> LoraConfig:
-    from peft import LoraConfig, TaskType
+def lora_config(hparams: dict[str, Any], task: str) -> LoraConfig:
+    from peft import LoraConfig
 
     return LoraConfig(
-        task_type=TaskType.SEQ_CLS,
+        task_type=peft_task_type(task),
         r=hparams["r"],
         lora_alpha=hparams["alpha_multiple"] * hparams["r"],
         lora_dropout=hparams["dropout"],
+        target_modules="all-linear" if hparams["targets"] == "all_linear" else None,
     )
 
 
-def apply(model: nn.Module, hparams: dict[str, Any]) -> nn.Module:
+def apply(model: nn.Module, hparams: dict[str, Any], task: str) -> nn.Module:
     from peft import get_peft_model
 
-    return get_peft_model(model, lora_config(hparams))
+    return get_peft_model(model, lora_config(hparams, task))
 
 
 SPEC = MethodSpec(

@@ -16,7 +16,14 @@ def peft_save(model: nn.Module, directory: Path) -> None:
     model.save_pretrained(str(directory))
 
 
-def peft_load(base: nn.Module, directory: Path, hparams: dict[str, Any]) -> nn.Module:
+def peft_task_type(task: str) -> Any:
+    """PEFT's task type for a task kind: it decides the wrapper (and so how prompts and generation are handled)."""
+    from peft import TaskType
+
+    return {"classification": TaskType.SEQ_CLS, "generation": TaskType.CAUSAL_LM}[task]
+
+
+def peft_load(base: nn.Module, directory: Path, hparams: dict[str, Any], task: str) -> nn.Module:
     # Inference mode: prompt encoders come back as the plain embeddings they produced (their MLP is not stored).
     from peft import PeftModel
 

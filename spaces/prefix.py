@@ -12,15 +12,15 @@ from torch import nn
 
 from peftsweep.spaces.base import MethodSpec
 from peftsweep.spaces.params import ChoiceParam, Condition, IntParam
-from peftsweep.spaces.peft_common import (check_virtual_tokens, learning_rate, peft_load, peft_save, peft_stored_params,
-                                virtual_token_limit, virtual_tokens)
+from peftsweep.spaces.peft_common import (check_virtual_tokens, learning_rate, peft_load, peft_save,
+                                          peft_stored_params, peft_task_type, virtual_token_limit, virtual_tokens)
 
 
-def apply(model: nn.Module, hparams: dict[str, Any]) -> nn.Module:
-    from peft import PrefixTuningConfig, TaskType, get_peft_model
+def apply(model: nn.Module, hparams: dict[str, Any], task: str) -> nn.Module:
+    from peft import PrefixTuningConfig, get_peft_model
 
     config = PrefixTuningConfig(
-        task_type=TaskType.SEQ_CLS,
+        task_type=peft_task_type(task),
         num_virtual_tokens=hparams["num_virtual_tokens"],
         prefix_projection=hparams["prefix_projection"],
         encoder_hidden_size=hparams.get("encoder_hidden_size", 0) or None,

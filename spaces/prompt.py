@@ -8,15 +8,16 @@ from typing import Any
 from torch import nn
 
 from peftsweep.spaces.base import MethodSpec
-from peftsweep.spaces.peft_common import (check_virtual_tokens, learning_rate, peft_load, peft_save, peft_stored_params,
-                                virtual_token_count, virtual_token_limit, virtual_tokens)
+from peftsweep.spaces.peft_common import (check_virtual_tokens, learning_rate, peft_load, peft_save,
+                                          peft_stored_params, peft_task_type, virtual_token_count,
+                                          virtual_token_limit, virtual_tokens)
 
 
-def apply(model: nn.Module, hparams: dict[str, Any]) -> nn.Module:
-    from peft import PromptTuningConfig, PromptTuningInit, TaskType, get_peft_model
+def apply(model: nn.Module, hparams: dict[str, Any], task: str) -> nn.Module:
+    from peft import PromptTuningConfig, PromptTuningInit, get_peft_model
 
     config = PromptTuningConfig(
-        task_type=TaskType.SEQ_CLS,
+        task_type=peft_task_type(task),
         num_virtual_tokens=hparams["num_virtual_tokens"],
         prompt_tuning_init=PromptTuningInit.RANDOM,
     )

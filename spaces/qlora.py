@@ -28,14 +28,15 @@ def require_bitsandbytes() -> Any:
 
 
 def quantization_config(compute_dtype: Any) -> Any:
-    """4-bit NF4 for the body; the new task head stays in full precision (PEFT cannot wrap a 4-bit head)."""
+    """4-bit NF4 for the body; a new classification head and a causal LM's output layer (often tied to the input
+    embeddings) stay in full precision (PEFT cannot wrap a 4-bit head)."""
     from transformers import BitsAndBytesConfig
 
     return BitsAndBytesConfig(
         load_in_4bit=True,
         bnb_4bit_quant_type="nf4",
         bnb_4bit_compute_dtype=compute_dtype,
-        llm_int8_skip_modules=["classifier", "score", "pre_classifier"],
+        llm_int8_skip_modules=["classifier", "score", "pre_classifier", "lm_head"],
     )
 
 
@@ -57,17 +58,17 @@ def avoid_packed_cpu_weights(model: nn.Module) -> nn.Module:
     return model
 
 
-def apply(model: nn.Module, hparams: dict[str, Any]) -> nn.Module:
+def apply(model: nn.Module, hparams: dict[str, Any], task: str) -> nn.Module:
     from peft import get_peft_model, prepare_model_for_kbit_training
 
     avoid_packed_cpu_weights(model)
     # Gradient checkpointing trades compute for memory; small classifiers don't need it and run ~30% faster without.
     model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
-    return get_peft_model(model, lora_config(hparams))
+    return get_peft_model(model, lora_config(hparams, task))
 
 
-def load(base: nn.Module, directory: Path, hparams: dict[str, Any]) -> nn.Module:
-    return peft_load(avoid_packed_cpu_weights(base), directory, hparams)
+def load(base: nn.Module, directory: Path, hparams: dict[str, Any], task: str) -> nn.Module:
+    return peft_load(avoid_packed_cpu_weights(base), directory, hparams, task)
 
 
 SPEC = MethodSpec(

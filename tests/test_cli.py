@@ -40,3 +40,20 @@ def test_train_reports_model_and_hyperparameter_problems_together(capsys, tmp_pa
     assert main(["train", "--model", str(tmp_path / "missing"), "--method", "prompt", "--hp", "lr=-1"]) == 2
     err = capsys.readouterr().err
     assert "2 problems" in err and "prompt.lr: must be >= 1e-08" in err and "model: directory not found" in err
+
+
+def test_train_one_generation_trial(tiny_causal, tiny_csv, tmp_path):
+    """`peftsweep train --task generation`: one real Ray Train trial of a prompt method on a causal LM."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "peftsweep.cli", "train", "--model", tiny_causal, "--train-file", tiny_csv,
+         "--task", "generation", "--template", "{text} type:", "--method", "prefix", "--hp", "num_virtual_tokens=2",
+         "--epochs", "1", "--batch-size", "16", "--workers", "1", "--output", str(tmp_path / "out")],
+        capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "val_loss" in proc.stdout and "checkpoint:" in proc.stdout
+
+
+def test_generation_options_need_the_generation_task(capsys, tiny_causal, tiny_csv):
+    assert main(["train", "--model", tiny_causal, "--train-file", tiny_csv, "--template", "{text}",
+                 "--method", "lora"]) == 2
+    assert "--template: only with --task generation" in capsys.readouterr().err

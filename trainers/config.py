@@ -27,6 +27,15 @@ class TrainSettings(Strict):
                              "(NaN/inf loss and out-of-memory are not retried)")
 
 
+class GenerationSettings(Strict):
+    max_new_tokens: int | None = Field(
+        None, ge=1, description="tokens generated per answer when evaluating; default: the longest target's, with its "
+                                "end-of-sequence token")
+    match: Literal["normalized", "exact"] = Field(
+        "normalized", description="how a generated answer is compared with the target: normalized = after "
+                                  "stripping, case-folding and collapsing whitespace; exact = as they are")
+
+
 class Resources(Strict):
     num_workers: int = Field(2, ge=1, description="Ray Train data-parallel workers per trial")
     cpus_per_worker: float = Field(1.0, gt=0, description="CPUs reserved per worker (also its torch threads)")
@@ -42,12 +51,14 @@ class TrialConfig(Strict):
 
     model: str = Field(description="local model directory or hub name (resolved, see trainers.model)")
     trust_remote_code: bool = False
+    task: Literal["classification", "generation"] = "classification"
     method: str
     hparams: dict[str, Any]
-    num_labels: int = Field(ge=2)
+    num_labels: int = Field(ge=0)  # 0 for generation from prompt/target columns
     label_names: list[str]
     max_length: int = Field(ge=2)
     train: TrainSettings = TrainSettings()
+    generation: GenerationSettings = GenerationSettings()
     resources: Resources = Resources()
 
 
@@ -56,10 +67,12 @@ class TrialTemplate(Strict):
 
     model: str
     trust_remote_code: bool = False
-    num_labels: int = Field(ge=2)
+    task: Literal["classification", "generation"] = "classification"
+    num_labels: int = Field(ge=0)
     label_names: list[str]
     max_length: int = Field(ge=2)
     train: TrainSettings = TrainSettings()
+    generation: GenerationSettings = GenerationSettings()
     resources_by_method: dict[str, Resources] = Field(description="each method's resources (per-method overrides)")
 
     def for_trial(self, method: str, hparams: dict[str, Any]) -> TrialConfig:

@@ -1,5 +1,8 @@
 """Data: load (preset, local files or a hub dataset), split, check labels, tokenize once for the whole sweep.
 
+This module reads and splits the data for every task kind and tokenizes it for classification; generation's prompts
+and targets are built and tokenized in `trainers.generation_data`.
+
 Tokenization happens once in the driver; the result (`TokenizedData`, unpadded token ids) is shared with every
 trial through the Ray object store. Batches are padded per batch, not to max_length.
 """
@@ -8,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import pandas as pd
 from pydantic import Field, model_validator
@@ -21,9 +24,9 @@ SPLITS = ("train", "validation", "test")
 
 
 class DataSpec(Strict):
-    task: Literal["trec6", "rotten_tomatoes"] | None = Field(
-        None, description="a bundled task, offline: `trec6` or `rotten_tomatoes` (exactly one of `task`, `train_file`, "
-                          "`hub_dataset`)")
+    preset: Literal["trec6", "rotten_tomatoes"] | None = Field(
+        None, description="a bundled data set, offline: `trec6` or `rotten_tomatoes` (exactly one of `preset`, "
+                          "`train_file`, `hub_dataset`)")
     train_file: str | None = Field(None, description="CSV/TSV/JSON/JSONL/Parquet file with the training examples")
     validation_file: str | None = Field(None, description="optional; carved from the training data when absent")
     test_file: str | None = Field(None, description="optional; carved from the training data when absent")
@@ -31,6 +34,17 @@ class DataSpec(Strict):
     hub_config: str | None = Field(None, description="the hub dataset's configuration name")
     text_column: str = Field("text", description="column holding the input text")
     label_column: str = Field("label", description="column holding the label (integers 0..K-1 or strings)")
+    prompt_column: str = Field("prompt", description="generation: column holding the prompt")
+    target_column: str = Field("target", description="generation: column holding the answer to generate")
+    template: str | None = Field(
+        None, description="generation from a classification data set: the prompt, with `{column}` placeholders "
+                          "(e.g. `\"Question: {text}\\nType:\"`); the target is the label's word")
+    label_words: list[str] | None = Field(
+        None, description="generation with a template: each class's answer, in label order (default: the label "
+                          "names)")
+    chat_template: bool = Field(
+        False, description="generation: put each prompt in the model's chat template (as the user's turn, followed "
+                           "by the assistant's answer)")
     num_labels: int | None = Field(None, ge=2, description="expected number of classes; checked against the data")
     max_length: int | None = Field(None, ge=2, description="token limit per example (task default, else 128)")
     train_size: int | None = Field(None, ge=1, description="subsample the training split to this many examples")
@@ -42,27 +56,21 @@ class DataSpec(Strict):
 
     @model_validator(mode="after")
     def _one_source(self) -> DataSpec:
-        sources = [s for s in ("task", "train_file", "hub_dataset") if getattr(self, s)]
+        sources = [s for s in ("preset", "train_file", "hub_dataset") if getattr(self, s)]
         if len(sources) != 1:
-            raise ValueError(f"give exactly one of task, train_file, hub_dataset (got {sources or 'none'})")
+            raise ValueError(f"give exactly one of preset, train_file, hub_dataset (got {sources or 'none'})")
         return self
 
 
 @dataclass
-class Split:
-    input_ids: list[list[int]]
-    labels: list[int]
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-
-@dataclass
 class TokenizedData:
-    splits: dict[str, Split]
-    label_names: list[str]
+    splits: dict[str, Any]  # Split for classification, trainers.generation.GenerationSplit for generation
+    label_names: list[str]  # classes (classification), or the answer words of a template (generation)
     pad_token_id: int
     max_length: int
+    task: str = "classification"
+    eos_token_id: int | None = None  # generation: ends every target, stops generation
+    max_new_tokens: int = 0  # generation: the longest target with its end-of-sequence token
 
     @property
     def num_labels(self) -> int:
@@ -93,14 +101,27 @@ def read_hub(spec: DataSpec) -> dict[str, pd.DataFrame]:
     return {name: split.to_pandas() for name, split in loaded.items()}
 
 
-def select_columns(frame: pd.DataFrame, spec: DataSpec, where: str) -> pd.DataFrame:
-    missing = [c for c in (spec.text_column, spec.label_column) if c not in frame.columns]
+def classification_columns(spec: DataSpec) -> dict[str, str]:
+    return {"text": spec.text_column, "label": spec.label_column}
+
+
+def column_hint(spec: DataSpec, columns: dict[str, str]) -> str:
+    if spec.template is not None:
+        return "data.template names the columns it reads (data.label_column the label)"
+    if "prompt_text" in columns:
+        return "set data.prompt_column / data.target_column, or data.template for a classification data set"
+    return "set data.text_column / data.label_column"
+
+
+def select_columns(frame: pd.DataFrame, spec: DataSpec, where: str, columns: dict[str, str]) -> pd.DataFrame:
+    """The columns a task reads, renamed {name used here: column in the data}. Rows with a missing value are dropped,
+    except from prompt/target data, where an empty target is reported."""
+    missing = sorted({source for source in columns.values() if source not in frame.columns})
     if missing:
         raise UserError(f"data: {where} has no column {', '.join(map(repr, missing))} "
-                        f"(columns: {', '.join(map(str, frame.columns))}); set data.text_column / data.label_column")
-    out = frame[[spec.text_column, spec.label_column]].rename(
-        columns={spec.text_column: "text", spec.label_column: "label"})
-    return out.dropna().reset_index(drop=True)
+                        f"(columns: {', '.join(map(str, frame.columns))}); {column_hint(spec, columns)}")
+    out = pd.DataFrame({name: frame[source] for name, source in columns.items()})
+    return (out if "target_text" in columns else out.dropna()).reset_index(drop=True)
 
 
 def carve(pool: pd.DataFrame, fraction: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -109,18 +130,24 @@ def carve(pool: pd.DataFrame, fraction: float, seed: int) -> tuple[pd.DataFrame,
     return pool.drop(carved.index).reset_index(drop=True), carved.reset_index(drop=True)
 
 
-def raw_splits(spec: DataSpec) -> tuple[dict[str, pd.DataFrame], list[str] | None, int]:
-    """The three splits as (text, label) frames, preset label names if any, and the default max_length."""
+def raw_splits(spec: DataSpec, columns: dict[str, str]) -> tuple[dict[str, pd.DataFrame], list[str] | None, int]:
+    """The three splits as frames of the given columns, preset label names if any, and the default max_length."""
     names, max_length, given = None, 128, {}
-    if spec.task:
-        preset = PRESETS[spec.task]()
+    if spec.preset:
+        preset = PRESETS[spec.preset]()
         names, max_length = preset.label_names, preset.max_length
-        given = {"train": preset.pool} | ({"test": preset.test} if preset.test is not None else {})
+        frames = {"train": preset.pool} | ({"test": preset.test} if preset.test is not None else {})
+        # a preset's columns are text and label, whatever data.text_column / data.label_column say
+        renamed = {name: {spec.label_column: "label", spec.text_column: "text"}.get(source, source)
+                   for name, source in columns.items()}
+        given = {k: select_columns(v, spec, f"data.preset {spec.preset}", renamed) for k, v in frames.items()}
     elif spec.train_file:
         files = {"train": spec.train_file, "validation": spec.validation_file, "test": spec.test_file}
-        given = {k: select_columns(read_file(v, spec), spec, f"data.{k}_file {v}") for k, v in files.items() if v}
+        given = {k: select_columns(read_file(v, spec), spec, f"data.{k}_file {v}", columns)
+                 for k, v in files.items() if v}
     else:
-        given = {k: select_columns(v, spec, f"hub split {k!r}") for k, v in read_hub(spec).items() if k in SPLITS}
+        given = {k: select_columns(v, spec, f"hub split {k!r}", columns) for k, v in read_hub(spec).items()
+                 if k in SPLITS}
         if "train" not in given:
             raise UserError(f"data.hub_dataset: {spec.hub_dataset!r} has no 'train' split")
     if "test" not in given:
@@ -164,27 +191,21 @@ def encode_labels(splits: dict[str, pd.DataFrame], names: list[str] | None,
     return encoded, names
 
 
-def load_splits(spec: DataSpec) -> tuple[dict[str, pd.DataFrame], list[str], int]:
-    given, names, default_length = raw_splits(spec)
+def load_splits(spec: DataSpec, columns: dict[str, str] | None = None,
+                encode: bool = True) -> tuple[dict[str, pd.DataFrame], list[str], int]:
+    """The three splits (subsampled, checked non-empty); with `encode`, labels mapped to 0..K-1 and the class names."""
+    given, names, default_length = raw_splits(spec, columns or classification_columns(spec))
     sizes = {"train": spec.train_size, "validation": spec.validation_size, "test": spec.test_size}
     splits = {name: subsample(given[name], sizes[name], spec.seed) for name in SPLITS}
     for name, frame in splits.items():
         if frame.empty:
             raise UserError(f"data: the {name} split is empty")
+    if not encode:
+        return splits, [], spec.max_length or default_length
     encoded, names = encode_labels(splits, names, spec.num_labels)
     for name in SPLITS:
         splits[name] = splits[name].assign(label=encoded[name])
     return splits, names, spec.max_length or default_length
-
-
-def tokenize(spec: DataSpec, tokenizer) -> TokenizedData:
-    """Load, split, check and tokenize (truncate, no padding). Done once per sweep."""
-    splits, names, max_length = load_splits(spec)
-    tokenized = {}
-    for name, frame in splits.items():
-        ids = tokenizer(frame["text"].astype(str).tolist(), truncation=True, max_length=max_length)["input_ids"]
-        tokenized[name] = Split(input_ids=ids, labels=frame["label"].tolist())
-    return TokenizedData(splits=tokenized, label_names=names, pad_token_id=pad_id(tokenizer), max_length=max_length)
 
 
 def pad_id(tokenizer) -> int:

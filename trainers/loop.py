@@ -1,4 +1,4 @@
-"""The mechanics of one worker's training: batches, optimizer, one epoch, distributed evaluation."""
+"""The mechanics of one worker's training, whatever the task kind: seeds, optimizer, one epoch, mixed precision."""
 
 from __future__ import annotations
 
@@ -9,14 +9,11 @@ from typing import Iterator
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader
 
 from peftsweep.trainers.config import TrainSettings
-from peftsweep.trainers.data import Split
 from peftsweep.trainers.faults import NonFiniteLossError
-from peftsweep.trainers.metrics import accuracy, confusion, macro_f1
 
 
 def seed_everything(seed: int) -> None:
@@ -34,28 +31,6 @@ def begin_epoch(loader: DataLoader, seed: int, epoch: int) -> None:
     generator = getattr(loader, "generator", None)  # RandomSampler (one worker)
     if generator is not None:
         generator.manual_seed(seed + epoch)
-
-
-def collate(pad_token_id: int):
-    """Pad each batch to its own longest example (dynamic padding), not to max_length."""
-
-    def pad(batch: list[tuple[list[int], int]]) -> dict[str, torch.Tensor]:
-        longest = max(len(ids) for ids, _ in batch)
-        input_ids = torch.full((len(batch), longest), pad_token_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(batch), longest), dtype=torch.long)
-        for row, (ids, _) in enumerate(batch):
-            input_ids[row, :len(ids)] = torch.tensor(ids)
-            attention_mask[row, :len(ids)] = 1
-        labels = torch.tensor([label for _, label in batch])
-        return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
-
-    return pad
-
-
-def train_loader(split: Split, batch_size: int, pad_token_id: int, seed: int) -> DataLoader:
-    pairs = list(zip(split.input_ids, split.labels))
-    generator = torch.Generator().manual_seed(seed)
-    return DataLoader(pairs, batch_size=batch_size, shuffle=True, generator=generator, collate_fn=collate(pad_token_id))
 
 
 def optimizer_for(model: nn.Module, lr: float, settings: TrainSettings, total_steps: int):
@@ -111,34 +86,3 @@ def train_epoch(model: nn.Module, batches: Iterator[dict[str, torch.Tensor]], op
         if max_steps is not None and steps >= max_steps:
             break
     return total_loss / max(1, steps), seen
-
-
-@torch.no_grad()
-def predict(model: nn.Module, split: Split, pad_token_id: int, batch_size: int, device: torch.device,
-            precision: str = "fp32", rank: int = 0, world_size: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
-    """Predicted and true labels for this rank's shard (every world_size-th example: no padding, no duplicates)."""
-    model.eval()
-    pairs = list(zip(split.input_ids, split.labels))[rank::world_size]
-    preds, labels = [], []
-    for batch in DataLoader(pairs, batch_size=batch_size, collate_fn=collate(pad_token_id)):
-        batch = to_device(batch, device)
-        with autocast(device, precision):
-            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-        preds.append(logits.argmax(-1).cpu())
-        labels.append(batch["labels"].cpu())
-    empty = torch.empty(0, dtype=torch.long)
-    return (torch.cat(preds) if preds else empty), (torch.cat(labels) if labels else empty)
-
-
-def evaluate(model: nn.Module, split: Split, num_labels: int, pad_token_id: int, batch_size: int,
-             device: torch.device, precision: str = "fp32") -> dict[str, float]:
-    """Accuracy and macro-F1 over the whole split, each rank evaluating a shard; confusion matrices are summed."""
-    distributed = dist.is_available() and dist.is_initialized()
-    rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
-    preds, labels = predict(model, split, pad_token_id, batch_size, device, precision, rank, world)
-    matrix = confusion(preds, labels, num_labels)
-    if distributed:
-        matrix = matrix.to(device)
-        dist.all_reduce(matrix)
-        matrix = matrix.cpu()
-    return {"accuracy": accuracy(matrix), "macro_f1": macro_f1(matrix)}

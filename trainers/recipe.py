@@ -21,15 +21,18 @@ from peftsweep.trainers.checkpoint import save_checkpoint
 from peftsweep.trainers.config import TrialConfig
 from peftsweep.trainers.data import TokenizedData
 from peftsweep.trainers.faults import NonFiniteLossError, is_fatal, raise_if_fatal_recorded, record_fatal
-from peftsweep.trainers.loop import begin_epoch, evaluate, optimizer_for, seed_everything, train_epoch, train_loader
+from peftsweep.trainers.loop import begin_epoch, optimizer_for, seed_everything, train_epoch
 from peftsweep.trainers.metrics import peak_memory_mb
-from peftsweep.trainers.model import build_model
+from peftsweep.trainers.model import build_model, load_tokenizer
 from peftsweep.trainers.state import Progress, read_training_state, restore_optimizer, restore_trainable, save_training_state
+from peftsweep.trainers.task_kind import EvalContext
+from peftsweep.trainers.tasks import get_task
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     # 1. What to do, typed; the data tokenized once by the driver, fetched from the object store.
     cfg = TrialConfig.model_validate(config["trial"])
+    task = get_task(cfg.task)  # what the model learns to do and how it is scored (trainers.tasks)
     run_dir = config.get("run_dir")
     raise_if_fatal_recorded(run_dir)  # a restart after an out-of-memory error would only repeat it
     data: TokenizedData = config["data"]
@@ -44,7 +47,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     # 2. The pre-trained model with the method applied; parameters counted before DDP wraps it. After a restart
     #    (a worker died, the sweep was resumed) the trainable tensors come from the last checkpoint.
     model, counts, _ = build_model(cfg.model, cfg.method, cfg.hparams, cfg.label_names, device=device,
-                                   trust_remote_code=cfg.trust_remote_code, pad_token_id=data.pad_token_id)
+                                   trust_remote_code=cfg.trust_remote_code, pad_token_id=data.pad_token_id,
+                                   task=cfg.task)
     checkpoint, saved = _last_training_state()
     progress = restore_trainable(saved, model) if saved else Progress()
     progress.restarts += 1 if saved else 0
@@ -58,15 +62,26 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     # 3. Batches: each worker gets its shard (DistributedSampler); the global batch is split across workers.
     per_worker_batch = max(1, cfg.train.batch_size // world)
     loader = ray.train.torch.prepare_data_loader(
-        train_loader(data.splits["train"], per_worker_batch, data.pad_token_id, cfg.train.seed))
+        task.train_loader(data.splits["train"], per_worker_batch, data.pad_token_id, cfg.train.seed))
     optimizer, scheduler = optimizer_for(ddp_model, cfg.hparams["lr"], cfg.train, len(loader) * cfg.train.epochs)
     if saved:
         restore_optimizer(saved, optimizer, scheduler)
 
     # 4. Train, validate every epoch, test once at the end (the test split is for reporting, never for search).
+    decode = None
+    if task.decodes:
+        tokenizer = load_tokenizer(cfg.model, cfg.trust_remote_code)
+        decode = lambda ids: tokenizer.decode(ids, skip_special_tokens=True)  # noqa: E731
+    context = EvalContext(batch_size=cfg.train.eval_batch_size, device=device, precision=cfg.train.precision,
+                          decode=decode, max_new_tokens=cfg.generation.max_new_tokens or data.max_new_tokens,
+                          match=cfg.generation.match)
+
     def evaluate_split(split: str) -> dict[str, float]:
-        return evaluate(model, data.splits[split], data.num_labels, data.pad_token_id, cfg.train.eval_batch_size,
-                        device, cfg.train.precision)
+        """{"accuracy", <the task's extra metric>, "samples_per_second"} of the whole split."""
+        start = time.perf_counter()
+        scores = task.evaluate(model, data.splits[split], data, context)
+        elapsed = _max_across_ranks(time.perf_counter() - start, device)
+        return scores | {"samples_per_second": len(data.splits[split]) / max(elapsed, 1e-9)}
 
     train_started_at = time.time()  # wall clock: the trial's fixed cost is the time before this
     for epoch in range(progress.epoch + 1, cfg.train.epochs + 1):
@@ -86,13 +101,16 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         progress.examples += seen * world
         val = evaluate_split("validation")
         metrics = {"epoch": epoch, "train_loss": _mean_across_ranks(loss, device),
-                   "val_accuracy": val["accuracy"], "val_macro_f1": val["macro_f1"],
+                   # scores as val_<name>; throughputs (…_per_second) as they are, with eval_ for the whole pass
+                   **{f"val_{k}": v for k, v in val.items() if not k.endswith("per_second")},
+                   **{k: v for k, v in val.items() if k.endswith("per_second") and k != "samples_per_second"},
+                   "eval_samples_per_second": val["samples_per_second"],
                    "train_seconds": progress.train_seconds, "restarts": progress.restarts,
                    "samples_per_second": progress.examples / max(progress.train_seconds, 1e-9), **counts.as_metrics()}
         if epoch == cfg.train.epochs:
             test = evaluate_split("test")
-            metrics |= {"test_accuracy": test["accuracy"], "test_macro_f1": test["macro_f1"],
-                        "ddp_param_divergence": _param_divergence(model, device)}
+            metrics |= {f"test_{k}": v for k, v in test.items() if not k.endswith("per_second")}
+            metrics["ddp_param_divergence"] = _param_divergence(model, device)
         metrics["peak_memory_mb"] = _max_across_ranks(peak_memory_mb(device), device)
         metrics |= {"train_started_at": train_started_at, "reported_at": time.time()} | placement
         progress.epoch = epoch
@@ -103,7 +121,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             checkpoint = None
             if rank == 0:
                 save_checkpoint(model, Path(tmp), model_name=cfg.model, method=cfg.method, hparams=cfg.hparams,
-                                label_names=data.label_names, max_length=data.max_length, counts=counts, epoch=epoch)
+                                label_names=data.label_names, max_length=data.max_length, counts=counts, epoch=epoch,
+                                task=cfg.task)
                 save_training_state(Path(tmp), model, optimizer, scheduler, progress)
                 checkpoint = ray.train.Checkpoint.from_directory(tmp)
             ray.train.report(metrics, checkpoint=checkpoint)

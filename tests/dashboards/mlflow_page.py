@@ -90,6 +90,9 @@ def open_view(link: str, screenshot: Path) -> FrontPage:
         page.wait_for_function("document.body.innerText.match(/[0-9]+ matching runs?/) !== null", timeout=120_000)
         page.wait_for_function(f"{_SCATTERS}.length > 0", timeout=60_000)
         matching = page.evaluate("document.body.innerText.match(/([0-9]+) matching runs?/)[1]")
+        # the run list renders after the count: wait for as many links to runs as runs are counted
+        page.wait_for_function(f"document.querySelectorAll(\"a[href*='/runs/']\").length >= {int(matching)}",
+                               timeout=60_000)
         listed = page.eval_on_selector_all("a[href*='/runs/']", "links => links.map(a => a.innerText.trim())")
         scatters = page.evaluate(f"""{_SCATTERS}.map(p => ({{y: p.layout.yaxis.title.text,
             points: p.data.flatMap(t => t.x.map((x, i) => [t.text[i], x, t.y[i]]))}}))""")

@@ -58,7 +58,7 @@ MISTAKES = [
     ("methods.lora", {"r": [1, 2, 3]}, "methods.lora.r: a range is [low, high]"),
     ("methods.prompt", {"num_virtual_tokens": [4, 64]}, "methods.prompt.num_virtual_tokens: high 64 exceeds 15"),
     ("data.train_file", "/no/such.csv", "data: file not found: /no/such.csv"),
-    ("data.task", "trec6", "data: Value error, give exactly one of task, train_file, hub_dataset"),
+    ("data.preset", "trec6", "data: Value error, give exactly one of preset, train_file, hub_dataset"),
     ("data.text_column", "sentence", "data: data.train_file"),
     ("data.num_labels", 4, "data.num_labels is 4 but the data has 3 classes"),
     ("data.max_length", 1, "data.max_length: Input should be greater than or equal to 2"),
@@ -78,6 +78,11 @@ MISTAKES = [
                                          "or auto (got 'all')"),
     ("resources.per_method.lora", {"gpus_per_worker": -1}, "resources.per_method.lora.gpus_per_worker: Value error"),
     ("tracking.uri", "http://127.0.0.1:9", "tracking.uri: cannot reach the MLflow server at http://127.0.0.1:9"),
+    ("data.task", "trec6", "data.task: renamed: data.preset"),
+    ("data.template", "{text} type:", "data.template: only for task: generation"),
+    ("generation", {"match": "exact"}, "generation: only for task: generation"),
+    ("task", "generation", "model: a bert model (BertForSequenceClassification) has no causal-LM head"),
+    ("task", "translation", "task: Input should be 'classification' or 'generation'"),
 ]
 
 
@@ -91,6 +96,42 @@ def test_malformed_config_exits_2_naming_the_key(key, value, expected, tiny_mode
     assert expected in err, err
     assert len(err.splitlines()) <= 25  # one screen
     assert not out.exists()  # found before anything was written: no MLflow store, no Ray state
+
+
+def generation_base(tiny_causal: str, tiny_csv: str) -> dict:
+    return {"name": "g", "model": tiny_causal, "task": "generation",
+            "data": {"train_file": tiny_csv, "template": "{text} type:"},
+            "methods": {"lora": {}, "prompt": {"num_virtual_tokens": [2, 4]}}, "search": {"num_samples": 2}}
+
+
+GENERATION_MISTAKES = [
+    ("data.template", "{question} type:", "has no column 'question'"),
+    ("data.template", "{text type:", "data.template:"),
+    ("data.template", DELETE, "has no column 'prompt', 'target'"),
+    ("data.label_words", ["a", "b"], "data.label_words: 2 words for 3 classes"),
+    ("data.max_length", 2, "do not fit data.max_length 2"),
+    ("data.chat_template", True, "data.chat_template: the model's tokenizer has no chat template"),
+    ("generation.match", "fuzzy", "generation.match: Input should be 'normalized' or 'exact'"),
+    ("generation.max_new_tokens", 0, "generation.max_new_tokens: Input should be greater than or equal to 1"),
+]
+
+
+@pytest.mark.parametrize("key,value,expected", GENERATION_MISTAKES,
+                         ids=[m[0] + "-" + str(i) for i, m in enumerate(GENERATION_MISTAKES)])
+def test_generation_mistakes_exit_2_naming_the_key(key, value, expected, tiny_causal, tiny_csv, tmp_path, capsys):
+    path, out = tmp_path / "bad.yaml", tmp_path / "out"
+    config = nested_set(generation_base(tiny_causal, tiny_csv) | {"output_dir": str(out)}, key, value)
+    path.write_text(yaml.safe_dump(config))
+    assert main(["validate", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert expected in err, err
+    assert not out.exists()
+
+
+def test_generation_config_validates(tiny_causal, tiny_csv, tmp_path, capsys):
+    path = tmp_path / "good.yaml"
+    path.write_text(yaml.safe_dump(generation_base(tiny_causal, tiny_csv) | {"output_dir": str(tmp_path / "out")}))
+    assert main(["validate", str(path)]) == 0, capsys.readouterr().err
 
 
 def test_every_problem_is_reported_at_once(tiny_model, tiny_csv, tmp_path, capsys):

@@ -44,7 +44,8 @@ def write_config(directory: Path, model: str, csv: str, **sections) -> Path:
 def first_trials(methods: list[tuple[str, float]], **search) -> dict:
     """The sweep's first trials, in this order: each method at its defaults and this (fixed) learning rate (a grid
     would be ordered too, but is not searched with early stopping); then random ones among these."""
-    fixed = {"lora": {"r": 4, "alpha_multiple": 2, "dropout": 0.0}, "prompt": {"num_virtual_tokens": 4}}
+    fixed = {"lora": {"r": 4, "alpha_multiple": 2, "dropout": 0.0, "targets": "attention"},
+             "prompt": {"num_virtual_tokens": 4}}
     return {"methods": {name: fixed.get(name, {}) | {"lr": lr} for name, lr in methods},
             "search": {"algorithm": "random", "start_points": "defaults", "num_samples": len(methods), "seed": 0}
             | search}
@@ -64,10 +65,25 @@ def run_in_thread(config: Path, **kwargs):
     started = time.monotonic()
     thread.start()
     thread.join(HANG_BOUND_S)
-    assert not thread.is_alive(), f"the sweep did not end within {HANG_BOUND_S} s"
+    if thread.is_alive():
+        raise SweepHung(f"the sweep did not end within {HANG_BOUND_S} s; where it waits:\n{stacks()}\n"
+                        f"Ray resources available {ray.available_resources()} of {ray.cluster_resources()}")
     if "error" in outcome:
         raise outcome["error"]
     return outcome["value"], time.monotonic() - started
+
+
+class SweepHung(AssertionError):
+    pass
+
+
+def stacks() -> str:
+    """Every thread's Python stack, to say where a hung sweep waits."""
+    import sys
+    import traceback
+
+    return "\n".join(f"--- thread {ident}\n{''.join(traceback.format_stack(frame)[-8:])}"
+                     for ident, frame in sys._current_frames().items())
 
 
 def run_on_local_ray(config: Path):
@@ -76,8 +92,14 @@ def run_on_local_ray(config: Path):
     try:
         outcome = run_in_thread(config)
         assert_everything_released()
-    finally:
+    except SweepHung:
+        # The sweep's thread still runs in this process: shutting Ray down under it can abort the whole test run.
+        # Ray stays up; the next test that starts its own Ray in this process then fails visibly instead.
+        raise
+    except BaseException:
         ray.shutdown()
+        raise
+    ray.shutdown()
     return outcome
 
 

@@ -59,3 +59,29 @@ def test_summarize_leaves_its_input_alone_and_asks_for_the_reference():
     # no reference method in the sweep: nothing to compare with, whatever the methods are called
     assert summarize(records, references=set()).reference is None
     assert summarize(records, references=set()).by_method[0].accuracy_gap_to_full is None
+
+
+def test_the_floor_dominates_trials_that_do_not_beat_it():
+    from peftsweep.search.summary import Floor, as_dict
+
+    records = [record("tiny", "prompt", 0.30, 0.01), record("equal", "ia3", 0.40, 0.05),
+               record("a", "lora", 0.90, 0.3), record("b", "full", 0.93, 100.0)]
+    assert [r.run_id for r in summarize(records).front] == ["tiny", "equal", "a", "b"]
+    floor = Floor("majority class", 0.40, 0.38)
+    summary = summarize(records, floor=floor)
+    assert [r.run_id for r in summary.front] == ["a", "b"]  # 0.30 and 0.40 do not beat 0.40 at 0 parameters
+    assert summary.below_floor == 2 and summary.floor == floor
+    assert as_dict(summary)["floor"] == {"kind": "majority class", "val_accuracy": 0.40, "test_accuracy": 0.38}
+    assert "floor (majority class, 0 trainable parameters): val acc 0.400, test acc 0.380; 2 completed trial(s) " \
+           "did not beat it" in format_table(summary)
+
+
+def test_majority_floor_by_hand():
+    from peftsweep.trainers.classification import Split, majority_floor
+    from peftsweep.trainers.data import TokenizedData
+
+    data = TokenizedData(splits={"train": Split([[1]] * 5, [2, 2, 2, 0, 1]),
+                                 "validation": Split([[1]] * 4, [2, 0, 0, 2]),
+                                 "test": Split([[1]] * 5, [1, 1, 1, 1, 2])},
+                         label_names=["a", "b", "c"], pad_token_id=0, max_length=8)
+    assert majority_floor(data) == {"validation": 0.5, "test": 0.2}

@@ -44,7 +44,12 @@ def test_tagged_front_equals_an_independent_pareto_computation(finished_sweep):
     client = client_for(finished_sweep.tracking_uri)
     children = [r for r in client.search_runs([finished_sweep.experiment_id], max_results=100)
                 if r.data.tags.get(ROLE_TAG) == "trial"]
-    expected = {r.info.run_id for r in children if not dominated(r, children)}
+    # the floor (majority class, 0 trainable parameters) dominates every trial that does not beat it
+    parent = client.get_run(finished_sweep.parent_run_id).data
+    floor = parent.metrics["floor_val_accuracy"]
+    assert parent.tags["peftsweep.floor"] == "majority class" and 0 < floor < 1
+    expected = {r.info.run_id for r in children
+                if not dominated(r, children) and r.data.metrics["val_accuracy"] > floor}
     tagged = {r.info.run_id for r in children if r.data.tags.get(PARETO_TAG) == "true"}
     assert tagged == expected and tagged
     assert all(r.data.tags.get(PARETO_TAG) in ("true", "false") for r in children)

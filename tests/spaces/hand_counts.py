@@ -37,7 +37,12 @@ class Shape:
 
 
 def lora(s: Shape, hp) -> tuple[int, int]:
-    n = s.layers * 2 * hp["r"] * (s.hidden + s.hidden) + s.head  # A (r x h) and B (h x r) on query and value
+    h, i, r = s.hidden, s.intermediate, hp["r"]
+    if hp["targets"] == "attention":  # A (r x h) and B (h x r) on query and value
+        n = s.layers * 2 * r * (h + h) + s.head
+    else:  # all_linear: q, k, v, attention output, FFN in (h -> i) and out (i -> h) in every layer, and the pooler;
+        # not the classifier (the head, trained in full)
+        n = s.layers * (4 * r * (h + h) + 2 * r * (h + i)) + r * (h + h) + s.head
     return n, n
 
 

@@ -12,7 +12,8 @@ from peftsweep.spaces import REGISTRY, ChoiceParam
 from tests.spaces.hand_counts import HAND_COUNTS, Shape
 from peftsweep.trainers.checkpoint import load_checkpoint, save_checkpoint
 from peftsweep.trainers.config import TrainSettings
-from peftsweep.trainers.loop import optimizer_for, predict, train_epoch, train_loader
+from peftsweep.trainers.classification import predict, train_loader
+from peftsweep.trainers.loop import optimizer_for, train_epoch
 from peftsweep.trainers.model import build_model
 
 CPU = torch.device("cpu")
@@ -58,7 +59,7 @@ def steps(model, data, hp, n: int, seed: int) -> None:
 def logits(model, data) -> torch.Tensor:
     model.eval()
     split = data.splits["validation"]
-    from peftsweep.trainers.loop import collate
+    from peftsweep.trainers.classification import collate
 
     batch = collate(data.pad_token_id)(list(zip(split.input_ids, split.labels)))
     with torch.no_grad():

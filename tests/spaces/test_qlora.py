@@ -9,7 +9,7 @@ bnb = pytest.importorskip("bitsandbytes")
 
 
 def test_qlora_quantizes_every_body_linear_to_4_bit(tiny_model, tiny_data):
-    model, counts, _ = build_model(tiny_model, "qlora", {"r": 4, "alpha_multiple": 2, "dropout": 0.0, "lr": 1e-3},
+    model, counts, _ = build_model(tiny_model, "qlora", {"r": 4, "alpha_multiple": 2, "dropout": 0.0, "targets": "attention", "lr": 1e-3},
                                    tiny_data.label_names)
     four_bit = [n for n, m in model.named_modules() if isinstance(m, bnb.nn.Linear4bit)]
     linears = [n for n, m in model.named_modules()

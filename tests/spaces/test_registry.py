@@ -68,6 +68,10 @@ def test_no_method_is_named_outside_spaces_and_tests():
     files = python_files_outside_spaces_and_tests()
     assert any(p.name == "summary.py" for p in files)  # the scan sees the package's code
     literal = re.compile(r"""["'](%s)["']""" % "|".join(map(re.escape, REGISTRY)))
+    # the one word shared with something else: the generation data's default prompt column is called "prompt"
+    not_a_method = {("trainers/data.py", 'prompt_column: str = Field("prompt", description="generation: column holding '
+                                         'the prompt")')}
     found = [f"{p.relative_to(ROOT)}:{i}: {line.strip()}" for p in files
-             for i, line in enumerate(p.read_text().splitlines(), 1) if literal.search(line)]
+             for i, line in enumerate(p.read_text().splitlines(), 1)
+             if literal.search(line) and (str(p.relative_to(ROOT)), line.strip()) not in not_a_method]
     assert found == []

@@ -2,7 +2,8 @@ import pandas as pd
 import pytest
 
 from peftsweep.errors import UserError
-from peftsweep.trainers.data import DataSpec, load_splits, tokenize
+from peftsweep.trainers.classification import tokenize
+from peftsweep.trainers.data import DataSpec, load_splits
 from peftsweep.trainers.launch import prepare_data
 from peftsweep.trainers.model import load_tokenizer
 
@@ -65,17 +66,17 @@ def test_missing_file_and_missing_model_are_user_errors(tmp_path, tiny_model):
 
 def test_exactly_one_source():
     with pytest.raises(ValueError, match="exactly one of"):
-        DataSpec(task="trec6", train_file="x.csv")
+        DataSpec(preset="trec6", train_file="x.csv")
 
 
 def test_trec6_preset_uses_the_official_test_split():
-    splits, names, max_length = load_splits(DataSpec(task="trec6", train_size=800, validation_size=500))
+    splits, names, max_length = load_splits(DataSpec(preset="trec6", train_size=800, validation_size=500))
     assert names == ["DESC", "ENTY", "ABBR", "HUM", "NUM", "LOC"]
     assert (len(splits["train"]), len(splits["validation"]), len(splits["test"])) == (800, 500, 500)
     assert max_length == 32
 
 
 def test_rotten_tomatoes_preset_is_binary():
-    splits, names, max_length = load_splits(DataSpec(task="rotten_tomatoes", test_size=200))
+    splits, names, max_length = load_splits(DataSpec(preset="rotten_tomatoes", test_size=200))
     assert names == ["rotten", "fresh"] and len(splits["test"]) == 200
     assert set(splits["train"]["label"]) == {0, 1}

@@ -8,7 +8,8 @@ import torch
 from peftsweep.spaces import REGISTRY
 from peftsweep.trainers.config import TrainSettings
 from peftsweep.trainers.faults import FatalTrialError, NonFiniteLossError, raise_if_fatal_recorded, record_fatal
-from peftsweep.trainers.loop import begin_epoch, optimizer_for, seed_everything, train_epoch, train_loader
+from peftsweep.trainers.classification import train_loader
+from peftsweep.trainers.loop import begin_epoch, optimizer_for, seed_everything, train_epoch
 from peftsweep.trainers.model import build_model
 from peftsweep.trainers.state import (TRAINING_STATE_FILE, Progress, read_training_state, restore_optimizer, restore_trainable,
                             save_training_state)

@@ -1,0 +1,86 @@
+"""A real small sweep in generation mode (tiny random Llama causal LM, 2-worker Ray Train trials), checked from MLflow."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from peftsweep.search.tracking import PARETO_TAG, ROLE_TAG, client_for
+from tests.tiny import ANSWER_TEMPLATE
+
+METHODS = {"lora": {"targets": "all_linear"}, "prompt": {"num_virtual_tokens": 2}, "full": {}}
+
+
+@pytest.fixture(scope="module")
+def generation_sweep(tmp_path_factory, tiny_causal, tiny_csv):
+    import ray
+    import yaml
+
+    from peftsweep.search.config import load_sweep_config
+    from peftsweep.search.plan import build_plan
+    from peftsweep.search.sweep import run_sweep
+
+    out = tmp_path_factory.mktemp("gen-sweep")
+    config = {
+        "name": "gen", "model": tiny_causal, "output_dir": str(out), "task": "generation",
+        "data": {"train_file": tiny_csv, "template": ANSWER_TEMPLATE},
+        "methods": METHODS,
+        "train": {"epochs": 2, "batch_size": 16},
+        "search": {"algorithm": "tpe", "num_samples": len(METHODS), "seed": 1, "start_points": "defaults"},
+        "resources": {"num_workers": 2, "cpus_per_worker": 1},
+    }
+    path = out / "gen.yaml"
+    path.write_text(yaml.safe_dump(config))
+    ray.init(num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False)
+    try:
+        return run_sweep(build_plan(load_sweep_config(path)))
+    finally:
+        ray.shutdown()
+
+
+def test_every_trial_is_a_generation_run_in_mlflow(generation_sweep):
+    client = client_for(generation_sweep.tracking_uri)
+    runs = client.search_runs([generation_sweep.experiment_id], max_results=100)
+    children = [r for r in runs if r.data.tags.get(ROLE_TAG) == "trial"]
+    assert len(children) == len(METHODS) == len(runs) - 1
+    assert {c.data.params["method"] for c in children} == set(METHODS)
+    for child in children:
+        assert child.info.status == "FINISHED" and child.data.tags["peftsweep.status"] == "completed"
+        metrics = child.data.metrics
+        assert 0 <= metrics["val_accuracy"] <= 1 and 0 <= metrics["test_accuracy"] <= 1
+        assert metrics["val_loss"] > 0 and metrics["test_loss"] > 0 and "val_macro_f1" not in metrics
+        assert metrics["eval_samples_per_second"] > 0 and metrics["generation_samples_per_second"] > 0
+        assert metrics["ddp_param_divergence"] == 0.0
+        assert sorted(m.step for m in client.get_metric_history(child.info.run_id, "val_loss")) == [1, 2]
+        manifest = client.download_artifacts(child.info.run_id, "checkpoint/peftsweep.json")
+        assert json.loads(open(manifest).read())["task"] == "generation"
+
+
+def test_zero_shot_floor_is_on_the_parent_and_the_front_beats_it(generation_sweep):
+    client = client_for(generation_sweep.tracking_uri)
+    parent = client.get_run(generation_sweep.parent_run_id).data
+    assert parent.tags["peftsweep.floor"] == "zero-shot"
+    floor = parent.metrics["floor_val_accuracy"]
+    assert 0 <= floor <= 1 and 0 <= parent.metrics["floor_test_accuracy"] <= 1
+    summary = generation_sweep.summary
+    assert summary.floor is not None and summary.floor.val_accuracy == floor
+    children = [r for r in client.search_runs([generation_sweep.experiment_id], max_results=100)
+                if r.data.tags.get(ROLE_TAG) == "trial"]
+    tagged = {r.info.run_id for r in children if r.data.tags.get(PARETO_TAG) == "true"}
+    assert tagged == {r.run_id for r in summary.front}
+    assert all(r.val_accuracy > floor for r in summary.front)
+    assert summary.below_floor == sum(r.data.metrics["val_accuracy"] <= floor for r in children)
+    written = json.loads(generation_sweep.summary_json.read_text())
+    assert written["floor"] == {"kind": "zero-shot", "val_accuracy": floor,
+                                "test_accuracy": parent.metrics["floor_test_accuracy"]}
+
+
+def test_dashboard_draws_the_floor(generation_sweep, tmp_path):
+    from peftsweep.dashboards.figure_data import compute
+    from peftsweep.dashboards.report import build_dashboard
+
+    board = build_dashboard(generation_sweep.tracking_uri, "gen", tmp_path, log_to_mlflow=False)
+    floor = compute(board.data).pareto.floor  # read back from the parent run, not handed over
+    assert floor is not None and floor.y == generation_sweep.summary.floor.val_accuracy
+    assert "floor (zero-shot)" in floor.label and "floor (zero-shot)" in board.html.read_text()

@@ -1,0 +1,130 @@
+"""The classification task kind: a new head on the pre-trained body predicts one of K labels; scored by accuracy and
+macro-F1 over the whole split (each rank evaluates a shard, confusion matrices are summed)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.utils.data import DataLoader
+
+from peftsweep.trainers.data import DataSpec, TokenizedData, load_splits, pad_id
+from peftsweep.trainers.loop import autocast, to_device
+from peftsweep.trainers.metrics import accuracy, confusion, macro_f1
+from peftsweep.trainers.task_kind import EvalContext, TaskKind
+
+
+@dataclass
+class Split:
+    input_ids: list[list[int]]
+    labels: list[int]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def tokenize(spec: DataSpec, tokenizer: Any, max_positions: int = 0) -> TokenizedData:
+    """Load, split, check and tokenize (truncate, no padding). Done once per sweep."""
+    splits, names, max_length = load_splits(spec)
+    tokenized = {}
+    for name, frame in splits.items():
+        ids = tokenizer(frame["text"].astype(str).tolist(), truncation=True, max_length=max_length)["input_ids"]
+        tokenized[name] = Split(input_ids=ids, labels=frame["label"].tolist())
+    return TokenizedData(splits=tokenized, label_names=names, pad_token_id=pad_id(tokenizer), max_length=max_length)
+
+
+def collate(pad_token_id: int):
+    """Pad each batch to its own longest example (dynamic padding), not to max_length."""
+
+    def pad(batch: list[tuple[list[int], int]]) -> dict[str, torch.Tensor]:
+        longest = max(len(ids) for ids, _ in batch)
+        input_ids = torch.full((len(batch), longest), pad_token_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(batch), longest), dtype=torch.long)
+        for row, (ids, _) in enumerate(batch):
+            input_ids[row, :len(ids)] = torch.tensor(ids)
+            attention_mask[row, :len(ids)] = 1
+        labels = torch.tensor([label for _, label in batch])
+        return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+
+    return pad
+
+
+def train_loader(split: Split, batch_size: int, pad_token_id: int, seed: int) -> DataLoader:
+    pairs = list(zip(split.input_ids, split.labels))
+    generator = torch.Generator().manual_seed(seed)
+    return DataLoader(pairs, batch_size=batch_size, shuffle=True, generator=generator, collate_fn=collate(pad_token_id))
+
+
+@torch.no_grad()
+def predict(model: nn.Module, split: Split, pad_token_id: int, batch_size: int, device: torch.device,
+            precision: str = "fp32", rank: int = 0, world_size: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """Predicted and true labels for this rank's shard (every world_size-th example: no padding, no duplicates)."""
+    model.eval()
+    pairs = list(zip(split.input_ids, split.labels))[rank::world_size]
+    preds, labels = [], []
+    for batch in DataLoader(pairs, batch_size=batch_size, collate_fn=collate(pad_token_id)):
+        batch = to_device(batch, device)
+        with autocast(device, precision):
+            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        preds.append(logits.argmax(-1).cpu())
+        labels.append(batch["labels"].cpu())
+    empty = torch.empty(0, dtype=torch.long)
+    return (torch.cat(preds) if preds else empty), (torch.cat(labels) if labels else empty)
+
+
+def evaluate(model: nn.Module, split: Split, num_labels: int, pad_token_id: int, batch_size: int,
+             device: torch.device, precision: str = "fp32") -> dict[str, float]:
+    """Accuracy and macro-F1 over the whole split, each rank evaluating a shard; confusion matrices are summed."""
+    distributed = dist.is_available() and dist.is_initialized()
+    rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
+    preds, labels = predict(model, split, pad_token_id, batch_size, device, precision, rank, world)
+    matrix = confusion(preds, labels, num_labels)
+    if distributed:
+        matrix = matrix.to(device)
+        dist.all_reduce(matrix)
+        matrix = matrix.cpu()
+    return {"accuracy": accuracy(matrix), "macro_f1": macro_f1(matrix)}
+
+
+def head_kwargs(label_names: list[str]) -> dict[str, Any]:
+    return {"num_labels": len(label_names), "id2label": dict(enumerate(label_names)),
+            "label2id": {n: i for i, n in enumerate(label_names)}}
+
+
+def model_problem(config: Any) -> str | None:
+    from transformers.models.auto.modeling_auto import MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES
+
+    if config.model_type not in MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES:
+        return f"model: transformers has no sequence-classification head for model type {config.model_type!r}"
+    return None
+
+
+def evaluate_split(model: nn.Module, split: Split, data: TokenizedData, context: EvalContext) -> dict[str, float]:
+    return evaluate(model, split, data.num_labels, data.pad_token_id, context.batch_size, context.device,
+                    context.precision)
+
+
+def majority_floor(data: TokenizedData, template: Any = None, device: Any = None) -> dict[str, float]:
+    """Accuracy of always answering the training split's most frequent label."""
+    counts = torch.bincount(torch.tensor(data.splits["train"].labels), minlength=data.num_labels)
+    majority = int(counts.argmax())
+    return {name: sum(label == majority for label in data.splits[name].labels) / max(1, len(data.splits[name]))
+            for name in ("validation", "test")}
+
+
+TASK = TaskKind(
+    name="classification",
+    summary="a new head predicts one of the labels; accuracy and macro-F1",
+    model_class="AutoModelForSequenceClassification",
+    head_kwargs=head_kwargs,
+    model_problem=model_problem,
+    tokenize=tokenize,
+    train_loader=train_loader,
+    evaluate=evaluate_split,
+    extra_metric="macro_f1",
+    floor_name="majority class",
+    floor=majority_floor,
+)

@@ -1,0 +1,200 @@
+"""The generation task kind: a causal LM learns to answer a prompt with a target; scored by exact match of what it
+generates.
+
+- Data: each example is a prompt and a target, from two columns or from a template over a classification data set
+  (the label's word is the target). Prompt and target are tokenized apart (no special tokens; the chat template, when
+  asked for, is applied to the prompt as text) and an end-of-sequence token ends every target.
+- Training: the prompt followed by the target, right-padded per batch; the loss covers the target tokens (and the
+  end-of-sequence token) only.
+- Evaluation: greedy generation with the KV cache, batched with left padding, up to `max_new_tokens`; a generation
+  is right when, cut at the end-of-sequence token and normalised, it equals the target. Each rank generates its shard
+  (every world_size-th example) and the counts are summed across ranks. The validation loss is the same
+  target-only loss as in training.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import Any, Callable
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.utils.data import DataLoader
+
+from peftsweep.trainers.data import TokenizedData
+from peftsweep.trainers.generation_data import GenerationSplit, tokenize_generation
+from peftsweep.trainers.task_kind import EvalContext, MatchRule, TaskKind
+
+IGNORE_INDEX = -100  # label positions the loss skips (prompt and padding)
+
+
+def normalize(text: str, rule: MatchRule = "normalized") -> str:
+    """`normalized`: strip, case-fold, collapse runs of whitespace to one space; `exact`: the text as it is."""
+    return text if rule == "exact" else re.sub(r"\s+", " ", text.strip().casefold())
+
+
+def exact_match(generated: str, target: str, rule: MatchRule = "normalized") -> bool:
+    return normalize(generated, rule) == normalize(target, rule)
+
+
+def collate_train(pad_token_id: int):
+    """Prompt + target per row, right-padded to the batch's longest; labels only on the target."""
+
+    def pad(batch: list[tuple[list[int], list[int]]]) -> dict[str, torch.Tensor]:
+        longest = max(len(p) + len(t) for p, t in batch)
+        input_ids = torch.full((len(batch), longest), pad_token_id, dtype=torch.long)
+        labels = torch.full((len(batch), longest), IGNORE_INDEX, dtype=torch.long)
+        attention_mask = torch.zeros((len(batch), longest), dtype=torch.long)
+        for row, (prompt, target) in enumerate(batch):
+            ids = prompt + target
+            input_ids[row, :len(ids)] = torch.tensor(ids)
+            attention_mask[row, :len(ids)] = 1
+            labels[row, len(prompt):len(ids)] = torch.tensor(target)
+        return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+
+    return pad
+
+
+def train_loader(split: GenerationSplit, batch_size: int, pad_token_id: int, seed: int) -> DataLoader:
+    pairs = list(zip(split.prompt_ids, split.target_ids))
+    generator = torch.Generator().manual_seed(seed)
+    return DataLoader(pairs, batch_size=batch_size, shuffle=True, generator=generator,
+                      collate_fn=collate_train(pad_token_id))
+
+
+def left_pad(prompts: list[list[int]], pad_token_id: int) -> dict[str, torch.Tensor]:
+    longest = max(len(p) for p in prompts)
+    input_ids = torch.full((len(prompts), longest), pad_token_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(prompts), longest), dtype=torch.long)
+    for row, ids in enumerate(prompts):
+        input_ids[row, longest - len(ids):] = torch.tensor(ids)
+        attention_mask[row, longest - len(ids):] = 1
+    return {"input_ids": input_ids, "attention_mask": attention_mask}
+
+
+def cut_at_eos(ids: list[int], eos_token_id: int) -> list[int]:
+    return ids[:ids.index(eos_token_id)] if eos_token_id in ids else ids
+
+
+@torch.no_grad()
+def generate(model: nn.Module, prompts: list[list[int]], *, pad_token_id: int, eos_token_id: int,
+             max_new_tokens: int, batch_size: int, device: torch.device, autocast=None) -> list[list[int]]:
+    """Greedy continuations (new tokens only, cut at the end-of-sequence token), batched with left padding."""
+    import contextlib
+
+    model.eval()
+    out: list[list[int]] = []
+    for start in range(0, len(prompts), batch_size):
+        batch = {k: v.to(device) for k, v in left_pad(prompts[start:start + batch_size], pad_token_id).items()}
+        with (autocast or contextlib.nullcontext)():
+            generated = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False, use_cache=True,
+                                       pad_token_id=pad_token_id, eos_token_id=eos_token_id)
+        new = generated[:, batch["input_ids"].shape[1]:].cpu().tolist()  # generate returns prompt + continuation
+        out += [cut_at_eos(ids, eos_token_id) for ids in new]
+    return out
+
+
+@torch.no_grad()
+def target_loss(model: nn.Module, split: GenerationSplit, pad_token_id: int, batch_size: int, device: torch.device,
+                rows: list[int], autocast=None) -> tuple[float, int]:
+    """Summed cross-entropy over the target tokens of these rows, and how many target tokens there were."""
+    import contextlib
+
+    model.eval()
+    total, tokens = 0.0, 0
+    pairs = [(split.prompt_ids[i], split.target_ids[i]) for i in rows]
+    for batch in DataLoader(pairs, batch_size=batch_size, collate_fn=collate_train(pad_token_id)):
+        batch = {k: v.to(device) for k, v in batch.items()}
+        with (autocast or contextlib.nullcontext)():
+            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        logits = logits[:, logits.shape[1] - batch["input_ids"].shape[1]:]  # soft prompts add positions in front
+        # position t predicts token t+1
+        shifted_logits, shifted_labels = logits[:, :-1].float(), batch["labels"][:, 1:]
+        total += nn.functional.cross_entropy(shifted_logits.reshape(-1, shifted_logits.shape[-1]),
+                                             shifted_labels.reshape(-1), ignore_index=IGNORE_INDEX,
+                                             reduction="sum").item()
+        tokens += int((shifted_labels != IGNORE_INDEX).sum())
+    return total, tokens
+
+
+def evaluate(model: nn.Module, split: GenerationSplit, *, decode: Callable[[list[int]], str], pad_token_id: int,
+             eos_token_id: int, max_new_tokens: int, batch_size: int, device: torch.device,
+             match: MatchRule = "normalized", autocast=None) -> dict[str, float]:
+    """Exact-match accuracy of greedy generations and the target-only loss, over the whole split: each rank takes
+    every world_size-th example and the sums are added across ranks."""
+    distributed = dist.is_available() and dist.is_initialized()
+    rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
+    rows = list(range(rank, len(split), world))
+    start = time.perf_counter()
+    answers = generate(model, [split.prompt_ids[i] for i in rows], pad_token_id=pad_token_id,
+                       eos_token_id=eos_token_id, max_new_tokens=max_new_tokens, batch_size=batch_size,
+                       device=device, autocast=autocast)
+    generating = time.perf_counter() - start
+    correct = sum(exact_match(decode(ids), split.targets[i], match) for ids, i in zip(answers, rows))
+    loss_sum, tokens = target_loss(model, split, pad_token_id, batch_size, device, rows, autocast)
+    sums = torch.tensor([float(correct), float(len(rows)), loss_sum, float(tokens)], dtype=torch.float64)
+    slowest = torch.tensor([generating], dtype=torch.float64)
+    if distributed:
+        sums, slowest = sums.to(device), slowest.to(device)
+        dist.all_reduce(sums)
+        dist.all_reduce(slowest, op=dist.ReduceOp.MAX)
+        sums, slowest = sums.cpu(), slowest.cpu()
+    correct_all, seen, loss_all, tokens_all = sums.tolist()
+    return {"accuracy": correct_all / seen if seen else 0.0, "loss": loss_all / tokens_all if tokens_all else 0.0,
+            "generation_samples_per_second": seen / max(slowest.item(), 1e-9)}
+
+
+def model_problem(config: Any) -> str | None:
+    """A generation model needs a causal-LM head: an encoder such as BERT has none worth the name."""
+    architectures = list(getattr(config, "architectures", None) or [])
+    if any(a.endswith("ForCausalLM") or a.endswith("LMHeadModel") for a in architectures):
+        return None
+    shown = ", ".join(architectures) or config.model_type
+    return (f"model: a {config.model_type} model ({shown}) has no causal-LM head; task: generation needs a decoder "
+            f"language model (a *ForCausalLM checkpoint, e.g. SmolLM2-135M-Instruct)")
+
+
+def evaluate_split(model: nn.Module, split: GenerationSplit, data: TokenizedData,
+                   context: EvalContext) -> dict[str, float]:
+    from peftsweep.trainers.loop import autocast
+
+    return evaluate(model, split, decode=context.decode, pad_token_id=data.pad_token_id,
+                    eos_token_id=data.eos_token_id, max_new_tokens=context.max_new_tokens or data.max_new_tokens,
+                    batch_size=context.batch_size, device=context.device, match=context.match,
+                    autocast=lambda: autocast(context.device, context.precision))
+
+
+def zero_shot_floor(data: TokenizedData, template: Any, device: torch.device) -> dict[str, float]:
+    """Exact-match accuracy of the pre-trained model itself, nothing trained (same prompts, same generation)."""
+    from peftsweep.trainers.loop import autocast
+    from peftsweep.trainers.model import load_base, load_tokenizer
+
+    model = load_base(template.model, [], device=device, trust_remote_code=template.trust_remote_code,
+                      task="generation")
+    tokenizer = load_tokenizer(template.model, template.trust_remote_code)
+    return {name: evaluate(model, data.splits[name], decode=lambda ids: tokenizer.decode(ids, skip_special_tokens=True),
+                           pad_token_id=data.pad_token_id, eos_token_id=data.eos_token_id,
+                           max_new_tokens=template.generation.max_new_tokens or data.max_new_tokens,
+                           batch_size=template.train.eval_batch_size, device=device,
+                           match=template.generation.match,
+                           autocast=lambda: autocast(device, template.train.precision))["accuracy"]
+            for name in ("validation", "test")}
+
+
+TASK = TaskKind(
+    name="generation",
+    summary="a causal LM generates the answer to a prompt; exact-match accuracy of greedy generations",
+    model_class="AutoModelForCausalLM",
+    head_kwargs=lambda label_names: {},
+    model_problem=model_problem,
+    tokenize=tokenize_generation,
+    train_loader=train_loader,
+    evaluate=evaluate_split,
+    extra_metric="loss",
+    floor_name="zero-shot",
+    floor=zero_shot_floor,
+    floor_runs_model=True,
+    decodes=True,
+)

@@ -1,0 +1,61 @@
+"""What a task kind is: what a trial trains the model to do, and how it is scored.
+
+A `TaskKind` says which model head is loaded, how the data is tokenized and batched, how accuracy is measured, and
+which model can do it at all. The recipe asks the task kind; it never tests a task's name. One module per task kind
+(trainers/classification.py, trainers/generation.py), collected in trainers/tasks.py.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Literal
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from peftsweep.trainers.data import DataSpec, TokenizedData
+
+MatchRule = Literal["normalized", "exact"]
+
+
+@dataclass(frozen=True)
+class EvalContext:
+    """How one worker evaluates: shared by every task kind (generation reads the last three)."""
+
+    batch_size: int
+    device: torch.device
+    precision: str
+    decode: Callable[[list[int]], str] | None = None  # token ids -> text
+    max_new_tokens: int = 0
+    match: MatchRule = "normalized"
+
+
+@dataclass(frozen=True)
+class TaskKind:
+    """name: what users write (`task:`). model_class: the transformers auto class loaded for it.
+    head_kwargs: from_pretrained arguments given the label names (a classifier's size and label maps).
+    model_problem: why a model (its transformers config) cannot do this task, or None.
+    tokenize: (data spec, tokenizer, the model's positions) -> the tokenized splits, once per sweep.
+    train_loader: (split, per-worker batch size, pad id, seed) -> shuffled, dynamically padded batches with labels.
+    evaluate: (model, split, data, context) -> {"accuracy": ..., <extra_metric>: ...} over the whole split, each
+        rank taking a shard.
+    extra_metric: the second number evaluate reports (logged as val_<it> / test_<it>).
+    decodes: its evaluation turns token ids back into text (the worker loads the tokenizer).
+    floor_name / floor: the accuracy a model reaches with nothing trained, which a trial must beat ({"validation":
+        ..., "test": ...}): given the data and the sweep's trial template (model, evaluation settings) and a device.
+    floor_runs_model: the floor needs the model (run where trials run); else it is computed from the data alone."""
+
+    name: str
+    summary: str
+    model_class: str
+    head_kwargs: Callable[[list[str]], dict[str, Any]]
+    model_problem: Callable[[Any], str | None]
+    tokenize: Callable[[DataSpec, Any, int], TokenizedData]
+    train_loader: Callable[[Any, int, int, int], DataLoader]
+    evaluate: Callable[[nn.Module, Any, TokenizedData, EvalContext], dict[str, float]]
+    extra_metric: str
+    floor_name: str
+    floor: Callable[[TokenizedData, Any, torch.device], dict[str, float]]
+    floor_runs_model: bool = False
+    decodes: bool = False
