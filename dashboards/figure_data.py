@@ -53,6 +53,7 @@ class ParetoData:
     front: list[tuple[float, float]]  # (trainable %, val accuracy), in order
     reference: Line | None  # the best full fine-tune's accuracy
     floor: Line | None = None  # the accuracy with nothing trained (majority class, zero-shot)
+    x_range: tuple[float, float] = (0.1, 10.0)  # the log axis of trainable %, around the markers
 
 
 @dataclass(frozen=True)
@@ -124,15 +125,22 @@ def measured(records: list[TrialRecord], method: str) -> list[TrialRecord]:
     return [r for r in records if r.method == method and math.isfinite(r.val_accuracy)]
 
 
+def placeable(record: TrialRecord) -> bool:
+    """A trial that can be drawn on the accuracy-against-trainable-% plane (a log axis): an interrupted trial has an
+    accuracy but no parameter count yet."""
+    return math.isfinite(record.trainable_pct) and record.trainable_pct > 0
+
+
 def pareto(data: SweepData, style: dict[str, Style]) -> ParetoData:
     series = [Series(m, style[m], [Marker(r.trainable_pct, r.val_accuracy, hover(r), not is_front_candidate(r))
                                    for r in rows])
-              for m in data.methods if (rows := measured(data.trials, m))]
+              for m in data.methods if (rows := [r for r in measured(data.trials, m) if placeable(r)])]
     reference, floor = data.summary.reference, data.summary.floor
     return ParetoData(series, [(r.trainable_pct, r.val_accuracy) for r in data.summary.front],
                       Line(reference.val_accuracy, f"best full fine-tune {reference.val_accuracy:.3f}")
                       if reference else None,
-                      Line(floor.val_accuracy, f"floor ({floor.kind}) {floor.val_accuracy:.3f}") if floor else None)
+                      Line(floor.val_accuracy, f"floor ({floor.kind}) {floor.val_accuracy:.3f}") if floor else None,
+                      log_range([m.x for s in series for m in s.markers]))
 
 
 def panels(data: SweepData, style: dict[str, Style]) -> list[Panel]:

@@ -35,6 +35,7 @@ def pareto_png(data: FigureData, path: Path) -> Path:
     if data.pareto.floor:
         ax.axhline(data.pareto.floor.y, color="#b22", linestyle=":", label=data.pareto.floor.label)
     ax.set_xscale("log")
+    ax.set_xlim(*data.pareto.x_range)
     ax.set_xlabel("trainable parameters, % of the pre-trained model (log)")
     ax.set_ylabel("validation accuracy")
     ax.set_title(f"{data.experiment}: accuracy against trainable parameters")

@@ -63,3 +63,16 @@ def test_both_renderers_draw_the_same_data(tmp_path):
     for path in static.write_pngs(data, tmp_path):
         assert path.stat().st_size > 1000 and path.read_bytes()[:4] == b"\x89PNG"
     assert math.isclose(fig.layout.shapes[0].y0, 0.85)  # the best full fine-tune's line
+
+
+def test_a_sweep_interrupted_before_any_trial_ended_still_draws(tmp_path):
+    """Ctrl-C during the first trial: its run has a validation accuracy but no parameter count yet. Both renderers
+    draw the plane (with the floor line) without a point to place on the log axis."""
+    from peftsweep.search.summary import Floor
+
+    records = [record("i", "ia3", 0.5, math.nan, {"lr": "0.03"}, status="interrupted")]
+    summary = summarize(records, references={"full"}, floor=Floor("majority class", 0.3, 0.3))
+    data = compute(SweepData("t", "sqlite:///x.db", "parent", summary, ["i"], {}))
+    assert data.pareto.series == [] and data.pareto.floor.y == 0.3 and data.pareto.x_range == (0.1, 10.0)
+    assert static.pareto_png(data, tmp_path / "p.png").stat().st_size > 5_000
+    figures.pareto(data).to_html(include_plotlyjs=False)
