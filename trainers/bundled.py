@@ -11,8 +11,10 @@ Hugging Face directory.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
+import io
 import os
 import shutil
 import tempfile
@@ -79,16 +81,9 @@ def convert_gguf(folder: Path, gguf_file: str, target: Path) -> None:
 
     transformers_logging.disable_progress_bar()  # peftsweep's own line says what happens
     print(f"converting the bundled {gguf_file} once into {target} ...", flush=True)
-    quiet = os.environ.get("TQDM_DISABLE")
-    os.environ["TQDM_DISABLE"] = "1"  # the GGUF reader's own progress bar
-    try:
+    with contextlib.redirect_stderr(io.StringIO()):  # the GGUF reader's own progress bar (plain tqdm)
         tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=gguf_file)
         loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf_file)
-    finally:
-        if quiet is None:
-            os.environ.pop("TQDM_DISABLE", None)
-        else:
-            os.environ["TQDM_DISABLE"] = quiet
     settings = loaded.config.to_dict()
     settings.pop("quantization_config", None)  # what makes transformers refuse to save it
     model_type = settings.pop("model_type")
