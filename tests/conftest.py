@@ -38,9 +38,8 @@ def tiny_data(tiny_model, tiny_csv):
     return prepare_data(tiny_model, DataSpec(train_file=tiny_csv, max_length=16, seed=0))
 
 
-@pytest.fixture(scope="session")
-def finished_sweep(tmp_path_factory, tiny_model, tiny_csv):
-    """A real small sweep: tiny BERT, 5 trials over 3 methods, 2-worker Ray Train trials, local SQLite MLflow."""
+def sweep_on_local_ray(config: dict, directory):
+    """A real sweep of this config (written to `directory`) on a 2-CPU Ray of this process."""
     import ray
     import yaml
 
@@ -48,6 +47,18 @@ def finished_sweep(tmp_path_factory, tiny_model, tiny_csv):
     from peftsweep.search.plan import build_plan
     from peftsweep.search.sweep import run_sweep
 
+    path = directory / f"{config['name']}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    ray.init(num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False)
+    try:
+        return run_sweep(build_plan(load_sweep_config(path)))
+    finally:
+        ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def finished_sweep(tmp_path_factory, tiny_model, tiny_csv):
+    """A real small sweep: tiny BERT, 5 trials over 3 methods, 2-worker Ray Train trials, local SQLite MLflow."""
     out = tmp_path_factory.mktemp("sweep")
     config = {
         "name": "tiny", "model": tiny_model, "output_dir": str(out),
@@ -57,10 +68,4 @@ def finished_sweep(tmp_path_factory, tiny_model, tiny_csv):
         "search": {"algorithm": "tpe", "num_samples": SWEEP_TRIALS, "seed": 1},
         "resources": {"num_workers": 2, "cpus_per_worker": 1},
     }
-    path = out / "tiny.yaml"
-    path.write_text(yaml.safe_dump(config))
-    ray.init(num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False)
-    try:
-        return run_sweep(build_plan(load_sweep_config(path)))
-    finally:
-        ray.shutdown()
+    return sweep_on_local_ray(config, out)

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from peftsweep.search.tracking import PARETO_TAG, ROLE_TAG, client_for
+from tests.conftest import sweep_on_local_ray
 from tests.tiny import ANSWER_TEMPLATE
 
 METHODS = {"lora": {"targets": "all_linear"}, "prompt": {"num_virtual_tokens": 2}, "full": {}}
@@ -14,13 +15,6 @@ METHODS = {"lora": {"targets": "all_linear"}, "prompt": {"num_virtual_tokens": 2
 
 @pytest.fixture(scope="module")
 def generation_sweep(tmp_path_factory, tiny_causal, tiny_csv):
-    import ray
-    import yaml
-
-    from peftsweep.search.config import load_sweep_config
-    from peftsweep.search.plan import build_plan
-    from peftsweep.search.sweep import run_sweep
-
     out = tmp_path_factory.mktemp("gen-sweep")
     config = {
         "name": "gen", "model": tiny_causal, "output_dir": str(out), "task": "generation",
@@ -30,13 +24,7 @@ def generation_sweep(tmp_path_factory, tiny_causal, tiny_csv):
         "search": {"algorithm": "tpe", "num_samples": len(METHODS), "seed": 1, "start_points": "defaults"},
         "resources": {"num_workers": 2, "cpus_per_worker": 1},
     }
-    path = out / "gen.yaml"
-    path.write_text(yaml.safe_dump(config))
-    ray.init(num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False)
-    try:
-        return run_sweep(build_plan(load_sweep_config(path)))
-    finally:
-        ray.shutdown()
+    return sweep_on_local_ray(config, out)
 
 
 def test_every_trial_is_a_generation_run_in_mlflow(generation_sweep):
