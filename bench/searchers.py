@@ -51,7 +51,7 @@ def grid_table(model: str, data: dict, methods: dict, points: int, train: dict, 
               "search": {"algorithm": "grid", "grid_points": points, "max_concurrent_trials": 2},
               "resources": {"num_workers": 1, "cpus_per_worker": 1}}
     if reuse:  # the table of an earlier run of this script (same output directory)
-        from peftsweep.search.summary import load_records
+        from peftsweep.search.records import load_records
         from peftsweep.search.tracking import client_for, latest_sweep
 
         client = client_for(f"sqlite:///{out / 'mlflow.db'}")

@@ -7,11 +7,12 @@ Pure functions of `SweepData`; no drawing library is imported.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from peftsweep.dashboards.sweep_data import SweepData, hyperparameters, key_hyperparameter
 from peftsweep.search.pareto import Point, hypervolume
-from peftsweep.search.summary import TrialRecord, is_front_candidate
+from peftsweep.search.confirmation import Confirmation
+from peftsweep.search.records import TrialRecord, is_front_candidate
 
 PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#7f7f7f",
            "#bcbd22"]
@@ -48,12 +49,27 @@ class Line:
 
 
 @dataclass(frozen=True)
+class ErrorBar:
+    """A confirmed configuration: its mean validation accuracy over the confirm runs, with its interval."""
+
+    x: float
+    y: float
+    low: float  # = y when the interval is unknown (one run)
+    high: float
+    hover: str
+    style: Style
+    method: str
+
+
+@dataclass(frozen=True)
 class ParetoData:
     series: list[Series]  # one per method with at least one finite accuracy
-    front: list[tuple[float, float]]  # (trainable %, val accuracy), in order
-    reference: Line | None  # the best full fine-tune's accuracy
+    front: list[tuple[float, float]]  # (trainable %, val accuracy), in order: of the confirmed means if confirmed
+    reference: Line | None  # the best full fine-tune's accuracy (its confirmed mean if confirmed)
     floor: Line | None = None  # the accuracy with nothing trained (majority class, zero-shot)
     x_range: tuple[float, float] = (0.1, 10.0)  # the log axis of trainable %, around the markers
+    confirmed: list[ErrorBar] = field(default_factory=list)  # empty: the front is unconfirmed
+    confirmed_note: str = ""  # what the bars are, for the title
 
 
 @dataclass(frozen=True)
@@ -131,16 +147,39 @@ def placeable(record: TrialRecord) -> bool:
     return math.isfinite(record.trainable_pct) and record.trainable_pct > 0
 
 
+def confirmed_bars(conf: Confirmation, style: dict[str, Style]) -> list[ErrorBar]:
+    bars = []
+    for c in conf.configs:
+        if not (math.isfinite(c.val.mean) and math.isfinite(c.trainable_pct) and c.trainable_pct > 0):
+            continue
+        low, high = (c.val.low, c.val.high) if c.val.known else (c.val.mean, c.val.mean)
+        text = (f"<b>{c.method}</b> confirmed over {c.val.n} seeds<br>val acc {c.val.mean:.3f} [{low:.3f}, "
+                f"{high:.3f}]<br>test acc {c.test.mean:.3f}<br>search run {c.search_val_accuracy:.3f} (bias "
+                f"{c.selection_bias:+.3f})<br>trainable {c.trainable_pct:.4g}%"
+                + (f"<br>vs full: {c.verdict}" if c.verdict else "") + f"<br>config {c.config_id}")
+        bars.append(ErrorBar(c.trainable_pct, c.val.mean, low, high, text, style[c.method], c.method))
+    return bars
+
+
 def pareto(data: SweepData, style: dict[str, Style]) -> ParetoData:
     series = [Series(m, style[m], [Marker(r.trainable_pct, r.val_accuracy, hover(r), not is_front_candidate(r))
                                    for r in rows])
               for m in data.methods if (rows := [r for r in measured(data.trials, m) if placeable(r)])]
-    reference, floor = data.summary.reference, data.summary.floor
-    return ParetoData(series, [(r.trainable_pct, r.val_accuracy) for r in data.summary.front],
-                      Line(reference.val_accuracy, f"best full fine-tune {reference.val_accuracy:.3f}")
-                      if reference else None,
+    reference, floor, conf = data.summary.reference, data.summary.floor, data.summary.confirmation
+    front = [(r.trainable_pct, r.val_accuracy) for r in data.summary.front]
+    reference_line = (Line(reference.val_accuracy, f"best full fine-tune {reference.val_accuracy:.3f}")
+                      if reference else None)
+    bars, note = [], ""
+    if conf is not None:
+        bars = confirmed_bars(conf, style)
+        means = {c.config_id: c for c in conf.configs}
+        front = [(means[i].trainable_pct, means[i].val.mean) for i in conf.front]
+        full = means.get(conf.reference) if conf.reference else None
+        reference_line = Line(full.val.mean, f"full fine-tune, confirmed mean {full.val.mean:.3f}") if full else None
+        note = f"bars: confirmed mean and {conf.confidence:.0%} interval over {len(conf.seeds)} seeds"
+    return ParetoData(series, front, reference_line,
                       Line(floor.val_accuracy, f"floor ({floor.kind}) {floor.val_accuracy:.3f}") if floor else None,
-                      log_range([m.x for s in series for m in s.markers]))
+                      log_range([m.x for s in series for m in s.markers] + [b.x for b in bars]), bars, note)
 
 
 def panels(data: SweepData, style: dict[str, Style]) -> list[Panel]:

@@ -21,9 +21,19 @@ def pareto(data: FigureData) -> go.Figure:
             marker=dict(color=s.style.colour, symbol=s.style.symbol, size=11, line=dict(width=1, color="#333"),
                         opacity=[FADED if m.faded else 1.0 for m in s.markers]),
             text=[m.hover for m in s.markers], hovertemplate="%{text}<extra></extra>"))
+    for method in dict.fromkeys(b.method for b in data.pareto.confirmed):
+        bars = [b for b in data.pareto.confirmed if b.method == method]
+        fig.add_trace(go.Scatter(
+            x=[b.x for b in bars], y=[b.y for b in bars], mode="markers", name=f"{method} confirmed", meta="confirmed",
+            error_y=dict(type="data", symmetric=False, array=[b.high - b.y for b in bars],
+                         arrayminus=[b.y - b.low for b in bars], color=bars[0].style.colour, thickness=2, width=6),
+            marker=dict(color="white", symbol=bars[0].style.symbol, size=12,
+                        line=dict(width=2, color=bars[0].style.colour)),
+            text=[b.hover for b in bars], hovertemplate="%{text}<extra></extra>"))
     if data.pareto.front:
         fig.add_trace(go.Scatter(x=[x for x, _ in data.pareto.front], y=[y for _, y in data.pareto.front],
-                                 mode="lines", line=dict(shape="hv", color="#111", dash="dot"), name="Pareto front",
+                                 mode="lines", line=dict(shape="hv", color="#111", dash="dot"),
+                                 name="Pareto front" + (" (confirmed means)" if data.pareto.confirmed else ""),
                                  meta="front", hoverinfo="skip"))
     if data.pareto.reference:
         fig.add_hline(y=data.pareto.reference.y, line=dict(color="#888", dash="dash"),
@@ -31,7 +41,8 @@ def pareto(data: FigureData) -> go.Figure:
     if data.pareto.floor:
         fig.add_hline(y=data.pareto.floor.y, line=dict(color="#b22", dash="dot"),
                       annotation_text=data.pareto.floor.label, annotation_position="top left")
-    fig.update_layout(title="Accuracy against trainable parameters (faded: stopped early or failed)",
+    note = f"; {data.pareto.confirmed_note}" if data.pareto.confirmed_note else ""
+    fig.update_layout(title=f"Accuracy against trainable parameters (faded: stopped early or failed{note})",
                       xaxis=dict(title="trainable parameters, % of the pre-trained model (log)", type="log"),
                       yaxis=dict(title="validation accuracy"), legend_title="method", height=520)
     return fig

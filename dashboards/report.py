@@ -15,6 +15,8 @@ from peftsweep.dashboards.figure_data import compute
 from peftsweep.dashboards.importance import method_importance
 from peftsweep.dashboards.static import write_pngs
 from peftsweep.dashboards.sweep_data import SweepData, load_sweep
+from peftsweep.search.confirmation import UNCONFIRMED, Confirmation
+from peftsweep.search.statistics import Interval
 from peftsweep.search.summary import Summary
 from peftsweep.search.front_view import FRONT_FILTER, VIEW_NAME
 
@@ -32,15 +34,72 @@ def cell(value, fmt: str) -> str:
     return f"<td>{format(value, fmt)}</td>"
 
 
+def interval(i: Interval | None, signed: bool = False) -> str:
+    """A mean with its interval, as a cell."""
+    if i is None or not math.isfinite(i.mean):
+        return "<td>n/a</td>"
+    f = "+.3f" if signed else ".3f"
+    bounds = f" [{i.low:{f}}, {i.high:{f}}]" if i.known else " (1 run)"
+    return f"<td>{i.mean:{f}}{bounds}</td>"
+
+
 def comparison_table(data: SweepData) -> str:
+    """Best search trial per method; when the sweep was confirmed, each method's best confirmed configuration beside
+    it: its mean and interval, its paired gap to the confirmed full fine-tune on test accuracy, and the verdict."""
+    conf = data.summary.confirmation
+    confirmed = {c.method: c for c in conf.by_method} if conf else {}
+    level = f"{conf.confidence:.0%}" if conf else ""
+    extra = (f"<th>confirmed val ({level} CI)</th><th>confirmed test ({level} CI)</th>"
+             f"<th>gap to full, test ({level} CI)</th><th>verdict</th>" if conf else "")
     head = ("<tr><th>method</th><th>val acc</th><th>test acc</th><th>trainable %</th><th>gap to best full</th>"
-            "<th>x full params</th><th>train s</th><th>peak MB</th><th>run</th></tr>")
-    rows = "".join(
-        f"<tr><td>{html.escape(m.method)}</td>{cell(m.val_accuracy, '.3f')}{cell(m.test_accuracy, '.3f')}"
-        f"{cell(m.trainable_pct, '.4g')}{cell(m.accuracy_gap_to_full, '+.3f')}{cell(m.param_ratio_to_full, '.2g')}"
-        f"{cell(m.train_seconds, '.1f')}{cell(m.peak_memory_mb, '.0f')}<td><code>{m.best_run_id[:8]}</code></td></tr>"
-        for m in data.summary.by_method)
+            f"<th>x full params</th><th>train s</th><th>peak MB</th><th>run</th>{extra}</tr>")
+    rows = ""
+    for m in data.summary.by_method:
+        row = (f"<tr><td>{html.escape(m.method)}</td>{cell(m.val_accuracy, '.3f')}{cell(m.test_accuracy, '.3f')}"
+               f"{cell(m.trainable_pct, '.4g')}{cell(m.accuracy_gap_to_full, '+.3f')}"
+               f"{cell(m.param_ratio_to_full, '.2g')}{cell(m.train_seconds, '.1f')}{cell(m.peak_memory_mb, '.0f')}"
+               f"<td><code>{m.best_run_id[:8]}</code></td>")
+        if conf:
+            c = confirmed.get(m.method)
+            gap = c.gap_test.difference if c and c.gap_test else None
+            verdict = ("reference" if c and c.config_id == conf.reference else c.verdict if c and c.verdict else
+                       "not confirmed")
+            row += (f"{interval(c.val if c else None)}{interval(c.test if c else None)}{interval(gap, True)}"
+                    f"<td class=\"verdict\">{html.escape(verdict)}</td>")
+        rows += row + "</tr>"
     return f'<table id="comparison"><thead>{head}</thead><tbody>{rows}</tbody></table>'
+
+
+def confirmed_table(conf: Confirmation) -> str:
+    level = f"{conf.confidence:.0%}"
+    head = (f"<tr><th>method</th><th>config</th><th>why</th><th>trainable %</th><th>runs</th>"
+            f"<th>val acc ({level} CI)</th><th>test acc ({level} CI)</th><th>search run val</th>"
+            f"<th>selection bias</th><th>on the front</th></tr>")
+    rows = "".join(
+        f"<tr><td>{html.escape(c.method)}</td><td><code>{html.escape(c.config_id)}</code></td>"
+        f"<td>{html.escape(', '.join(c.reasons))}</td>{cell(c.trainable_pct, '.4g')}<td>{c.val.n}</td>"
+        f"{interval(c.val)}{interval(c.test)}{cell(c.search_val_accuracy, '.3f')}{cell(c.selection_bias, '+.3f')}"
+        f"<td>{'yes' if c.on_front else ''}</td></tr>" for c in conf.configs)
+    return f'<table id="confirmed"><thead>{head}</thead><tbody>{rows}</tbody></table>'
+
+
+def confirmation_section(data: SweepData) -> str:
+    conf = data.summary.confirmation
+    if conf is None:
+        return section("Confirmation", "", html.escape(UNCONFIRMED) + ".")
+    note = (f"Each configuration re-trained with {len(conf.seeds)} new seeds ({', '.join(map(str, conf.seeds))}); "
+            f"means and {conf.confidence:.0%} t-intervals from these runs alone, the front taken on the means. "
+            f"Selection bias: the search run's validation accuracy minus its confirmed mean; "
+            f"{conf.selection_bias:+.3f} on average.")
+    return section("Confirmed over seeds", confirmed_table(conf), html.escape(note))
+
+
+def comparison_note(data: SweepData) -> str:
+    note = "Best search trial per method (validation accuracy)."
+    if data.summary.confirmation:
+        note += (" Confirmed: each method's best confirmed configuration; its gap to the confirmed full fine-tune is "
+                 "paired over the shared seeds, on test accuracy (the configurations were chosen on validation).")
+    return note
 
 
 def section(title: str, body: str, note: str = "") -> str:
@@ -73,7 +132,8 @@ Front: {len(data.summary.front)} trials; hypervolume {data.summary.hypervolume:.
 MLflow: <code>{html.escape(data.tracking_uri)}</code>, parent run <code>{data.parent_run_id}</code>; the front alone:
 MLflow's saved view <i>{html.escape(VIEW_NAME)}</i> (runs page, Views), or search <code>{html.escape(FRONT_FILTER)}</code>.</p>
 {section("Pareto front", plots["pareto"])}
-{section("PEFT against full fine-tuning", comparison_table(data), "Best trial per method (validation accuracy).")}
+{confirmation_section(data)}
+{section("PEFT against full fine-tuning", comparison_table(data), comparison_note(data))}
 {section("Per method", plots["per-method"])}
 {section("Learning curves of the front", plots["learning-curves"])}
 {section("All trials", plots["parallel"])}

@@ -27,6 +27,11 @@ def pareto_png(data: FigureData, path: Path) -> Path:
         ax.scatter([m.x for m in s.markers], [m.y for m in s.markers], label=s.name, color=s.style.colour,
                    marker=marker(s.style), s=60, edgecolors="#333",
                    alpha=[FADED if m.faded else 1.0 for m in s.markers])
+    for b in data.pareto.confirmed:
+        ax.errorbar([b.x], [b.y], yerr=[[b.y - b.low], [b.high - b.y]], fmt=marker(b.style), color=b.style.colour,
+                    markerfacecolor="white", markersize=8, capsize=4, linewidth=1.5)
+    if data.pareto.confirmed:
+        ax.plot([], [], "o", color="#333", markerfacecolor="white", label=data.pareto.confirmed_note)
     if data.pareto.front:
         ax.step([x for x, _ in data.pareto.front], [y for _, y in data.pareto.front], where="post", color="#111",
                 linestyle=":", label="Pareto front")

@@ -7,9 +7,10 @@ from typing import Any
 
 from mlflow.tracking import MlflowClient
 
-from peftsweep.search.summary import Summary, TrialRecord, load_records, logged_floor, summarize
+from peftsweep.search.records import TrialRecord, load_records, logged_confidence, logged_floor
+from peftsweep.search.summary import Summary, summarize
 from peftsweep.search.tracking import latest_sweep
-from peftsweep.spaces import REGISTRY, ChoiceParam, IntParam
+from peftsweep.spaces import REGISTRY, IntParam
 
 
 @dataclass
@@ -40,7 +41,8 @@ def load_sweep(tracking_uri: str, experiment: str, parent_run_id: str | None = N
         experiment_id, parent_run_id = latest_sweep(client, experiment)
     if summary is None:
         summary = summarize(load_records(client, experiment_id, parent_run_id),
-                            floor=logged_floor(client, parent_run_id))
+                            floor=logged_floor(client, parent_run_id),
+                            confidence=logged_confidence(client, parent_run_id))
     runs = {r.run_id: client.get_run(r.run_id).info.start_time for r in summary.trials}
     curves = {r.run_id: sorted((m.step, m.value) for m in client.get_metric_history(r.run_id, "val_accuracy"))
               for r in summary.front}
@@ -50,18 +52,7 @@ def load_sweep(tracking_uri: str, experiment: str, parent_run_id: str | None = N
 def hyperparameters(record: TrialRecord) -> dict[str, Any]:
     """The trial's own hyperparameters, typed again from MLflow's strings by the registry's declarations."""
     spec = REGISTRY.get(record.method)
-    if spec is None:
-        return {}
-    values = {}
-    for key, param in spec.params.items():
-        raw = record.params.get(key)
-        if raw is None:
-            continue
-        if isinstance(param, ChoiceParam):
-            values[key] = next((c for c in param.choices if str(c) == raw), raw)
-        else:
-            values[key] = int(float(raw)) if isinstance(param, IntParam) else float(raw)
-    return values
+    return spec.parse(record.params) if spec else {}
 
 
 def key_hyperparameter(method: str) -> str:

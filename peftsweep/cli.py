@@ -110,19 +110,37 @@ def cmd_validate(args: argparse.Namespace) -> int:
     trials = grid_size(plan.methods, c.search.grid_points) if c.search.algorithm == "grid" else c.search.num_samples
     what = (f"{plan.data.num_labels} labels" if not plan.data.max_new_tokens else
             f"answers of up to {plan.data.max_new_tokens} tokens, examples of up to {plan.data.max_length}")
+    which = "the front, the best full fine-tune" + (" and every method's best" if c.confirm.best_per_method else "")
+    confirm = f" then {which} confirmed with {c.confirm.seeds} new seeds each," if c.confirm.seeds else ""
     print(f"{args.config}: OK — {c.task}, {len(plan.methods)} methods ({', '.join(plan.methods)}), "
-          f"{c.search.algorithm} x {trials} trials, data {sizes}, {what}; "
+          f"{c.search.algorithm} x {trials} trials,{confirm} data {sizes}, {what}; "
           f"MLflow {c.tracking_uri} experiment {c.experiment!r}")
     return 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from peftsweep.search.summary import format_table
     from peftsweep.search.sweep import run_sweep
-    from peftsweep.search.front_view import front_view_url
 
     plan = load_plan(args)
-    outcome = run_sweep(plan, address=args.address, resume=args.resume, restart=args.restart)
+    return report(plan, run_sweep(plan, address=args.address, resume=args.resume, restart=args.restart))
+
+
+def cmd_confirm(args: argparse.Namespace) -> int:
+    from peftsweep.search.sweep import confirm_sweep
+
+    if args.seeds < 1:
+        raise UserError(f"--seeds: at least 1 (got {args.seeds})")
+    uri = args.tracking_uri or default_store(args.experiment)
+    plan, outcome = confirm_sweep(uri, args.experiment, args.seeds, address=args.address,
+                                  best_per_method=True if args.best_per_method else None)
+    return report(plan, outcome)
+
+
+def report(plan, outcome) -> int:
+    """What `run` and `confirm` print at the end: the summary, where it went, the dashboard, how to browse it."""
+    from peftsweep.search.front_view import front_view_url
+    from peftsweep.search.summary import format_table
+
     print(format_table(outcome.summary))
     print(f"summary: {outcome.summary_json} and {outcome.summary_csv}")
     if outcome.summary.trials:
@@ -146,7 +164,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_summary(args: argparse.Namespace) -> int:
     import json
 
-    from peftsweep.search.summary import as_dict, format_table, load_records, logged_floor, summarize
+    from peftsweep.search.records import load_records, logged_confidence, logged_floor
+    from peftsweep.search.summary import as_dict, format_table, summarize
     from peftsweep.search.tracking import client_for, latest_sweep
 
     uri = args.tracking_uri or default_store(args.experiment)
@@ -156,7 +175,7 @@ def cmd_summary(args: argparse.Namespace) -> int:
     except LookupError as exc:
         raise UserError(f"--experiment: {exc} in {uri}") from None
     summary = summarize(load_records(client, experiment_id, parent_run_id),
-                        floor=logged_floor(client, parent_run_id))
+                        floor=logged_floor(client, parent_run_id), confidence=logged_confidence(client, parent_run_id))
     print(json.dumps(as_dict(summary), indent=2) if args.json else format_table(summary))
     return 0
 
@@ -182,6 +201,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
 
     from peftsweep.search.front_view import front_view_url, has_front_view
     from peftsweep.search.tracking import client_for
+    from peftsweep.search.tracking_server import server_env
 
     uri = args.tracking_uri or default_store(args.experiment)
     server = f"http://{args.host}:{args.port}"
@@ -193,7 +213,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
     command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", args.host,
                "--port", str(args.port)]
     try:
-        return subprocess.call(command)
+        return subprocess.call(command, env=server_env())
     except KeyboardInterrupt:
         return 0
 
@@ -246,6 +266,15 @@ def build_parser() -> argparse.ArgumentParser:
                              help="continue the interrupted sweep in the config's output_dir (same config)")
             cmd.add_argument("--restart", action="store_true",
                              help="abandon an interrupted sweep in output_dir and start a new one")
+    confirm = sub.add_parser("confirm", help="re-confirm a finished sweep with more seeds: train the confirm runs it "
+                                             "lacks (docs/confirm.md), then summarize again")
+    confirm.add_argument("--experiment", required=True, help="the MLflow experiment; its newest sweep is confirmed")
+    confirm.add_argument("--seeds", type=int, required=True,
+                         help="confirm runs per configuration in all (seeds already run count; only the missing run)")
+    confirm.add_argument("--tracking-uri", default=None, help="default: runs/<experiment>/mlflow.db here")
+    confirm.add_argument("--best-per-method", action="store_true",
+                         help="confirm the best trial of every method too (as confirm.best_per_method)")
+    confirm.add_argument("--address", default=None, help="Ray cluster address (default: $RAY_ADDRESS or local)")
     summary = sub.add_parser("summary", help="print a finished sweep's Pareto front and comparison from MLflow")
     summary.add_argument("--experiment", required=True)
     summary.add_argument("--tracking-uri", default=None, help="default: runs/<experiment>/mlflow.db here")
@@ -313,7 +342,7 @@ def cmd_docs(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"methods": cmd_methods, "docs": cmd_docs, "train": cmd_train, "run": cmd_run, "validate": cmd_validate,
-            "summary": cmd_summary, "dashboard": cmd_dashboard, "ui": cmd_ui,
+            "summary": cmd_summary, "confirm": cmd_confirm, "dashboard": cmd_dashboard, "ui": cmd_ui,
             "tracking-server": cmd_tracking_server}
 
 

@@ -19,6 +19,7 @@ DEFAULTS = {
     "RAY_AIR_NEW_OUTPUT": "0",  # with verbose=0: no Tune tables, our progress lines only
     "TUNE_PRINT_ALL_TRIAL_ERRORS": "0",  # a failed trial gets one progress line, not a traceback
     "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",  # no "View run at" line per closed run
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",  # no progress bar per artifact up- or downloaded
     "TOKENIZERS_PARALLELISM": "false",  # no fork warning from the tokenizers library in Ray's workers
 }
 # Read by Ray's actors, not only by the driver: passed to them in the job's runtime environment.

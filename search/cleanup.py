@@ -28,10 +28,13 @@ DELETED_STATUSES = ("completed", "early_stopped")
 
 
 def delete_dominated_checkpoints(client, summary: Summary) -> Freed:
-    front = {r.run_id for r in summary.front}
+    """The front is the confirmed one when the sweep was confirmed: a configuration on it keeps the checkpoints of its
+    search run and of its confirm runs."""
+    conf = summary.confirmation
+    front = set(conf.front) if conf else {r.config_id for r in summary.front}
     freed = Freed()
-    for record in summary.trials:
-        if record.run_id in front or record.status not in DELETED_STATUSES:
+    for record in summary.trials + summary.repeats:
+        if record.config_id in front or record.status not in DELETED_STATUSES:
             continue
         run = client.get_run(record.run_id)
         path = run.data.tags.get(CHECKPOINT_TAG)

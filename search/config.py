@@ -76,6 +76,18 @@ class EarlyStopping(Strict):
     reduction_factor: float = Field(3, gt=1, description="ASHA keeps about 1/reduction_factor at each rung")
 
 
+class ConfirmSettings(Strict):
+    seeds: int = Field(
+        0, ge=0, le=100, description="after the search, re-train the configurations that matter this many times, each "
+        "with a new seed (weight init of new parameters, data order, dropout; never the search's), and summarize from "
+        "those runs alone: means, t-intervals, the front on the means, PEFT vs full verdicts; 0: off (the front is "
+        "unconfirmed). 2 gives an interval, 3 or more a useful one")
+    best_per_method: bool = Field(
+        False, description="confirm the best trial of every method too, not only the front and the best full "
+                           "fine-tune (every method then gets a verdict against full fine-tuning)")
+    confidence: float = Field(0.95, gt=0.5, lt=1, description="of the intervals and verdicts")
+
+
 class Tracking(Strict):
     uri: str | None = Field(None, description="any MLflow tracking URI (a server on a cluster); default: SQLite at "
                                               "`<output_dir>/mlflow.db`, no server needed. A server that does not "
@@ -104,6 +116,7 @@ class SweepConfig(Strict):
                                                                              "generated and compared")
     search: SearchSettings = SearchSettings()
     early_stopping: EarlyStopping = EarlyStopping()
+    confirm: ConfirmSettings = ConfirmSettings()
     resources: SweepResources = SweepResources()
     tracking: Tracking = Tracking()
     delete_dominated_checkpoints: bool = Field(

@@ -11,8 +11,9 @@ from peftsweep.search.tracking import trial_error_reason, trial_name
 
 
 class ProgressPrinter(Callback):
-    def __init__(self, total: int, planned_epochs: int):
+    def __init__(self, total: int, planned_epochs: int, label: str = ""):
         self.total, self.planned_epochs = total, planned_epochs
+        self.label = f"{label} " if label else ""  # "confirm": the confirm stage's lines
         self.done = self.failed = 0
         self.best: tuple[float, str] | None = None
         self.start = time.monotonic()
@@ -29,7 +30,7 @@ class ProgressPrinter(Callback):
         running = sum(1 for t in trials if t.status == "RUNNING" and t is not ended)
         best = f" | best val_acc {self.best[0]:.3f} ({self.best[1]})" if self.best else ""
         elapsed = time.monotonic() - self.start
-        print(f"[{elapsed:6.0f}s] {self.done}/{self.total} done, {running} running, {self.failed} failed{best} "
+        print(f"[{elapsed:6.0f}s] {self.label}{self.done}/{self.total} done, {running} running, {self.failed} failed{best} "
               f"| {message}", flush=True)
 
     def on_trial_start(self, iteration, trials, trial, **info):

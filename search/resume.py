@@ -25,6 +25,9 @@ class SweepState:
     tune_path: str  # Tune's experiment directory
     config: dict[str, Any]  # the validated config the sweep started with
     status: str = "running"  # running | finished | failed
+    stage: str = "search"  # search | confirm: where a resumed sweep continues
+    confirm_seeds: int = 0  # confirm runs per configuration (confirm.seeds, or `peftsweep confirm --seeds`)
+    confirm_tune_path: str | None = None  # the confirm pass's Tune experiment directory, once it has started
 
 
 def read_state(out: Path) -> SweepState | None:

@@ -31,6 +31,25 @@ def unflat(config: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     return method, {k[len(prefix):]: v for k, v in config.items() if k.startswith(prefix)}
 
 
+# A confirm run's point also carries what it repeats: the training seed, the search trial whose configuration it is,
+# that trial's MLflow run and why it was chosen (keys without a method prefix: `unflat` leaves them out).
+SEED_KEY, CONFIG_KEY, RUN_KEY, REASONS_KEY = "confirm_seed", "confirm_config", "confirm_run", "confirm_reasons"
+
+
+def repeat_point(method: str, hparams: dict[str, Any], seed: int, config_id: str, run_id: str,
+                 reasons: str) -> dict[str, Any]:
+    return flat(method, hparams) | {SEED_KEY: seed, CONFIG_KEY: config_id, RUN_KEY: run_id, REASONS_KEY: reasons}
+
+
+def repeat_of(config: dict[str, Any]) -> dict[str, Any] | None:
+    """A confirm run's seed, config id, run id and reasons (by key), or None for a search trial."""
+    config = config.get("point", config)
+    if SEED_KEY not in config:
+        return None
+    return {"seed": int(config[SEED_KEY]), "config_id": str(config[CONFIG_KEY]), "run_id": str(config[RUN_KEY]),
+            "reasons": str(config[REASONS_KEY])}
+
+
 def default_point(spec: MethodSpec, smallest: bool = False) -> dict[str, Any]:
     """The method's defaults, moved inside its (possibly narrowed) search ranges; with `smallest`, every size
     (LoRA r, virtual tokens, ...) at the low end of its range instead."""

@@ -12,29 +12,10 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from peftsweep.search.confirmation import Confirmation, confirm, format_confirmation
 from peftsweep.search.pareto import Point, hypervolume, pareto_front
-from peftsweep.search.tracking import METHOD_TAG, PARETO_TAG, STATUS_TAG, TRIAL_TAG, trial_runs
-
-RECORD_METRICS = ("val_accuracy", "test_accuracy", "trainable_pct", "trainable_params", "stored_params",
-                  "train_seconds", "peak_memory_mb")
-
-
-@dataclass
-class TrialRecord:
-    run_id: str
-    trial_id: str
-    method: str
-    status: str  # completed | early_stopped | failed | interrupted | running
-    params: dict[str, str]
-    val_accuracy: float = math.nan
-    test_accuracy: float = math.nan
-    trainable_pct: float = math.nan
-    trainable_params: float = math.nan
-    stored_params: float = math.nan
-    train_seconds: float = math.nan
-    peak_memory_mb: float = math.nan
-    on_front: bool = False
-
+from peftsweep.search.records import (RECORD_METRICS, Floor, TrialRecord, best_of, is_front_candidate, of_stage)
+from peftsweep.search.tracking import CONFIRM, PARETO_TAG, SEARCH
 
 @dataclass
 class MethodComparison:
@@ -50,29 +31,6 @@ class MethodComparison:
     peak_memory_mb: float
 
 
-@dataclass(frozen=True)
-class Floor:
-    """The accuracy with nothing trained (0 trainable parameters): the majority class for classification, the base
-    model's own zero-shot answers for generation. A point of the plane: a trial that does not beat it is dominated."""
-
-    kind: str  # "majority class" | "zero-shot"
-    val_accuracy: float
-    test_accuracy: float
-
-
-FLOOR_TAG = "peftsweep.floor"  # on the parent run: what the floor is (Floor.kind)
-FLOOR_METRICS = ("floor_val_accuracy", "floor_test_accuracy")  # on the parent run
-
-
-def logged_floor(client, parent_run_id: str) -> Floor | None:
-    """The floor a sweep logged on its parent run (for a resumed sweep, the dashboard), if it did."""
-    run = client.get_run(parent_run_id)
-    metrics, kind = run.data.metrics, run.data.tags.get(FLOOR_TAG)
-    if kind is None or not all(k in metrics for k in FLOOR_METRICS):
-        return None
-    return Floor(kind, metrics[FLOOR_METRICS[0]], metrics[FLOOR_METRICS[1]])
-
-
 @dataclass
 class Summary:
     trials: list[TrialRecord]
@@ -83,29 +41,13 @@ class Summary:
     reference_method: str | None = None  # the method PEFT is compared against, when the sweep trained it
     floor: Floor | None = None
     below_floor: int = 0  # completed trials whose validation accuracy did not beat the floor
+    repeats: list[TrialRecord] = field(default_factory=list)  # the confirm stage's runs
+    confirmation: Confirmation | None = None  # None: the front is unconfirmed (one run per configuration)
 
     @property
     def reference(self) -> MethodComparison | None:
         """The reference method's best trial (the best full fine-tune), if it has one that completed."""
         return next((m for m in self.by_method if m.method == self.reference_method), None)
-
-
-def record_from_run(run) -> TrialRecord:
-    metrics, tags = run.data.metrics, run.data.tags
-    status = tags.get(STATUS_TAG) or ("failed" if run.info.status == "FAILED" else "running")
-    return TrialRecord(run_id=run.info.run_id, trial_id=tags.get(TRIAL_TAG, ""), method=tags.get(METHOD_TAG, "?"),
-                       status=status, params=dict(run.data.params),
-                       **{k: float(metrics.get(k, math.nan)) for k in RECORD_METRICS})
-
-
-def is_front_candidate(record: TrialRecord) -> bool:
-    """Only trials that trained to the end: an early-stopped trial's partial accuracy is not comparable."""
-    return record.status == "completed" and math.isfinite(record.val_accuracy) and math.isfinite(record.trainable_pct)
-
-
-def best_of(records: list[TrialRecord]) -> TrialRecord | None:
-    ranked = sorted((r for r in records if is_front_candidate(r)), key=lambda r: (-r.val_accuracy, r.trainable_pct))
-    return ranked[0] if ranked else None
 
 
 def reference_methods() -> set[str]:
@@ -116,11 +58,15 @@ def reference_methods() -> set[str]:
 
 
 def summarize(records: list[TrialRecord], references: set[str] | None = None,
-              floor: Floor | None = None) -> Summary:
-    """`references`: the methods PEFT is compared against (default: the registry's). `floor`: the accuracy with
-    nothing trained; it dominates every trial that does not beat it (it has fewer trainable parameters: none), so those
-    never join the front. The records are not changed: the summary holds copies with `on_front` set."""
+              floor: Floor | None = None, confidence: float = 0.95) -> Summary:
+    """`records`: the sweep's runs, of both stages. `references`: the methods PEFT is compared against (default: the
+    registry's). `floor`: the accuracy with nothing trained; it dominates every trial that does not beat it (it has
+    fewer trainable parameters: none), so those never join the front. The search's front and comparison come from the
+    search runs; the confirmation (means and intervals at `confidence`) from the confirm runs alone. The records are
+    not changed: the summary holds copies with `on_front` set."""
     references = reference_methods() if references is None else references
+    repeats = of_stage(records, CONFIRM)
+    records = of_stage(records, SEARCH)
     completed = [r for r in records if is_front_candidate(r)]
     candidates = [r for r in completed if floor is None or r.val_accuracy > floor.val_accuracy]
     points = [Point(r.run_id, r.val_accuracy, r.trainable_pct) for r in candidates]
@@ -144,29 +90,59 @@ def summarize(records: list[TrialRecord], references: set[str] | None = None,
     return Summary(trials=records, front=[by_id[i] for i in front_ids], hypervolume=hypervolume(points),
                    by_method=by_method, counts=counts | {"total": len(records)},
                    reference_method=full.method if full else None, floor=floor,
-                   below_floor=len(completed) - len(candidates))
-
-
-def load_records(client, experiment_id: str, parent_run_id: str) -> list[TrialRecord]:
-    return [record_from_run(run) for run in trial_runs(client, experiment_id, parent_run_id)]
+                   below_floor=len(completed) - len(candidates), repeats=repeats,
+                   confirmation=confirm(records, repeats, references, floor, confidence))
 
 
 def tag_front(client, summary: Summary) -> None:
-    for r in summary.trials:
-        client.set_tag(r.run_id, PARETO_TAG, "true" if r.on_front else "false")
+    """`peftsweep.pareto` on every run: the front of the confirmed means when the sweep was confirmed (a
+    configuration's search run and its confirm runs alike), else the search's front."""
+    conf = summary.confirmation
+    for r in summary.trials + summary.repeats:
+        on_front = r.config_id in conf.front if conf else r.on_front
+        client.set_tag(r.run_id, PARETO_TAG, "true" if on_front else "false")
 
 
 def write_files(summary: Summary, directory: Path) -> tuple[Path, Path]:
     directory.mkdir(parents=True, exist_ok=True)
     json_path, csv_path = directory / "summary.json", directory / "trials.csv"
     json_path.write_text(json.dumps(as_dict(summary), indent=2))
-    fields = ["run_id", "trial_id", "method", "status", "on_front", *RECORD_METRICS, "params"]
+    fields = ["run_id", "trial_id", "stage", "config_id", "seed", "method", "status", "on_front", *RECORD_METRICS,
+              "params"]
     with csv_path.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=fields)
         writer.writeheader()
-        for r in summary.trials:
+        for r in summary.trials + summary.repeats:
             writer.writerow({k: v for k, v in asdict(r).items()} | {"params": json.dumps(r.params)})
+    if summary.confirmation:
+        write_confirmed_csv(summary.confirmation, directory / CONFIRMED_CSV)
     return json_path, csv_path
+
+
+CONFIRMED_CSV = "confirmed.csv"  # one row per confirmed configuration
+
+
+def write_confirmed_csv(conf: Confirmation, path: Path) -> None:
+    fields = ["config_id", "method", "reasons", "trainable_pct", "runs", "val_mean", "val_low", "val_high",
+              "test_mean", "test_low", "test_high", "search_val_accuracy", "selection_bias", "on_confirmed_front",
+              "gap_val", "gap_val_low", "gap_val_high", "gap_test", "gap_test_low", "gap_test_high", "verdict",
+              "params"]
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=fields)
+        writer.writeheader()
+        for c in conf.configs:
+            gaps = {}
+            for name, gap in (("gap_val", c.gap_val), ("gap_test", c.gap_test)):
+                d = gap.difference if gap else None
+                gaps |= {name: d.mean if d else "", f"{name}_low": d.low if d else "",
+                         f"{name}_high": d.high if d else ""}
+            writer.writerow({"config_id": c.config_id, "method": c.method, "reasons": ",".join(c.reasons),
+                             "trainable_pct": c.trainable_pct, "runs": c.val.n, "val_mean": c.val.mean,
+                             "val_low": c.val.low, "val_high": c.val.high, "test_mean": c.test.mean,
+                             "test_low": c.test.low, "test_high": c.test.high,
+                             "search_val_accuracy": c.search_val_accuracy, "selection_bias": c.selection_bias,
+                             "on_confirmed_front": c.on_front, "verdict": c.verdict or "",
+                             "params": json.dumps(c.params)} | gaps)
 
 
 def as_dict(summary: Summary) -> dict[str, Any]:
@@ -175,7 +151,9 @@ def as_dict(summary: Summary) -> dict[str, Any]:
     return _finite({"hypervolume": summary.hypervolume, "counts": summary.counts, "floor": floor,
                     "below_floor": summary.below_floor,
                     "front": [asdict(r) for r in summary.front], "by_method": [asdict(m) for m in summary.by_method],
-                    "trials": [asdict(r) for r in summary.trials]})
+                    "trials": [asdict(r) for r in summary.trials],
+                    "confirmed": asdict(summary.confirmation) if summary.confirmation else None,
+                    "confirm_runs": [asdict(r) for r in summary.repeats]})
 
 
 def _finite(value: Any) -> Any:
@@ -212,7 +190,7 @@ def format_table(summary: Summary) -> str:
         ratio = f"{m.param_ratio_to_full:.2g}" if m.param_ratio_to_full is not None else "n/a"
         lines.append(f"  {m.method:<9} {m.val_accuracy:>8.3f} {m.test_accuracy:>8.3f} {m.trainable_pct:>11.4g} "
                      f"{gap:>11} {ratio:>13} {m.train_seconds:>8.1f} {m.peak_memory_mb:>8.0f}")
-    return "\n".join(lines)
+    return "\n".join(lines + format_confirmation(summary.confirmation))
 
 
 def _floor_line(summary: Summary) -> list[str]:

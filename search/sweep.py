@@ -21,12 +21,15 @@ from peftsweep.search.space import define_space, grid, start_points
 from peftsweep.search.cleanup import delete_dominated_checkpoints
 from peftsweep.search.resume import SweepState, read_state, sweep_to_resume, write_state
 from peftsweep.search import storage
-from peftsweep.search.summary import Floor, Summary, load_records, summarize, tag_front, write_files
+from peftsweep.search.records import Floor, load_records, logged_floor
+from peftsweep.search.summary import Summary, summarize, tag_front, write_files
 from peftsweep.search.floor import describe, sweep_floor
 from peftsweep.search.front_view import save_front_view
-from peftsweep.search.tracking import (MlflowTrialLogger, client_for, close_interrupted, ensure_experiment, start_parent,
-                             trial_runs)
+from peftsweep.search.tracking import (CONFIRM, SEARCH, MlflowTrialLogger, client_for, close_interrupted,
+                                       SWEEP_CONFIG_ARTIFACT, ensure_experiment, latest_sweep, logged_config,
+                                       start_parent, trial_runs)
 from peftsweep.search.train_jobs import EndTrainJobs, interrupt_on_ctrl_c, start_jobs_actor
+from peftsweep.search.confirm_stage import confirm_tuner, discard_runs, log_confirmation, plan_work, tune_path_for
 from peftsweep.search.trial import DRIVER_RESOURCES, sweep_trial
 from peftsweep.environment import actor_env, apply_defaults
 from peftsweep.errors import UserError
@@ -155,7 +158,8 @@ def logged_params(plan: SweepPlan) -> dict[str, Any]:
     c = plan.config
     return {"model": c.model, "data": c.data.model_dump_json(exclude_none=True), "epochs": c.train.epochs,
             "batch_size": c.train.batch_size, "algorithm": c.search.algorithm, "num_samples": c.search.num_samples,
-            "methods": ",".join(plan.methods), "seed": c.search.seed}
+            "methods": ",".join(plan.methods), "seed": c.search.seed, "confirm_seeds": c.confirm.seeds,
+            "confirm_confidence": c.confirm.confidence}
 
 
 def run_sweep(plan: SweepPlan, address: str | None = None, resume: bool = False,
@@ -172,62 +176,87 @@ def run_sweep(plan: SweepPlan, address: str | None = None, resume: bool = False,
     connect_ray(address)
     check_capacity(plan)
     check_storage(storage_root(plan))
-    searcher, param_space, num_samples = searcher_and_space(plan)
-    total = len(param_space["point"]["grid_search"]) if param_space else num_samples
     if resumed:
         state = resumed
         client.update_run(state.parent_run_id, status="RUNNING")
-        print(f"resuming sweep {c.name!r}: MLflow parent run {state.parent_run_id}, Tune state {state.tune_path}",
-              flush=True)
+        print(f"resuming sweep {c.name!r} ({state.stage} stage): MLflow parent run {state.parent_run_id}, Tune state "
+              f"{state.tune_path}", flush=True)
     else:
         experiment_id = ensure_experiment(client, c.experiment, out / "mlartifacts" if not c.tracking.uri else None)
-        parent_run_id = start_parent(client, experiment_id, c.name, logged_params(plan))
+        # The config as the user wrote it (validated): `peftsweep confirm` validates it again from the parent run.
+        parent_run_id = start_parent(client, experiment_id, c.name, logged_params(plan),
+                                     c.model_dump(mode="json", exclude_unset=True))
         save_front_view(client, experiment_id, parent_run_id)
         # One Tune experiment directory per sweep, so a new sweep never mixes with an old one's state.
         state = SweepState(parent_run_id, experiment_id, c.tracking_uri,
-                           storage.join(storage_root(plan), "ray", f"{c.name}-{parent_run_id[:8]}"), config)
+                           storage.join(storage_root(plan), "ray", f"{c.name}-{parent_run_id[:8]}"), config,
+                           confirm_seeds=c.confirm.seeds)
         write_state(out, state)
     template = trial_template(plan)
     floor = sweep_floor(client, state.parent_run_id, c.task, plan.data, template)
     print(describe(floor), flush=True)
-    tuner = make_tuner(plan, state, searcher, param_space, num_samples, total, resumed is not None, template)
-    # Every trial's Train job registers with this actor, so that it ends with its trial (see search.train_jobs).
-    jobs = start_jobs_actor(storage.name_of(state.tune_path))
     status = "interrupted"  # an exception (a second Ctrl-C, a lost cluster) leaves it resumable
     try:
-        with interrupt_on_ctrl_c() as early_end:
-            results = tuner.fit()
-        # Tune returns normally after a Ctrl-C, with the trials it cut marked as ended: our record tells.
-        ended = results.num_terminated + results.num_errors == len(results)
-        status = ("interrupted" if early_end.reason == "interrupted" or early_end.ctrl_c.is_set() else
-                  "finished" if ended or early_end.reason == "time budget" else "interrupted")
+        if state.stage == SEARCH:
+            searcher, param_space, num_samples = searcher_and_space(plan)
+            total = len(param_space["point"]["grid_search"]) if param_space else num_samples
+            status = fit(make_tuner(plan, state, searcher, param_space, num_samples, total, resumed is not None,
+                                    template), state.tune_path)
+            if status == "finished" and state.confirm_seeds:
+                state.stage = CONFIRM
+                write_state(out, state)
+        if state.stage == CONFIRM and (status == "finished" or resumed is not None):
+            status = run_confirm_stage(client, state, plan, template, floor)
     finally:
         summary = finish(client, state, plan, status, floor)
-        with contextlib.suppress(Exception):  # the cluster may be what failed
-            ray.kill(jobs)
     json_path, csv_path = out / "summary" / "summary.json", out / "summary" / "trials.csv"
     return SweepOutcome(summary, state.parent_run_id, state.experiment_id, c.tracking_uri, json_path, csv_path,
                         status)
 
 
-def make_tuner(plan: SweepPlan, state: SweepState, searcher, param_space: dict[str, Any], num_samples: int,
-               total: int, resumed: bool, template: TrialTemplate) -> tune.Tuner:
-    c = plan.config
+def fit(tuner: tune.Tuner, tune_path: str) -> str:
+    """Run a Tune experiment to its end: "finished", or "interrupted" (Ctrl-C; --resume continues it)."""
+    # Every trial's Train job registers with this actor, so that it ends with its trial (see search.train_jobs).
+    jobs = start_jobs_actor(storage.name_of(tune_path))
+    try:
+        with interrupt_on_ctrl_c() as early_end:
+            results = tuner.fit()
+        # Tune returns normally after a Ctrl-C, with the trials it cut marked as ended: our record tells.
+        ended = results.num_terminated + results.num_errors == len(results)
+        return ("interrupted" if early_end.reason == "interrupted" or early_end.ctrl_c.is_set() else
+                "finished" if ended or early_end.reason == "time budget" else "interrupted")
+    finally:
+        with contextlib.suppress(Exception):  # the cluster may be what failed
+            ray.kill(jobs)
+
+
+def trainable_for(plan: SweepPlan, tune_path: str, template: TrialTemplate):
+    """The Tune trainable of every trial of one Tune experiment (the search's, or a confirm pass's)."""
     # Tokenized once, stored once: every trial's workers fetch it from the object store. Wrapped, because Tune
     # resolves a bare reference in each trial's driver, which would then pickle the data again into its trainer.
     data_ref = {"tokenized": ray.put(plan.data)}
-    name = storage.name_of(state.tune_path)
-    trials_path = storage.join(storage_root(plan), "trials", name)
-    trainable = tune.with_resources(
+    trials_path = storage.join(storage_root(plan), "trials", storage.name_of(tune_path))
+    return tune.with_resources(
         tune.with_parameters(sweep_trial, data=data_ref, template=template, storage_path=trials_path),
         DRIVER_RESOURCES)
+
+
+def trial_logger(plan: SweepPlan, state: SweepState, stage: str = SEARCH) -> MlflowTrialLogger:
+    c = plan.config
+    return MlflowTrialLogger(c.tracking_uri, state.experiment_id, state.parent_run_id, c.train.epochs,
+                             {"epochs": c.train.epochs, "batch_size": c.train.batch_size, "seed": c.train.seed},
+                             storage_root=storage_root(plan), stage=stage)
+
+
+def make_tuner(plan: SweepPlan, state: SweepState, searcher, param_space: dict[str, Any], num_samples: int,
+               total: int, resumed: bool, template: TrialTemplate) -> tune.Tuner:
+    c = plan.config
+    name = storage.name_of(state.tune_path)
+    trainable = trainable_for(plan, state.tune_path, template)
     if resumed:
         # Finished trials stay finished, unfinished ones continue from their checkpoints, failed ones stay failed.
         return tune.Tuner.restore(state.tune_path, trainable, resume_unfinished=True, resume_errored=False,
                                   restart_errored=False, param_space=param_space or None)
-    mlflow_logger = MlflowTrialLogger(c.tracking_uri, state.experiment_id, state.parent_run_id, c.train.epochs,
-                                      {"epochs": c.train.epochs, "batch_size": c.train.batch_size},
-                                      storage_root=storage_root(plan))
     end_jobs = EndTrainJobs(name, c.search.time_budget_s)
     return tune.Tuner(
         trainable, param_space=param_space,
@@ -238,7 +267,89 @@ def make_tuner(plan: SweepPlan, state: SweepState, searcher, param_space: dict[s
         # The time budget is ours, not Tune's: Tune would kill the running trials with their Train jobs.
         run_config=tune.RunConfig(name=name, storage_path=storage.parent_of(state.tune_path), verbose=0,
                                   stop=end_jobs,
-                                  callbacks=[ProgressPrinter(total, c.train.epochs), mlflow_logger, end_jobs]))
+                                  callbacks=[ProgressPrinter(total, c.train.epochs), trial_logger(plan, state),
+                                             end_jobs]))
+
+
+def run_confirm_stage(client, state: SweepState, plan: SweepPlan, template: TrialTemplate,
+                      floor: Floor | None, best_per_method: bool | None = None) -> str:
+    """Train the confirm runs still missing (state.confirm_seeds per configuration); a pass that was interrupted is
+    continued from Tune's state, its unfinished runs from their checkpoints."""
+    c = plan.config
+    tune_path = tune_path_for(state.tune_path, state.confirm_seeds)
+    if state.confirm_tune_path != tune_path:
+        state.confirm_tune_path = tune_path
+        write_state(c.output_path, state)
+    trainable = trainable_for(plan, tune_path, template)
+    if tune.Tuner.can_restore(tune_path):
+        print(f"continuing the confirm stage from {tune_path}", flush=True)
+        tuner = tune.Tuner.restore(tune_path, trainable, resume_unfinished=True, resume_errored=False,
+                                   restart_errored=False)
+        return fit(tuner, tune_path)
+    summary = summarize(load_records(client, state.experiment_id, state.parent_run_id), floor=floor)
+    best_per_method = c.confirm.best_per_method if best_per_method is None else best_per_method
+    work = plan_work(summary, c.train.seed, state.confirm_seeds, best_per_method)
+    discard_runs(client, work.discard)
+    if not work.points:
+        print(f"confirm stage: nothing to train ({len(work.selected)} configurations already have a run for each of "
+              f"the {len(work.seeds)} seeds)", flush=True)
+        return "finished"
+    print(f"confirm stage: {len(work.selected)} configurations x {len(work.seeds)} new seeds "
+          f"({', '.join(map(str, work.seeds))}): {len(work.points)} runs", flush=True)
+    tuner = confirm_tuner(trainable, tune_path, work.points, trial_logger(plan, state, CONFIRM),
+                          c.search.max_concurrent_trials, c.train.epochs)
+    return fit(tuner, tune_path)
+
+
+def confirm_sweep(tracking_uri: str, experiment: str, seeds: int, address: str | None = None,
+                  best_per_method: bool | None = None) -> tuple[SweepPlan, SweepOutcome]:
+    """`peftsweep confirm`: give every confirmed configuration of the experiment's newest sweep (and those its front
+    and comparison select now) `seeds` confirm runs in all, training only the missing ones, then summarize again.
+    Run again after an interruption, it continues the same pass."""
+    from peftsweep.search.config import SweepConfig, Tracking, describe_errors
+    from peftsweep.search.plan import build_plan
+    from pydantic import ValidationError
+
+    client = client_for(tracking_uri)
+    try:
+        experiment_id, parent_run_id = latest_sweep(client, experiment)
+    except LookupError as exc:
+        raise UserError(f"--experiment: {exc} in {tracking_uri}") from None
+    raw = logged_config(client, parent_run_id)
+    if raw is None:
+        raise UserError(f"--experiment {experiment}: its newest sweep (parent run {parent_run_id}) did not log its "
+                        f"config ({SWEEP_CONFIG_ARTIFACT}: sweeps log it since the confirm stage exists); set "
+                        f"confirm.seeds in its config and run it again")
+    try:
+        started = SweepConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise UserError(describe_errors(exc), "the sweep's logged config no longer validates") from None
+    # The store and experiment are the ones named on the command line (the same, seen from where it runs).
+    config = started.model_copy(update={"tracking": Tracking(uri=tracking_uri, experiment=experiment)})
+    plan = build_plan(config)
+    out = config.output_path
+    state = read_state(out)
+    if state is None or state.parent_run_id != parent_run_id:  # run elsewhere: its Tune state is found by its name
+        state = SweepState(parent_run_id, experiment_id, tracking_uri,
+                           storage.join(storage_root(plan), "ray", f"{config.name}-{parent_run_id[:8]}"),
+                           started.model_dump(mode="json"))
+    elif state.status == "running" and state.stage == SEARCH:
+        raise UserError(f"{out}: the sweep's search was interrupted: continue it first with "
+                        f"peftsweep run <config> --resume")
+    state.stage, state.status, state.confirm_seeds = CONFIRM, "running", seeds
+    connect_ray(address)
+    check_capacity(plan)
+    write_state(out, state)
+    client.update_run(parent_run_id, status="RUNNING")
+    floor = logged_floor(client, parent_run_id)
+    status = "interrupted"
+    try:
+        status = run_confirm_stage(client, state, plan, trial_template(plan), floor, best_per_method)
+    finally:
+        summary = finish(client, state, plan, status, floor)
+    outcome = SweepOutcome(summary, parent_run_id, experiment_id, tracking_uri, out / "summary" / "summary.json",
+                           out / "summary" / "trials.csv", status)
+    return plan, outcome
 
 
 def abandon(client, state: SweepState) -> None:
@@ -255,8 +366,10 @@ def finish(client, state: SweepState, plan: SweepPlan, status: str, floor: Floor
     out = plan.config.output_path
     if status == "interrupted":
         close_interrupted(client, state.experiment_id, state.parent_run_id)
-    summary = summarize(load_records(client, state.experiment_id, state.parent_run_id), floor=floor)
+    summary = summarize(load_records(client, state.experiment_id, state.parent_run_id), floor=floor,
+                        confidence=plan.config.confirm.confidence)
     tag_front(client, summary)
+    log_confirmation(client, state.parent_run_id, summary)
     if plan.config.delete_dominated_checkpoints and status == "finished":
         freed = delete_dominated_checkpoints(client, summary)
         print(f"deleted the checkpoints of {freed.trials} dominated trials ({freed.bytes / 2**20:.1f} MiB)")

@@ -19,7 +19,7 @@ from mlflow.tracking import MlflowClient
 from ray.tune import Callback
 
 from peftsweep.search import storage
-from peftsweep.search.space import unflat
+from peftsweep.search.space import repeat_of, unflat
 
 # MLflow announces each step of creating a new SQLite store ("Creating initial MLflow database tables...") at INFO:
 # the console shows peftsweep's own lines; problems still come through as warnings.
@@ -33,6 +33,11 @@ STATUS_TAG = "peftsweep.status"  # completed | early_stopped | failed | interrup
 PARETO_TAG = "peftsweep.pareto"  # "true" on front members, "false" on every other trial
 FAILURE_TAG = "peftsweep.failure_reason"
 CHECKPOINT_TAG = "peftsweep.checkpoint_path"
+STAGE_TAG = "peftsweep.stage"  # search | confirm (absent on runs of sweeps from before the confirm stage: search)
+SEARCH, CONFIRM = "search", "confirm"
+CONFIG_TAG = "peftsweep.config"  # the search trial id whose configuration the run trained (group the runs by it)
+SEED_TAG = "peftsweep.seed"  # confirm runs: the training seed
+REPEATS_TAG = "peftsweep.repeats_run"  # confirm runs: the run id of the search trial they repeat
 NODES_TAG = "peftsweep.node_ids"  # the Ray node ids the trial's workers ran on, comma-separated
 NODE_IPS_TAG = "peftsweep.node_ips"
 EPOCH_METRICS = ("val_accuracy", "val_macro_f1", "val_loss", "train_loss")  # val_loss: generation
@@ -44,7 +49,11 @@ FINAL_METRICS = ("test_accuracy", "test_macro_f1", "test_loss", "eval_samples_pe
 
 
 def trial_name(trial) -> str:
-    """A trial's name in MLflow (its run name) and on the console: its method and Tune trial id."""
+    """A trial's name in MLflow (its run name) and on the console: its method and Tune trial id; a confirm run's,
+    its method, the search trial it repeats and its seed."""
+    repeat = repeat_of(trial.config)
+    if repeat:
+        return f"{unflat(trial.config)[0]}-{repeat['config_id']}-seed{repeat['seed']}"
     return f"{unflat(trial.config)[0]}-{trial.trial_id}"
 
 
@@ -92,10 +101,29 @@ def ensure_experiment(client: MlflowClient, name: str, artifact_root: Path | Non
     return experiment_id
 
 
-def start_parent(client: MlflowClient, experiment_id: str, name: str, params: dict[str, Any]) -> str:
+SWEEP_CONFIG_ARTIFACT = "sweep_config.json"  # on the parent run: the validated config (for `peftsweep confirm`)
+
+
+def start_parent(client: MlflowClient, experiment_id: str, name: str, params: dict[str, Any],
+                 config: dict[str, Any] | None = None) -> str:
     run = client.create_run(experiment_id, run_name=name, tags={ROLE_TAG: "sweep"})
     client.log_batch(run.info.run_id, params=[Param(k, str(v)[:6000]) for k, v in params.items()])
+    if config is not None:
+        client.log_dict(run.info.run_id, config, SWEEP_CONFIG_ARTIFACT)
     return run.info.run_id
+
+
+def logged_config(client: MlflowClient, parent_run_id: str) -> dict[str, Any] | None:
+    """The validated config a sweep logged on its parent run; None for a sweep that did not log one."""
+    import json
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            path = client.download_artifacts(parent_run_id, SWEEP_CONFIG_ARTIFACT, tmp)
+        except Exception:  # MLflow raises its own or the store's error for a missing artifact
+            return None
+        return json.loads(Path(path).read_text())
 
 
 def latest_sweep(client: MlflowClient, experiment: str) -> tuple[str, str]:
@@ -132,8 +160,9 @@ class MlflowTrialLogger(Callback):
     """Driver-side Tune callback: a child run per trial, per-epoch metrics, final metrics, checkpoint, status."""
 
     def __init__(self, uri: str, experiment_id: str, parent_run_id: str, planned_epochs: int,
-                 trial_params: dict[str, Any], storage_root: str = ""):
+                 trial_params: dict[str, Any], storage_root: str = "", stage: str = SEARCH):
         self.uri, self.experiment_id, self.parent_run_id = uri, experiment_id, parent_run_id
+        self.stage = stage  # this Tune run's stage: its runs are tagged with it, other stages' runs are not its own
         self.storage_root = storage_root  # Ray reports object-store checkpoint paths without their scheme
         self.planned_epochs = planned_epochs
         self.trial_params = trial_params  # sweep-wide training settings logged on every child
@@ -164,17 +193,24 @@ class MlflowTrialLogger(Callback):
 
     def _find_or_create(self, trial) -> str:
         query = f"tags.`{TRIAL_TAG}` = '{trial.trial_id}' and tags.mlflow.parentRunId = '{self.parent_run_id}'"
-        found = self.client.search_runs([self.experiment_id], filter_string=query, max_results=1)
+        found = [r for r in self.client.search_runs([self.experiment_id], filter_string=query, max_results=5)
+                 if r.data.tags.get(STAGE_TAG, SEARCH) == self.stage]
         if found:  # a resumed trial continues its run
             if found[0].info.status == "KILLED":  # closed when the sweep was interrupted (Ctrl-C)
                 self.client.update_run(found[0].info.run_id, status="RUNNING")
                 self.client.set_tag(found[0].info.run_id, STATUS_TAG, "running")
             return found[0].info.run_id
         method, hparams = unflat(trial.config)
-        run = self.client.create_run(self.experiment_id, run_name=trial_name(trial), tags={
-            "mlflow.parentRunId": self.parent_run_id, ROLE_TAG: "trial", TRIAL_TAG: trial.trial_id,
-            METHOD_TAG: method})
+        repeat = repeat_of(trial.config)
+        tags = {"mlflow.parentRunId": self.parent_run_id, ROLE_TAG: "trial", TRIAL_TAG: trial.trial_id,
+                METHOD_TAG: method, STAGE_TAG: self.stage,
+                CONFIG_TAG: repeat["config_id"] if repeat else trial.trial_id}
+        if repeat:
+            tags |= {SEED_TAG: str(repeat["seed"]), REPEATS_TAG: repeat["run_id"]}
+        run = self.client.create_run(self.experiment_id, run_name=trial_name(trial), tags=tags)
         params = {"method": method} | hparams | self.trial_params
+        if repeat:
+            params |= {"seed": repeat["seed"], "selected_as": repeat["reasons"]}
         self.client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in params.items()])
         return run.info.run_id
 
@@ -256,7 +292,7 @@ class MlflowTrialLogger(Callback):
 
         by_id = {t.trial_id: t for t in trials}
         for run in trial_runs(self.client, self.experiment_id, self.parent_run_id):
-            if run.info.status != "RUNNING":
+            if run.info.status != "RUNNING" or run.data.tags.get(STAGE_TAG, SEARCH) != self.stage:
                 continue
             trial = by_id.get(run.data.tags.get(TRIAL_TAG, ""))
             if trial is None:

@@ -75,6 +75,14 @@ def check_backend(uri: str, timeout_s: int = 5) -> None:
         engine.dispose()
 
 
+def server_env() -> dict[str, str]:
+    """The environment of `mlflow server` / `mlflow ui`. MLflow 3 starts a job runner beside the server (seven
+    background processes of about 280 MB each, for GenAI judges and trace roll-ups, which sweeps do not use): off
+    unless MLFLOW_SERVER_ENABLE_JOB_EXECUTION=true is set, so that the UI starts fast beside a sweep on a small
+    machine."""
+    return {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"} | dict(os.environ)
+
+
 def server_command(s: ServerSettings, extra: list[str]) -> list[str]:
     # A line per request drowns everything else in the terminal; `-- --uvicorn-opts ...` replaces this choice.
     quiet = [] if any(o.startswith(("--uvicorn-opts", "--gunicorn-opts")) for o in extra) else [
@@ -106,7 +114,7 @@ def serve(s: ServerSettings, extra: list[str]) -> int:
     if "://" not in s.artifacts_destination:
         Path(s.artifacts_destination).mkdir(parents=True, exist_ok=True)
     # its own process group: the server's workers are stopped with it
-    process = subprocess.Popen(server_command(s, extra), start_new_session=True)
+    process = subprocess.Popen(server_command(s, extra), start_new_session=True, env=server_env())
 
     def stop(*_):
         try:

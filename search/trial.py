@@ -13,7 +13,7 @@ from ray import tune
 from ray.train import TrainingFailedError
 from ray.tune.integration.ray_train import TuneReportCallback
 
-from peftsweep.search.space import unflat
+from peftsweep.search.space import repeat_of, unflat
 from peftsweep.search.storage import delete_checkpoints
 from peftsweep.search.train_jobs import INTERRUPTED, JobOfTrial
 from peftsweep.trainers.config import TrialTemplate
@@ -28,7 +28,8 @@ def sweep_trial(config: dict[str, Any], *, data: dict[str, Any], template: Trial
     """`config`: the point Tune sampled; `template`: what every trial of the sweep shares; `data["tokenized"]`: the
     object-store reference of the tokenized data, handed on to the workers unresolved; `storage_path`: where the
     trials' Ray Train runs keep their checkpoints."""
-    trial = template.for_trial(*unflat(config))
+    repeat = repeat_of(config)  # a confirm run trains the configuration with its own seed
+    trial = template.for_trial(*unflat(config), seed=repeat["seed"] if repeat else None)
     context = tune.get_context()
     name = context.get_trial_name()
     run_dir = run_dir_of(storage_path, name)

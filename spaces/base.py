@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 from torch import nn
 
-from peftsweep.spaces.params import ChoiceParam, Param, Trial
+from peftsweep.spaces.params import ChoiceParam, IntParam, Param, Trial
 
 # Names of the task-head modules that `AutoModelForSequenceClassification` adds on top of a pre-trained body.
 HEAD_MODULE_NAMES = ("classifier", "score", "pre_classifier")
@@ -162,6 +162,20 @@ class MethodSpec:
         if not problems and info is not None:
             problems += self.check_context(hparams, info)
         return problems
+
+    def parse(self, logged: dict[str, str]) -> dict[str, Any]:
+        """The method's hyperparameters typed again from their logged strings (MLflow keeps parameters as text);
+        keys that are not the method's own are left out."""
+        values: dict[str, Any] = {}
+        for key, param in self.params.items():
+            raw = logged.get(key)
+            if raw is None:
+                continue
+            if isinstance(param, ChoiceParam):
+                values[key] = next((c for c in param.choices if str(c) == raw), raw)
+            else:
+                values[key] = int(float(raw)) if isinstance(param, IntParam) else float(raw)
+        return values
 
     def with_params(self, params: dict[str, Param]) -> MethodSpec:
         """The same method with some search ranges replaced (YAML overrides)."""

@@ -75,6 +75,9 @@ class TrialTemplate(Strict):
     generation: GenerationSettings = GenerationSettings()
     resources_by_method: dict[str, Resources] = Field(description="each method's resources (per-method overrides)")
 
-    def for_trial(self, method: str, hparams: dict[str, Any]) -> TrialConfig:
+    def for_trial(self, method: str, hparams: dict[str, Any], seed: int | None = None) -> TrialConfig:
+        """`seed`: the training seed when it is not the sweep's `train.seed` (a confirm run)."""
         shared = self.model_dump(exclude={"resources_by_method"})
+        if seed is not None:
+            shared["train"] = shared["train"] | {"seed": seed}
         return TrialConfig(**shared, method=method, hparams=hparams, resources=self.resources_by_method[method])

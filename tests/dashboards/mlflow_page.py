@@ -52,6 +52,11 @@ def serve_ui(tracking_uri: str, experiment: str) -> Iterator[tuple[str, int]]:
                 time.sleep(1)
         if status != 200:
             raise RuntimeError("the MLflow UI did not answer within 90 s")
+        time.sleep(1)  # MLflow would start its job runner right after the server
+        ps = subprocess.run(["ps", "-eo", "pgid=,args="], capture_output=True, text=True).stdout.splitlines()
+        group = [line for line in ps if line.split(None, 1)[0] == str(proc.pid)]  # the UI's process group
+        assert len(group) >= 2 and not any("huey" in line for line in group), (
+            f"MLflow's job runner was started beside the UI (see server_env): {group}")
         yield link, port
     finally:
         os.killpg(proc.pid, signal.SIGTERM)

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import math
 
+import pytest
+
 from peftsweep.dashboards import figures, static
 from peftsweep.dashboards.figure_data import accuracy_range, compute, log_range
 from peftsweep.dashboards.sweep_data import SweepData
-from peftsweep.search.summary import TrialRecord, summarize
+from peftsweep.search.records import TrialRecord
+from peftsweep.search.summary import summarize
 
 
 def record(run_id, method, acc, pct, params, status="completed"):
@@ -68,7 +71,7 @@ def test_both_renderers_draw_the_same_data(tmp_path):
 def test_a_sweep_interrupted_before_any_trial_ended_still_draws(tmp_path):
     """Ctrl-C during the first trial: its run has a validation accuracy but no parameter count yet. Both renderers
     draw the plane (with the floor line) without a point to place on the log axis."""
-    from peftsweep.search.summary import Floor
+    from peftsweep.search.records import Floor
 
     records = [record("i", "ia3", 0.5, math.nan, {"lr": "0.03"}, status="interrupted")]
     summary = summarize(records, references={"full"}, floor=Floor("majority class", 0.3, 0.3))
@@ -76,3 +79,48 @@ def test_a_sweep_interrupted_before_any_trial_ended_still_draws(tmp_path):
     assert data.pareto.series == [] and data.pareto.floor.y == 0.3 and data.pareto.x_range == (0.1, 10.0)
     assert static.pareto_png(data, tmp_path / "p.png").stat().st_size > 5_000
     figures.pareto(data).to_html(include_plotlyjs=False)
+
+
+def confirmed_sweep() -> SweepData:
+    """sweep() with its front and best full fine-tune confirmed over 3 seeds."""
+    base = sweep()
+    repeats = []
+    for config, vals in (("p", [0.66, 0.68, 0.70]), ("l1", [0.79, 0.80, 0.81]), ("l2", [0.80, 0.81, 0.82]),
+                         ("f", [0.84, 0.85, 0.86])):
+        origin = next(r for r in base.trials if r.run_id == config)
+        repeats += [TrialRecord(f"{config}-{seed}", f"c{config}{seed}", origin.method, "completed", {},
+                                val_accuracy=v, test_accuracy=v, trainable_pct=origin.trainable_pct, stage="confirm",
+                                config_id=config, seed=seed) for seed, v in zip((1000, 2000, 3000), vals)]
+    summary = summarize(base.trials + repeats, references={"full"})
+    return SweepData("t", "sqlite:///x.db", "parent", summary, base.start_order, base.curves)
+
+
+def test_a_confirmed_sweep_draws_error_bars_and_the_front_of_the_means(tmp_path):
+    from peftsweep.dashboards.report import render
+
+    data = confirmed_sweep()
+    drawn = compute(data)
+    bars = {b.method: b for b in drawn.pareto.confirmed if b.method != "lora"}
+    assert len(drawn.pareto.confirmed) == 4
+    assert bars["prompt"].y == pytest.approx(0.68) and bars["prompt"].low < 0.68 < bars["prompt"].high
+    # the front of the means (l2's search run had 0.86; its mean is 0.81), full's 0.85 on top
+    assert drawn.pareto.front == [(0.02, 0.68), (0.5, pytest.approx(0.80)), (1.0, pytest.approx(0.81)),
+                                  (100.0, pytest.approx(0.85))]
+    assert "confirmed mean 0.850" in drawn.pareto.reference.label and "3 seeds" in drawn.pareto.confirmed_note
+    fig = figures.pareto(drawn)
+    confirmed = [t for t in fig.data if t.meta == "confirmed"]
+    assert [t.name for t in confirmed] == ["prompt confirmed", "lora confirmed", "full confirmed"]
+    assert list(confirmed[0].error_y.array) == [bars["prompt"].high - 0.68]
+    assert static.pareto_png(drawn, tmp_path / "p.png").stat().st_size > 10_000
+    page = render(data, drawn)
+    assert 'id="confirmed"' in page and "0.680 [" in page and "worse" in page  # prompt: 0.17 below full on every seed
+    assert "reference" in page
+
+
+def test_an_unconfirmed_sweep_says_so_on_the_dashboard():
+    from peftsweep.dashboards.report import render
+
+    data = sweep()
+    drawn = compute(data)
+    assert drawn.pareto.confirmed == [] and drawn.pareto.confirmed_note == ""
+    assert "The front is unconfirmed" in render(data, drawn)

@@ -2,7 +2,8 @@ import math
 
 import pytest
 
-from peftsweep.search.summary import TrialRecord, format_table, summarize
+from peftsweep.search.records import TrialRecord
+from peftsweep.search.summary import format_table, summarize
 
 
 def record(run_id, method, acc, pct, status="completed", test=0.5):
@@ -62,7 +63,8 @@ def test_summarize_leaves_its_input_alone_and_asks_for_the_reference():
 
 
 def test_the_floor_dominates_trials_that_do_not_beat_it():
-    from peftsweep.search.summary import Floor, as_dict
+    from peftsweep.search.records import Floor
+    from peftsweep.search.summary import as_dict
 
     records = [record("tiny", "prompt", 0.30, 0.01), record("equal", "ia3", 0.40, 0.05),
                record("a", "lora", 0.90, 0.3), record("b", "full", 0.93, 100.0)]

@@ -4,7 +4,7 @@ PostgreSQL, is exercised in tests/search/test_cluster.py.)"""
 from __future__ import annotations
 
 from peftsweep.cli import main
-from peftsweep.search.tracking_server import ServerSettings, redacted, server_command
+from peftsweep.search.tracking_server import ServerSettings, redacted, server_command, server_env
 
 
 def test_password_is_hidden_when_printed():
@@ -36,3 +36,10 @@ def test_missing_or_wrong_backend_uri_exits_2(capsys, monkeypatch):
     monkeypatch.delenv("MLFLOW_BACKEND_STORE_URI", raising=False)
     assert main(["tracking-server", "--backend-store-uri", "http://example.org"]) == 2
     assert "is not a database URI" in capsys.readouterr().err
+
+
+def test_mlflow_job_runner_is_off_unless_asked_for(monkeypatch):
+    monkeypatch.delenv("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", raising=False)
+    assert server_env()["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "false"
+    monkeypatch.setenv("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "true")
+    assert server_env()["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "true"

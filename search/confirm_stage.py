@@ -1,0 +1,127 @@
+"""The confirm stage: after the search, the configurations that matter are trained again with new seeds, as trials of
+the same sweep (Ray Train jobs, resources, failure handling and --resume as for any trial), each its own MLflow child
+run tagged with its stage and the configuration it repeats. `peftsweep confirm` runs it again on a finished sweep
+with more seeds; only the (configuration, seed) pairs without a completed run are trained.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from ray import tune
+
+from peftsweep.search import storage
+from peftsweep.search.confirmation import Confirmation, Selected, confirm_seeds, select_configurations
+from peftsweep.search.progress import ProgressPrinter
+from peftsweep.search.space import repeat_point
+from peftsweep.search.summary import Summary, reference_methods
+from peftsweep.search.tracking import MlflowTrialLogger, STATUS_TAG
+from peftsweep.search.train_jobs import EndTrainJobs
+from peftsweep.spaces import REGISTRY
+
+VERDICT_TAG = "peftsweep.verdict"  # on a confirmed configuration's search run; on the parent, one per method
+FRONT_KIND_TAG = "peftsweep.front"  # on the parent run: confirmed | unconfirmed
+
+
+@dataclass
+class ConfirmWork:
+    """What a confirm pass trains: the configurations, the seeds every one of them gets, and the points (one per
+    configuration and seed without a completed run)."""
+
+    selected: list[Selected]
+    seeds: list[int]
+    points: list[dict[str, Any]]
+    discard: list[str]  # run ids of unfinished confirm runs whose pairs are trained again
+
+
+def tune_path_for(search_tune_path: str, seeds: int) -> str:
+    """The confirm pass's Tune experiment directory, beside the search's: the same pass (same seed count) always gets
+    the same directory, so that a pass interrupted is continued rather than started again."""
+    return storage.join(storage.parent_of(search_tune_path), f"{storage.name_of(search_tune_path)}-confirm-to{seeds}")
+
+
+def plan_work(summary: Summary, search_seed: int, seeds: int, best_per_method: bool) -> ConfirmWork:
+    """The pairs still to train, from the sweep's summary: the configurations the search's front and comparison
+    select, plus any that earlier passes confirmed (confirming with more seeds later keeps them all)."""
+    by_run = {r.run_id: r for r in summary.trials}
+    best = {m.method: by_run[m.best_run_id] for m in summary.by_method if m.best_run_id in by_run}
+    selected = select_configurations(summary.front, best, reference_methods(), best_per_method)
+    chosen = {s.config_id for s in selected}
+    trials = {r.trial_id: r for r in summary.trials}
+    for config_id in dict.fromkeys(r.config_id for r in summary.repeats):
+        if config_id not in chosen and config_id in trials:
+            origin = trials[config_id]
+            reasons = tuple(sorted({x for r in summary.repeats if r.config_id == config_id
+                                    for x in r.params.get("selected_as", "").split(",") if x}))
+            selected.append(Selected(config_id, origin.run_id, origin.method, dict(origin.params), reasons))
+    wanted = confirm_seeds(search_seed, seeds)
+    finished = {(r.config_id, r.seed) for r in summary.repeats if r.status in ("completed", "failed")}
+    points = []
+    for s in selected:
+        hparams = REGISTRY[s.method].parse(s.params)
+        points += [repeat_point(s.method, hparams, seed, s.config_id, s.run_id, ",".join(s.reasons))
+                   for seed in wanted if (s.config_id, seed) not in finished]
+    unfinished = [r.run_id for r in summary.repeats if r.status not in ("completed", "failed")]
+    return ConfirmWork(selected, wanted, points, unfinished)
+
+
+def discard_runs(client, run_ids: list[str]) -> None:
+    """Unfinished confirm runs of an earlier pass that cannot be continued: their pairs are trained again in new runs,
+    so these are deleted (MLflow's soft delete) rather than left as duplicates."""
+    for run_id in run_ids:
+        client.set_tag(run_id, STATUS_TAG, "discarded")
+        client.delete_run(run_id)
+
+
+def confirm_tuner(trainable, tune_path: str, points: list[dict[str, Any]], logger: MlflowTrialLogger,
+                  max_concurrent: int, epochs: int) -> tune.Tuner:
+    """The confirm pass's Tuner: every point once (a grid), no searcher, no early stopping (a confirm run is only
+    worth its full training), no time budget (the budget bounds the search)."""
+    name = storage.name_of(tune_path)
+    end_jobs = EndTrainJobs(name, None)
+    return tune.Tuner(
+        trainable, param_space={"point": tune.grid_search(points)},
+        tune_config=tune.TuneConfig(num_samples=1, max_concurrent_trials=max_concurrent, reuse_actors=True),
+        run_config=tune.RunConfig(name=name, storage_path=storage.parent_of(tune_path), verbose=0, stop=end_jobs,
+                                  callbacks=[ProgressPrinter(len(points), epochs, label="confirm"), logger, end_jobs]))
+
+
+def log_confirmation(client, parent_run_id: str, summary: Summary) -> None:
+    """The confirmation on the parent run (metrics, a verdict tag per method) and on each confirmed configuration's
+    search run (its confirmed means and intervals, selection bias and verdict)."""
+    conf: Confirmation | None = summary.confirmation
+    client.set_tag(parent_run_id, FRONT_KIND_TAG, "confirmed" if conf else "unconfirmed")
+    if conf is None:
+        return
+    metrics = {"confirm_seeds": len(conf.seeds), "confirmed_configs": len(conf.configs),
+               "confirmed_front_size": len(conf.front), "confirmed_hypervolume": conf.hypervolume,
+               "selection_bias_mean": conf.selection_bias}
+    for c in conf.by_method:
+        if c.gap_test is not None and c.gap_test.difference.known:
+            d = c.gap_test.difference
+            metrics |= {f"gap_to_full_test.{c.method}": d.mean, f"gap_to_full_test_low.{c.method}": d.low,
+                        f"gap_to_full_test_high.{c.method}": d.high}
+        if c.verdict:
+            client.set_tag(parent_run_id, f"{VERDICT_TAG}.{c.method}", c.verdict)
+    _log_metrics(client, parent_run_id, metrics)
+    for c in conf.configs:
+        if not c.search_run_id:
+            continue
+        _log_metrics(client, c.search_run_id, {
+            "confirmed_val_accuracy": c.val.mean, "confirmed_val_low": c.val.low, "confirmed_val_high": c.val.high,
+            "confirmed_test_accuracy": c.test.mean, "confirmed_test_low": c.test.low,
+            "confirmed_test_high": c.test.high, "selection_bias": c.selection_bias, "confirm_runs": c.val.n})
+        if c.verdict:
+            client.set_tag(c.search_run_id, VERDICT_TAG, c.verdict)
+
+
+def _log_metrics(client, run_id: str, metrics: dict[str, float]) -> None:
+    import time
+
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()
+                                      if v is not None and math.isfinite(v)])

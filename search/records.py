@@ -1,0 +1,100 @@
+"""A sweep's trials as records read from MLflow (one per child run), and the floor its parent run logged."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from peftsweep.search.tracking import (CONFIG_TAG, METHOD_TAG, SEARCH, SEED_TAG, STAGE_TAG, STATUS_TAG, TRIAL_TAG,
+                                       trial_runs)
+
+RECORD_METRICS = ("val_accuracy", "test_accuracy", "trainable_pct", "trainable_params", "stored_params",
+                  "train_seconds", "peak_memory_mb")
+
+
+@dataclass
+class TrialRecord:
+    run_id: str
+    trial_id: str
+    method: str
+    status: str  # completed | early_stopped | failed | interrupted | running
+    params: dict[str, str]
+    val_accuracy: float = math.nan
+    test_accuracy: float = math.nan
+    trainable_pct: float = math.nan
+    trainable_params: float = math.nan
+    stored_params: float = math.nan
+    train_seconds: float = math.nan
+    peak_memory_mb: float = math.nan
+    on_front: bool = False
+    stage: str = SEARCH  # search | confirm (a re-training of a search trial's configuration with a new seed)
+    config_id: str = ""  # the search trial whose configuration this run trained (a search run: its own trial id)
+    seed: int | None = None  # confirm runs: the training seed (search runs train with train.seed)
+
+    def __post_init__(self) -> None:
+        self.config_id = self.config_id or self.trial_id
+
+
+@dataclass(frozen=True)
+class Floor:
+    """The accuracy with nothing trained (0 trainable parameters): the majority class for classification, the base
+    model's own zero-shot answers for generation. A point of the plane: a trial that does not beat it is dominated."""
+
+    kind: str  # "majority class" | "zero-shot"
+    val_accuracy: float
+    test_accuracy: float
+
+
+FLOOR_TAG = "peftsweep.floor"  # on the parent run: what the floor is (Floor.kind)
+FLOOR_METRICS = ("floor_val_accuracy", "floor_test_accuracy")  # on the parent run
+
+
+def logged_floor(client, parent_run_id: str) -> Floor | None:
+    """The floor a sweep logged on its parent run (for a resumed sweep, the dashboard), if it did."""
+    run = client.get_run(parent_run_id)
+    metrics, kind = run.data.metrics, run.data.tags.get(FLOOR_TAG)
+    if kind is None or not all(k in metrics for k in FLOOR_METRICS):
+        return None
+    return Floor(kind, metrics[FLOOR_METRICS[0]], metrics[FLOOR_METRICS[1]])
+
+
+def logged_confidence(client, parent_run_id: str) -> float:
+    """The confidence of the intervals the sweep was configured with (confirm.confidence; 0.95 before it existed)."""
+    raw = client.get_run(parent_run_id).data.params.get("confirm_confidence")
+    try:
+        return float(raw) if raw is not None else 0.95
+    except ValueError:
+        return 0.95
+
+
+def record_from_run(run) -> TrialRecord:
+    metrics, tags = run.data.metrics, run.data.tags
+    status = tags.get(STATUS_TAG) or ("failed" if run.info.status == "FAILED" else "running")
+    trial_id = tags.get(TRIAL_TAG, "")
+    seed = tags.get(SEED_TAG)
+    return TrialRecord(run_id=run.info.run_id, trial_id=trial_id, method=tags.get(METHOD_TAG, "?"),
+                       status=status, params=dict(run.data.params),
+                       **{k: float(metrics.get(k, math.nan)) for k in RECORD_METRICS},
+                       stage=tags.get(STAGE_TAG, SEARCH), config_id=tags.get(CONFIG_TAG, trial_id),
+                       seed=int(seed) if seed is not None and seed.lstrip("-").isdigit() else None)
+
+
+def is_front_candidate(record: TrialRecord) -> bool:
+    """Only trials that trained to the end: an early-stopped trial's partial accuracy is not comparable."""
+    return record.status == "completed" and math.isfinite(record.val_accuracy) and math.isfinite(record.trainable_pct)
+
+
+def best_of(records: list[TrialRecord]) -> TrialRecord | None:
+    ranked = sorted((r for r in records if is_front_candidate(r)), key=lambda r: (-r.val_accuracy, r.trainable_pct))
+    return ranked[0] if ranked else None
+
+
+def load_records(client, experiment_id: str, parent_run_id: str) -> list[TrialRecord]:
+    """Every child run of the sweep, of both stages."""
+    return [record_from_run(run) for run in trial_runs(client, experiment_id, parent_run_id)]
+
+
+def of_stage(records: list[TrialRecord], stage: str) -> list[TrialRecord]:
+    return [r for r in records if r.stage == stage]
+
+

@@ -1,0 +1,123 @@
+"""The confirm stage for real: a small sweep with `confirm.seeds: 2`, its driver SIGKILLed during the confirm stage
+and resumed, then `peftsweep confirm --seeds 3`; everything checked from MLflow, the summary recomputed from the
+confirm runs with scipy's t distribution."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+
+from scipy import stats
+
+from peftsweep.search.tracking import (CONFIG_TAG, PARETO_TAG, REPEATS_TAG, ROLE_TAG, SEED_TAG, STAGE_TAG, STATUS_TAG,
+                                       client_for)
+from tests.search.test_faults import finish, kill_group, start, trial_runs, wait_until, write_config
+from tests.tiny import make_csv
+
+SEEDS = [1000, 2000]  # confirm_seeds(train.seed 0, 2)
+
+
+def t_interval(values: list[float]) -> tuple[float, float, float]:
+    n = len(values)
+    mean = sum(values) / n
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+    half = stats.t.ppf(0.975, n - 1) * sd / math.sqrt(n)
+    return mean, max(mean - half, 0.0), min(mean + half, 1.0)  # an accuracy's mean lies in [0, 1]
+
+
+def by_stage(runs: list, stage: str) -> list:
+    return [r for r in runs if r.data.tags.get(STAGE_TAG) == stage]
+
+
+def test_confirm_stage_survives_a_driver_kill_and_confirms_more_seeds_later(tmp_path, tiny_model):
+    csv = str(make_csv(tmp_path / "data.csv", n=600))
+    lora = {"r": 4, "alpha_multiple": 2, "dropout": 0.0, "targets": "attention", "lr": 3e-2}
+    config = write_config(
+        tmp_path, tiny_model, csv, train={"epochs": 2, "batch_size": 16},
+        methods={"lora": lora, "full": {"lr": 1e-3}},
+        search={"algorithm": "random", "start_points": "defaults", "num_samples": 2, "seed": 0,
+                "max_concurrent_trials": 2},
+        confirm={"seeds": 2, "best_per_method": True},  # every method's best: 2 configurations, 4 confirm runs
+        resources={"num_workers": 1, "cpus_per_worker": 1})
+    first = start(config)
+    try:
+        wait_until(lambda: any("val_accuracy" in r.data.metrics for r in by_stage(trial_runs(config), "confirm")),
+                   first, 400, "a confirm run's first epoch")
+        first.kill()  # SIGKILL during the confirm stage
+        first.wait(timeout=30)
+    finally:
+        kill_group(first)
+    before = {r.info.run_id: r for r in trial_runs(config)}
+    assert len(by_stage(list(before.values()), "search")) == 2
+
+    resumed = start(config, "--resume")
+    assert finish(resumed, timeout=400) == 0, (config.parent / "driver1.log").read_text()[-3000:]
+    runs = trial_runs(config)
+    search, repeats = by_stage(runs, "search"), by_stage(runs, "confirm")
+    origin = {r.data.tags["peftsweep.trial_id"]: r for r in search}
+    # Exactly one run per (configuration, seed), each completed, tagged with what it repeats; none lost.
+    assert sorted((r.data.tags[CONFIG_TAG], int(r.data.tags[SEED_TAG])) for r in repeats) == sorted(
+        (trial_id, seed) for trial_id in origin for seed in SEEDS)
+    for run in repeats:
+        assert run.data.tags[STATUS_TAG] == "completed" and run.info.status == "FINISHED"
+        assert run.data.tags[REPEATS_TAG] == origin[run.data.tags[CONFIG_TAG]].info.run_id
+        assert run.data.params["seed"] == run.data.tags[SEED_TAG] and run.data.tags[ROLE_TAG] == "trial"
+        assert run.info.run_name.endswith(f"-seed{run.data.tags[SEED_TAG]}")
+    for run_id, run in before.items():
+        if run.info.status == "FINISHED":  # finished before the kill: kept, not run again
+            assert run_id in {r.info.run_id for r in runs}
+    assert "resuming sweep 'faults' (confirm stage)" in (config.parent / "driver1.log").read_text()
+
+    # The summary's numbers, recomputed here from the confirm runs alone.
+    summary = json.loads((tmp_path / "out" / "summary" / "summary.json").read_text())
+    confirmed = {c["config_id"]: c for c in summary["confirmed"]["configs"]}
+    assert set(confirmed) == set(origin)
+    for config_id, c in confirmed.items():
+        mine = [r for r in repeats if r.data.tags[CONFIG_TAG] == config_id]
+        for split in ("val", "test"):
+            mean, low, high = t_interval([r.data.metrics[f"{split}_accuracy"] for r in mine])
+            got = c[split]
+            assert math.isclose(got["mean"], mean, abs_tol=1e-9)
+            if high > low:
+                assert math.isclose(got["low"], low, abs_tol=1e-9) and math.isclose(got["high"], high, abs_tol=1e-9)
+        assert math.isclose(c["selection_bias"],
+                            origin[config_id].data.metrics["val_accuracy"] - c["val"]["mean"], abs_tol=1e-9)
+    full_id = next(i for i, r in origin.items() if r.data.params["method"] == "full")
+    lora_id = next(i for i, r in origin.items() if r.data.params["method"] == "lora")
+    assert summary["confirmed"]["reference"] == full_id
+    full_test = {int(r.data.tags[SEED_TAG]): r.data.metrics["test_accuracy"] for r in repeats
+                 if r.data.tags[CONFIG_TAG] == full_id}
+    for config_id, c in confirmed.items():
+        if config_id == full_id:
+            continue
+        diffs = [r.data.metrics["test_accuracy"] - full_test[int(r.data.tags[SEED_TAG])] for r in repeats
+                 if r.data.tags[CONFIG_TAG] == config_id]
+        assert math.isclose(c["gap_test"]["difference"]["mean"], sum(diffs) / 2, abs_tol=1e-9)
+        assert c["verdict"] in ("better", "worse", "indistinguishable at 95%")
+    # MLflow: the parent says the front is confirmed; `peftsweep.pareto` marks the front of the means.
+    client = client_for(f"sqlite:///{tmp_path / 'out' / 'mlflow.db'}")
+    parent = next(r for r in client.search_runs([search[0].info.experiment_id]) if r.data.tags.get(ROLE_TAG) == "sweep")
+    assert parent.info.status == "FINISHED" and parent.data.tags["peftsweep.front"] == "confirmed"
+    assert parent.data.metrics["confirmed_configs"] == 2 and parent.data.metrics["confirm_seeds"] == 2
+    front = set(summary["confirmed"]["front"])
+    assert confirmed[lora_id]["val"]["mean"] > summary["floor"]["val_accuracy"] + 0.2  # it learned: on the front
+    assert front and {r.info.run_id for r in runs if r.data.tags[PARETO_TAG] == "true"} == {
+        r.info.run_id for r in runs if r.data.tags[CONFIG_TAG] in front}
+    assert client.get_run(origin[full_id].info.run_id).data.metrics["confirm_runs"] == 2
+
+    # More seeds later: only the third seed's runs are trained; the first four stay as they are.
+    done = subprocess.run([sys.executable, "-m", "peftsweep.cli", "confirm", "--experiment", "faults", "--seeds", "3",
+                           "--tracking-uri", f"sqlite:///{tmp_path / 'out' / 'mlflow.db'}"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=400)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "2 configurations x 3 new seeds (1000, 2000, 3000): 2 runs" in done.stdout
+    assert "Confirmed over 3 new seeds" in done.stdout
+    after = by_stage(trial_runs(config), "confirm")
+    assert len(after) == 6 and {r.info.run_id for r in repeats} <= {r.info.run_id for r in after}
+    assert sorted(int(r.data.tags[SEED_TAG]) for r in after if r.info.run_id not in {x.info.run_id for x in repeats}) \
+        == [3000, 3000]
+    summary = json.loads((tmp_path / "out" / "summary" / "summary.json").read_text())
+    assert summary["confirmed"]["seeds"] == [1000, 2000, 3000]
+    assert all(c["val"]["n"] == 3 for c in summary["confirmed"]["configs"])
