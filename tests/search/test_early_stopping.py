@@ -207,7 +207,7 @@ def test_sigkilled_driver_resumes_without_losing_or_repeating_trials_and_asha_go
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     log = (config.parent / "driver1.log").read_text()
     assert "stopped early" in log and "Could not re-use actor" not in log
-    assert not ray_train_workers()
+    assert not ray_train_workers(first, resumed)
 
 
 def test_time_budget_ends_the_running_trial_and_its_job(tmp_path, tiny_model):
@@ -243,7 +243,7 @@ def test_ctrl_c_ends_the_jobs_and_resume_continues_the_trial(tmp_path, tiny_mode
         assert interrupted.info.status == "KILLED" and interrupted.data.tags[STATUS_TAG] == "interrupted"
         log = (config.parent / "driver0.log").read_text()
         assert "interrupted: stopped the Ray Train jobs of 1 running trials" in log, log[-3000:]
-        assert "--resume" in log and not ray_train_workers()
+        assert "--resume" in log and not ray_train_workers(first)
         assert read_state(tmp_path / "out").status == "running"
     finally:
         kill_group(first)

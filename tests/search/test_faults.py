@@ -115,9 +115,28 @@ def nan_beyond_position(model_dir: Path, position: int) -> str:
     return str(model_dir)
 
 
-def ray_train_workers() -> list[int]:
-    ps = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True).stdout
-    return [int(line.split()[0]) for line in ps.splitlines() if "RayTrainWorker" in line]
+def ray_train_workers(*drivers: subprocess.Popen) -> list[int]:
+    """The Ray Train workers of these `peftsweep run` processes (each started in a session of its own, which Ray's
+    processes keep even when the driver is gone), or, without any, those of this process's own Ray. Never another
+    test's: the suite may run tests side by side."""
+    ps = subprocess.run(["ps", "-eo", "pid=,ppid=,sid=,args="], capture_output=True, text=True).stdout
+    rows = []
+    for line in ps.splitlines():
+        pid, ppid, sid, *args = line.split(None, 3)
+        rows.append((int(pid), int(ppid), int(sid), args[0] if args else ""))
+    if drivers:
+        sessions = {d.pid for d in drivers}
+        return [pid for pid, _, sid, args in rows if sid in sessions and "RayTrainWorker" in args]
+    children: dict[int, list[int]] = {}
+    for pid, ppid, _, _ in rows:
+        children.setdefault(ppid, []).append(pid)
+    mine, todo = set(), [os.getpid()]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in mine:
+                mine.add(child)
+                todo.append(child)
+    return [pid for pid, _, _, args in rows if pid in mine and "RayTrainWorker" in args]
 
 
 def test_killed_worker_restarts_from_checkpoint_and_nan_trial_fails_alone(tmp_path):
@@ -134,7 +153,7 @@ def test_killed_worker_restarts_from_checkpoint_and_nan_trial_fails_alone(tmp_pa
         wait_until(lambda: started(config), proc, 120, "the first trial's start")
         first = wait_until(lambda: [r for r in trial_runs(config) if "val_accuracy" in r.data.metrics], proc, 300,
                            "the first trial's first epoch")[0]
-        workers = ray_train_workers()
+        workers = ray_train_workers(proc)
         assert len(workers) == 2, workers
         os.kill(workers[1], signal.SIGKILL)
         assert finish(proc) == 0, (config.parent / "driver0.log").read_text()[-3000:]
