@@ -20,10 +20,11 @@ $(VENV)/.installed: pyproject.toml requirements-lock.txt
 	$(BIN)/pip install -q --no-deps $(DEMO_ASSETS)
 	touch $@
 
-# Two tests at a time (pytest-xdist): most of a test's time is spent waiting on processes starting (Ray, MLflow,
-# browsers), so two fit on 2 cores; a group of tests sharing an expensive fixture stays on one worker.
+# Two test files at a time (pytest-xdist): most of a test's time is spent waiting on processes starting (Ray,
+# MLflow, browsers), so two fit on 2 cores. Then the tests marked `alone`, one by one.
 test: install
-	$(BIN)/python -m pytest -q -n 2 --dist loadgroup tests
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile -m "not alone" tests
+	$(BIN)/python -m pytest -q -m alone tests
 
 demo: install
 	$(BIN)/peftsweep run configs/demo.yaml $(ARGS)

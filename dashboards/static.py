@@ -34,7 +34,7 @@ def pareto_png(data: FigureData, path: Path) -> Path:
         ax.plot([], [], "o", color="#333", markerfacecolor="white", label=data.pareto.confirmed_note)
     if data.pareto.front:
         ax.step([x for x, _ in data.pareto.front], [y for _, y in data.pareto.front], where="post", color="#111",
-                linestyle=":", label="Pareto front")
+                linestyle=":", label="Pareto front" + (" (confirmed means)" if data.pareto.confirmed else ""))
     if data.pareto.reference:
         ax.axhline(data.pareto.reference.y, color="#888", linestyle="--", label=data.pareto.reference.label)
     if data.pareto.floor:

@@ -56,9 +56,34 @@ def sweep_on_local_ray(config: dict, directory):
         ray.shutdown()
 
 
+def once_per_run(tmp_path_factory, name: str, build):
+    """`build()` once for the whole test run, even with test files spread over pytest-xdist workers (each a process
+    with its own session fixtures): the first worker to get here builds it under a file lock and leaves it pickled
+    in the run's shared temp folder; the others wait for it and read it."""
+    import pickle
+
+    from filelock import FileLock
+
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # shared by the workers of this run
+    cache = root / f"{name}.pickle"
+    with FileLock(str(cache) + ".lock"):
+        if cache.is_file():
+            return pickle.loads(cache.read_bytes())
+        value = build()
+        cache.write_bytes(pickle.dumps(value))
+        return value
+
+
 @pytest.fixture(scope="session")
 def finished_sweep(tmp_path_factory, tiny_model, tiny_csv):
-    """A real small sweep: tiny BERT, 5 trials over 3 methods, 2-worker Ray Train trials, local SQLite MLflow."""
+    """A real small sweep: tiny BERT, 5 trials over 3 methods, 2-worker Ray Train trials, local SQLite MLflow (one
+    for the whole test run: tests/search/test_sweep.py and tests/dashboards/ share it)."""
+    return once_per_run(tmp_path_factory, "finished_sweep", lambda: small_sweep(tmp_path_factory, tiny_model, tiny_csv))
+
+
+def small_sweep(tmp_path_factory, tiny_model: str, tiny_csv: str):
     out = tmp_path_factory.mktemp("sweep")
     config = {
         "name": "tiny", "model": tiny_model, "output_dir": str(out),

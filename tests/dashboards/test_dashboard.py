@@ -12,8 +12,6 @@ from peftsweep.search.front_view import FRONT_FILTER
 from peftsweep.search.tracking import client_for
 from tests.dashboards.mlflow_page import CHROMIUM, CHROMIUM_ARGS, expected_points, open_view, other_view, serve_ui
 
-# one xdist worker runs this whole group: its shared fixture is built once (Makefile: --dist loadgroup)
-pytestmark = pytest.mark.xdist_group("finished_sweep")  # with tests/search/test_sweep.py
 
 
 @pytest.fixture(scope="module")

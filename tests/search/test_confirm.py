@@ -121,3 +121,18 @@ def test_confirm_stage_survives_a_driver_kill_and_confirms_more_seeds_later(tmp_
     summary = json.loads((tmp_path / "out" / "summary" / "summary.json").read_text())
     assert summary["confirmed"]["seeds"] == [1000, 2000, 3000]
     assert all(c["val"]["n"] == 3 for c in summary["confirmed"]["configs"])
+
+
+def test_confirm_command_refuses_what_it_cannot_do(tmp_path, capsys):
+    from peftsweep.cli import main
+
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert main(["confirm", "--experiment", "nope", "--seeds", "0", "--tracking-uri", store]) == 2
+    assert "--seeds: at least 1" in capsys.readouterr().err
+    assert main(["confirm", "--experiment", "nope", "--seeds", "2", "--tracking-uri", store]) == 2
+    assert "--experiment: no experiment 'nope'" in capsys.readouterr().err
+    client = client_for(store)  # a sweep from before sweeps logged their config
+    experiment = client.create_experiment("old")
+    client.create_run(experiment, tags={ROLE_TAG: "sweep"})
+    assert main(["confirm", "--experiment", "old", "--seeds", "2", "--tracking-uri", store]) == 2
+    assert "did not log its config" in capsys.readouterr().err

@@ -10,9 +10,6 @@ from peftsweep.search.tracking import PARETO_TAG, ROLE_TAG, client_for
 from tests.conftest import sweep_on_local_ray
 from tests.tiny import ANSWER_TEMPLATE
 
-# one xdist worker runs this whole group: its shared fixture is built once (Makefile: --dist loadgroup)
-pytestmark = pytest.mark.xdist_group("generation_sweep")
-
 METHODS = {"lora": {"targets": "all_linear"}, "prompt": {"num_virtual_tokens": 2}, "full": {}}
 
 

@@ -4,16 +4,11 @@ from __future__ import annotations
 
 import math
 
-import pytest
-
 from peftsweep.search.tracking import PARETO_TAG, ROLE_TAG, client_for
 from tests.tiny import SWEEP_TRIALS as NUM_SAMPLES
 
 FINAL_METRICS = ["val_accuracy", "test_accuracy", "trainable_params", "trainable_pct", "base_params",
                  "train_seconds", "samples_per_second", "peak_memory_mb"]
-
-# one xdist worker runs this whole group: its shared fixture is built once (Makefile: --dist loadgroup)
-pytestmark = pytest.mark.xdist_group("finished_sweep")  # with tests/dashboards/test_dashboard.py
 
 
 def dominated(run, others) -> bool:

@@ -19,9 +19,6 @@ from peftsweep.trainers.loop import optimizer_for, train_epoch
 from peftsweep.trainers.model import build_model, load_tokenizer
 from tests.tiny import ANSWER_TEMPLATE
 
-# one xdist worker runs this whole group: its shared fixture is built once (Makefile: --dist loadgroup)
-pytestmark = pytest.mark.xdist_group("generation")
-
 CPU = torch.device("cpu")
 
 

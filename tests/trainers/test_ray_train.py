@@ -10,9 +10,6 @@ from peftsweep.trainers.checkpoint import load_checkpoint
 from peftsweep.trainers.config import Resources, TrainSettings, TrialConfig
 from peftsweep.trainers.launch import run_trial
 
-# one xdist worker runs this whole group: its shared fixture is built once (Makefile: --dist loadgroup)
-pytestmark = pytest.mark.xdist_group("ray_train")
-
 DDP_METHODS = ["lora", "prefix", "prompt", "adapter", "full"]
 
 
