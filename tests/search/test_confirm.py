@@ -136,3 +136,22 @@ def test_confirm_command_refuses_what_it_cannot_do(tmp_path, capsys):
     client.create_run(experiment, tags={ROLE_TAG: "sweep"})
     assert main(["confirm", "--experiment", "old", "--seeds", "2", "--tracking-uri", store]) == 2
     assert "did not log its config" in capsys.readouterr().err
+
+
+def test_confirm_command_passes_its_options_on(monkeypatch, tmp_path):
+    """--best-per-method and --address reach the confirm pass (what they select is tested in test_confirmation.py)."""
+    from peftsweep import cli
+    from peftsweep.search import sweep
+
+    seen = {}
+
+    def fake(uri, experiment, seeds, address=None, best_per_method=None):
+        seen.update(uri=uri, experiment=experiment, seeds=seeds, address=address, best=best_per_method)
+        raise cli.UserError("stop here")
+
+    monkeypatch.setattr(sweep, "confirm_sweep", fake)
+    store = f"sqlite:///{tmp_path / 'm.db'}"
+    argv = ["confirm", "--experiment", "e", "--seeds", "4", "--tracking-uri", store, "--address", "10.0.0.1:6379"]
+    assert cli.main(argv + ["--best-per-method"]) == 2
+    assert seen == {"uri": store, "experiment": "e", "seeds": 4, "address": "10.0.0.1:6379", "best": True}
+    assert cli.main(argv) == 2 and seen["best"] is None  # then the sweep's own confirm.best_per_method decides

@@ -122,3 +122,12 @@ def test_format_without_a_full_fine_tune_says_so():
     lines = format_confirmation(conf)
     assert any("no confirmed full fine-tune" in line for line in lines)
     assert math.isfinite(conf.hypervolume) and conf.hypervolume > 0
+
+
+def test_the_confidence_setting_reaches_intervals_verdicts_and_the_printed_summary():
+    wide, narrow = (summarize(SEARCH + REPEATS, references={"full"}, confidence=c).confirmation for c in (0.95, 0.8))
+    assert narrow.confidence == 0.8
+    for a, b in zip(wide.configs, narrow.configs):
+        assert a.val.low < b.val.low <= b.val.mean <= b.val.high < a.val.high
+    assert narrow.config("i").verdict == "indistinguishable at 80%"
+    assert "mean [80% t-interval]" in "\n".join(format_confirmation(narrow))
