@@ -9,7 +9,7 @@ from peftsweep.search.tracking import (CONFIG_TAG, METHOD_TAG, SEARCH, SEED_TAG,
                                        trial_runs)
 
 RECORD_METRICS = ("val_accuracy", "test_accuracy", "trainable_pct", "trainable_params", "stored_params",
-                  "train_seconds", "peak_memory_mb")
+                  "train_seconds", "peak_memory_mb", "worker_seconds", "gpu_seconds")
 
 
 @dataclass
@@ -26,6 +26,8 @@ class TrialRecord:
     stored_params: float = math.nan
     train_seconds: float = math.nan
     peak_memory_mb: float = math.nan
+    worker_seconds: float = math.nan  # the compute the trial's Train job held: workers x wall seconds
+    gpu_seconds: float = math.nan  # likewise in GPUs, when it had any
     on_front: bool = False
     stage: str = SEARCH  # search | confirm (a re-training of a search trial's configuration with a new seed)
     config_id: str = ""  # the search trial whose configuration this run trained (a search run: its own trial id)

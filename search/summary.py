@@ -45,6 +45,19 @@ class Summary:
     confirmation: Confirmation | None = None  # None: the front is unconfirmed (one run per configuration)
 
     @property
+    def compute(self) -> dict[str, float]:
+        """Worker-seconds (and GPU-seconds, when there were GPUs) the trials' Train jobs held, by stage and in all;
+        trials that never reported have none to count."""
+        def total(records: list[TrialRecord], metric: str) -> float:
+            return math.fsum(v for r in records if math.isfinite(v := getattr(r, metric)))
+
+        out = {"search_worker_seconds": total(self.trials, "worker_seconds"),
+               "confirm_worker_seconds": total(self.repeats, "worker_seconds")}
+        out["total_worker_seconds"] = out["search_worker_seconds"] + out["confirm_worker_seconds"]
+        gpu = total(self.trials + self.repeats, "gpu_seconds")
+        return out | ({"total_gpu_seconds": gpu} if gpu else {})
+
+    @property
     def reference(self) -> MethodComparison | None:
         """The reference method's best trial (the best full fine-tune), if it has one that completed."""
         return next((m for m in self.by_method if m.method == self.reference_method), None)
@@ -148,7 +161,8 @@ def write_confirmed_csv(conf: Confirmation, path: Path) -> None:
 def as_dict(summary: Summary) -> dict[str, Any]:
     """Plain data, strict-JSON safe: a metric a failed trial never reached is None, not NaN."""
     floor = asdict(summary.floor) if summary.floor else None
-    return _finite({"hypervolume": summary.hypervolume, "counts": summary.counts, "floor": floor,
+    return _finite({"hypervolume": summary.hypervolume, "counts": summary.counts, "compute": summary.compute,
+                    "floor": floor,
                     "below_floor": summary.below_floor,
                     "front": [asdict(r) for r in summary.front], "by_method": [asdict(m) for m in summary.by_method],
                     "trials": [asdict(r) for r in summary.trials],
@@ -175,7 +189,7 @@ def format_table(summary: Summary) -> str:
     c = summary.counts
     lines = [f"trials: {c['total']} ({c['completed']} completed, {c['early_stopped']} stopped early, "
              f"{c['failed']} failed{_unfinished(c)})",
-             *_floor_line(summary),
+             *_floor_line(summary), *_compute_line(summary),
              f"Pareto front (val accuracy max, trainable % min), hypervolume {summary.hypervolume:.4f}:",
              f"  {'method':<9} {'trainable %':>11} {'params':>10} {'val acc':>8} {'test acc':>8}  hyperparameters"]
     for r in summary.front:
@@ -191,6 +205,16 @@ def format_table(summary: Summary) -> str:
         lines.append(f"  {m.method:<9} {m.val_accuracy:>8.3f} {m.test_accuracy:>8.3f} {m.trainable_pct:>11.4g} "
                      f"{gap:>11} {ratio:>13} {m.train_seconds:>8.1f} {m.peak_memory_mb:>8.0f}")
     return "\n".join(lines + format_confirmation(summary.confirmation))
+
+
+def _compute_line(summary: Summary) -> list[str]:
+    c = summary.compute
+    if not c["total_worker_seconds"]:
+        return []
+    confirm = f" (search {c['search_worker_seconds']:.0f}, confirm {c['confirm_worker_seconds']:.0f})" if summary.repeats \
+        else ""
+    gpu = f"; {c['total_gpu_seconds']:.0f} GPU-seconds" if "total_gpu_seconds" in c else ""
+    return [f"compute: {c['total_worker_seconds']:.0f} worker-seconds{confirm}{gpu}"]
 
 
 def _floor_line(summary: Summary) -> list[str]:

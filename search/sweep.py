@@ -377,6 +377,8 @@ def finish(client, state: SweepState, plan: SweepPlan, status: str, floor: Floor
     for path in (json_path, csv_path):
         client.log_artifact(state.parent_run_id, str(path), "summary")
     client.log_metric(state.parent_run_id, "hypervolume", summary.hypervolume)
+    for name, value in summary.compute.items():  # the sweep's compute: what its trials' Train jobs held
+        client.log_metric(state.parent_run_id, name, value)
     client.log_metric(state.parent_run_id, "front_size", len(summary.front))
     if status == "finished":
         client.set_terminated(state.parent_run_id, "FINISHED")

@@ -276,13 +276,21 @@ class MlflowTrialLogger(Callback):
 
     def _timing(self, run_id: str, result: dict[str, Any], step: int) -> list[Metric]:
         """startup_seconds: trial start to first training step (the per-trial fixed cost); wall_seconds: to the
-        last report."""
+        last report; worker_seconds: wall seconds times the Train job's workers (the compute it held: what a cluster
+        bills), gpu_seconds likewise times each worker's GPUs, when it had any."""
         if not all(isinstance(result.get(k), float) for k in ("train_started_at", "reported_at")):
             return []
         start = self.client.get_run(run_id).info.start_time / 1000
         now = int(time.time() * 1000)
-        return [Metric("startup_seconds", result["train_started_at"] - start, now, step),
-                Metric("wall_seconds", result["reported_at"] - start, now, step)]
+        wall = result["reported_at"] - start
+        metrics = [Metric("startup_seconds", result["train_started_at"] - start, now, step),
+                   Metric("wall_seconds", wall, now, step)]
+        workers, gpus = result.get("num_workers"), result.get("gpus_per_worker") or 0
+        if isinstance(workers, (int, float)) and workers > 0:
+            metrics.append(Metric("worker_seconds", wall * workers, now, step))
+            if gpus > 0:
+                metrics.append(Metric("gpu_seconds", wall * workers * gpus, now, step))
+        return metrics
 
     def on_experiment_end(self, trials, **info):
         """Close what a killed driver left open: runs of trials Tune knows ended, and runs Tune never heard of.

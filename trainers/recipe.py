@@ -112,7 +112,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             metrics |= {f"test_{k}": v for k, v in test.items() if not k.endswith("per_second")}
             metrics["ddp_param_divergence"] = _param_divergence(model, device)
         metrics["peak_memory_mb"] = _max_across_ranks(peak_memory_mb(device), device)
-        metrics |= {"train_started_at": train_started_at, "reported_at": time.time()} | placement
+        metrics |= {"train_started_at": train_started_at, "reported_at": time.time(), "num_workers": world,
+                    "gpus_per_worker": cfg.resources.gpus_per_worker} | placement
         progress.epoch = epoch
         progress.history.append(metrics)
 

@@ -87,3 +87,17 @@ def test_majority_floor_by_hand():
                                  "test": Split([[1]] * 5, [1, 1, 1, 1, 2])},
                          label_names=["a", "b", "c"], pad_token_id=0, max_length=8)
     assert majority_floor(data) == {"validation": 0.5, "test": 0.2}
+
+
+def test_compute_totals_by_stage_and_the_printed_line():
+    import math
+
+    runs = [TrialRecord("a", "a", "lora", "completed", {}, val_accuracy=0.8, trainable_pct=1.0, worker_seconds=100.0),
+            TrialRecord("b", "b", "ia3", "failed", {}),  # never reported: nothing to count
+            TrialRecord("c", "c", "lora", "completed", {}, val_accuracy=0.7, trainable_pct=1.0, worker_seconds=30.0,
+                        gpu_seconds=30.0, stage="confirm", config_id="a", seed=1000)]
+    summary = summarize(runs, references=set())
+    assert summary.compute == {"search_worker_seconds": 100.0, "confirm_worker_seconds": 30.0,
+                               "total_worker_seconds": 130.0, "total_gpu_seconds": 30.0}
+    assert "compute: 130 worker-seconds (search 100, confirm 30); 30 GPU-seconds" in format_table(summary)
+    assert math.isnan(runs[1].worker_seconds)

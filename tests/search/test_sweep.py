@@ -40,6 +40,20 @@ def test_mlflow_holds_one_parent_and_one_child_per_trial(finished_sweep):
     assert {c.data.params["method"] for c in children} == {"lora", "ia3", "prompt"}
 
 
+def test_each_trial_and_the_sweep_record_their_compute(finished_sweep):
+    """worker-seconds: the Train job's 2 workers times the trial's wall seconds; the parent run: the sweep's total."""
+    client = client_for(finished_sweep.tracking_uri)
+    children = [r for r in client.search_runs([finished_sweep.experiment_id], max_results=100)
+                if r.data.tags.get(ROLE_TAG) == "trial"]
+    for child in children:
+        m = child.data.metrics
+        assert m["worker_seconds"] == 2 * m["wall_seconds"] > 0 and "gpu_seconds" not in m  # on CPU
+    parent = client.get_run(finished_sweep.parent_run_id).data.metrics
+    total = sum(c.data.metrics["worker_seconds"] for c in children)
+    assert math.isclose(parent["total_worker_seconds"], total) and parent["confirm_worker_seconds"] == 0
+    assert math.isclose(finished_sweep.summary.compute["search_worker_seconds"], total)
+
+
 def test_tagged_front_equals_an_independent_pareto_computation(finished_sweep):
     client = client_for(finished_sweep.tracking_uri)
     children = [r for r in client.search_runs([finished_sweep.experiment_id], max_results=100)
