@@ -71,7 +71,12 @@ class SearchSettings(Strict):
 
 
 class EarlyStopping(Strict):
-    enabled: bool = Field(False, description="ASHA on validation accuracy; stopped trials never join the front")
+    enabled: bool = Field(False, description="asynchronous successive halving at epoch rungs; stopped trials never "
+                                             "join the front")
+    objective: Literal["pareto", "accuracy"] = Field(
+        "pareto", description="pareto: a trial goes on if it ranks in the top 1/reduction_factor of its rung by "
+                              "non-dominated sorting over (val accuracy max, trainable % min), the cheapest first "
+                              "inside a front (docs/resume.md); accuracy: Ray Tune's ASHA on validation accuracy alone")
     grace_period: int = Field(1, ge=1, description="epochs every trial runs before it can be stopped")
     reduction_factor: float = Field(3, gt=1, description="ASHA keeps about 1/reduction_factor at each rung")
 

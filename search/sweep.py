@@ -17,6 +17,7 @@ from peftsweep.search.config import SearchSettings
 from peftsweep.search.plan import SweepPlan, needs
 from peftsweep.search.preflight import capacity_problems
 from peftsweep.search.progress import ProgressPrinter
+from peftsweep.search.pareto_asha import ParetoASHA
 from peftsweep.search.space import define_space, grid, start_points
 from peftsweep.search.cleanup import delete_dominated_checkpoints
 from peftsweep.search.resume import SweepState, read_state, sweep_to_resume, write_state
@@ -125,6 +126,9 @@ def scheduler_for(plan: SweepPlan):
     e = plan.config.early_stopping
     if not e.enabled:
         return None
+    if e.objective == "pareto":
+        return ParetoASHA(max_t=plan.config.train.epochs, grace_period=e.grace_period,
+                          reduction_factor=e.reduction_factor)
     # time_attr epoch, not training_iteration: a trial continued from a checkpoint keeps counting its epochs.
     return tune.schedulers.ASHAScheduler(metric="val_accuracy", mode="max", time_attr="epoch",
                                          max_t=plan.config.train.epochs, grace_period=e.grace_period,
@@ -258,9 +262,12 @@ def make_tuner(plan: SweepPlan, state: SweepState, searcher, param_space: dict[s
         return tune.Tuner.restore(state.tune_path, trainable, resume_unfinished=True, resume_errored=False,
                                   restart_errored=False, param_space=param_space or None)
     end_jobs = EndTrainJobs(name, c.search.time_budget_s)
+    scheduler = scheduler_for(plan)
+    # ParetoASHA's rung records are saved with the sweep through a callback (Tune saves callbacks, not schedulers)
+    saver = [scheduler.saver] if isinstance(scheduler, ParetoASHA) else []
     return tune.Tuner(
         trainable, param_space=param_space,
-        tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler_for(plan), num_samples=num_samples,
+        tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=num_samples,
                                     max_concurrent_trials=c.search.max_concurrent_trials,
                                     # a trial's driver process is reused: no new process importing torch per trial
                                     reuse_actors=True),
@@ -268,7 +275,7 @@ def make_tuner(plan: SweepPlan, state: SweepState, searcher, param_space: dict[s
         run_config=tune.RunConfig(name=name, storage_path=storage.parent_of(state.tune_path), verbose=0,
                                   stop=end_jobs,
                                   callbacks=[ProgressPrinter(total, c.train.epochs), trial_logger(plan, state),
-                                             end_jobs]))
+                                             end_jobs, *saver]))
 
 
 def run_confirm_stage(client, state: SweepState, plan: SweepPlan, template: TrialTemplate,

@@ -46,6 +46,7 @@ MISTAKES = [
     ("search.num_samples", 0, "search.num_samples: Input should be greater than or equal to 1"),
     ("search.algorithm", "bayes", "search.algorithm: Input should be 'tpe', 'nsga2', 'random' or 'grid'"),
     ("search.max_concurrent_trials", -1, "search.max_concurrent_trials: Input should be greater than or equal"),
+    ("early_stopping.objective", "hypervolume", "early_stopping.objective: Input should be 'pareto' or 'accuracy'"),
     ("confirm.seeds", -1, "confirm.seeds: Input should be greater than or equal to 0"),
     ("confirm.confidence", 1.5, "confirm.confidence: Input should be less than 1"),
     ("confirm.seed", 3, "confirm.seed: unknown key"),

@@ -35,7 +35,10 @@ def write_config(directory: Path, model: str, csv: str, **sections) -> Path:
     config = {"name": "faults", "model": model, "output_dir": str(directory / "out"),
               "data": {"train_file": csv, "max_length": 16},
               "train": {"epochs": EPOCHS, "batch_size": 16},
-              "early_stopping": {"enabled": True, "grace_period": 1, "reduction_factor": 2}} | sections
+              # accuracy-only ASHA, whose decisions these tests make deterministic (tests/search/test_pareto_asha.py
+              # and test_pareto_early_stopping for the default, pareto)
+              "early_stopping": {"enabled": True, "grace_period": 1, "reduction_factor": 2,
+                                 "objective": "accuracy"}} | sections
     path = directory / "faults.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))  # methods in the order given: their start points run so
     return path
@@ -156,6 +159,28 @@ def test_asha_stops_trials_a_trial_fails_their_jobs_end_and_every_trial_runs(tmp
     out = capfd.readouterr().out
     assert "Could not re-use actor" not in out
     assert out.count("stopped early") == len(stopped) and f"at epoch 1/{EPOCHS}" in out
+
+
+def test_pareto_early_stopping_keeps_the_cheap_trial_and_stops_the_dominated_one(tmp_path, tiny_model):
+    """The default objective, one trial at a time: LoRA learns; prompt tuning cannot (its rate is too small) but is
+    far cheaper, so no trial at its rung beats it: it goes on (accuracy-only ASHA would stop it); the adapter cannot
+    learn either and costs more than LoRA: dominated, stopped at the first rung, its job ended."""
+    csv = str(make_csv(tmp_path / "data.csv", n=600))
+    config = write_config(tmp_path, tiny_model, csv, **first_trials([("lora", GOOD), ("prompt", BAD), ("adapter", BAD)]),
+                          train={"epochs": 2, "batch_size": 16},
+                          early_stopping={"enabled": True, "grace_period": 1, "reduction_factor": 2,
+                                          "objective": "pareto"},
+                          resources={"num_workers": 1, "cpus_per_worker": 1})
+    outcome, _ = run_on_local_ray(config)
+    runs = {r.data.params["method"]: r for r in trial_runs(config)}
+    metrics = {m: r.data.metrics for m, r in runs.items()}
+    assert metrics["prompt"]["trainable_pct"] < metrics["lora"]["trainable_pct"] < metrics["adapter"]["trainable_pct"]
+    assert metrics["adapter"]["val_accuracy"] < metrics["lora"]["val_accuracy"]
+    assert metrics["prompt"]["val_accuracy"] < metrics["lora"]["val_accuracy"]  # what accuracy-only ASHA would stop
+    assert runs["lora"].data.tags[STATUS_TAG] == runs["prompt"].data.tags[STATUS_TAG] == "completed"
+    assert runs["adapter"].data.tags[STATUS_TAG] == "early_stopped" and metrics["adapter"]["epochs_completed"] == 1
+    assert runs["adapter"].data.tags[PARETO_TAG] == "false"
+    assert outcome.summary.counts["early_stopped"] == 1
 
 
 def test_sigkilled_driver_resumes_without_losing_or_repeating_trials_and_asha_goes_on(tmp_path, tiny_model):
