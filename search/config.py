@@ -54,6 +54,13 @@ class SweepResources(Resources):
         return Resources(**chosen)
 
 
+class WarmStartSource(Strict):
+    experiment: str = Field(description="an earlier sweep's MLflow experiment (its newest sweep)")
+    tracking_uri: str | None = Field(None, description="its tracking store; default: this sweep's")
+    allow_mismatch: bool = Field(False, description="take its trials even if its model, task, data, training "
+                                                    "settings or methods differ from this sweep's")
+
+
 class SearchSettings(Strict):
     algorithm: Literal["tpe", "nsga2", "random", "grid"] = Field(
         "tpe", description="tpe/nsga2/random: Optuna samplers (multi-objective); grid: every point of a coarse grid")
@@ -68,6 +75,17 @@ class SearchSettings(Strict):
         "parameters (lowest r, virtual tokens, bottleneck), other hyperparameters at defaults; defaults = at its "
         "defaults; none = the searcher alone")
     grid_points: int = Field(3, ge=1, description="grid: points per numeric hyperparameter (log-spaced if log)")
+    warm_start: list[WarmStartSource] = Field(
+        default_factory=list, description="earlier sweeps whose completed trials seed the searcher (tpe, nsga2), e.g. "
+        "`[{experiment: demo}]`; a method they already tried gets no start point")
+
+    @field_validator("warm_start")
+    @classmethod
+    def _warm_start_needs_a_searcher(cls, value, info):
+        if value and info.data.get("algorithm") in ("grid", "random"):
+            raise ValueError(f"needs a searcher that learns from past trials (tpe or nsga2), not "
+                             f"{info.data['algorithm']}")
+        return value
 
 
 class EarlyStopping(Strict):

@@ -18,6 +18,7 @@ from peftsweep.search.plan import SweepPlan, needs
 from peftsweep.search.preflight import capacity_problems
 from peftsweep.search.progress import ProgressPrinter
 from peftsweep.search.pareto_asha import ParetoASHA
+from peftsweep.search.warm_start import WarmStart, gather, seed_searcher
 from peftsweep.search.space import define_space, grid, start_points
 from peftsweep.search.cleanup import delete_dominated_checkpoints
 from peftsweep.search.resume import SweepState, read_state, sweep_to_resume, write_state
@@ -93,17 +94,21 @@ def check_capacity(plan: SweepPlan) -> None:
         raise UserError(problems, "the sweep does not fit the Ray cluster")
 
 
-def searcher_and_space(plan: SweepPlan) -> tuple[Any, dict[str, Any], int]:
-    """(search algorithm, Tune param_space, num_samples) for the configured algorithm."""
+def searcher_and_space(plan: SweepPlan, warm: WarmStart | None = None) -> tuple[Any, dict[str, Any], int]:
+    """(search algorithm, Tune param_space, num_samples) for the configured algorithm; `warm`: earlier trials to
+    seed it with (their methods get no start point)."""
     s = plan.config.search
     if s.algorithm == "grid":
         points = grid(plan.methods, s.grid_points)
         return None, {"point": tune.grid_search(points)}, 1
     from ray.tune.search.optuna import OptunaSearch
 
-    starts = start_points(plan.methods, s.start_points)
+    tried = warm.methods if warm else set()
+    starts = [p for p in start_points(plan.methods, s.start_points) if p["method"] not in tried]
     searcher = OptunaSearch(space=partial(define_space, methods=plan.methods), metric=OBJECTIVES, mode=DIRECTIONS,
                             points_to_evaluate=starts or None, sampler=make_sampler(s, len(starts)))
+    if warm:
+        seed_searcher(searcher, warm)
     return searcher, {}, s.num_samples
 
 
@@ -177,9 +182,14 @@ def run_sweep(plan: SweepPlan, address: str | None = None, resume: bool = False,
     client = client_for(c.tracking_uri)
     if previous and previous.status == "running" and restart:
         abandon(client_for(previous.tracking_uri), previous)
+    warm = None
+    if c.search.warm_start and not resumed:  # read before Ray starts: a source that does not fit is a config error
+        warm = gather(c.search.warm_start, config, plan.methods, c.tracking_uri)
     connect_ray(address)
     check_capacity(plan)
     check_storage(storage_root(plan))
+    for line in warm.lines if warm else []:
+        print(line, flush=True)
     if resumed:
         state = resumed
         client.update_run(state.parent_run_id, status="RUNNING")
@@ -202,7 +212,7 @@ def run_sweep(plan: SweepPlan, address: str | None = None, resume: bool = False,
     status = "interrupted"  # an exception (a second Ctrl-C, a lost cluster) leaves it resumable
     try:
         if state.stage == SEARCH:
-            searcher, param_space, num_samples = searcher_and_space(plan)
+            searcher, param_space, num_samples = searcher_and_space(plan, warm)
             total = len(param_space["point"]["grid_search"]) if param_space else num_samples
             status = fit(make_tuner(plan, state, searcher, param_space, num_samples, total, resumed is not None,
                                     template), state.tune_path)

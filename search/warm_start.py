@@ -1,0 +1,135 @@
+"""Warm start: the finished trials of earlier sweeps seed a new sweep's searcher, as completed Optuna trials with
+their two objective values, so that a repeated or extended sweep does not learn again what the last one found.
+
+A source is an MLflow experiment (its newest sweep), optionally in another tracking store. Its config (logged on
+its parent run) must have the same model, task, data, training settings and methods' search space as this sweep,
+unless the source says `allow_mismatch: true`. Trials are replayed through this sweep's own define-by-run space, so
+they are registered with exactly the distributions the searcher uses; a trial outside today's ranges is left out.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import ValidationError
+
+from peftsweep.errors import UserError
+from peftsweep.search.config import SweepConfig
+from peftsweep.search.records import load_records
+from peftsweep.search.resume import config_changes
+from peftsweep.search.space import define_space, flat
+from peftsweep.search.tracking import SEARCH, client_for, latest_sweep, logged_config
+from peftsweep.spaces import REGISTRY, MethodSpec
+
+COMPARED = ("model", "task", "data", "train", "methods")  # what must match, unless allow_mismatch
+
+
+@dataclass
+class WarmStart:
+    trials: list = field(default_factory=list)  # optuna FrozenTrials, completed, values (val accuracy, trainable %)
+    lines: list[str] = field(default_factory=list)  # what was taken in, for the console
+
+    @property
+    def methods(self) -> set[str]:
+        return {t.params["method"] for t in self.trials}
+
+
+class Replay:
+    """An Optuna-like trial that answers each suggestion with a recorded value and notes the distribution asked for."""
+
+    def __init__(self, values: dict[str, Any]):
+        import optuna.distributions as d
+
+        self.d, self.values, self.distributions = d, values, {}
+
+    def _answer(self, name: str, distribution) -> Any:
+        if name not in self.values:
+            raise LookupError(name)
+        self.distributions[name] = distribution
+        return self.values[name]
+
+    def suggest_int(self, name: str, low: int, high: int, *, step: int = 1, log: bool = False) -> int:
+        return self._answer(name, self.d.IntDistribution(low, high, log=log, step=step))
+
+    def suggest_float(self, name: str, low: float, high: float, *, log: bool = False) -> float:
+        return self._answer(name, self.d.FloatDistribution(low, high, log=log))
+
+    def suggest_categorical(self, name: str, choices) -> Any:
+        return self._answer(name, self.d.CategoricalDistribution(list(choices)))
+
+
+def replay(method: str, hparams: dict[str, Any], values: tuple[float, float], methods: dict[str, MethodSpec]):
+    """The trial as a completed Optuna trial in this sweep's space; None if it does not fit there (a method or a
+    value outside today's ranges, a parameter missing)."""
+    import optuna
+
+    point = flat(method, hparams)
+    trial = Replay(point)
+    try:
+        define_space(trial, methods)
+        return optuna.trial.create_trial(state=optuna.trial.TrialState.COMPLETE, values=list(values),
+                                         params={k: point[k] for k in trial.distributions},
+                                         distributions=trial.distributions)
+    except (LookupError, ValueError, TypeError):  # create_trial refuses a value outside its distribution
+        return None
+
+
+def gather(sources, config: dict[str, Any], methods: dict[str, MethodSpec], default_uri: str) -> WarmStart:
+    """The completed search trials of every source sweep; UserError (all problems at once) for a source that cannot
+    be read or does not match."""
+    out, problems = WarmStart(), []
+    for i, source in enumerate(sources):
+        where = f"search.warm_start[{i}]"
+        uri = source.tracking_uri or default_uri
+        client = client_for(uri)
+        try:
+            experiment_id, parent = latest_sweep(client, source.experiment)
+        except LookupError as exc:
+            problems.append(f"{where}: {exc} in {uri}")
+            continue
+        logged = logged_config(client, parent)
+        if logged is None:
+            problems.append(f"{where}: the newest sweep of {source.experiment!r} did not log its config: it cannot be "
+                            f"checked against this one")
+            continue
+        try:  # validated, so that defaults left out of the logged config compare equal
+            logged = SweepConfig.model_validate(logged).model_dump(mode="json")
+        except ValidationError:
+            problems.append(f"{where}: the config of {source.experiment!r}'s newest sweep no longer validates")
+            continue
+        changes = config_changes({k: logged.get(k) for k in COMPARED}, {k: config.get(k) for k in COMPARED})
+        if changes and not source.allow_mismatch:
+            problems += [f"{where}: {c.replace('the sweep started with', 'that sweep had')}" for c in changes[:5]]
+            problems.append(f"{where}: a different model, data, training or space: set allow_mismatch: true to take "
+                            f"its trials anyway")
+            continue
+        taken = left_out = 0
+        for r in load_records(client, experiment_id, parent):
+            if r.stage != SEARCH or r.status != "completed" or r.method not in REGISTRY:
+                continue
+            if not (math.isfinite(r.val_accuracy) and math.isfinite(r.trainable_pct)):
+                continue
+            hparams = REGISTRY[r.method].parse(r.params)
+            fitted = replay(r.method, hparams, (r.val_accuracy, r.trainable_pct), methods)
+            if fitted is None:
+                left_out += 1
+                continue
+            out.trials.append(fitted)
+            taken += 1
+        outside = f"; {left_out} outside this sweep's space (methods, ranges) left out" if left_out else ""
+        mismatch = " (allow_mismatch: it differs in " + ", ".join(sorted({c.split(":")[0] for c in changes})) + ")" \
+            if changes else ""
+        out.lines.append(f"warm start: {taken} completed trials of sweep {source.experiment!r} (parent run "
+                         f"{parent[:8]}) given to the searcher{outside}{mismatch}")
+    if problems:
+        raise UserError(problems, "search.warm_start: cannot warm-start from")
+    return out
+
+
+def seed_searcher(searcher, warm: WarmStart) -> None:
+    """Add the trials to the Optuna study behind Ray's OptunaSearch as completed trials with both objective values
+    (Ray's own `evaluated_rewards` does not take a define-by-run space)."""
+    study = searcher._ot_study  # set up by OptunaSearch once it has its space, metric and mode
+    study.add_trials(warm.trials)
