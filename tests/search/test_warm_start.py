@@ -69,3 +69,22 @@ def test_warm_start_needs_a_learning_searcher():
     with pytest.raises(ValidationError, match="needs a searcher that learns"):
         SweepConfig.model_validate({"name": "x", "model": "m", "data": {"preset": "trec6"},
                                     "search": {"algorithm": "grid", "warm_start": [{"experiment": "a"}]}})
+
+
+def test_a_warm_started_sweep_runs_without_start_points(finished_sweep, tmp_path, capfd):
+    """The whole path: read before Ray starts, said on the console, the searcher seeded, no method's start point run
+    again (every method was tried by the source)."""
+    from tests.conftest import sweep_on_local_ray
+
+    raw = config_like(finished_sweep, tmp_path).model_dump(mode="json", exclude_unset=True)
+    raw["search"] |= {"num_samples": 2}
+    outcome = sweep_on_local_ray(raw, tmp_path)
+    out = capfd.readouterr().out
+    completed = sum(1 for r in finished_sweep.summary.trials if r.status == "completed")
+    assert f"warm start: {completed} completed trials of sweep 'tiny'" in out
+    assert outcome.summary.counts["total"] == 2 and outcome.status == "finished"
+    # a start point trains its method at the default learning rate; the searcher samples one
+    from peftsweep.spaces import REGISTRY
+
+    for r in outcome.summary.trials:
+        assert float(r.params["lr"]) != REGISTRY[r.method].params["lr"].default, r.params
