@@ -90,7 +90,7 @@ def simulate(algorithm: str, starts: str, seed: int, budget: int, rows: list[dic
     from peftsweep.search.config import SearchSettings
     from peftsweep.search.pareto import Point, hypervolume
     from peftsweep.search.space import define_space, start_points, unflat
-    from peftsweep.search.sweep import make_sampler
+    from peftsweep.search.searcher import make_sampler
 
     points = start_points(plan.methods, starts)
     settings = SearchSettings(algorithm=algorithm, num_samples=budget, seed=seed)

@@ -4,22 +4,19 @@ from __future__ import annotations
 
 import contextlib
 import os
-import warnings
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import Any
 
 import ray
 from ray import tune
 
-from peftsweep.search.config import SearchSettings
 from peftsweep.search.plan import SweepPlan, needs
 from peftsweep.search.preflight import capacity_problems
 from peftsweep.search.progress import ProgressPrinter
 from peftsweep.search.pareto_asha import ParetoASHA
-from peftsweep.search.warm_start import WarmStart, gather, seed_searcher
-from peftsweep.search.space import define_space, grid, start_points
+from peftsweep.search.searcher import scheduler_for, searcher_and_space
+from peftsweep.search.warm_start import gather
 from peftsweep.search.cleanup import delete_dominated_checkpoints
 from peftsweep.search.resume import SweepState, read_state, sweep_to_resume, write_state
 from peftsweep.search import storage
@@ -36,9 +33,6 @@ from peftsweep.search.trial import DRIVER_RESOURCES, sweep_trial
 from peftsweep.environment import actor_env, apply_defaults
 from peftsweep.errors import UserError
 from peftsweep.trainers.config import TrialTemplate
-
-OBJECTIVES = ["val_accuracy", "trainable_pct"]
-DIRECTIONS = ["max", "min"]
 
 
 @dataclass
@@ -92,52 +86,6 @@ def check_capacity(plan: SweepPlan) -> None:
     available = ray.cluster_resources()
     if problems := capacity_problems(needs(plan.config, plan.methods, available), available):
         raise UserError(problems, "the sweep does not fit the Ray cluster")
-
-
-def searcher_and_space(plan: SweepPlan, warm: WarmStart | None = None) -> tuple[Any, dict[str, Any], int]:
-    """(search algorithm, Tune param_space, num_samples) for the configured algorithm; `warm`: earlier trials to
-    seed it with (their methods get no start point)."""
-    s = plan.config.search
-    if s.algorithm == "grid":
-        points = grid(plan.methods, s.grid_points)
-        return None, {"point": tune.grid_search(points)}, 1
-    from ray.tune.search.optuna import OptunaSearch
-
-    tried = warm.methods if warm else set()
-    starts = [p for p in start_points(plan.methods, s.start_points) if p["method"] not in tried]
-    searcher = OptunaSearch(space=partial(define_space, methods=plan.methods), metric=OBJECTIVES, mode=DIRECTIONS,
-                            points_to_evaluate=starts or None, sampler=make_sampler(s, len(starts)))
-    if warm:
-        seed_searcher(searcher, warm)
-    return searcher, {}, s.num_samples
-
-
-def make_sampler(s: SearchSettings, n_starts: int):
-    """The Optuna sampler for tpe / nsga2 / random (also used by bench/searchers.py, so it measures this one)."""
-    import optuna
-
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "A new study created" line: the progress lines say it
-    if s.algorithm == "tpe":
-        # group=True lets TPE model each method's own (conditional) parameters separately.
-        return optuna.samplers.TPESampler(seed=s.seed, multivariate=True, group=True,
-                                          n_startup_trials=max(4, n_starts), constant_liar=True)
-    if s.algorithm == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=s.seed, population_size=min(50, max(4, s.num_samples // 4)))
-    return optuna.samplers.RandomSampler(seed=s.seed)
-
-
-def scheduler_for(plan: SweepPlan):
-    e = plan.config.early_stopping
-    if not e.enabled:
-        return None
-    if e.objective == "pareto":
-        return ParetoASHA(max_t=plan.config.train.epochs, grace_period=e.grace_period,
-                          reduction_factor=e.reduction_factor)
-    # time_attr epoch, not training_iteration: a trial continued from a checkpoint keeps counting its epochs.
-    return tune.schedulers.ASHAScheduler(metric="val_accuracy", mode="max", time_attr="epoch",
-                                         max_t=plan.config.train.epochs, grace_period=e.grace_period,
-                                         reduction_factor=e.reduction_factor)
 
 
 def check_storage(location: str) -> None:

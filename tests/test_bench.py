@@ -27,9 +27,9 @@ def test_overhead_quick(tmp_path):
 
 
 def test_throughput_quick(tmp_path):
-    run("throughput.py", "--json", str(tmp_path / "t.json"))
+    run("throughput.py", "--trials", "1", "--json", str(tmp_path / "t.json"))  # 1 trial per layout: it runs
     rows = json.loads((tmp_path / "t.json").read_text())
-    assert len(rows) == 2 and all(r["completed"] == 2 and 0 < r["cpu_busy"] <= 1 for r in rows.values())
+    assert len(rows) == 2 and all(r["completed"] == 1 and 0 < r["cpu_busy"] <= 1 for r in rows.values())
 
 
 def test_roofline_quick(tmp_path):

@@ -7,7 +7,7 @@ import pytest
 from peftsweep.errors import UserError
 from peftsweep.search.config import SweepConfig
 from peftsweep.search.plan import build_plan
-from peftsweep.search.sweep import searcher_and_space
+from peftsweep.search.searcher import searcher_and_space
 from peftsweep.search.tracking import client_for, logged_config
 from peftsweep.search.warm_start import gather
 
@@ -77,12 +77,12 @@ def test_a_warm_started_sweep_runs_without_start_points(finished_sweep, tmp_path
     from tests.conftest import sweep_on_local_ray
 
     raw = config_like(finished_sweep, tmp_path).model_dump(mode="json", exclude_unset=True)
-    raw["search"] |= {"num_samples": 2}
+    raw["search"] |= {"num_samples": 1}
     outcome = sweep_on_local_ray(raw, tmp_path)
     out = capfd.readouterr().out
     completed = sum(1 for r in finished_sweep.summary.trials if r.status == "completed")
     assert f"warm start: {completed} completed trials of sweep 'tiny'" in out
-    assert outcome.summary.counts["total"] == 2 and outcome.status == "finished"
+    assert outcome.summary.counts["total"] == 1 and outcome.status == "finished"
     # a start point trains its method at the default learning rate; the searcher samples one
     from peftsweep.spaces import REGISTRY
 
