@@ -6,7 +6,6 @@ with more seeds; only the (configuration, seed) pairs without a completed run ar
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,7 +16,7 @@ from peftsweep.search.confirmation import Confirmation, Selected, confirm_seeds,
 from peftsweep.search.progress import ProgressPrinter
 from peftsweep.search.space import repeat_point
 from peftsweep.search.summary import Summary, reference_methods
-from peftsweep.search.tracking import MlflowTrialLogger, STATUS_TAG
+from peftsweep.search.tracking import STATUS_TAG, MlflowTrialLogger, finite_metrics
 from peftsweep.search.train_jobs import EndTrainJobs
 from peftsweep.spaces import REGISTRY
 
@@ -49,13 +48,9 @@ def plan_work(summary: Summary, search_seed: int, seeds: int, best_per_method: b
     best = {m.method: by_run[m.best_run_id] for m in summary.by_method if m.best_run_id in by_run}
     selected = select_configurations(summary.front, best, reference_methods(), best_per_method)
     chosen = {s.config_id for s in selected}
-    trials = {r.trial_id: r for r in summary.trials}
-    for config_id in dict.fromkeys(r.config_id for r in summary.repeats):
-        if config_id not in chosen and config_id in trials:
-            origin = trials[config_id]
-            reasons = tuple(sorted({x for r in summary.repeats if r.config_id == config_id
-                                    for x in r.params.get("selected_as", "").split(",") if x}))
-            selected.append(Selected(config_id, origin.run_id, origin.method, dict(origin.params), reasons))
+    earlier = summary.confirmation.configs if summary.confirmation else []
+    selected += [Selected(c.config_id, c.search_run_id, c.method, dict(c.params), tuple(c.reasons))
+                 for c in earlier if c.config_id not in chosen and c.search_run_id]
     wanted = confirm_seeds(search_seed, seeds)
     finished = {(r.config_id, r.seed) for r in summary.repeats if r.status in ("completed", "failed")}
     points = []
@@ -118,10 +113,4 @@ def log_confirmation(client, parent_run_id: str, summary: Summary) -> None:
 
 
 def _log_metrics(client, run_id: str, metrics: dict[str, float]) -> None:
-    import time
-
-    from mlflow.entities import Metric
-
-    now = int(time.time() * 1000)
-    client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()
-                                      if v is not None and math.isfinite(v)])
+    client.log_batch(run_id, metrics=finite_metrics(metrics, tuple(metrics), 0))

@@ -36,43 +36,23 @@ class WarmStart:
         return {t.params["method"] for t in self.trials}
 
 
-class Replay:
-    """An Optuna-like trial that answers each suggestion with a recorded value and notes the distribution asked for."""
-
-    def __init__(self, values: dict[str, Any]):
-        import optuna.distributions as d
-
-        self.d, self.values, self.distributions = d, values, {}
-
-    def _answer(self, name: str, distribution) -> Any:
-        if name not in self.values:
-            raise LookupError(name)
-        self.distributions[name] = distribution
-        return self.values[name]
-
-    def suggest_int(self, name: str, low: int, high: int, *, step: int = 1, log: bool = False) -> int:
-        return self._answer(name, self.d.IntDistribution(low, high, log=log, step=step))
-
-    def suggest_float(self, name: str, low: float, high: float, *, log: bool = False) -> float:
-        return self._answer(name, self.d.FloatDistribution(low, high, log=log))
-
-    def suggest_categorical(self, name: str, choices) -> Any:
-        return self._answer(name, self.d.CategoricalDistribution(list(choices)))
-
-
 def replay(method: str, hparams: dict[str, Any], values: tuple[float, float], methods: dict[str, MethodSpec]):
     """The trial as a completed Optuna trial in this sweep's space; None if it does not fit there (a method or a
-    value outside today's ranges, a parameter missing)."""
+    value outside today's ranges, a parameter missing). Optuna's FixedTrial answers the space's suggestions with the
+    trial's values and records the distributions asked for."""
+    import warnings
+
     import optuna
 
     point = flat(method, hparams)
-    trial = Replay(point)
+    trial = optuna.trial.FixedTrial(point)
     try:
-        define_space(trial, methods)
+        with warnings.catch_warnings():  # "out of the range": create_trial refuses such a value, and it is counted
+            warnings.simplefilter("ignore", UserWarning)
+            define_space(trial, methods)
         return optuna.trial.create_trial(state=optuna.trial.TrialState.COMPLETE, values=list(values),
-                                         params={k: point[k] for k in trial.distributions},
-                                         distributions=trial.distributions)
-    except (LookupError, ValueError, TypeError):  # create_trial refuses a value outside its distribution
+                                         params=trial.params, distributions=trial.distributions)
+    except (ValueError, TypeError):  # a parameter missing, or a value outside its distribution
         return None
 
 
