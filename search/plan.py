@@ -151,7 +151,10 @@ def build_plan(config: SweepConfig, available: dict[str, float] | None = None) -
     except UserError as exc:
         problems += exc.problems
     notes: list[str] = []
-    if info is not None:
+    if info is not None and 0 < info.max_position_embeddings < info.max_length:
+        problems.append(f"data.max_length: {info.max_length} is more than the {info.max_position_embeddings} "
+                        f"positions the model takes ({config.model}); at most {info.max_position_embeddings}")
+    elif info is not None:
         methods, more, notes = fit_to_context(methods, config, info)
         problems += more
     if problems:

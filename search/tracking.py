@@ -40,6 +40,8 @@ SEED_TAG = "peftsweep.seed"  # confirm runs: the training seed
 REPEATS_TAG = "peftsweep.repeats_run"  # confirm runs: the run id of the search trial they repeat
 NODES_TAG = "peftsweep.node_ids"  # the Ray node ids the trial's workers ran on, comma-separated
 NODE_IPS_TAG = "peftsweep.node_ips"
+# Where the trial trained: device type (cuda | cpu), the process group's backend (nccl | gloo), autocast (bf16 | fp32)
+PLACE_TAGS = {"peftsweep.device": "device", "peftsweep.dist_backend": "dist_backend", "peftsweep.autocast": "autocast"}
 EPOCH_METRICS = ("val_accuracy", "val_macro_f1", "val_loss", "train_loss")  # val_loss: generation
 # Logged once at the end (the per-epoch ones above are already there, their last step being the final value).
 FINAL_METRICS = ("test_accuracy", "test_macro_f1", "test_loss", "eval_samples_per_second",
@@ -246,8 +248,8 @@ class MlflowTrialLogger(Callback):
         metrics.append(Metric("epochs_completed", float(epochs), int(time.time() * 1000), epochs))
         metrics += self._timing(run_id, result, epochs)
         tags = [RunTag(STATUS_TAG, status)] + ([RunTag(FAILURE_TAG, reason[:5000])] if reason else [])
-        tags += [RunTag(tag, str(result[key])) for tag, key in ((NODES_TAG, "node_ids"), (NODE_IPS_TAG, "node_ips"))
-                 if result.get(key)]
+        tags += [RunTag(tag, str(result[key])) for tag, key in
+                 ((NODES_TAG, "node_ids"), (NODE_IPS_TAG, "node_ips"), *PLACE_TAGS.items()) if result.get(key)]
         self.client.log_batch(run_id, metrics=metrics, tags=tags)
         checkpoint = result.get("checkpoint_path")
         location = storage.uri_for(checkpoint, self.storage_root) if checkpoint else None

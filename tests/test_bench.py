@@ -4,6 +4,7 @@ figures come from the full runs, quoted in the README's Performance section."""
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -41,9 +42,26 @@ def test_roofline_quick(tmp_path):
 def test_searchers_quick(tmp_path):
     out = run("searchers.py", "--out", str(tmp_path))
     report = json.loads((tmp_path / "search.json").read_text())
-    assert (tmp_path / "search_hypervolume.png").stat().st_size > 10_000
+    for png in ("search_hypervolume.png", "search_compute.png"):
+        assert (tmp_path / png).stat().st_size > 10_000
     assert {"tpe", "nsga2", "random", "tpe, start at defaults", "random, no start points"} <= set(report["summary"])
     # with the whole grid as budget a searcher's hypervolume can reach, never exceed, the grid's
-    assert all(c[-1] <= report["grid_hypervolume"] + 1e-9 for runs in report["curves"].values() for c in runs)
-    assert "trials to 95%" in out
-
+    grid_hv, grid_seconds = report["grid_hypervolume"], report["grid_worker_seconds"]
+    assert all(c[-1] <= grid_hv + 1e-9 for runs in report["curves"].values() for c in runs)
+    assert "trials to 95%" in out and "95% reached at" in out
+    # the table: per-epoch accuracies and a spend that grows with every epoch, up to the trial's worker-seconds
+    for row in report["grid"]:
+        assert len(row["history"]) == len(row["seconds"]) == 2 and row["history"][-1] == row["accuracy"]
+        assert 0 < row["seconds"][0] < row["seconds"][1]
+    assert math.isclose(grid_seconds, sum(row["seconds"][-1] for row in report["grid"]))
+    compute = report["compute_curves"]
+    assert {"TPE, no early stopping", "TPE + ASHA on accuracy", "TPE + Pareto ASHA", "random + Pareto ASHA",
+            "grid (the reference)"} == set(compute) == set(report["compute_summary"])
+    for runs in compute.values():
+        for curve in runs:
+            spent = [s for s, _ in curve]
+            assert spent == sorted(spent) and all(hv <= grid_hv + 1e-9 for _, hv in curve)
+    # the grid run in its own order ends at its own hypervolume, having spent its own worker-seconds
+    assert math.isclose(compute["grid (the reference)"][0][-1][0], grid_seconds)
+    assert math.isclose(compute["grid (the reference)"][0][-1][1], grid_hv)
+    assert set(report["warm_start"]) == {"warm", "cold"}

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import pandas as pd
 from pydantic import Field, model_validator
 
@@ -87,8 +88,28 @@ def read_file(path: str, spec: DataSpec) -> pd.DataFrame:
     kind = {"csv": "csv", "tsv": "csv", "json": "json", "jsonl": "json", "parquet": "parquet"}.get(suffix)
     if kind is None:
         raise UserError(f"data: {path}: unsupported file type .{suffix} (use csv, tsv, json, jsonl or parquet)")
+    if file.stat().st_size == 0:
+        raise UserError(f"data: {path}: no rows (the file is empty)")
     kwargs = {"delimiter": "\t"} if suffix == "tsv" else {}
-    return datasets.load_dataset(kind, data_files=str(file), split="train", **kwargs).to_pandas()
+    try:
+        frame = datasets.load_dataset(kind, data_files=str(file), split="train", **kwargs).to_pandas()
+    except ValueError as exc:
+        if "corresponds to no data" in str(exc):  # datasets' words for a file with no rows
+            raise UserError(f"data: {path}: no rows (a header at most)") from None
+        raise UserError(f"data: {path}: cannot be read as {suffix.upper()}: {reason(exc)}") from None
+    except Exception as exc:  # datasets wraps the parser's error (random bytes, a binary file, broken quoting)
+        raise UserError(f"data: {path}: cannot be read as {suffix.upper()}: {reason(exc)}") from None
+    if frame.empty:
+        raise UserError(f"data: {path}: no rows (a header at most)")
+    return frame
+
+
+def reason(exc: BaseException) -> str:
+    """The innermost cause's message, on one line (datasets wraps the parser's error in its own)."""
+    while exc.__cause__ is not None or exc.__context__ is not None:
+        exc = exc.__cause__ or exc.__context__
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= 200 else text[:197] + "..."
 
 
 def read_hub(spec: DataSpec) -> dict[str, pd.DataFrame]:
@@ -157,6 +178,34 @@ def raw_splits(spec: DataSpec, columns: dict[str, str]) -> tuple[dict[str, pd.Da
     return given, names, max_length
 
 
+def content_problems(frames: dict[str, pd.DataFrame], columns: dict[str, str]) -> list[str]:
+    """Cells that are neither text nor a number (lists, mappings: a JSON file's nested values), and numeric labels
+    that are not whole numbers; each column named once, with the first row that shows it."""
+    problems = []
+    for name, source in columns.items():
+        for split, frame in frames.items():
+            if name not in frame:
+                continue
+            odd = frame[name].map(lambda v: not isinstance(v, (str, int, float, bool, np.integer, np.floating)))
+            if odd.any():
+                row = int(odd.idxmax())
+                problems.append(f"data: column {source!r} ({split} split): row {row + 1} holds a "
+                                f"{type(frame[name][row]).__name__}, not text or a number")
+                break
+            if name == "label" and pd.api.types.is_float_dtype(frame[name]):
+                fractional = sorted(set(frame[name][frame[name] % 1 != 0].tolist()))
+                if fractional:
+                    problems.append(f"data.label_column: numeric labels must be whole class numbers (0, 1, ...), "
+                                    f"found {fractional[:5]} ({split} split)")
+                    break
+    return problems
+
+
+def whole_numbers(labels: pd.Series) -> pd.Series:
+    """Float labels that are whole numbers (1.0: how pandas reads a numeric column with a gap) as integers."""
+    return labels.astype("int64") if pd.api.types.is_float_dtype(labels) else labels
+
+
 def subsample(frame: pd.DataFrame, size: int | None, seed: int) -> pd.DataFrame:
     if size is None or size >= len(frame):
         return frame
@@ -194,12 +243,21 @@ def encode_labels(splits: dict[str, pd.DataFrame], names: list[str] | None,
 def load_splits(spec: DataSpec, columns: dict[str, str] | None = None,
                 encode: bool = True) -> tuple[dict[str, pd.DataFrame], list[str], int]:
     """The three splits (subsampled, checked non-empty); with `encode`, labels mapped to 0..K-1 and the class names."""
-    given, names, default_length = raw_splits(spec, columns or classification_columns(spec))
+    columns = columns or classification_columns(spec)
+    given, names, default_length = raw_splits(spec, columns)
+    problems = content_problems(given, columns)
+    if encode and not problems:
+        given = {name: frame.assign(label=whole_numbers(frame["label"])) for name, frame in given.items()}
+        classes = set(pd.concat([frame["label"] for frame in given.values()]).astype(str))
+        if len(classes) < 2:
+            problems.append(f"data.label_column: need at least 2 classes, found {sorted(classes)} in all of the data")
     sizes = {"train": spec.train_size, "validation": spec.validation_size, "test": spec.test_size}
     splits = {name: subsample(given[name], sizes[name], spec.seed) for name in SPLITS}
-    for name, frame in splits.items():
-        if frame.empty:
-            raise UserError(f"data: the {name} split is empty")
+    problems += [f"data: the {name} split is empty ({len(pd.concat(given.values()))} usable rows in all; the "
+                 f"validation and test splits are carved from the training file unless given)"
+                 for name, frame in splits.items() if frame.empty]
+    if problems:
+        raise UserError(problems, "the data does not match the config")
     if not encode:
         return splits, [], spec.max_length or default_length
     encoded, names = encode_labels(splits, names, spec.num_labels)

@@ -49,10 +49,13 @@ def optimizer_for(model: nn.Module, lr: float, settings: TrainSettings, total_st
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
+def uses_bf16(device: torch.device, precision: str) -> bool:
+    """Whether `train.precision` means bf16 autocast on this device (auto: on a GPU that supports it)."""
+    return precision == "bf16" or (precision == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported())
+
+
 def autocast(device: torch.device, precision: str):
-    use_bf16 = precision == "bf16" or (
-        precision == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported())
-    if use_bf16:
+    if uses_bf16(device, precision):
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 

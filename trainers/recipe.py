@@ -21,7 +21,7 @@ from peftsweep.trainers.checkpoint import save_checkpoint
 from peftsweep.trainers.config import TrialConfig
 from peftsweep.trainers.data import TokenizedData
 from peftsweep.trainers.faults import NonFiniteLossError, is_fatal, raise_if_fatal_recorded, record_fatal
-from peftsweep.trainers.loop import begin_epoch, optimizer_for, seed_everything, train_epoch
+from peftsweep.trainers.loop import begin_epoch, optimizer_for, seed_everything, train_epoch, uses_bf16
 from peftsweep.trainers.metrics import peak_memory_mb
 from peftsweep.trainers.model import build_model, load_tokenizer
 from peftsweep.trainers.state import Progress, read_training_state, restore_optimizer, restore_trainable, save_training_state
@@ -43,6 +43,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     torch.set_num_threads(max(1, int(cfg.resources.cpus_per_worker)))
     seed_everything(cfg.train.seed)
     placement = _placement()  # which Ray nodes this trial's workers run on (a restart may move them)
+    where = {"device": device.type, "dist_backend": dist.get_backend() if dist.is_initialized() else "none",
+             "autocast": "bf16" if uses_bf16(device, cfg.train.precision) else "fp32"}
 
     # 2. The pre-trained model with the method applied; parameters counted before DDP wraps it. After a restart
     #    (a worker died, the sweep was resumed) the trainable tensors come from the last checkpoint.
@@ -113,7 +115,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             metrics["ddp_param_divergence"] = _param_divergence(model, device)
         metrics["peak_memory_mb"] = _max_across_ranks(peak_memory_mb(device), device)
         metrics |= {"train_started_at": train_started_at, "reported_at": time.time(), "num_workers": world,
-                    "gpus_per_worker": cfg.resources.gpus_per_worker} | placement
+                    "gpus_per_worker": cfg.resources.gpus_per_worker} | placement | where
         progress.epoch = epoch
         progress.history.append(metrics)
 

@@ -87,6 +87,13 @@ MISTAKES = [
     ("generation", {"match": "exact"}, "generation: only for task: generation"),
     ("task", "generation", "model: a bert model (BertForSequenceClassification) has no causal-LM head"),
     ("task", "translation", "task: Input should be 'classification' or 'generation'"),
+    ("name", "../../escaped", "name: Value error, a plain name, not a path"),
+    ("name", "a\\b", "name: Value error, a plain name, not a path"),
+    ("name", ".hidden", "name: Value error, a plain name, not a path"),
+    ("name", "two\nlines", "name: Value error, control characters"),
+    ("name", "  ", "name: Value error, must not be empty"),
+    ("output_dir", "__FILE__", "exists and is not a folder"),
+    ("data.max_length", 100000, "data.max_length: 100000 is more than the 64 positions the model takes"),
 ]
 
 
@@ -94,12 +101,17 @@ MISTAKES = [
 def test_malformed_config_exits_2_naming_the_key(key, value, expected, tiny_model, tiny_csv, tmp_path, capsys):
     path = tmp_path / "bad.yaml"
     out = tmp_path / "out"
+    if value == "__FILE__":  # a path that exists and is a file
+        value = str(tmp_path / "a-file")
+        Path(value).write_text("x")
+    before = set(tmp_path.rglob("*"))
     path.write_text(yaml.safe_dump(nested_set(base(tiny_model, tiny_csv) | {"output_dir": str(out)}, key, value)))
     assert main(["run", str(path)]) == 2
     err = capsys.readouterr().err
     assert expected in err, err
     assert len(err.splitlines()) <= 25  # one screen
     assert not out.exists()  # found before anything was written: no MLflow store, no Ray state
+    assert set(tmp_path.rglob("*")) == before | {path}  # nothing at all, anywhere (a name is never a path)
 
 
 def generation_base(tiny_causal: str, tiny_csv: str) -> dict:
@@ -159,6 +171,14 @@ def test_malformed_yaml_and_set_override(tmp_path, capsys, tiny_model, tiny_csv)
     assert "search.num_samples: Input should be a valid integer" in capsys.readouterr().err
     assert main(["validate", str(good), "--set", "search.num_samples=7"]) == 0
     assert "tpe x 7 trials" in capsys.readouterr().out
+
+
+def test_a_config_that_is_not_text_exits_2(tmp_path, capsys):
+    path = tmp_path / "model.bin"
+    path.write_bytes(bytes(range(256)) * 4)
+    assert main(["validate", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "not UTF-8 text" in err and "Traceback" not in err
 
 
 def test_yaml_is_loaded_safely(tmp_path):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from peftsweep.search.tracking import PARETO_TAG, ROLE_TAG, client_for
+from peftsweep.search.tracking import PARETO_TAG, PLACE_TAGS, ROLE_TAG, client_for
 from tests.tiny import SWEEP_TRIALS as NUM_SAMPLES
 
 FINAL_METRICS = ["val_accuracy", "test_accuracy", "trainable_params", "trainable_pct", "base_params",
@@ -48,6 +48,9 @@ def test_each_trial_and_the_sweep_record_their_compute(finished_sweep):
     for child in children:
         m = child.data.metrics
         assert m["worker_seconds"] == 2 * m["wall_seconds"] > 0 and "gpu_seconds" not in m  # on CPU
+        # where it trained, as bench/gpu_sweep.py checks on a GPU (cuda, nccl, bf16)
+        assert {k: child.data.tags.get(k) for k in PLACE_TAGS} == {
+            "peftsweep.device": "cpu", "peftsweep.dist_backend": "gloo", "peftsweep.autocast": "fp32"}
     parent = client.get_run(finished_sweep.parent_run_id).data.metrics
     total = sum(c.data.metrics["worker_seconds"] for c in children)
     assert math.isclose(parent["total_worker_seconds"], total) and parent["confirm_worker_seconds"] == 0

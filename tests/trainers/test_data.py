@@ -80,3 +80,48 @@ def test_rotten_tomatoes_preset_is_binary():
     splits, names, max_length = load_splits(DataSpec(preset="rotten_tomatoes", test_size=200))
     assert names == ["rotten", "fresh"] and len(splits["test"]) == 200
     assert set(splits["train"]["label"]) == {0, 1}
+
+
+BROKEN_FILES = {  # name: (bytes, what the message says)
+    "random.csv": (bytes(range(256)) * 8, "cannot be read as CSV"),
+    "header-only.csv": (b"text,label\n", "no rows"),
+    "empty.jsonl": (b"", "no rows"),
+    "open-quote.csv": (b'text,label\n"never closed,1\n', "cannot be read as CSV"),
+    "utf16.csv": ("text,label\nhello,a\n".encode("utf-16"), "cannot be read as CSV"),
+    "not-json.jsonl": (b"{this is not json\n", "cannot be read as JSONL"),
+    "garbage.parquet": (b"PAR1 not really", "cannot be read as PARQUET"),
+}
+
+
+@pytest.mark.parametrize("name", BROKEN_FILES)
+def test_a_file_that_is_not_what_its_name_says_is_a_user_error(tmp_path, name):
+    content, expected = BROKEN_FILES[name]
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(UserError) as err:
+        load_splits(DataSpec(train_file=str(path)))
+    assert f"data: {path}: {expected}" in str(err.value), str(err.value)
+
+
+def test_a_real_data_problem_is_named_even_on_a_file_too_small_to_split(tmp_path):
+    """Three rows: the carved validation split is empty, and the data problem is reported with it, not hidden."""
+    one_class = tmp_path / "one-class.csv"
+    one_class.write_text("text,label\na,x\nb,x\nc,x\n")
+    fractional = tmp_path / "fractional.csv"
+    fractional.write_text("text,label\na,0.5\nb,1\nc,0\n")
+    nested = tmp_path / "nested.jsonl"
+    nested.write_text('{"text": "a", "label": 0}\n{"text": ["b", "c"], "label": 1}\n{"text": "d", "label": 0}\n')
+    for path, expected in ((one_class, "need at least 2 classes, found ['x'] in all of the data"),
+                           (fractional, "numeric labels must be whole class numbers (0, 1, ...), found [0.5]"),
+                           (nested, "column 'text' (train split): row 2 holds a")):
+        with pytest.raises(UserError) as err:
+            load_splits(DataSpec(train_file=str(path)))
+        assert expected in str(err.value), str(err.value)
+        assert "split is empty" in str(err.value)  # both problems, at once
+
+
+def test_whole_float_labels_are_class_numbers(tmp_path):
+    path = tmp_path / "floats.csv"
+    path.write_text("text,label\n" + "".join(f"row {i},{float(i % 2)}\n" for i in range(40)))
+    splits, names, _ = load_splits(DataSpec(train_file=str(path)))
+    assert names == ["0", "1"] and set(splits["train"]["label"]) == {0, 1}
