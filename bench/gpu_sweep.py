@@ -9,14 +9,16 @@ GPU's peak (model-FLOP utilisation), in plain PyTorch and inside a Ray Train wor
 2. A real `peftsweep` sweep, generation task, every registered method once (QLoRA's base in 4 bits on the GPU),
    `resources.gpus_per_worker: auto`, one worker per trial, `train.precision: auto`; then, from MLflow: every trial
    finished, trained on `cuda` with the `nccl` process group and bf16 autocast, and recorded its peak GPU memory.
-3. Model-FLOP utilisation of training steps (peftsweep's own optimizer and training step: trainers/loop.py) for full
-   fine-tuning and LoRA (all linear layers, r=16) on a Llama-shaped decoder of about 1.1B parameters (TinyLlama's
+3. Model-FLOP utilisation of training steps (peftsweep's own optimizer and training step: trainers/loop.py; each
+   method applied by its spec) for the methods of bench/workloads.yaml `gpu_mfu` (full fine-tuning, and LoRA on all
+   linear layers with r=16) on a Llama-shaped decoder of about 1.1B parameters (TinyLlama's
    shape, random weights, sequence length 512, SDPA attention): FLOPs counted as bench/roofline.py counts them (6 or 4
    x non-embedding parameters x tokens; attention's own FLOPs not counted), over the GPU's dense bf16 peak (the
    spec sheet's for known GPUs, else the best matmul measured here). Once in this process, once inside a one-worker
    Ray Train job; prints the ratio.
 
-Goals (issue 19): full fine-tuning >= 40 % MFU, LoRA >= 30 %; Ray Train steps within 5 % of plain PyTorch's.
+Goals (issue 19, in bench/workloads.yaml): full fine-tuning >= 40 % MFU, LoRA >= 30 %; Ray Train steps within 5 % of
+plain PyTorch's.
 --dry-run checks the same code at toy sizes on CPU (expects cpu / gloo / fp32 instead); no MFU claim.
 """
 
@@ -119,13 +121,14 @@ def sweep_check(out: Path, dry_run: bool) -> dict:
     return {"wall_seconds": wall, "trials": rows, "problems": problems}
 
 
-def step_timing(method: str, shape: dict, batch: int, seq: int, steps: int) -> dict:
+def step_timing(method: str, hparams: dict, shape: dict, batch: int, seq: int, steps: int) -> dict:
     """Seconds per training step of peftsweep's own step (trainers/loop.py: AdamW, autocast, clipping) on random
-    tokens, and the FLOPs one step does as bench/roofline.py counts them."""
+    tokens, the method applied by its own spec (spaces/), and the FLOPs one step does as bench/roofline.py counts
+    them (the spec's flop_factor)."""
     import torch
-    from peft import LoraConfig, get_peft_model
     from transformers import LlamaConfig, LlamaForCausalLM
 
+    from peftsweep.spaces import get_method
     from peftsweep.trainers.config import TrainSettings
     from peftsweep.trainers.loop import optimizer_for, train_epoch
 
@@ -136,9 +139,9 @@ def step_timing(method: str, shape: dict, batch: int, seq: int, steps: int) -> d
         model = LlamaForCausalLM._from_config(config, attn_implementation="sdpa")
     embedding = sum(p.numel() for n, p in model.named_parameters() if "embed_tokens" in n or "lm_head" in n)
     non_embedding = sum(p.numel() for p in model.parameters()) - embedding
-    if method == "lora":
-        model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear"))
-    factor = 6 if method == "full" else 4
+    spec = get_method(method)
+    model = spec.apply(model, spec.defaults() | hparams, "generation")
+    factor = spec.flop_factor
     settings = TrainSettings(precision="auto")
     optimizer, scheduler = optimizer_for(model, 1e-4, settings, total_steps=10 * steps)
     data = torch.randint(3, shape["vocab_size"], (batch, seq), device=device)
@@ -161,7 +164,7 @@ def step_timing(method: str, shape: dict, batch: int, seq: int, steps: int) -> d
             "peak_memory_mb": memory}
 
 
-def in_ray_train(method: str, shape: dict, batch: int, seq: int, steps: int) -> dict:
+def in_ray_train(method: str, hparams: dict, shape: dict, batch: int, seq: int, steps: int) -> dict:
     """The same measurement inside a one-worker Ray Train job (a GPU when there is one)."""
     import ray
     import ray.train
@@ -178,8 +181,8 @@ def in_ray_train(method: str, shape: dict, batch: int, seq: int, steps: int) -> 
             ray.train.report(timing, checkpoint=ray.train.Checkpoint.from_directory(directory))
 
     use_gpu = torch.cuda.is_available()
-    trainer = TorchTrainer(loop, train_loop_config={"method": method, "shape": shape, "batch": batch, "seq": seq,
-                                                    "steps": steps},
+    trainer = TorchTrainer(loop, train_loop_config={"method": method, "hparams": hparams, "shape": shape,
+                                                    "batch": batch, "seq": seq, "steps": steps},
                            scaling_config=ScalingConfig(num_workers=1, use_gpu=use_gpu,
                                                         resources_per_worker={"CPU": 2}),
                            run_config=RunConfig(storage_path=tempfile.mkdtemp(prefix="gpu-sweep-train-")))
@@ -213,26 +216,30 @@ def mfu_check(dry_run: bool) -> dict:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     shape, batch, seq, steps = (TOY, 4, 32, 4) if dry_run else (BIG, 8, 512, 30)
     peak, source = peak_tflops()
+    from common import WORKLOADS
+
     rows = {}
-    for method in ("full", "lora"):
-        plain = step_timing(method, shape, batch, seq, steps)
+    for method, workload in WORKLOADS["gpu_mfu"].items():
+        hparams = workload.get("hparams", {})
+        plain = step_timing(method, hparams, shape, batch, seq, steps)
         import torch
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
         ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False,
                  runtime_env={"env_vars": {"PYTHONPATH": os.environ.get("PYTHONPATH", "")}})
-        inside = in_ray_train(method, shape, batch, seq, steps)
+        inside = in_ray_train(method, hparams, shape, batch, seq, steps)
         ray.shutdown()
-        rows[method] = {"plain": plain, "ray_train": inside,
+        rows[method] = {"plain": plain, "ray_train": inside, "goal": workload["goal"],
                         "mfu_plain": plain["flops_per_step"] / plain["step_seconds"] / (peak * 1e12),
                         "mfu_ray_train": inside["flops_per_step"] / inside["step_seconds"] / (peak * 1e12),
                         "ray_over_plain": inside["step_seconds"] / plain["step_seconds"]}
-    print(f"\nMFU: Llama-shaped decoder, {rows['full']['plain']['non_embedding_params'] / 1e9:.2f} B non-embedding "
+    first = next(iter(rows.values()))
+    print(f"\nMFU: Llama-shaped decoder, {first['plain']['non_embedding_params'] / 1e9:.2f} B non-embedding "
           f"parameters, batch {batch} x {seq} tokens, {steps} timed steps; peak {peak:.1f} TFLOP/s ({source})")
     print(f"{'method':8}{'plain s/step':>14}{'MFU':>8}{'Ray Train s/step':>18}{'MFU':>8}{'Ray/plain':>11}"
           f"{'peak MB':>9}  goal")
     for method, r in rows.items():
-        goal = "MFU >= 40 %" if method == "full" else "MFU >= 30 %"
+        goal = f"MFU >= {r['goal']:.0%}"
         print(f"{method:8}{r['plain']['step_seconds']:14.3f}{r['mfu_plain']:8.1%}{r['ray_train']['step_seconds']:18.3f}"
               f"{r['mfu_ray_train']:8.1%}{r['ray_over_plain']:11.3f}{r['plain']['peak_memory_mb']:9.0f}  {goal}, "
               f"Ray/plain <= 1.05")

@@ -201,7 +201,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
 
     from peftsweep.search.front_view import front_view_url, has_front_view
     from peftsweep.search.tracking import client_for
-    from peftsweep.search.tracking_server import server_env
+    from peftsweep.search.tracking_server import server_env, wait_healthy
 
     uri = args.tracking_uri or default_store(args.experiment)
     server = f"http://{args.host}:{args.port}"
@@ -209,13 +209,23 @@ def cmd_ui(args: argparse.Namespace) -> int:
     found = client.get_experiment_by_name(args.experiment) if args.experiment else None
     link = (front_view_url(server, found.experiment_id, saved_view=has_front_view(client, found.experiment_id))
             if found else server)
-    print(f"MLflow UI for {uri}: {link}  (Ctrl-C stops it)", flush=True)
+    # One web worker, which uvicorn then runs without its supervisor: on a machine busy with a sweep the supervisor
+    # took slow-starting workers for dead and killed them again and again, and the port never answered.
     command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", args.host,
-               "--port", str(args.port)]
+               "--port", str(args.port), "--workers", "1", "--uvicorn-opts=--no-access-log"]
+    print(f"starting MLflow's web UI on {server} (store {uri}) ...", flush=True)
+    process = subprocess.Popen(command, env=server_env())
     try:
-        return subprocess.call(command, env=server_env())
+        wait_healthy(f"http://127.0.0.1:{args.port}" if args.host in ("0.0.0.0", "::") else server, process,
+                     timeout_s=args.start_timeout)
+        print(f"MLflow UI for {uri}: {link}  (Ctrl-C stops it)", flush=True)
+        return process.wait()
     except KeyboardInterrupt:
         return 0
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            process.wait(timeout=30)
 
 
 def cmd_tracking_server(args: argparse.Namespace) -> int:
@@ -225,8 +235,10 @@ def cmd_tracking_server(args: argparse.Namespace) -> int:
         raise UserError("--backend-store-uri: required (or $MLFLOW_BACKEND_STORE_URI), e.g. "
                         "postgresql://mlflow:PASSWORD@localhost:5432/mlflow")
     extra = args.mlflow_args[1:] if args.mlflow_args[:1] == ["--"] else args.mlflow_args
+    if (args.auth_credentials or args.auth_db_uri) and not args.auth:
+        raise UserError("--auth-credentials / --auth-db-uri: only with --auth")
     return serve(ServerSettings(args.backend_store_uri, args.artifacts_destination, args.host, args.port,
-                                args.workers), extra)
+                                args.workers, args.auth, args.auth_credentials, args.auth_db_uri), extra)
 
 
 def default_store(experiment: str | None) -> str:
@@ -289,6 +301,8 @@ def build_parser() -> argparse.ArgumentParser:
     ui.add_argument("--experiment", default=None, help="use runs/<experiment>/mlflow.db here")
     ui.add_argument("--host", default="127.0.0.1", help="interface to bind; 0.0.0.0 exposes it to the network")
     ui.add_argument("--port", type=int, default=5000)
+    ui.add_argument("--start-timeout", type=float, default=180,
+                    help="seconds to wait for the UI to answer before giving up with a message (default 180)")
 
     server = sub.add_parser("tracking-server", help="start the team's MLflow tracking server on a database "
                                                      "(PostgreSQL), artifacts proxied over HTTP")
@@ -297,9 +311,16 @@ def build_parser() -> argparse.ArgumentParser:
     server.add_argument("--artifacts-destination", default=str(Path("mlartifacts").resolve()),
                         help="where uploaded artifacts are stored: a directory or s3://... (default: ./mlartifacts)")
     server.add_argument("--host", default="127.0.0.1", help="interface to bind; 0.0.0.0 for the cluster's nodes "
-                                                             "(MLflow has no authentication: keep it on a private network)")
+                                                             "(without --auth, anyone who reaches it can write: keep it on a private network)")
     server.add_argument("--port", type=int, default=5000)
     server.add_argument("--workers", type=int, default=2, help="server worker processes")
+    server.add_argument("--auth", action="store_true",
+                        help="MLflow's basic-auth app: every request needs a user and password; the admin's from "
+                             "$MLFLOW_AUTH_ADMIN_USERNAME / $MLFLOW_AUTH_ADMIN_PASSWORD or --auth-credentials")
+    server.add_argument("--auth-credentials", default=None, metavar="FILE",
+                        help="with --auth: a file (mode 600) with `username: ...` and `password: ...` lines")
+    server.add_argument("--auth-db-uri", default=None,
+                        help="with --auth: where users and permissions are kept (default: the backend store)")
     server.add_argument("mlflow_args", nargs=argparse.REMAINDER, help="after --: more `mlflow server` options")
 
     train = sub.add_parser("train", help="train one method once (a single trial, outside a sweep)")

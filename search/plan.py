@@ -90,8 +90,13 @@ def fit_to_context(methods: dict[str, MethodSpec], config: SweepConfig,
                 problems.append(f"methods.{name}.{key}: high {param.high} exceeds {limit:g} for data.max_length "
                                 f"{info.max_length} and this model")
             elif param.low > limit:
+                # the limit is either the text's length (raise it) or the model's positions left over (lower it)
+                positions = info.max_position_embeddings
+                advice = (f"lower data.max_length to at most {positions - param.low:g} (the model takes {positions} "
+                          f"positions, virtual tokens included)" if positions and limit < info.max_length - 1
+                          else "raise data.max_length")
                 problems.append(f"methods.{name}: {key} needs at least {param.low}, but data.max_length "
-                                f"{info.max_length} allows at most {limit:g}; raise data.max_length")
+                                f"{info.max_length} allows at most {limit:g}; {advice}")
             else:
                 changed[key] = param.with_range(param.low, type(param.high)(limit))
                 notes.append(f"{name}.{key}: range narrowed to [{param.low}, {limit:g}] for max_length "
@@ -148,6 +153,11 @@ def build_plan(config: SweepConfig, available: dict[str, float] | None = None) -
     try:
         data = prepare_data(config.model, config.data, config.trust_remote_code, config.task)
         info = model_info(config.model, data.max_length, config.trust_remote_code)
+        if config.data.max_length is None and 0 < info.max_position_embeddings < data.max_length:
+            # the task's default length is more than this model takes: its own limit, not an error the user made
+            limited = config.data.model_copy(update={"max_length": info.max_position_embeddings})
+            data = prepare_data(config.model, limited, config.trust_remote_code, config.task)
+            info = model_info(config.model, data.max_length, config.trust_remote_code)
     except UserError as exc:
         problems += exc.problems
     notes: list[str] = []

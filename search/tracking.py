@@ -77,6 +77,15 @@ def check_reachable(uri: str, timeout_s: int = 5) -> list[str]:
         return []
     except Exception as exc:  # connection refused, DNS, TLS, HTTP errors
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        status = getattr(exc, "get_http_status_code", lambda: None)()
+        if status == 401 or "error code 401" in first:
+            who = os.environ.get("MLFLOW_TRACKING_USERNAME")
+            return [f"tracking.uri: the MLflow server at {uri} needs a user and password, and "
+                    + (f"refused those of {who!r}" if who else "none were given")
+                    + ": set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (a user the server's admin made)"]
+        if status == 403 or "error code 403" in first:
+            return [f"tracking.uri: the MLflow server at {uri} refused user "
+                    f"{os.environ.get('MLFLOW_TRACKING_USERNAME')!r} access ({first[:200]})"]
         return [f"tracking.uri: cannot reach the MLflow server at {uri} ({first[:200]}); "
                 f"start it, fix the URI, or leave tracking.uri out for a local store"]
     finally:

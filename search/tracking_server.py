@@ -3,13 +3,18 @@
 A sweep's driver logs to it over HTTP (`tracking.uri: http://<host>:<port>`; workers report through Ray, never to
 MLflow); artifacts (adapters, summaries, dashboards) are uploaded through the server to `--artifacts-destination`,
 so the driver's node shares no filesystem with it.
-Bound to 127.0.0.1 unless told otherwise: MLflow has no authentication of its own.
+Bound to 127.0.0.1 unless told otherwise. `--auth` serves MLflow's basic-auth app: every request needs a user and
+password (sweeps send MLflow's own MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD); the admin's credentials come
+from the environment (MLflow's MLFLOW_AUTH_ADMIN_USERNAME / MLFLOW_AUTH_ADMIN_PASSWORD) or a file, never the command
+line, where any user of the machine could read them.
 """
 
 from __future__ import annotations
 
 import os
+import secrets
 import signal
+import tempfile
 import subprocess
 import sys
 import time
@@ -29,6 +34,9 @@ class ServerSettings:
     host: str = "127.0.0.1"
     port: int = 5000
     workers: int = 2
+    auth: bool = False  # MLflow's basic-auth app
+    auth_credentials: str | None = None  # a file: `username: ...` and `password: ...` lines (else the environment)
+    auth_db_uri: str | None = None  # users and permissions; default: the backend store (own tables)
 
     @property
     def url(self) -> str:
@@ -83,16 +91,62 @@ def server_env() -> dict[str, str]:
     return {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"} | dict(os.environ)
 
 
+ADMIN_USER, ADMIN_PASSWORD = "MLFLOW_AUTH_ADMIN_USERNAME", "MLFLOW_AUTH_ADMIN_PASSWORD"
+
+
+def admin_credentials(s: ServerSettings) -> tuple[str, str]:
+    """The admin's user and password: from --auth-credentials FILE, else MLflow's environment variables."""
+    if s.auth_credentials:
+        path = Path(s.auth_credentials).expanduser()
+        if not path.is_file():
+            raise UserError(f"--auth-credentials: {path}: no such file")
+        if path.stat().st_mode & 0o077:
+            raise UserError(f"--auth-credentials: {path} can be read by other users; chmod 600 {path}")
+        fields = {}
+        for line in path.read_text(errors="replace").splitlines():
+            key, sep, value = line.partition(":")
+            if sep and key.strip() in ("username", "password"):
+                fields[key.strip()] = value.strip()
+        missing = [k for k in ("username", "password") if not fields.get(k)]
+        if missing:
+            raise UserError(f"--auth-credentials: {path} has no {' and no '.join(missing)} line "
+                            f"(`username: admin` and `password: ...`)")
+        user, password = fields["username"], fields["password"]
+    else:
+        user, password = os.environ.get(ADMIN_USER), os.environ.get(ADMIN_PASSWORD)
+        if not user or not password:
+            raise UserError(f"--auth: the admin's credentials: set {ADMIN_USER} and {ADMIN_PASSWORD}, or give "
+                            f"--auth-credentials FILE (never on the command line)")
+    if len(password) < 12:
+        raise UserError("--auth: the admin's password is shorter than 12 characters")
+    return user, password
+
+
+def auth_env(s: ServerSettings, private_dir: Path) -> dict[str, str]:
+    """What `mlflow server --app-name basic-auth` reads: its config file (written here, readable by this user only,
+    without the password, which travels in the environment) and the secret key its workers share."""
+    user, password = admin_credentials(s)
+    config = private_dir / "basic_auth.ini"
+    config.write_text(f"[mlflow]\ndefault_permission = READ\ndatabase_uri = {s.auth_db_uri or s.backend_store_uri}\n"
+                      f"authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n")
+    config.chmod(0o600)
+    return {"MLFLOW_AUTH_CONFIG_PATH": str(config), ADMIN_USER: user, ADMIN_PASSWORD: password,
+            "MLFLOW_FLASK_SERVER_SECRET_KEY": os.environ.get("MLFLOW_FLASK_SERVER_SECRET_KEY") or secrets.token_hex(32)}
+
+
 def server_command(s: ServerSettings, extra: list[str]) -> list[str]:
     # A line per request drowns everything else in the terminal; `-- --uvicorn-opts ...` replaces this choice.
+    # The uvicorn supervisor pings its workers and kills one that does not answer in 5 s: on a machine busy with a
+    # sweep a starting worker can take longer, so it gets 120 s.
     quiet = [] if any(o.startswith(("--uvicorn-opts", "--gunicorn-opts")) for o in extra) else [
-        "--uvicorn-opts=--no-access-log"]
+        "--uvicorn-opts=--no-access-log --timeout-worker-healthcheck 120"]
     return [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", s.backend_store_uri,
             "--serve-artifacts", "--artifacts-destination", s.artifacts_destination,
-            "--host", s.host, "--port", str(s.port), "--workers", str(s.workers), *quiet, *extra]
+            "--host", s.host, "--port", str(s.port), "--workers", str(s.workers), *quiet,
+            *(["--app-name", "basic-auth"] if s.auth else []), *extra]
 
 
-def wait_healthy(url: str, process: subprocess.Popen, timeout_s: float = 180) -> None:
+def wait_healthy(url: str, process: subprocess.Popen, timeout_s: float = 180) -> None:  # /health needs no login
     """Until /health answers; the first start on an empty database also creates MLflow's tables."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -105,16 +159,28 @@ def wait_healthy(url: str, process: subprocess.Popen, timeout_s: float = 180) ->
         except (urllib.error.URLError, OSError):
             pass
         time.sleep(0.5)
-    raise UserError(f"the MLflow server did not answer on {url}/health within {timeout_s:.0f} s")
+    raise UserError(f"the MLflow server did not answer on {url}/health within {timeout_s:.0f} s (its output is "
+                    f"above); on a busy machine give it longer")
 
 
 def serve(s: ServerSettings, extra: list[str]) -> int:
     """Run the server in the foreground until Ctrl-C or SIGTERM, then stop it and every process it started."""
     check_backend(s.backend_store_uri)
+    if s.auth_db_uri:
+        check_backend(s.auth_db_uri)
+    if s.auth:
+        try:
+            import flask_wtf  # noqa: F401
+        except ImportError:
+            raise UserError("--auth: MLflow's basic-auth app needs Flask-WTF: pip install 'peftsweep[cluster]' "
+                            "(or 'mlflow[auth]')") from None
+        admin_credentials(s)  # refused before anything starts
+    private = Path(tempfile.mkdtemp(prefix="peftsweep-auth-"))  # mode 0700
+    env = server_env() | (auth_env(s, private) if s.auth else {})
     if "://" not in s.artifacts_destination:
         Path(s.artifacts_destination).mkdir(parents=True, exist_ok=True)
     # its own process group: the server's workers are stopped with it
-    process = subprocess.Popen(server_command(s, extra), start_new_session=True, env=server_env())
+    process = subprocess.Popen(server_command(s, extra), start_new_session=True, env=env)
 
     def stop(*_):
         try:
@@ -125,8 +191,10 @@ def serve(s: ServerSettings, extra: list[str]) -> int:
     signal.signal(signal.SIGTERM, stop)
     try:
         wait_healthy(s.url, process)
+        login = (" Every request needs a user: sweeps set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD; "
+                 "the admin adds users (docs/cluster.md)." if s.auth else "")
         print(f"MLflow tracking server ready: {s.url} (backend {redacted(s.backend_store_uri)}, artifacts "
-              f"{s.artifacts_destination}). Sweeps log to it with tracking.uri: http://<this host>:{s.port}",
+              f"{s.artifacts_destination}). Sweeps log to it with tracking.uri: http://<this host>:{s.port}.{login}",
               flush=True)
         return process.wait()
     except KeyboardInterrupt:
@@ -138,3 +206,6 @@ def serve(s: ServerSettings, extra: list[str]) -> int:
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
+        for item in private.iterdir():
+            item.unlink()
+        private.rmdir()

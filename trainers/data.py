@@ -47,7 +47,8 @@ class DataSpec(Strict):
         False, description="generation: put each prompt in the model's chat template (as the user's turn, followed "
                            "by the assistant's answer)")
     num_labels: int | None = Field(None, ge=2, description="expected number of classes; checked against the data")
-    max_length: int | None = Field(None, ge=2, description="token limit per example (task default, else 128)")
+    max_length: int | None = Field(
+        None, ge=2, description="token limit per example (task default, else 128; at most what the model takes)")
     train_size: int | None = Field(None, ge=1, description="subsample the training split to this many examples")
     validation_size: int | None = Field(None, ge=1, description="subsample the validation split")
     test_size: int | None = Field(None, ge=1, description="subsample the test split")

@@ -173,6 +173,16 @@ def test_malformed_yaml_and_set_override(tmp_path, capsys, tiny_model, tiny_csv)
     assert "tpe x 7 trials" in capsys.readouterr().out
 
 
+def test_positions_left_for_virtual_tokens_say_to_lower_max_length(tiny_model, tiny_csv, tmp_path, capsys):
+    config = base(tiny_model, tiny_csv) | {"methods": {"prompt": {}}}
+    config["data"]["max_length"] = 62  # the tiny model takes 64 positions: 2 left for a soft prompt of at least 4
+    path = tmp_path / "long.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert main(["validate", str(path)]) == 2
+    assert ("methods.prompt: num_virtual_tokens needs at least 4, but data.max_length 62 allows at most 2; lower "
+            "data.max_length to at most 60 (the model takes 64 positions") in capsys.readouterr().err
+
+
 def test_a_config_that_is_not_text_exits_2(tmp_path, capsys):
     path = tmp_path / "model.bin"
     path.write_bytes(bytes(range(256)) * 4)

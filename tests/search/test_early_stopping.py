@@ -184,13 +184,13 @@ def test_pareto_early_stopping_keeps_the_cheap_trial_and_stops_the_dominated_one
 
 
 def test_sigkilled_driver_resumes_without_losing_or_repeating_trials_and_asha_goes_on(tmp_path, tiny_model):
-    """One trial at a time, two workers each; ia3 (cannot learn), LoRA (learns), prompt (cannot learn). The driver is
+    """One trial at a time, one worker each; ia3 (cannot learn), LoRA (learns), prompt (cannot learn). The driver is
     SIGKILLed while LoRA runs, after ia3 finished. The resumed sweep runs nothing twice, continues LoRA from its
     checkpoint in its own run (its replayed epochs are what ASHA's rungs hold after a resume) and stops prompt."""
     csv = str(make_csv(tmp_path / "data.csv", n=600))
     config = write_config(tmp_path, tiny_model, csv, **first_trials([("ia3", BAD), ("lora", GOOD), ("prompt", BAD)]),
                           train={"epochs": EPOCHS, "batch_size": 16, "checkpoints_to_keep": 2},
-                          delete_dominated_checkpoints=True, resources={"num_workers": 2, "cpus_per_worker": 1})
+                          delete_dominated_checkpoints=True, resources={"num_workers": 1, "cpus_per_worker": 1})
     first = start(config)
     try:
         wait_until(lambda: any(r.data.params["method"] == "lora" and "val_accuracy" in r.data.metrics
@@ -257,7 +257,7 @@ def test_ctrl_c_ends_the_jobs_and_resume_continues_the_trial(tmp_path, tiny_mode
     csv = str(make_csv(tmp_path / "data.csv", n=600))
     config = write_config(tmp_path, tiny_model, csv, methods={"ia3": {}}, early_stopping={"enabled": False},
                           search={"algorithm": "random", "num_samples": 1, "start_points": "none"},
-                          resources={"num_workers": 2, "cpus_per_worker": 1})
+                          resources={"num_workers": 1, "cpus_per_worker": 1})
     first = start(config)
     try:
         wait_until(lambda: any("val_accuracy" in r.data.metrics for r in trial_runs(config)), first, 240,

@@ -1,4 +1,5 @@
-"""A real small sweep in generation mode (tiny random Llama causal LM, 2-worker Ray Train trials), checked from MLflow."""
+"""A real small sweep in generation mode (tiny random Llama causal LM, 1-worker Ray Train trials; two processes' exact
+generation counts: tests/trainers/test_generation.py), checked from MLflow."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ def generation_sweep(tmp_path_factory, tiny_causal, tiny_csv):
         "methods": METHODS,
         "train": {"epochs": 2, "batch_size": 16},
         "search": {"algorithm": "tpe", "num_samples": len(METHODS), "seed": 1, "start_points": "defaults"},
-        "resources": {"num_workers": 2, "cpus_per_worker": 1},
+        "resources": {"num_workers": 1, "cpus_per_worker": 1},
     }
     return sweep_on_local_ray(config, out)
 

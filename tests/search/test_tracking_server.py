@@ -16,9 +16,12 @@ def test_server_binds_loopback_by_default_and_proxies_artifacts():
     command = server_command(ServerSettings("postgresql://u:p@h/db", "/srv/artifacts"), ["--dev"])
     assert command[command.index("--host") + 1] == "127.0.0.1"
     assert "--serve-artifacts" in command and command[-1] == "--dev"
-    assert "--uvicorn-opts=--no-access-log" in command  # no line per request
-    assert "--uvicorn-opts=--no-access-log" not in server_command(ServerSettings("sqlite:///x", "a"),
-                                                                  ["--uvicorn-opts", "--log-level debug"])
+    # no line per request; a worker slow to start on a busy machine is not taken for dead
+    quiet = "--uvicorn-opts=--no-access-log --timeout-worker-healthcheck 120"
+    assert quiet in command and "--app-name" not in command
+    assert quiet not in server_command(ServerSettings("sqlite:///x", "a"), ["--uvicorn-opts", "--log-level debug"])
+    auth = server_command(ServerSettings("sqlite:///x", "a", auth=True), [])
+    assert auth[auth.index("--app-name") + 1] == "basic-auth"
     assert command[command.index("--artifacts-destination") + 1] == "/srv/artifacts"
 
 
@@ -43,3 +46,39 @@ def test_mlflow_job_runner_is_off_unless_asked_for(monkeypatch):
     assert server_env()["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "false"
     monkeypatch.setenv("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "true")
     assert server_env()["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "true"
+
+
+def test_ui_answers_while_the_cpus_are_busy(tmp_path):
+    """`peftsweep ui` beside processes that keep every core busy (as a sweep does): it says when it is ready, and
+    keeps answering (its one web worker runs without uvicorn's supervisor, which killed slow workers)."""
+    import os
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    from tests.services import free_port, stop_group
+
+    busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(os.cpu_count() or 2)]
+    port = free_port()
+    ui = subprocess.Popen([sys.executable, "-m", "peftsweep.cli", "ui", "--tracking-uri",
+                           f"sqlite:///{tmp_path / 'mlflow.db'}", "--port", str(port)], stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        before = []
+        for line in ui.stdout:
+            before.append(line)
+            if "MLflow UI for" in line or "did not answer" in line:
+                break
+        assert "MLflow UI for" in before[-1], "".join(before)
+        # one web worker, run without uvicorn's supervisor (which, with several, kills workers slow to answer)
+        assert not any("Started parent process" in line for line in before), "".join(before)
+        for _ in range(20):  # answering, not only once
+            assert urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=10).status == 200
+            time.sleep(1)
+        assert ui.poll() is None
+    finally:
+        for process in busy:
+            process.kill()
+        stop_group(ui)
+

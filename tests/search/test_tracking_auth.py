@@ -1,0 +1,103 @@
+"""`peftsweep tracking-server --auth` for real: MLflow's basic-auth app on a SQLite store. Anonymous requests are
+refused, a user the admin made is let in, and a sweep's preflight tells a wrong or missing password from an
+unreachable server before Ray starts. (A whole sweep logging through it with a user's credentials: the cluster test.)"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import urllib.error
+import urllib.request
+
+import pytest
+import yaml
+
+from peftsweep.cli import main
+from peftsweep.search.tracking_server import ServerSettings, admin_credentials
+from tests.services import VENV_BIN, background, free_port, wait_for
+
+ADMIN, ADMIN_PASSWORD = "admin", "admin-secret-for-tests"
+
+
+def request(url: str, user: str | None = None, password: str | None = None, body: dict | None = None) -> int:
+    req = urllib.request.Request(url, data=json.dumps(body).encode() if body else None, method="POST" if body else "GET",
+                                 headers={"Content-Type": "application/json"})
+    if user is not None:
+        req.add_header("Authorization", "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode())
+    try:
+        with urllib.request.urlopen(req, timeout=10) as response:
+            return response.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def healthy(url: str) -> bool:
+    try:
+        return request(f"{url}/health") == 200
+    except OSError:
+        return False
+
+
+def test_auth_server_lets_in_only_its_users_and_preflight_names_the_credentials(tmp_path, tiny_model, tiny_csv,
+                                                                              capsys, monkeypatch):
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = os.environ | {"MLFLOW_AUTH_ADMIN_USERNAME": ADMIN, "MLFLOW_AUTH_ADMIN_PASSWORD": ADMIN_PASSWORD}
+    command = [f"{VENV_BIN}/peftsweep", "tracking-server", "--auth", "--backend-store-uri",
+               f"sqlite:///{tmp_path / 'mlflow.db'}", "--artifacts-destination", str(tmp_path / "artifacts"),
+               "--port", str(port), "--workers", "1"]
+    with background(command, tmp_path / "server.log", env=env) as server:
+        wait_for(lambda: healthy(url), 180, "the MLflow server with basic auth", server)
+        search = f"{url}/api/2.0/mlflow/experiments/search?max_results=1"
+        assert request(search) == 401  # no credentials
+        assert request(search, ADMIN, "wrong-password") == 401
+        assert request(search, ADMIN, ADMIN_PASSWORD) == 200
+        # the admin makes a user for the sweeps (docs/cluster.md), who is then let in
+        assert request(f"{url}/api/2.0/mlflow/users/create", ADMIN, ADMIN_PASSWORD,
+                       {"username": "sweeper", "password": "sweeper-secret-123"}) == 200
+        assert request(search, "sweeper", "sweeper-secret-123") == 200
+
+        config = tmp_path / "sweep.yaml"
+        config.write_text(yaml.safe_dump({"name": "authed", "model": tiny_model, "methods": ["lora"],
+                                          "data": {"train_file": tiny_csv},
+                                          "tracking": {"uri": url}, "output_dir": str(tmp_path / "out")}))
+        for user, password, expected in ((None, None, "needs a user and password, and none were given"),
+                                         ("sweeper", "wrong", "needs a user and password, and refused those of "
+                                                                "'sweeper'")):
+            for key in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+                monkeypatch.delenv(key, raising=False)
+            if user:
+                monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", user)
+                monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", password)
+            assert main(["validate", str(config)]) == 2
+            err = capsys.readouterr().err
+            assert f"tracking.uri: the MLflow server at {url} {expected}" in err, err
+        monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "sweeper")
+        monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "sweeper-secret-123")
+        assert main(["validate", str(config)]) == 0
+    log = (tmp_path / "server.log").read_text()
+    assert ADMIN_PASSWORD not in log and "Every request needs a user" in log
+
+
+def test_admin_credentials_come_from_the_environment_or_a_private_file_never_the_command_line(tmp_path,
+                                                                                              monkeypatch):
+    for key in ("MLFLOW_AUTH_ADMIN_USERNAME", "MLFLOW_AUTH_ADMIN_PASSWORD"):
+        monkeypatch.delenv(key, raising=False)
+    settings = ServerSettings("sqlite:///x.db", str(tmp_path), auth=True)
+    with pytest.raises(Exception, match="set MLFLOW_AUTH_ADMIN_USERNAME and MLFLOW_AUTH_ADMIN_PASSWORD"):
+        admin_credentials(settings)
+    monkeypatch.setenv("MLFLOW_AUTH_ADMIN_USERNAME", "admin")
+    monkeypatch.setenv("MLFLOW_AUTH_ADMIN_PASSWORD", "short")
+    with pytest.raises(Exception, match="shorter than 12 characters"):
+        admin_credentials(settings)
+    file = tmp_path / "admin.txt"
+    file.write_text("username: boss\npassword: a-long-enough-password\n")
+    file.chmod(0o644)
+    from_file = ServerSettings("sqlite:///x.db", str(tmp_path), auth=True, auth_credentials=str(file))
+    with pytest.raises(Exception, match="can be read by other users; chmod 600"):
+        admin_credentials(from_file)
+    file.chmod(0o600)
+    assert admin_credentials(from_file) == ("boss", "a-long-enough-password")
+    # the credentials file is an --auth option
+    assert main(["tracking-server", "--auth-credentials", str(file), "--backend-store-uri", "sqlite:///x.db"]) == 2
