@@ -292,15 +292,7 @@ def plot(curves: dict, grid_hv: float, quarter: int, path: Path) -> None:
         low = [min(c[i] for c in runs) / grid_hv for i in range(len(runs[0]))]
         ax.plot(x, mean, label=name)
         ax.fill_between(x, low, mean, alpha=0.12)
-    ax.axhline(0.95, color="#888", linestyle="--", label="95 % of the grid")
-    ax.axvline(quarter, color="#bbb", linestyle=":", label="a quarter of the grid's trials")
-    ax.set_xlabel("trials")
-    ax.set_ylabel("hypervolume / grid's")
-    ax.set_title("front found against trials (mean over seeds; band down to the worst seed)")
-    ax.legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    finish(plt, fig, ax, path, "95 % of the grid", (quarter, "a quarter of the grid's trials"), "trials", "trials")
 
 
 def plot_compute(curves: dict, grid_hv: float, grid_seconds: float, path: Path) -> None:
@@ -314,11 +306,18 @@ def plot_compute(curves: dict, grid_hv: float, grid_seconds: float, path: Path) 
         ax.plot([100 * s for s in x], mean, label=name, drawstyle="steps-post", **style)
         if len(runs) > 1:
             ax.fill_between([100 * s for s in x], low, mean, alpha=0.12, step="post")
-    ax.axhline(0.95, color="#888", linestyle="--", label="95 % of the grid's hypervolume")
-    ax.axvline(100 * COMPUTE_GOAL, color="#bbb", linestyle=":", label=f"{COMPUTE_GOAL:.0%} of the grid's compute")
-    ax.set_xlabel("cumulative worker-seconds, % of the grid's")
+    budget = (100 * COMPUTE_GOAL, f"{COMPUTE_GOAL:.0%} of the grid's compute")
+    finish(plt, fig, ax, path, "95 % of the grid's hypervolume", budget, "cumulative worker-seconds, % of the grid's",
+           "compute")
+
+
+def finish(plt, fig, ax, path: Path, goal_label: str, budget: tuple[float, str], xlabel: str, against: str) -> None:
+    """What both plots share: the 95 % line, the budget line, labels, legend; saved and closed."""
+    ax.axhline(0.95, color="#888", linestyle="--", label=goal_label)
+    ax.axvline(budget[0], color="#bbb", linestyle=":", label=budget[1])
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("hypervolume / grid's")
-    ax.set_title("front found against compute (mean over seeds; band down to the worst seed)")
+    ax.set_title(f"front found against {against} (mean over seeds; band down to the worst seed)")
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -24,7 +24,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from peftsweep.cli import main
-from peftsweep.search.config import SweepConfig
+from peftsweep.search.config import SweepConfig, apply_overrides
 from peftsweep.spaces import REGISTRY
 
 EXAMPLES = int(os.environ.get("PEFTSWEEP_PROPERTY_EXAMPLES", "200"))
@@ -78,16 +78,6 @@ def data_files(draw) -> tuple[str, bytes]:
     return suffix or ".csv", ("\n".join(lines) + "\n").encode(encoding, errors="replace")
 
 
-def nested_set(tree: dict, dotted: str, value) -> None:
-    node = tree
-    *parents, leaf = dotted.split(".")
-    for key in parents:
-        if not isinstance(node.get(key), dict):
-            node[key] = {}
-        node = node[key]
-    node[leaf] = value
-
-
 def files_under(directory: Path) -> set[Path]:
     return {p for p in directory.rglob("*")}
 
@@ -105,8 +95,8 @@ def test_validate_answers_0_or_2_and_writes_nothing(tiny_model, data, changes, r
         config = {"name": "prop", "model": tiny_model, "data": {"train_file": str(data_file), "max_length": 16},
                   "output_dir": str(work / "out"), "methods": ["lora", "prompt"],
                   "search": {"num_samples": 2}}
-        for key, value in changes:
-            nested_set(config, key, value)
+        for key, value in changes:  # one at a time, in order: a later key may replace an earlier one's section
+            apply_overrides(config, {key: value})
         path = work / "sweep.yaml"
         path.write_bytes(raw_config if raw_config is not None else yaml.safe_dump(config).encode())
         named = {v for k, v in config.items() if k in ("output_dir", "storage") and isinstance(v, str) and v}
