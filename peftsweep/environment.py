@@ -18,6 +18,9 @@ DEFAULTS = {
     "TUNE_GLOBAL_CHECKPOINT_S": "1",  # Tune saves the sweep's state at most this often: a killed driver loses <= 1 s
     "RAY_AIR_NEW_OUTPUT": "0",  # with verbose=0: no Tune tables, our progress lines only
     "TUNE_PRINT_ALL_TRIAL_ERRORS": "0",  # a failed trial gets one progress line, not a traceback
+    # Tune's "took 0.9 s, may be a performance bottleneck" advice (report less often) is for code that reports;
+    # peftsweep reports once per epoch, and its results wait on MLflow's server. Said when over 10 s.
+    "TUNE_WARN_THRESHOLD_S": "10",
     "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",  # no "View run at" line per closed run
     "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",  # no progress bar per artifact up- or downloaded
     "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",  # no "Generating train split" bars when reading a data file

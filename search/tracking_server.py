@@ -122,13 +122,20 @@ def admin_credentials(s: ServerSettings) -> tuple[str, str]:
     return user, password
 
 
+AUTH_CACHE_TTL_S = 60
+
+
 def auth_env(s: ServerSettings, private_dir: Path) -> dict[str, str]:
     """What `mlflow server --app-name basic-auth` reads: its config file (written here, readable by this user only,
     without the password, which travels in the environment) and the secret key its workers share."""
     user, password = admin_credentials(s)
     config = private_dir / "basic_auth.ini"
+    # Each request's password check is a PBKDF2 hash (0.4 s of a core here): without the cache a sweep's driver,
+    # which logs a trial's results between Tune's steps, spends seconds per result waiting for the server. A changed
+    # password reaches the other web workers within the TTL (MLflow's note on auth_cache_ttl_seconds).
     config.write_text(f"[mlflow]\ndefault_permission = READ\ndatabase_uri = {s.auth_db_uri or s.backend_store_uri}\n"
-                      f"authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n")
+                      f"authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+                      f"auth_cache_ttl_seconds = {AUTH_CACHE_TTL_S}\n")
     config.chmod(0o600)
     return {"MLFLOW_AUTH_CONFIG_PATH": str(config), ADMIN_USER: user, ADMIN_PASSWORD: password,
             "MLFLOW_FLASK_SERVER_SECRET_KEY": os.environ.get("MLFLOW_FLASK_SERVER_SECRET_KEY") or secrets.token_hex(32)}

@@ -1,6 +1,8 @@
 """A sweep on a real two-node Ray cluster, tracked by an MLflow server on a real PostgreSQL, submitted as a Ray job.
 
-What it starts: PostgreSQL (Debian's package), `peftsweep tracking-server` on it, a Ray head and a second Ray node
+What it starts: PostgreSQL (Debian's package), `peftsweep tracking-server --auth` on it (MLflow's basic-auth app: the
+admin makes a user, the job's driver logs in as that user with MLflow's variables from a `--runtime-env` file, as
+docs/cluster.md says), a Ray head and a second Ray node
 (`ray start`, one CPU each, so every 2-worker trial spans both nodes: data-parallel training across nodes). The sweep
 is `ray job submit --working-dir <repo> -- python -m peftsweep.cli run ...`, as the README's cluster section says.
 Everything is checked from the MLflow server (and one query to PostgreSQL), and everything started is stopped.
@@ -8,8 +10,11 @@ Everything is checked from the MLflow server (and one query to PostgreSQL), and 
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import subprocess
+import urllib.request
 import tempfile
 from pathlib import Path
 
@@ -23,6 +28,8 @@ from tests.tiny import make_csv
 
 REPO = Path(__file__).resolve().parents[2]
 TRIALS = 3
+ADMIN = {"MLFLOW_AUTH_ADMIN_USERNAME": "admin", "MLFLOW_AUTH_ADMIN_PASSWORD": "admin-secret-for-tests"}
+SWEEPER = {"MLFLOW_TRACKING_USERNAME": "sweeper", "MLFLOW_TRACKING_PASSWORD": "sweeper-secret-123"}
 
 pytestmark = [pytest.mark.skipif(postgres_bin() is None and not os.environ.get("CI"),
                                  reason="needs PostgreSQL's server binaries (Debian: apt-get install postgresql); CI "
@@ -42,7 +49,22 @@ def mlflow_healthy(url: str) -> bool:
         return False
 
 
-def test_sweep_on_two_ray_nodes_tracked_by_mlflow_on_postgresql(tmp_path, tiny_model):
+def as_admin(url: str, body: dict | None = None) -> dict:
+    """A request to MLflow's auth REST API with the admin's login (docs/cluster.md)."""
+    request = urllib.request.Request(url, data=json.dumps(body).encode() if body else None,
+                                     method="POST" if body else "GET", headers={"Content-Type": "application/json"})
+    login = f"{ADMIN['MLFLOW_AUTH_ADMIN_USERNAME']}:{ADMIN['MLFLOW_AUTH_ADMIN_PASSWORD']}"
+    request.add_header("Authorization", "Basic " + base64.b64encode(login.encode()).decode())
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read() or b"{}")
+
+
+def create_user(url: str) -> None:
+    as_admin(f"{url}/api/2.0/mlflow/users/create",
+             {"username": SWEEPER["MLFLOW_TRACKING_USERNAME"], "password": SWEEPER["MLFLOW_TRACKING_PASSWORD"]})
+
+
+def test_sweep_on_two_ray_nodes_tracked_by_mlflow_on_postgresql(tmp_path, tiny_model, monkeypatch):
     # short: Ray's Unix socket paths live under the temp dirs and must stay under 108 characters
     scratch = Path(tempfile.mkdtemp(prefix="psc", dir="/tmp"))
     csv = make_csv(tmp_path / "data.csv", n=400)
@@ -62,12 +84,16 @@ def test_sweep_on_two_ray_nodes_tracked_by_mlflow_on_postgresql(tmp_path, tiny_m
     config_path.write_text(yaml.safe_dump(config))
 
     with postgres(scratch / "pg") as database, \
-            background([f"{VENV_BIN}/peftsweep", "tracking-server", "--backend-store-uri", database,
+            background([f"{VENV_BIN}/peftsweep", "tracking-server", "--auth", "--backend-store-uri", database,
                         "--artifacts-destination", str(tmp_path / "artifacts"), "--port", str(server_port)],
-                       tmp_path / "mlflow-server.log") as server, \
+                       tmp_path / "mlflow-server.log", env=os.environ | ADMIN) as server, \
             ray_node(scratch / "head", tmp_path / "head.log", head_port=head_port, cpus=1,
                      resources={"head_node": 1}, dashboard_port=dashboard_port) as head:
         wait_for(lambda: mlflow_healthy(tracking_uri), 180, "the MLflow server", server)
+        create_user(tracking_uri)
+        runtime_env = tmp_path / "runtime-env.yaml"  # the password in a file only its owner reads, not in argv
+        runtime_env.write_text(yaml.safe_dump({"env_vars": SWEEPER}))
+        runtime_env.chmod(0o600)
         wait_for(lambda: alive_nodes(f"127.0.0.1:{head_port}"), 120, "the Ray head", head)
         with ray_node(scratch / "node2", tmp_path / "node2.log", head_port=head_port, cpus=1,
                       resources={"second_node": 1}) as second:
@@ -75,16 +101,22 @@ def test_sweep_on_two_ray_nodes_tracked_by_mlflow_on_postgresql(tmp_path, tiny_m
                              "the second Ray node", second)
             job = subprocess.run(
                 [f"{VENV_BIN}/ray", "job", "submit", "--address", f"http://127.0.0.1:{dashboard_port}",
-                 "--working-dir", str(REPO), "--", "python", "-m", "peftsweep.cli", "run", str(config_path)],
+                 "--working-dir", str(REPO), "--runtime-env", str(runtime_env), "--", "python", "-m", "peftsweep.cli", "run", str(config_path)],
                 capture_output=True, text=True, env=ray_env(), timeout=900)
             log = job.stdout + job.stderr
             assert job.returncode == 0 and "succeeded" in log, log[-4000:]
-        check_tracking(tracking_uri, database, set(nodes), tmp_path / "artifacts")
+        for key, value in SWEEPER.items():
+            monkeypatch.setenv(key, value)
+        experiment_id = check_tracking(tracking_uri, database, set(nodes), tmp_path / "artifacts")
+        # the sweep logged in as the user the admin made: MLflow gave that user the experiment it created
+        permission = as_admin(f"{tracking_uri}/api/3.0/mlflow/users/permissions/get?resource_type=experiment&"
+                              f"resource_id={experiment_id}&username={SWEEPER['MLFLOW_TRACKING_USERNAME']}")
+        assert permission["permission"] == "MANAGE", permission
     assert processes_mentioning(str(scratch)) == []  # both Ray nodes and PostgreSQL are gone
     assert server.poll() is not None
 
 
-def check_tracking(uri: str, database: str, node_ids: set[str], artifacts: Path) -> None:
+def check_tracking(uri: str, database: str, node_ids: set[str], artifacts: Path) -> str:
     client = client_for(uri)
     experiment = client.get_experiment_by_name("cluster")
     runs = client.search_runs([experiment.experiment_id], max_results=100)
@@ -116,3 +148,4 @@ def check_tracking(uri: str, database: str, node_ids: set[str], artifacts: Path)
             "select count(*) from runs where experiment_id = :e"), {"e": int(experiment.experiment_id)}).scalar()
     engine.dispose()
     assert count == TRIALS + 1
+    return experiment.experiment_id

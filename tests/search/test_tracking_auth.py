@@ -101,3 +101,22 @@ def test_admin_credentials_come_from_the_environment_or_a_private_file_never_the
     assert admin_credentials(from_file) == ("boss", "a-long-enough-password")
     # the credentials file is an --auth option
     assert main(["tracking-server", "--auth-credentials", str(file), "--backend-store-uri", "sqlite:///x.db"]) == 2
+
+
+def test_server_config_caches_checked_passwords_and_mlflow_reads_it(tmp_path, monkeypatch):
+    """Without the cache every request hashes the password (PBKDF2, 0.4 s of a core here), and a sweep's driver waits
+    that long per logging call; the config file is MLflow's, so MLflow's own reader must see the setting."""
+    from mlflow.server.auth.config import read_auth_config
+
+    from peftsweep.search.tracking_server import AUTH_CACHE_TTL_S, auth_env
+
+    monkeypatch.setenv("MLFLOW_AUTH_ADMIN_USERNAME", ADMIN)
+    monkeypatch.setenv("MLFLOW_AUTH_ADMIN_PASSWORD", ADMIN_PASSWORD)
+    env = auth_env(ServerSettings("sqlite:///users.db", str(tmp_path), auth=True), tmp_path)
+    config_file = tmp_path / "basic_auth.ini"
+    assert env["MLFLOW_AUTH_CONFIG_PATH"] == str(config_file)
+    assert ADMIN_PASSWORD not in config_file.read_text() and oct(config_file.stat().st_mode)[-3:] == "600"
+    monkeypatch.setenv("MLFLOW_AUTH_CONFIG_PATH", str(config_file))
+    config = read_auth_config()
+    assert config.auth_cache_ttl_seconds == AUTH_CACHE_TTL_S > 0
+    assert (config.database_uri, config.default_permission) == ("sqlite:///users.db", "READ")
