@@ -197,11 +197,10 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
 
 def cmd_ui(args: argparse.Namespace) -> int:
     """The MLflow UI on the sweep's store, bound to loopback unless told otherwise."""
-    import subprocess
 
     from peftsweep.search.front_view import front_view_url, has_front_view
     from peftsweep.search.tracking import client_for
-    from peftsweep.search.tracking_server import server_env, wait_healthy
+    from peftsweep.search.tracking_server import run_until_stopped, server_env
 
     uri = args.tracking_uri or default_store(args.experiment)
     server = f"http://{args.host}:{args.port}"
@@ -211,21 +210,14 @@ def cmd_ui(args: argparse.Namespace) -> int:
             if found else server)
     # One web worker, which uvicorn then runs without its supervisor: on a machine busy with a sweep the supervisor
     # took slow-starting workers for dead and killed them again and again, and the port never answered.
-    command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", args.host,
-               "--port", str(args.port), "--workers", "1", "--uvicorn-opts=--no-access-log"]
+    # No uvicorn INFO lines (with one worker there is no supervisor whose "Child process died" they would carry).
+    command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--registry-store-uri", uri,
+               "--host", args.host, "--port", str(args.port), "--workers", "1",
+               "--uvicorn-opts=--no-access-log --log-level warning"]
     print(f"starting MLflow's web UI on {server} (store {uri}) ...", flush=True)
-    process = subprocess.Popen(command, env=server_env())
-    try:
-        wait_healthy(f"http://127.0.0.1:{args.port}" if args.host in ("0.0.0.0", "::") else server, process,
-                     timeout_s=args.start_timeout)
-        print(f"MLflow UI for {uri}: {link}  (Ctrl-C stops it)", flush=True)
-        return process.wait()
-    except KeyboardInterrupt:
-        return 0
-    finally:
-        if process.poll() is None:
-            process.terminate()
-            process.wait(timeout=30)
+    return run_until_stopped(command, server_env(),
+                             f"http://127.0.0.1:{args.port}" if args.host in ("0.0.0.0", "::") else server,
+                             args.start_timeout, f"MLflow UI for {uri}: {link}  (Ctrl-C stops it)")
 
 
 def cmd_tracking_server(args: argparse.Namespace) -> int:

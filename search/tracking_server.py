@@ -88,7 +88,13 @@ def server_env() -> dict[str, str]:
     background processes of about 280 MB each, for GenAI judges and trace roll-ups, which sweeps do not use): off
     unless MLFLOW_SERVER_ENABLE_JOB_EXECUTION=true is set, so that the UI starts fast beside a sweep on a small
     machine."""
-    return {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"} | dict(os.environ)
+    env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"} | dict(os.environ)
+    # Each web worker would print Starlette's deprecation warning about MLflow's own import, source line included.
+    env["PYTHONWARNINGS"] = ",".join(filter(None, [env.get("PYTHONWARNINGS"), QUIET_WARNING]))
+    return env
+
+
+QUIET_WARNING = "ignore:starlette.middleware.wsgi is deprecated"
 
 
 ADMIN_USER, ADMIN_PASSWORD = "MLFLOW_AUTH_ADMIN_USERNAME", "MLFLOW_AUTH_ADMIN_PASSWORD"
@@ -148,6 +154,7 @@ def server_command(s: ServerSettings, extra: list[str]) -> list[str]:
     quiet = [] if any(o.startswith(("--uvicorn-opts", "--gunicorn-opts")) for o in extra) else [
         "--uvicorn-opts=--no-access-log --timeout-worker-healthcheck 120"]
     return [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", s.backend_store_uri,
+            "--registry-store-uri", s.backend_store_uri,  # the default, said without MLflow's line about it
             "--serve-artifacts", "--artifacts-destination", s.artifacts_destination,
             "--host", s.host, "--port", str(s.port), "--workers", str(s.workers), *quiet,
             *(["--app-name", "basic-auth"] if s.auth else []), *extra]
@@ -170,6 +177,41 @@ def wait_healthy(url: str, process: subprocess.Popen, timeout_s: float = 180) ->
                     f"above); on a busy machine give it longer")
 
 
+def run_until_stopped(command: list[str], env: dict[str, str], health_url: str, start_timeout_s: float,
+                      ready: str) -> int:
+    """Run an MLflow web server (`mlflow server` or `mlflow ui`) in the foreground: say `ready` when it answers, and on
+    Ctrl-C, SIGTERM or SIGHUP stop it and every process it started (its own process group), leaving no orphan on the
+    port. Exit 0 when stopped that way, the server's code when it ends by itself."""
+    process = subprocess.Popen(command, start_new_session=True, env=env)
+    stopped = False
+
+    def stop(*_):
+        nonlocal stopped
+        stopped = True
+        try:
+            os.killpg(process.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        wait_healthy(health_url, process, start_timeout_s)
+        print(ready, flush=True)
+        code = process.wait()
+        return 0 if stopped else code
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        stop()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def serve(s: ServerSettings, extra: list[str]) -> int:
     """Run the server in the foreground until Ctrl-C or SIGTERM, then stop it and every process it started."""
     check_backend(s.backend_store_uri)
@@ -186,33 +228,16 @@ def serve(s: ServerSettings, extra: list[str]) -> int:
     env = server_env() | (auth_env(s, private) if s.auth else {})
     if "://" not in s.artifacts_destination:
         Path(s.artifacts_destination).mkdir(parents=True, exist_ok=True)
-    # its own process group: the server's workers are stopped with it
-    process = subprocess.Popen(server_command(s, extra), start_new_session=True, env=env)
-
-    def stop(*_):
-        try:
-            os.killpg(process.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-
-    signal.signal(signal.SIGTERM, stop)
+    print(f"starting the MLflow tracking server on {s.url} with {s.workers} web worker(s) ... (a minute or more "
+          f"while a sweep keeps this machine's CPUs busy)", flush=True)
+    login = (" Every request needs a user: sweeps set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD; "
+             "the admin adds users (docs/cluster.md)." if s.auth else "")
     try:
-        wait_healthy(s.url, process)
-        login = (" Every request needs a user: sweeps set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD; "
-                 "the admin adds users (docs/cluster.md)." if s.auth else "")
-        print(f"MLflow tracking server ready: {s.url} (backend {redacted(s.backend_store_uri)}, artifacts "
-              f"{s.artifacts_destination}). Sweeps log to it with tracking.uri: http://<this host>:{s.port}.{login}",
-              flush=True)
-        return process.wait()
-    except KeyboardInterrupt:
-        return 0
+        return run_until_stopped(server_command(s, extra), env, s.url, 180,
+                                 f"MLflow tracking server ready: {s.url} (backend {redacted(s.backend_store_uri)}, "
+                                 f"artifacts {s.artifacts_destination}). Sweeps log to it with tracking.uri: "
+                                 f"http://<this host>:{s.port}.{login}")
     finally:
-        stop()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
         for item in private.iterdir():
             item.unlink()
         private.rmdir()

@@ -138,6 +138,23 @@ def alive_nodes(address: str) -> dict[str, dict[str, float]]:
     return json.loads(out.stdout.strip().splitlines()[-1]) if out.returncode == 0 and out.stdout.strip() else {}
 
 
+def descendants(pid: int) -> list[str]:
+    """Command lines of the live processes started by `pid`, its children's children included."""
+    parents, commands = {}, {}
+    for stat in glob.glob("/proc/[0-9]*/stat"):
+        try:
+            child = int(stat.split("/")[2])
+            parents[child] = int(Path(stat).read_text().rsplit(")", 1)[1].split()[1])
+            commands[child] = Path(f"/proc/{child}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except (OSError, ValueError, IndexError):
+            continue
+    found, frontier = [], {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier}
+        found += [commands[child][:200] for child in frontier]
+    return found
+
+
 def processes_mentioning(text: str) -> list[str]:
     """Command lines of live processes that contain `text` (to prove a test left nothing running)."""
     found = []

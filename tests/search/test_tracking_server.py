@@ -48,16 +48,19 @@ def test_mlflow_job_runner_is_off_unless_asked_for(monkeypatch):
     assert server_env()["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "true"
 
 
-def test_ui_answers_while_the_cpus_are_busy(tmp_path):
-    """`peftsweep ui` beside processes that keep every core busy (as a sweep does): it says when it is ready, and
-    keeps answering (its one web worker runs without uvicorn's supervisor, which killed slow workers)."""
+def test_ui_answers_while_the_cpus_are_busy_and_leaves_nothing_behind(tmp_path):
+    """`peftsweep ui` beside processes that keep every core busy (as a sweep does): it says when it is ready, keeps
+    answering (its one web worker runs without uvicorn's supervisor, which killed slow workers), prints no other
+    library's start-up lines, and SIGTERM stops it with every process it started (none left on the port)."""
     import os
+    import signal
+    import socket
     import subprocess
     import sys
     import time
     import urllib.request
 
-    from tests.services import free_port, stop_group
+    from tests.services import descendants, free_port, processes_mentioning, stop_group
 
     busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(os.cpu_count() or 2)]
     port = free_port()
@@ -71,14 +74,24 @@ def test_ui_answers_while_the_cpus_are_busy(tmp_path):
             if "MLflow UI for" in line or "did not answer" in line:
                 break
         assert "MLflow UI for" in before[-1], "".join(before)
+        # ours, and MLflow's one line on its security middleware; no uvicorn INFO lines, no Starlette warning
+        assert len(before) <= 3 and not any(noise in "".join(before) for noise in (
+            "INFO", "Warning", "Registry store URI")), "".join(before)
+        started = descendants(ui.pid)
         # one web worker, run without uvicorn's supervisor (which, with several, kills workers slow to answer)
-        assert not any("Started parent process" in line for line in before), "".join(before)
+        assert any("mlflow ui" in c for c in started) and not any("spawn_main" in c for c in started), started
         for _ in range(20):  # answering, not only once
             assert urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=10).status == 200
             time.sleep(1)
         assert ui.poll() is None
+        ui.send_signal(signal.SIGTERM)  # as a service manager or `kill` stops it
+        assert ui.wait(timeout=60) == 0
+        # nothing it started is left (before, MLflow's UI and uvicorn stayed on the port as orphans)
+        assert processes_mentioning(str(tmp_path)) == []
+        with socket.socket() as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(("127.0.0.1", port))  # fails while anything still listens there
     finally:
         for process in busy:
             process.kill()
         stop_group(ui)
-
