@@ -8,6 +8,7 @@ A trial's fixed cost (starting its Train controller and workers, loading the mod
 
     .venv/bin/python bench/throughput.py            # MiniLM-L6 + TREC-6 (200 train), 8 trials per layout
     .venv/bin/python bench/throughput.py --quick    # tiny BERT, 2 trials per layout: proves the script runs
+    .venv/bin/python bench/throughput.py --layout "2 trials x 1 worker"   # one layout only (repeatable)
 """
 
 from __future__ import annotations
@@ -32,9 +33,11 @@ def sweep_config(model: str, data: dict, layout: dict, trials: int, out: Path) -
             "resources": {"num_workers": layout["workers"], "cpus_per_worker": 1}}
 
 
-def measure(model: str, data: dict, trials: int, work: Path) -> dict:
+def measure(model: str, data: dict, trials: int, work: Path, layouts: list[str] | None = None) -> dict:
     rows = {}
     for name, layout in LAYOUTS.items():
+        if layouts and name not in layouts:
+            continue
         fresh_ray()
         run = run_sweep_config(sweep_config(model, data, layout, trials, work / name.replace(" ", "_")))
         done = [r for r in run.records if r.status == "completed"]
@@ -49,11 +52,13 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--trials", type=int, default=None, help="trials per layout (default 8, quick 2)")
+    parser.add_argument("--layout", action="append", choices=list(LAYOUTS), default=None,
+                        help="measure this layout only (repeatable; default: both)")
     parser.add_argument("--json", default=None, help="also write the figures to this JSON file")
     args = parser.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="peftsweep-throughput-"))
     model, data = tiny_assets(work) if args.quick else (REAL_MODEL, SHORT_TASK)
-    rows = measure(model, data, args.trials or (2 if args.quick else 8), work)
+    rows = measure(model, data, args.trials or (2 if args.quick else 8), work, args.layout)
     print(f"\n{'layout':24}{'trials':>8}{'wall s':>9}{'trials/h':>10}{'CPU busy':>10}{'train s (sum)':>15}")
     for name, r in rows.items():
         print(f"{name:24}{r['completed']:>8}{r['wall_seconds']:9.0f}{r['trials_per_hour']:10.0f}"

@@ -182,8 +182,8 @@ class SweepConfig(Strict):
     @field_validator("output_dir")
     @classmethod
     def _output_dir_is_a_folder(cls, value: str | None) -> str | None:
-        if value is not None and Path(value).expanduser().exists() and not Path(value).expanduser().is_dir():
-            raise ValueError(f"{value} exists and is not a folder")
+        if value is not None and (problem := folder_problem(Path(value).expanduser())):
+            raise ValueError(problem)
         return value
 
     @field_validator("storage")
@@ -193,6 +193,9 @@ class SweepConfig(Strict):
         if scheme is not None and scheme not in STORAGE_SCHEMES:
             raise ValueError(f"unsupported scheme {scheme!r}: use a path, or one of "
                              f"{', '.join(s + '://' for s in STORAGE_SCHEMES)}")
+        local = value if scheme is None else value[len("file://"):] if scheme == "file" else None
+        if local and (problem := folder_problem(Path(local).expanduser())):
+            raise ValueError(problem)
         return value
 
     @property
@@ -246,11 +249,22 @@ RENAMED_KEYS = {"search.start_with_defaults": "renamed: search.start_points (tru
                 "data.task": "renamed: data.preset (the top-level `task:` now says classification or generation)"}
 
 
+def folder_problem(path: Path) -> str | None:
+    """Why `path` cannot be (or become) a folder: it is something else, or a file stands where a parent would be."""
+    if path.exists():
+        return None if path.is_dir() else f"{path} exists and is not a folder"
+    for parent in path.parents:
+        if parent.exists():
+            return None if parent.is_dir() else f"{parent} is a file, so {path} cannot be made a folder"
+    return None
+
+
 def describe_errors(exc: ValidationError) -> list[str]:
     problems = []
     for error in exc.errors():
         key = ".".join(str(part) for part in error["loc"]) or "(top level)"
         message = RENAMED_KEYS.get(key, "unknown key") if error["type"] == "extra_forbidden" else error["msg"]
+        message = message.removeprefix("Value error, ")  # pydantic's words for a validator's ValueError
         shown = repr(error["input"])
         shown = shown if len(shown) <= 60 else shown[:57] + "..."
         got = f" (got {shown})" if error["type"] not in ("missing", "extra_forbidden") else ""

@@ -28,9 +28,11 @@ def test_overhead_quick(tmp_path):
 
 
 def test_throughput_quick(tmp_path):
-    run("throughput.py", "--trials", "1", "--json", str(tmp_path / "t.json"))  # 1 trial per layout: it runs
+    # 1 trial of the 2-worker layout: the script runs (the other layout is the same code with other settings)
+    run("throughput.py", "--trials", "1", "--layout", "1 trial x 2 workers", "--json", str(tmp_path / "t.json"))
     rows = json.loads((tmp_path / "t.json").read_text())
-    assert len(rows) == 2 and all(r["completed"] == 1 and 0 < r["cpu_busy"] <= 1 for r in rows.values())
+    assert list(rows) == ["1 trial x 2 workers"]
+    assert all(r["completed"] == 1 and 0 < r["cpu_busy"] <= 1 for r in rows.values())
 
 
 def test_roofline_quick(tmp_path):

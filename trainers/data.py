@@ -79,29 +79,31 @@ class TokenizedData:
         return len(self.label_names)
 
 
-def read_file(path: str, spec: DataSpec) -> pd.DataFrame:
+def read_file(path: str, spec: DataSpec, key: str = "data.train_file") -> pd.DataFrame:
     import datasets
 
     file = Path(path).expanduser()
+    if file.is_dir():
+        raise UserError(f"{key}: {path} is a folder, not a data file")
     if not file.is_file():
-        raise UserError(f"data: file not found: {path}")
+        raise UserError(f"{key}: file not found: {path}")
     suffix = file.suffix.lower().lstrip(".")
     kind = {"csv": "csv", "tsv": "csv", "json": "json", "jsonl": "json", "parquet": "parquet"}.get(suffix)
     if kind is None:
-        raise UserError(f"data: {path}: unsupported file type .{suffix} (use csv, tsv, json, jsonl or parquet)")
+        raise UserError(f"{key}: {path}: unsupported file type .{suffix} (use csv, tsv, json, jsonl or parquet)")
     if file.stat().st_size == 0:
-        raise UserError(f"data: {path}: no rows (the file is empty)")
+        raise UserError(f"{key}: {path}: no rows (the file is empty)")
     kwargs = {"delimiter": "\t"} if suffix == "tsv" else {}
     try:
         frame = datasets.load_dataset(kind, data_files=str(file), split="train", **kwargs).to_pandas()
     except ValueError as exc:
         if "corresponds to no data" in str(exc):  # datasets' words for a file with no rows
-            raise UserError(f"data: {path}: no rows (a header at most)") from None
-        raise UserError(f"data: {path}: cannot be read as {suffix.upper()}: {reason(exc)}") from None
+            raise UserError(f"{key}: {path}: no rows (a header at most)") from None
+        raise UserError(f"{key}: {path}: cannot be read as {suffix.upper()}: {reason(exc)}") from None
     except Exception as exc:  # datasets wraps the parser's error (random bytes, a binary file, broken quoting)
-        raise UserError(f"data: {path}: cannot be read as {suffix.upper()}: {reason(exc)}") from None
+        raise UserError(f"{key}: {path}: cannot be read as {suffix.upper()}: {reason(exc)}") from None
     if frame.empty:
-        raise UserError(f"data: {path}: no rows (a header at most)")
+        raise UserError(f"{key}: {path}: no rows (a header at most)")
     return frame
 
 
@@ -165,7 +167,7 @@ def raw_splits(spec: DataSpec, columns: dict[str, str]) -> tuple[dict[str, pd.Da
         given = {k: select_columns(v, spec, f"data.preset {spec.preset}", renamed) for k, v in frames.items()}
     elif spec.train_file:
         files = {"train": spec.train_file, "validation": spec.validation_file, "test": spec.test_file}
-        given = {k: select_columns(read_file(v, spec), spec, f"data.{k}_file {v}", columns)
+        given = {k: select_columns(read_file(v, spec, f"data.{k}_file"), spec, f"data.{k}_file {v}", columns)
                  for k, v in files.items() if v}
     else:
         given = {k: select_columns(v, spec, f"hub split {k!r}", columns) for k, v in read_hub(spec).items()

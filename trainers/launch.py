@@ -14,7 +14,7 @@ from peftsweep.trainers.config import Resources, TrialConfig
 from peftsweep.errors import UserError
 from peftsweep.trainers.data import DataSpec, TokenizedData
 from peftsweep.trainers.faults import raise_if_fatal_recorded
-from peftsweep.trainers.model import load_model_config, load_tokenizer
+from peftsweep.trainers.model import load_model_config, load_tokenizer, tokenizer_problem
 from peftsweep.trainers.recipe import train_loop_per_worker
 from peftsweep.trainers.tasks import get_task
 
@@ -31,7 +31,10 @@ def prepare_data(model: str, data: DataSpec, trust_remote_code: bool = False,
     if (problem := kind.model_problem(config)) is not None:
         raise UserError(problem)
     positions = getattr(config, "max_position_embeddings", 0) or 0
-    return kind.tokenize(data, load_tokenizer(model, trust_remote_code), positions)
+    tokenizer = load_tokenizer(model, trust_remote_code)
+    if (problem := tokenizer_problem(model, tokenizer, config)) is not None:
+        raise UserError(problem)
+    return kind.tokenize(data, tokenizer, positions)
 
 
 def scaling_for(resources: Resources) -> ScalingConfig:

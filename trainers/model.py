@@ -18,20 +18,74 @@ def resolve_model(name_or_path: str) -> str:
         return resolve_bundled(name_or_path) or name_or_path  # not installed: fall back to the hub
     path = Path(name_or_path).expanduser()
     looks_local = name_or_path.startswith((".", "/", "~")) or path.exists() or name_or_path.count("/") > 1
+    if looks_local and path.is_file():
+        raise UserError(f"model: {name_or_path} is a file; a model is a directory (config.json, weights, tokenizer)")
     if looks_local and not path.is_dir():
         raise UserError(f"model: directory not found: {name_or_path}")
     return str(path) if looks_local else name_or_path
+
+
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+
+
+def weights_problem(directory: Path) -> str | None:
+    """What is wrong with a local model directory's weights, read without loading them: none at all, a shard index
+    naming missing files, a safetensors file whose header does not parse or whose data is cut short, a .bin that
+    is not a PyTorch checkpoint. (Else every trial would fail in its workers, after the sweep started.)"""
+    import json
+    import zipfile
+
+    from safetensors import safe_open
+
+    present = [directory / name for name in WEIGHT_FILES if (directory / name).is_file()]
+    if not present:
+        return (f"model: {directory} has no weights (looked for {', '.join(WEIGHT_FILES)}); a model directory is what "
+                f"save_pretrained writes")
+    first = present[0]
+    files = [first]
+    if first.name.endswith(".index.json"):
+        try:
+            shards = sorted(set(json.loads(first.read_text())["weight_map"].values()))
+        except (ValueError, KeyError, TypeError, AttributeError):
+            return f"model: {first} is not a shard index (a JSON object with a weight_map)"
+        if missing := [name for name in shards if not (directory / name).is_file()]:
+            return f"model: {first} names {len(missing)} shard(s) that are not there: {', '.join(missing[:3])}"
+        files = [directory / name for name in shards]
+    for file in files:
+        if file.suffix == ".safetensors":
+            try:
+                with safe_open(str(file), framework="pt"):  # checks the header's offsets against the file's length
+                    pass
+            except Exception as exc:  # safetensors' own error type: a broken or cut-short file
+                return f"model: {file} is not a readable safetensors file ({str(exc).splitlines()[0][:200]})"
+        elif not zipfile.is_zipfile(file):
+            return f"model: {file} is not a PyTorch checkpoint (torch.save writes a zip archive)"
+    return None
+
+
+def tokenizer_problem(name_or_path: str, tokenizer: Any, config: Any) -> str | None:
+    """A tokenizer much smaller than the model's vocabulary: its vocabulary files are missing (transformers then
+    builds one of the special tokens alone, and every word becomes the unknown token) or belong to another model."""
+    vocab_size = getattr(config, "vocab_size", None)
+    if isinstance(vocab_size, int) and vocab_size > 0 and len(tokenizer) < vocab_size / 2:
+        return (f"model: {name_or_path}: its tokenizer has {len(tokenizer)} tokens for a model of {vocab_size}: its "
+                f"vocabulary files (tokenizer.json, vocab.txt, ...) are missing or are not this model's")
+    return None
 
 
 def load_model_config(name_or_path: str, trust_remote_code: bool = False) -> Any:
     from transformers import AutoConfig
 
     try:
-        return AutoConfig.from_pretrained(resolve_model(name_or_path), trust_remote_code=trust_remote_code)
+        resolved = resolve_model(name_or_path)
+        config = AutoConfig.from_pretrained(resolved, trust_remote_code=trust_remote_code)
     except UserError:
         raise
     except Exception as exc:  # offline hub, unknown name, broken directory
         raise UserError(f"model: cannot load {name_or_path!r}: {str(exc).splitlines()[0]}") from exc
+    if Path(resolved).is_dir() and (problem := weights_problem(Path(resolved))):
+        raise UserError(problem)
+    return config
 
 
 def load_tokenizer(name_or_path: str, trust_remote_code: bool = False) -> Any:

@@ -24,6 +24,7 @@ from typing import Iterator
 
 from peftsweep.search.front_view import CHART_X, CHART_Y, VIEW_ID, saved_filter
 from peftsweep.search.tracking import METHOD_TAG, TRIAL_TAG, client_for
+from tests.services import descendants
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -53,10 +54,9 @@ def serve_ui(tracking_uri: str, experiment: str) -> Iterator[tuple[str, int]]:
         if status != 200:
             raise RuntimeError("the MLflow UI did not answer within 90 s")
         time.sleep(1)  # MLflow would start its job runner right after the server
-        ps = subprocess.run(["ps", "-eo", "pgid=,args="], capture_output=True, text=True).stdout.splitlines()
-        group = [line for line in ps if line.split(None, 1)[0] == str(proc.pid)]  # the UI's process group
-        assert len(group) >= 2 and not any("huey" in line for line in group), (
-            f"MLflow's job runner was started beside the UI (see server_env): {group}")
+        started = descendants(proc.pid)  # what `peftsweep ui` started: MLflow's UI and its web worker
+        assert any("mlflow ui" in c for c in started) and not any("huey" in c for c in started), (
+            f"MLflow's job runner was started beside the UI (see server_env): {started}")
         yield link, port
     finally:
         os.killpg(proc.pid, signal.SIGTERM)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -61,8 +63,8 @@ MISTAKES = [
     ("methods.lora", {"lr": [0, 1e-3]}, "methods.lora.lr: low must be >= 1e-08"),
     ("methods.lora", {"r": [1, 2, 3]}, "methods.lora.r: a range is [low, high]"),
     ("methods.prompt", {"num_virtual_tokens": [4, 64]}, "methods.prompt.num_virtual_tokens: high 64 exceeds 15"),
-    ("data.train_file", "/no/such.csv", "data: file not found: /no/such.csv"),
-    ("data.preset", "trec6", "data: Value error, give exactly one of preset, train_file, hub_dataset"),
+    ("data.train_file", "/no/such.csv", "data.train_file: file not found: /no/such.csv"),
+    ("data.preset", "trec6", "data: give exactly one of preset, train_file, hub_dataset"),
     ("data.text_column", "sentence", "data: data.train_file"),
     ("data.num_labels", 4, "data.num_labels is 4 but the data has 3 classes"),
     ("data.max_length", 1, "data.max_length: Input should be greater than or equal to 2"),
@@ -77,22 +79,26 @@ MISTAKES = [
     ("search.time_budget_s", 0, "search.time_budget_s: Input should be greater than 0"),
     ("delete_dominated_checkpoints", "some", "delete_dominated_checkpoints: Input should be a valid boolean"),
     ("tracking.url", "http://x", "tracking.url: unknown key"),
-    ("storage", "ftp://host/x", "storage: Value error, unsupported scheme 'ftp'"),
-    ("resources.gpus_per_worker", "all", "resources.gpus_per_worker: Value error, GPUs per worker: a number >= 0, "
+    ("storage", "ftp://host/x", "storage: unsupported scheme 'ftp'"),
+    ("resources.gpus_per_worker", "all", "resources.gpus_per_worker: GPUs per worker: a number >= 0, "
                                          "or auto (got 'all')"),
-    ("resources.per_method.lora", {"gpus_per_worker": -1}, "resources.per_method.lora.gpus_per_worker: Value error"),
+    ("resources.per_method.lora", {"gpus_per_worker": -1}, "resources.per_method.lora.gpus_per_worker: GPUs per "
+                                                           "worker: a number >= 0"),
     ("tracking.uri", "http://127.0.0.1:9", "tracking.uri: cannot reach the MLflow server at http://127.0.0.1:9"),
     ("data.task", "trec6", "data.task: renamed: data.preset"),
     ("data.template", "{text} type:", "data.template: only for task: generation"),
     ("generation", {"match": "exact"}, "generation: only for task: generation"),
     ("task", "generation", "model: a bert model (BertForSequenceClassification) has no causal-LM head"),
     ("task", "translation", "task: Input should be 'classification' or 'generation'"),
-    ("name", "../../escaped", "name: Value error, a plain name, not a path"),
-    ("name", "a\\b", "name: Value error, a plain name, not a path"),
-    ("name", ".hidden", "name: Value error, a plain name, not a path"),
-    ("name", "two\nlines", "name: Value error, control characters"),
-    ("name", "  ", "name: Value error, must not be empty"),
+    ("name", "../../escaped", "name: a plain name, not a path"),
+    ("name", "a\\b", "name: a plain name, not a path"),
+    ("name", ".hidden", "name: a plain name, not a path"),
+    ("name", "two\nlines", "name: control characters"),
+    ("name", "  ", "name: must not be empty"),
     ("output_dir", "__FILE__", "exists and is not a folder"),
+    ("output_dir", "__FILE__/sub", "is a file, so"),
+    ("storage", "__FILE__", "a-file exists and is not a folder"),
+    ("storage", "file://__FILE__/sub", "is a file, so"),
     ("data.max_length", 100000, "data.max_length: 100000 is more than the 64 positions the model takes"),
 ]
 
@@ -101,9 +107,9 @@ MISTAKES = [
 def test_malformed_config_exits_2_naming_the_key(key, value, expected, tiny_model, tiny_csv, tmp_path, capsys):
     path = tmp_path / "bad.yaml"
     out = tmp_path / "out"
-    if value == "__FILE__":  # a path that exists and is a file
-        value = str(tmp_path / "a-file")
-        Path(value).write_text("x")
+    if isinstance(value, str) and "__FILE__" in value:  # a path that exists and is a file
+        (tmp_path / "a-file").write_text("x")
+        value = value.replace("__FILE__", str(tmp_path / "a-file"))
     before = set(tmp_path.rglob("*"))
     path.write_text(yaml.safe_dump(nested_set(base(tiny_model, tiny_csv) | {"output_dir": str(out)}, key, value)))
     assert main(["run", str(path)]) == 2
@@ -181,6 +187,69 @@ def test_positions_left_for_virtual_tokens_say_to_lower_max_length(tiny_model, t
     assert main(["validate", str(path)]) == 2
     assert ("methods.prompt: num_virtual_tokens needs at least 4, but data.max_length 62 allows at most 2; lower "
             "data.max_length to at most 60 (the model takes 64 positions") in capsys.readouterr().err
+
+
+def break_weights(model: Path) -> None:
+    (model / "model.safetensors").unlink()
+
+
+def cut_weights_short(model: Path) -> None:
+    weights = model / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-100])
+
+
+def random_weights(model: Path) -> None:
+    (model / "model.safetensors").write_bytes(bytes(range(256)) * 20)
+
+
+def index_without_shards(model: Path) -> None:
+    (model / "model.safetensors").rename(model / "model-00001-of-00002.safetensors")
+    (model / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {
+        "a": "model-00001-of-00002.safetensors", "b": "model-00002-of-00002.safetensors"}}))
+
+
+def bin_not_a_checkpoint(model: Path) -> None:
+    (model / "model.safetensors").unlink()
+    (model / "pytorch_model.bin").write_bytes(b"not a checkpoint")
+
+
+def no_tokenizer_files(model: Path) -> None:
+    for name in ("tokenizer.json", "vocab.txt", "tokenizer_config.json"):
+        (model / name).unlink(missing_ok=True)
+
+
+BROKEN_MODELS = [
+    (break_weights, "has no weights (looked for model.safetensors"),
+    (cut_weights_short, "model.safetensors is not a readable safetensors file"),
+    (random_weights, "model.safetensors is not a readable safetensors file"),
+    (index_without_shards, "names 1 shard(s) that are not there: model-00002-of-00002.safetensors"),
+    (bin_not_a_checkpoint, "pytorch_model.bin is not a PyTorch checkpoint"),
+    # transformers builds a tokenizer of the special tokens alone: every word would train as the unknown token
+    (no_tokenizer_files, "its vocabulary files (tokenizer.json, vocab.txt, ...) are missing"),
+]
+
+
+@pytest.mark.parametrize("damage,expected", BROKEN_MODELS, ids=[b[0].__name__ for b in BROKEN_MODELS])
+def test_a_broken_model_directory_exits_2_naming_it(damage, expected, tiny_model, tiny_csv, tmp_path, capsys):
+    """A model directory with missing or damaged weights or tokenizer: refused before the sweep starts (else every
+    trial fails in its workers, or trains on unknown tokens)."""
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model, model)
+    damage(model)
+    path, out = tmp_path / "bad.yaml", tmp_path / "out"
+    path.write_text(yaml.safe_dump(base(str(model), tiny_csv) | {"output_dir": str(out)}))
+    assert main(["run", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert f"model: {model}" in err and expected in err and "Traceback" not in err, err
+    assert not out.exists()
+
+
+def test_a_model_path_that_is_a_file_is_named_as_such(tiny_model, tiny_csv, tmp_path, capsys):
+    path, file = tmp_path / "bad.yaml", tmp_path / "config.json"
+    file.write_text("{}")
+    path.write_text(yaml.safe_dump(base(str(file), tiny_csv)))
+    assert main(["validate", str(path)]) == 2
+    assert f"model: {file} is a file; a model is a directory" in capsys.readouterr().err
 
 
 def test_a_config_that_is_not_text_exits_2(tmp_path, capsys):

@@ -193,7 +193,7 @@ def test_sigkilled_driver_resumes_without_losing_or_repeating_trials_and_asha_go
                           delete_dominated_checkpoints=True, resources={"num_workers": 1, "cpus_per_worker": 1})
     first = start(config)
     try:
-        wait_until(lambda: any(r.data.params["method"] == "lora" and "val_accuracy" in r.data.metrics
+        wait_until(lambda: any(r.data.params.get("method") == "lora" and "val_accuracy" in r.data.metrics
                                for r in trial_runs(config)), first, 240, "LoRA's first epoch")
         first.kill()  # SIGKILL: nothing of the driver's runs; Ray, in its process group, goes below
         first.wait(timeout=30)

@@ -145,8 +145,8 @@ def test_killed_worker_restarts_from_checkpoint_and_nan_trial_fails_alone(tmp_pa
     nan_beyond_position(model, 12)  # toy sentences are at most 11 tokens long
     csv = str(make_csv(tmp_path / "data.csv", n=900))
     config = write_config(tmp_path, str(model), csv,
-                          methods={"lora": {}, "prompt": {"num_virtual_tokens": 8}, "ia3": {}},
-                          search={"algorithm": "tpe", "num_samples": 3, "seed": 0})
+                          methods={"lora": {}, "prompt": {"num_virtual_tokens": 8}},
+                          search={"algorithm": "tpe", "num_samples": 2, "seed": 0})
     proc = start(config)
     try:
         # the first trial has checkpointed its first epoch: kill one of its two Ray Train workers
@@ -161,7 +161,7 @@ def test_killed_worker_restarts_from_checkpoint_and_nan_trial_fails_alone(tmp_pa
         kill_group(proc)
 
     runs = {r.data.params["method"]: r for r in trial_runs(config)}
-    assert sorted(runs) == ["ia3", "lora", "prompt"]  # one run per trial, the restarted one included
+    assert sorted(runs) == ["lora", "prompt"]  # one run per trial, the restarted one included
     killed = next(r for r in runs.values() if r.info.run_id == first.info.run_id)
     assert killed.info.status == "FINISHED" and killed.data.tags[STATUS_TAG] == "completed"
     assert killed.data.metrics["restarts"] == 1 and killed.data.metrics["ddp_param_divergence"] == 0.0
@@ -172,5 +172,5 @@ def test_killed_worker_restarts_from_checkpoint_and_nan_trial_fails_alone(tmp_pa
     assert prompt.info.status == "FAILED" and prompt.data.tags[STATUS_TAG] == "failed"
     assert "NonFiniteLossError: loss is nan" in prompt.data.tags[FAILURE_TAG]
     # the failure stayed with its trial: the others completed, the sweep finished
-    assert all(runs[m].data.tags[STATUS_TAG] == "completed" for m in ("ia3", "lora"))
+    assert runs["lora"].data.tags[STATUS_TAG] == "completed"
     assert "FAILED" in (config.parent / "driver0.log").read_text()

@@ -100,7 +100,13 @@ def test_a_file_that_is_not_what_its_name_says_is_a_user_error(tmp_path, name):
     path.write_bytes(content)
     with pytest.raises(UserError) as err:
         load_splits(DataSpec(train_file=str(path)))
-    assert f"data: {path}: {expected}" in str(err.value), str(err.value)
+    assert f"data.train_file: {path}: {expected}" in str(err.value), str(err.value)
+
+
+def test_a_folder_given_as_a_data_file_is_named_under_its_key(tmp_path, tiny_csv):
+    with pytest.raises(UserError) as err:
+        load_splits(DataSpec(train_file=tiny_csv, validation_file=str(tmp_path)))
+    assert f"data.validation_file: {tmp_path} is a folder, not a data file" in str(err.value), str(err.value)
 
 
 def test_a_real_data_problem_is_named_even_on_a_file_too_small_to_split(tmp_path):
