@@ -14,7 +14,7 @@ from peftsweep.trainers.config import Resources, TrialConfig
 from peftsweep.errors import UserError
 from peftsweep.trainers.data import DataSpec, TokenizedData
 from peftsweep.trainers.faults import raise_if_fatal_recorded
-from peftsweep.trainers.model import load_model_config, load_tokenizer, tokenizer_problem
+from peftsweep.trainers.model import load_model_config, load_tokenizer, model_files_problem
 from peftsweep.trainers.recipe import train_loop_per_worker
 from peftsweep.trainers.tasks import get_task
 
@@ -32,7 +32,7 @@ def prepare_data(model: str, data: DataSpec, trust_remote_code: bool = False,
         raise UserError(problem)
     positions = getattr(config, "max_position_embeddings", 0) or 0
     tokenizer = load_tokenizer(model, trust_remote_code)
-    if (problem := tokenizer_problem(model, tokenizer, config)) is not None:
+    if (problem := model_files_problem(model, tokenizer, config)) is not None:
         raise UserError(problem)
     return kind.tokenize(data, tokenizer, positions)
 

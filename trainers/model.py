@@ -63,6 +63,13 @@ def weights_problem(directory: Path) -> str | None:
     return None
 
 
+def model_files_problem(name_or_path: str, tokenizer: Any, config: Any) -> str | None:
+    """Once per sweep, before any data work: a local model directory's weights, then its tokenizer."""
+    resolved = Path(resolve_model(name_or_path))
+    return (weights_problem(resolved) if resolved.is_dir() else None) or tokenizer_problem(name_or_path, tokenizer,
+                                                                                              config)
+
+
 def tokenizer_problem(name_or_path: str, tokenizer: Any, config: Any) -> str | None:
     """A tokenizer much smaller than the model's vocabulary: its vocabulary files are missing (transformers then
     builds one of the special tokens alone, and every word becomes the unknown token) or belong to another model."""
@@ -77,15 +84,11 @@ def load_model_config(name_or_path: str, trust_remote_code: bool = False) -> Any
     from transformers import AutoConfig
 
     try:
-        resolved = resolve_model(name_or_path)
-        config = AutoConfig.from_pretrained(resolved, trust_remote_code=trust_remote_code)
+        return AutoConfig.from_pretrained(resolve_model(name_or_path), trust_remote_code=trust_remote_code)
     except UserError:
         raise
     except Exception as exc:  # offline hub, unknown name, broken directory
         raise UserError(f"model: cannot load {name_or_path!r}: {str(exc).splitlines()[0]}") from exc
-    if Path(resolved).is_dir() and (problem := weights_problem(Path(resolved))):
-        raise UserError(problem)
-    return config
 
 
 def load_tokenizer(name_or_path: str, trust_remote_code: bool = False) -> Any:

@@ -101,7 +101,8 @@ def test_sweep_on_two_ray_nodes_tracked_by_mlflow_on_postgresql(tmp_path, tiny_m
                              "the second Ray node", second)
             job = subprocess.run(
                 [f"{VENV_BIN}/ray", "job", "submit", "--address", f"http://127.0.0.1:{dashboard_port}",
-                 "--working-dir", str(REPO), "--runtime-env", str(runtime_env), "--", "python", "-m", "peftsweep.cli", "run", str(config_path)],
+                 "--working-dir", str(REPO), "--runtime-env", str(runtime_env),
+                 "--", "python", "-m", "peftsweep.cli", "run", str(config_path)],
                 capture_output=True, text=True, env=ray_env(), timeout=900)
             log = job.stdout + job.stderr
             assert job.returncode == 0 and "succeeded" in log, log[-4000:]
