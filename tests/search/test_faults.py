@@ -33,11 +33,19 @@ def write_config(directory: Path, model: str, csv: str, **sections) -> Path:
 
 
 def start(config: Path, *flags: str) -> subprocess.Popen:
-    log = open(config.parent / f"driver{len(list(config.parent.glob('driver*.log')))}.log", "w")
+    path = config.parent / f"driver{len(list(config.parent.glob('driver*.log')))}.log"
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     # its own process group: everything the driver started can be cleaned up after the test
-    return subprocess.Popen([sys.executable, "-m", "peftsweep.cli", "run", str(config), *flags], stdout=log,
-                            stderr=subprocess.STDOUT, env=env, cwd=config.parent, start_new_session=True)
+    with open(path, "w") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "peftsweep.cli", "run", str(config), *flags], stdout=log,
+                                stderr=subprocess.STDOUT, env=env, cwd=config.parent, start_new_session=True)
+    proc.log_path = path  # what it printed, for the message when it ends unexpectedly
+    return proc
+
+
+def log_tail(proc: subprocess.Popen, chars: int = 4000) -> str:
+    path = getattr(proc, "log_path", None)
+    return f"\n--- {path.name} (end) ---\n{path.read_text()[-chars:]}" if path and path.is_file() else ""
 
 
 def started(config: Path, log: str = "driver0.log") -> bool:
@@ -62,9 +70,9 @@ def wait_until(condition, proc: subprocess.Popen, timeout: float, what: str):
         value = condition()
         if value:
             return value
-        assert proc.poll() is None, f"the sweep ended (rc {proc.returncode}) before {what}"
+        assert proc.poll() is None, f"the sweep ended (rc {proc.returncode}) before {what}{log_tail(proc)}"
         time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
+    raise AssertionError(f"timed out waiting for {what}{log_tail(proc)}")
 
 
 def finish(proc: subprocess.Popen, timeout: float = 600) -> int:
