@@ -8,8 +8,6 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from mlflow.tracking import MlflowClient
-
 from peftsweep.dashboards import figures
 from peftsweep.dashboards.figure_data import compute
 from peftsweep.dashboards.importance import method_importance
@@ -19,6 +17,7 @@ from peftsweep.search.confirmation import UNCONFIRMED, Confirmation
 from peftsweep.search.statistics import Interval
 from peftsweep.search.summary import Summary
 from peftsweep.search.front_view import FRONT_FILTER, VIEW_NAME
+from peftsweep.search.tracking import client_for
 
 
 @dataclass
@@ -152,7 +151,7 @@ def build_dashboard(tracking_uri: str, experiment: str, out: Path, log_to_mlflow
     page.write_text(render(data, drawn))
     pngs = write_pngs(drawn, out)
     if log_to_mlflow:
-        client = MlflowClient(tracking_uri=tracking_uri)
+        client = client_for(tracking_uri)
         for path in [page, *pngs]:
             client.log_artifact(data.parent_run_id, str(path), "dashboard")
     return Dashboard(page, pngs, data)

@@ -5,11 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from mlflow.tracking import MlflowClient
-
 from peftsweep.search.records import TrialRecord, load_records, logged_confidence, logged_floor
 from peftsweep.search.summary import Summary, summarize
-from peftsweep.search.tracking import latest_sweep
+from peftsweep.search.tracking import client_for, latest_sweep
 from peftsweep.spaces import REGISTRY, IntParam
 
 
@@ -34,7 +32,7 @@ class SweepData:
 def load_sweep(tracking_uri: str, experiment: str, parent_run_id: str | None = None,
                summary: Summary | None = None) -> SweepData:
     """The sweep with that parent run, or the experiment's newest sweep; its summary is computed unless given."""
-    client = MlflowClient(tracking_uri=tracking_uri)
+    client = client_for(tracking_uri)
     if parent_run_id:
         experiment_id = client.get_run(parent_run_id).info.experiment_id
     else:

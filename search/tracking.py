@@ -8,6 +8,8 @@ which exports MLFLOW_EXPERIMENT_ID into the environment of every process started
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
 import math
 import time
@@ -59,8 +61,38 @@ def trial_name(trial) -> str:
     return f"{unflat(trial.config)[0]}-{trial.trial_id}"
 
 
+_READY_STORES: set[str] = set()  # SQLite stores this process has opened once (their tables exist)
+
+
 def client_for(uri: str) -> MlflowClient:
+    if uri.startswith("sqlite:") and uri not in _READY_STORES:
+        with sqlite_store_lock(uri):  # MLflow creates a new store's tables: one process at a time
+            client = MlflowClient(tracking_uri=uri)
+        _READY_STORES.add(uri)
+        return client
     return MlflowClient(tracking_uri=uri)
+
+
+@contextlib.contextmanager
+def sqlite_store_lock(uri: str):
+    """Held while MLflow opens a SQLite store. Opening a new store runs MLflow's migrations; two processes doing so at
+    once (a sweep's driver starting while `peftsweep ui` or `summary` opens the same store, two sweeps sharing one
+    `tracking.uri`) make one of them fail with "table ... already exists". The lock is an advisory `flock` on the
+    database file itself (SQLite's own locks are POSIX record locks, independent of it): no extra file is left."""
+    from sqlalchemy.engine import make_url
+
+    database = make_url(uri).database
+    if not database or database == ":memory:":
+        yield
+        return
+    path = Path(database)
+    path.parent.mkdir(parents=True, exist_ok=True)  # as MLflow does for a new store
+    with open(path, "ab") as handle:  # an empty file is an empty SQLite database
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def check_reachable(uri: str, timeout_s: int = 5) -> list[str]:
