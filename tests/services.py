@@ -1,4 +1,5 @@
-"""Real services for the cluster test: a private PostgreSQL server and Ray nodes started with `ray start`.
+"""Real services for the tests that start them: a private PostgreSQL server, Ray nodes started with `ray start`, and
+requests to an MLflow server (its health, its REST API with a basic-auth login).
 
 Every process is started in its own process group and stopped (SIGTERM, then SIGKILL) with that group.
 """
@@ -7,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import base64
 import json
 import os
 import shutil
@@ -15,10 +17,39 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 VENV_BIN = str(Path(sys.executable).parent)
+
+
+def http_json(url: str, login: tuple[str, str] | None = None, body: dict | None = None,
+              timeout: float = 30) -> tuple[int, dict]:
+    """GET (POST with a body) a JSON API, with a basic-auth login if given: the status and the answer ({} if none)."""
+    request = urllib.request.Request(url, data=json.dumps(body).encode() if body else None,
+                                     method="POST" if body else "GET", headers={"Content-Type": "application/json"})
+    if login is not None:
+        request.add_header("Authorization", "Basic " + base64.b64encode(":".join(login).encode()).decode())
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            text = response.read()
+            status = response.status
+    except urllib.error.HTTPError as exc:
+        return exc.code, {}
+    try:
+        return status, json.loads(text or b"{}")
+    except ValueError:  # /health answers "OK"
+        return status, {}
+
+
+def mlflow_healthy(url: str) -> bool:
+    """The MLflow server answers its /health (with or without --auth: /health needs no login)."""
+    try:
+        return http_json(f"{url}/health", timeout=2)[0] == 200
+    except OSError:
+        return False
 
 
 def free_port() -> int:

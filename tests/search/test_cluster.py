@@ -10,11 +10,8 @@ Everything is checked from the MLflow server (and one query to PostgreSQL), and 
 
 from __future__ import annotations
 
-import base64
-import json
 import os
 import subprocess
-import urllib.request
 import tempfile
 from pathlib import Path
 
@@ -22,8 +19,8 @@ import pytest
 import yaml
 
 from peftsweep.search.tracking import NODES_TAG, ROLE_TAG, STATUS_TAG, client_for
-from tests.services import (VENV_BIN, alive_nodes, background, free_port, postgres, postgres_bin,
-                            processes_mentioning, ray_env, ray_node, wait_for)
+from tests.services import (VENV_BIN, alive_nodes, background, free_port, http_json, mlflow_healthy, postgres,
+                            postgres_bin, processes_mentioning, ray_env, ray_node, wait_for)
 from tests.tiny import make_csv
 
 REPO = Path(__file__).resolve().parents[2]
@@ -39,24 +36,11 @@ pytestmark = [pytest.mark.skipif(postgres_bin() is None and not os.environ.get("
               pytest.mark.alone]
 
 
-def mlflow_healthy(url: str) -> bool:
-    import urllib.request
-
-    try:
-        with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
-            return response.status == 200
-    except OSError:
-        return False
-
-
 def as_admin(url: str, body: dict | None = None) -> dict:
     """A request to MLflow's auth REST API with the admin's login (docs/cluster.md)."""
-    request = urllib.request.Request(url, data=json.dumps(body).encode() if body else None,
-                                     method="POST" if body else "GET", headers={"Content-Type": "application/json"})
-    login = f"{ADMIN['MLFLOW_AUTH_ADMIN_USERNAME']}:{ADMIN['MLFLOW_AUTH_ADMIN_PASSWORD']}"
-    request.add_header("Authorization", "Basic " + base64.b64encode(login.encode()).decode())
-    with urllib.request.urlopen(request, timeout=30) as response:
-        return json.loads(response.read() or b"{}")
+    status, answer = http_json(url, (ADMIN["MLFLOW_AUTH_ADMIN_USERNAME"], ADMIN["MLFLOW_AUTH_ADMIN_PASSWORD"]), body)
+    assert status == 200, f"{url}: HTTP {status}"
+    return answer
 
 
 def create_user(url: str) -> None:

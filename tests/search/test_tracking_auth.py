@@ -4,39 +4,20 @@ unreachable server before Ray starts. (A whole sweep logging through it with a u
 
 from __future__ import annotations
 
-import base64
-import json
 import os
-import urllib.error
-import urllib.request
 
 import pytest
 import yaml
 
 from peftsweep.cli import main
 from peftsweep.search.tracking_server import ServerSettings, admin_credentials
-from tests.services import VENV_BIN, background, free_port, wait_for
+from tests.services import VENV_BIN, background, free_port, http_json, mlflow_healthy, wait_for
 
 ADMIN, ADMIN_PASSWORD = "admin", "admin-secret-for-tests"
 
 
 def request(url: str, user: str | None = None, password: str | None = None, body: dict | None = None) -> int:
-    req = urllib.request.Request(url, data=json.dumps(body).encode() if body else None, method="POST" if body else "GET",
-                                 headers={"Content-Type": "application/json"})
-    if user is not None:
-        req.add_header("Authorization", "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode())
-    try:
-        with urllib.request.urlopen(req, timeout=10) as response:
-            return response.status
-    except urllib.error.HTTPError as exc:
-        return exc.code
-
-
-def healthy(url: str) -> bool:
-    try:
-        return request(f"{url}/health") == 200
-    except OSError:
-        return False
+    return http_json(url, (user, password) if user is not None else None, body, timeout=10)[0]
 
 
 def test_auth_server_lets_in_only_its_users_and_preflight_names_the_credentials(tmp_path, tiny_model, tiny_csv,
@@ -48,7 +29,7 @@ def test_auth_server_lets_in_only_its_users_and_preflight_names_the_credentials(
                f"sqlite:///{tmp_path / 'mlflow.db'}", "--artifacts-destination", str(tmp_path / "artifacts"),
                "--port", str(port), "--workers", "1"]
     with background(command, tmp_path / "server.log", env=env) as server:
-        wait_for(lambda: healthy(url), 180, "the MLflow server with basic auth", server)
+        wait_for(lambda: mlflow_healthy(url), 180, "the MLflow server with basic auth", server)
         search = f"{url}/api/2.0/mlflow/experiments/search?max_results=1"
         assert request(search) == 401  # no credentials
         assert request(search, ADMIN, "wrong-password") == 401
