@@ -121,7 +121,8 @@ def sweep_check(out: Path, dry_run: bool) -> dict:
     return {"wall_seconds": wall, "trials": rows, "problems": problems}
 
 
-def step_timing(method: str, hparams: dict, shape: dict, batch: int, seq: int, steps: int) -> dict:
+def step_timing(method: str, hparams: dict, shape: dict, batch: int, seq: int, steps: int,
+                fused: bool | None = None) -> dict:
     """Seconds per training step of peftsweep's own step (trainers/loop.py: AdamW, autocast, clipping) on random
     tokens, the method applied by its own spec (spaces/), and the FLOPs one step does as bench/roofline.py counts
     them (the spec's flop_factor)."""
@@ -143,7 +144,7 @@ def step_timing(method: str, hparams: dict, shape: dict, batch: int, seq: int, s
     model = spec.apply(model, spec.defaults() | hparams, "generation")
     factor = spec.flop_factor
     settings = TrainSettings(precision="auto")
-    optimizer, scheduler = optimizer_for(model, 1e-4, settings, total_steps=10 * steps)
+    optimizer, scheduler = optimizer_for(model, 1e-4, settings, total_steps=10 * steps, fused=fused)
     data = torch.randint(3, shape["vocab_size"], (batch, seq), device=device)
     batches = [{"input_ids": data, "attention_mask": torch.ones_like(data), "labels": data}] * steps
 
@@ -157,6 +158,8 @@ def step_timing(method: str, hparams: dict, shape: dict, batch: int, seq: int, s
         return time.perf_counter() - start
 
     run(min(3, steps))  # warm-up: kernels chosen, allocator grown
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()  # this method's peak, not an earlier measurement's in this process
     seconds = run(steps) / steps
     memory = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else 0.0
     return {"method": method, "step_seconds": seconds, "flops_per_step": factor * non_embedding * batch * seq,

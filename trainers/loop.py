@@ -33,12 +33,16 @@ def begin_epoch(loader: DataLoader, seed: int, epoch: int) -> None:
         generator.manual_seed(seed + epoch)
 
 
-def optimizer_for(model: nn.Module, lr: float, settings: TrainSettings, total_steps: int):
-    """AdamW with decay on matrices only, linear warm-up then linear decay to zero."""
+def optimizer_for(model: nn.Module, lr: float, settings: TrainSettings, total_steps: int,
+                  fused: bool | None = None):
+    """AdamW with decay on matrices only, linear warm-up then linear decay to zero. `fused` (default: when every
+    trainable parameter is on a GPU) updates all parameters in one kernel instead of a handful per tensor list."""
     trainable = [p for p in model.parameters() if p.requires_grad]
     groups = [{"params": [p for p in trainable if p.ndim >= 2], "weight_decay": settings.weight_decay},
               {"params": [p for p in trainable if p.ndim < 2], "weight_decay": 0.0}]
-    optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=lr)
+    if fused is None:
+        fused = bool(trainable) and all(p.is_cuda for p in trainable)
+    optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=lr, fused=fused or None)
     warmup = math.ceil(settings.warmup_ratio * total_steps)
 
     def factor(step: int) -> float:
