@@ -67,3 +67,20 @@ def test_searchers_quick(tmp_path):
     assert math.isclose(compute["grid (the reference)"][0][-1][0], grid_seconds)
     assert math.isclose(compute["grid (the reference)"][0][-1][1], grid_hv)
     assert set(report["warm_start"]) == {"warm", "cold"}
+
+
+def test_gpu_sweep_dry_run_times_each_method_plain_and_in_ray_train(tmp_path):
+    """The MFU half of bench/gpu_sweep.py on a CPU at toy sizes (its sweep half is the same code path as the shared
+    sweep's, tests/search/test_sweep.py); `--dry-run` is what docs/gpus.md tells to run before spending GPU time."""
+    proc = subprocess.run([sys.executable, str(BENCH / "gpu_sweep.py"), "--dry-run", "--skip-sweep", "--out",
+                           str(tmp_path)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert "PASS" in proc.stdout
+    rows = json.loads((tmp_path / "gpu_sweep.json").read_text())["mfu"]["rows"]
+    assert set(rows) == {"full", "lora"}  # bench/workloads.yaml's gpu_mfu
+    for row in rows.values():
+        for where in ("plain", "ray_train"):
+            assert row[where]["step_seconds"] > 0 and row[where]["flops_per_step"] > 0
+        assert row["ray_over_plain"] > 0 and 0 < row["mfu_plain"] < 1
+    # LoRA does 4/6 of full fine-tuning's FLOPs per token (no weight gradients of the frozen base)
+    assert math.isclose(rows["lora"]["plain"]["flops_per_step"] / rows["full"]["plain"]["flops_per_step"], 4 / 6)
