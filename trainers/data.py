@@ -9,6 +9,8 @@ trial through the Ray object store. Batches are padded per batch, not to max_len
 
 from __future__ import annotations
 
+import contextlib
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -95,7 +97,8 @@ def read_file(path: str, spec: DataSpec, key: str = "data.train_file") -> pd.Dat
         raise UserError(f"{key}: {path}: no rows (the file is empty)")
     kwargs = {"delimiter": "\t"} if suffix == "tsv" else {}
     try:
-        frame = datasets.load_dataset(kind, data_files=str(file), split="train", **kwargs).to_pandas()
+        with quiet_library_errors():
+            frame = datasets.load_dataset(kind, data_files=str(file), split="train", **kwargs).to_pandas()
     except ValueError as exc:
         if "corresponds to no data" in str(exc):  # datasets' words for a file with no rows
             raise UserError(f"{key}: {path}: no rows (a header at most)") from None
@@ -105,6 +108,19 @@ def read_file(path: str, spec: DataSpec, key: str = "data.train_file") -> pd.Dat
     if frame.empty:
         raise UserError(f"{key}: {path}: no rows (a header at most)")
     return frame
+
+
+@contextlib.contextmanager
+def quiet_library_errors():
+    """`datasets` logs its own "Failed to read file ..." line (with the parser's traceback class) before it raises;
+    the raised error becomes peftsweep's message, which names the key, so the console says it once."""
+    logger = logging.getLogger("datasets")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def reason(exc: BaseException) -> str:

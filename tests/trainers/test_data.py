@@ -94,13 +94,15 @@ BROKEN_FILES = {  # name: (bytes, what the message says)
 
 
 @pytest.mark.parametrize("name", BROKEN_FILES)
-def test_a_file_that_is_not_what_its_name_says_is_a_user_error(tmp_path, name):
+def test_a_file_that_is_not_what_its_name_says_is_a_user_error(tmp_path, name, capfd):
     content, expected = BROKEN_FILES[name]
     path = tmp_path / name
     path.write_bytes(content)
     with pytest.raises(UserError) as err:
         load_splits(DataSpec(train_file=str(path)))
     assert f"data.train_file: {path}: {expected}" in str(err.value), str(err.value)
+    printed = "".join(capfd.readouterr())
+    assert str(path) not in printed, printed  # our message says it once; no library's own line about the file
 
 
 def test_a_folder_given_as_a_data_file_is_named_under_its_key(tmp_path, tiny_csv):
