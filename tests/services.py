@@ -6,9 +6,9 @@ Every process is started in its own process group and stopped (SIGTERM, then SIG
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import glob
-import base64
 import json
 import os
 import shutil

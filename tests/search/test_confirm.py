@@ -13,7 +13,7 @@ from scipy import stats
 
 from peftsweep.search.tracking import (CONFIG_TAG, PARETO_TAG, REPEATS_TAG, ROLE_TAG, SEED_TAG, STAGE_TAG, STATUS_TAG,
                                        client_for)
-from tests.search.test_faults import finish, kill_group, start, trial_runs, wait_until, write_config
+from tests.search.test_faults import finish, kill_group, log_tail, start, trial_runs, wait_until, write_config
 from tests.tiny import make_csv
 
 SEEDS = [1000, 2000]  # confirm_seeds(train.seed 0, 2)
@@ -53,7 +53,7 @@ def test_confirm_stage_survives_a_driver_kill_and_confirms_more_seeds_later(tmp_
     assert len(by_stage(list(before.values()), "search")) == 2
 
     resumed = start(config, "--resume")
-    assert finish(resumed, timeout=400) == 0, (config.parent / "driver1.log").read_text()[-3000:]
+    assert finish(resumed, timeout=400) == 0, log_tail(resumed)
     runs = trial_runs(config)
     search, repeats = by_stage(runs, "search"), by_stage(runs, "confirm")
     origin = {r.data.tags["peftsweep.trial_id"]: r for r in search}
