@@ -13,7 +13,7 @@ from peftsweep.dashboards.figure_data import compute
 from peftsweep.dashboards.importance import method_importance
 from peftsweep.dashboards.static import write_pngs
 from peftsweep.dashboards.sweep_data import SweepData, load_sweep
-from peftsweep.search.confirmation import UNCONFIRMED, Confirmation
+from peftsweep.search.confirmation import UNCONFIRMED, Confirmation, format_interval
 from peftsweep.search.statistics import Interval
 from peftsweep.search.summary import Summary
 from peftsweep.search.front_view import FRONT_FILTER, VIEW_NAME
@@ -34,12 +34,8 @@ def cell(value, fmt: str) -> str:
 
 
 def interval(i: Interval | None, signed: bool = False) -> str:
-    """A mean with its interval, as a cell."""
-    if i is None or not math.isfinite(i.mean):
-        return "<td>n/a</td>"
-    f = "+.3f" if signed else ".3f"
-    bounds = f" [{i.low:{f}}, {i.high:{f}}]" if i.known else " (1 run)"
-    return f"<td>{i.mean:{f}}{bounds}</td>"
+    """A mean with its interval, as a cell (written as the console writes it)."""
+    return f"<td>{html.escape(format_interval(i, signed))}</td>"
 
 
 def comparison_table(data: SweepData) -> str:

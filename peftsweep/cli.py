@@ -50,7 +50,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from peftsweep.spaces import REGISTRY, get_method
     from peftsweep.trainers.config import Resources, TrainSettings
     from peftsweep.trainers.data import DataSpec
-    from peftsweep.trainers.launch import run_trial
+    from peftsweep.trainers.launch import run_name_for, run_trial
 
     try:
         defaults = get_method(args.method).defaults() if args.method in REGISTRY else {}
@@ -81,7 +81,19 @@ def cmd_train(args: argparse.Namespace) -> int:
     connect_ray()  # as a sweep does: worker logs stay in Ray's session log directory, not on the terminal
     output = Path(args.output).resolve()
     print(f"training {args.method} with {args.workers} Ray Train worker(s); worker logs: /tmp/ray/session_latest/logs")
-    result = run_trial(cfg, ray.put(data), storage_path=str(output), name=f"{args.method}-train")
+    from ray.train import TrainingFailedError
+
+    from peftsweep.trainers.faults import FatalTrialError, training_failure
+
+    name = run_name_for(cfg, f"{args.method}-train")  # another configuration never continues this one's checkpoint
+    try:
+        result = run_trial(cfg, ray.put(data), storage_path=str(output), name=name)
+    except TrainingFailedError as exc:
+        print(f"peftsweep train: training failed: {training_failure(exc)}", file=sys.stderr)
+        return 1
+    except FatalTrialError as exc:
+        print(f"peftsweep train: training failed: {exc}", file=sys.stderr)
+        return 1
     print_metrics(result.metrics)
     print(f"checkpoint: {result.checkpoint_path}")
     return 0

@@ -11,10 +11,19 @@ import os
 
 DEFAULTS = {
     "RAY_AUTH_MODE": "disabled",  # a local Ray without Ray's token-auth warning
+    # Ray starts its worker processes at niceness 15, below everything else on the machine: beside any other busy
+    # process (a second test file, a notebook) a trial's workers got a few % of a core and took minutes to start
+    # (bench/searchers.py --quick beside two busy loops: first trial after 123 s, not done in 4 min; at niceness 0:
+    # all of it in 108 s). The trials' workers are the work, so they run at the ordinary priority. Read by the raylet
+    # that a local sweep starts; a cluster's nodes keep what `ray start` was given.
+    "RAY_worker_niceness": "0",
     "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2",  # the Train controller polls its workers: ~6 s less per trial
     # A reused trial actor waits this long for the previous trial's thread (Tune's default, 2 s, can be shorter than
     # a stopped trial's Train job takes to end; a reuse that gives up fails the next trial).
     "TUNE_FUNCTION_THREAD_TIMEOUT_S": "60",
+    # Ray Train waits this long for a trial's workers to be placed, then tries again; peftsweep gives up after
+    # trainers.launch.WORKER_START_TRIES tries (Ray's own default is to try for ever), failing the trial with the reason.
+    "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "60",
     "TUNE_GLOBAL_CHECKPOINT_S": "1",  # Tune saves the sweep's state at most this often: a killed driver loses <= 1 s
     "RAY_AIR_NEW_OUTPUT": "0",  # with verbose=0: no Tune tables, our progress lines only
     "TUNE_PRINT_ALL_TRIAL_ERRORS": "0",  # a failed trial gets one progress line, not a traceback
@@ -27,7 +36,7 @@ DEFAULTS = {
     "TOKENIZERS_PARALLELISM": "false",  # no fork warning from the tokenizers library in Ray's workers
 }
 # Read by Ray's actors, not only by the driver: passed to them in the job's runtime environment.
-ACTOR_ENV = ("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "TUNE_FUNCTION_THREAD_TIMEOUT_S")
+ACTOR_ENV = ("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "TUNE_FUNCTION_THREAD_TIMEOUT_S", "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S")
 
 
 def apply_defaults() -> None:

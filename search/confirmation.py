@@ -159,11 +159,13 @@ UNCONFIRMED = ("The front is unconfirmed: one run per configuration, with the se
                "the configurations that matter with new seeds and gives means, intervals and verdicts)")
 
 
-def _ci(i: Interval, signed: bool = False) -> str:
+def format_interval(i: Interval | None, signed: bool = False) -> str:
+    """A mean with its interval, the one way the console, the CSV and the dashboard write it: `0.812 [0.790, 0.834]`;
+    `0.812 (1 run: no interval)` when the spread is not known; `n/a` without a value."""
     f = "+.3f" if signed else ".3f"
-    if not math.isfinite(i.mean):
+    if i is None or not math.isfinite(i.mean):
         return "n/a"
-    bounds = f" [{i.low:{f}}, {i.high:{f}}]" if i.known else " [n/a]"
+    bounds = f" [{i.low:{f}}, {i.high:{f}}]" if i.known else f" ({i.n} run{'s' if i.n != 1 else ''}: no interval)"
     return f"{i.mean:{f}}{bounds}"
 
 
@@ -180,8 +182,8 @@ def format_confirmation(conf: Confirmation | None) -> list[str]:
              f"{'bias':>7} {'runs':>4}"]
     for c in conf.configs:
         mark = "*" if c.on_front else " "
-        lines.append(f"{mark} {c.method:<9} {c.config_id[-12:]:<12} {c.trainable_pct:>11.4g} {_ci(c.val):>22} "
-                     f"{_ci(c.test):>22} {c.search_val_accuracy:>10.3f} {c.selection_bias:>+7.3f} {c.val.n:>4}")
+        lines.append(f"{mark} {c.method:<9} {c.config_id[-12:]:<12} {c.trainable_pct:>11.4g} {format_interval(c.val):>22} "
+                     f"{format_interval(c.test):>22} {c.search_val_accuracy:>10.3f} {c.selection_bias:>+7.3f} {c.val.n:>4}")
     reference = conf.config(conf.reference) if conf.reference else None
     if reference is None:
         lines.append("PEFT vs full fine-tuning: no confirmed full fine-tune to compare with")
@@ -192,8 +194,8 @@ def format_confirmation(conf: Confirmation | None) -> list[str]:
         for c in conf.by_method:
             if c is reference or c.gap_test is None:
                 continue
-            lines.append(f"  {c.method:<9} {_ci(c.gap_val.difference, True):>24} "
-                         f"{_ci(c.gap_test.difference, True):>24}  {c.verdict}")
+            lines.append(f"  {c.method:<9} {format_interval(c.gap_val.difference, True):>24} "
+                         f"{format_interval(c.gap_test.difference, True):>24}  {c.verdict}")
     lines.append(f"Selection bias (search run's val accuracy minus its confirmed mean): {conf.selection_bias:+.3f} on "
                  f"average over {sum(1 for c in conf.configs if math.isfinite(c.selection_bias))} configurations")
     return lines

@@ -14,6 +14,7 @@ from ray import tune
 from peftsweep.search.plan import SweepPlan, needs
 from peftsweep.search.preflight import capacity_problems
 from peftsweep.search.progress import ProgressPrinter
+from peftsweep.search.ray_private import quiet_worker_pool_note
 from peftsweep.search.pareto_asha import ParetoASHA
 from peftsweep.search.searcher import scheduler_for, searcher_and_space
 from peftsweep.search.warm_start import gather
@@ -46,34 +47,40 @@ class SweepOutcome:
     status: str = "finished"  # finished | interrupted (continue it with --resume)
 
 
+RAY_REACH_TIMEOUT_S = 5.0
+
+
 def connect_ray(address: str | None = None) -> None:
     if ray.is_initialized():
         return
     apply_defaults()
+    address = address or os.environ.get("RAY_ADDRESS")
+    if (problem := unreachable_ray(address)) is not None:
+        raise UserError(problem, "no Ray cluster")
     quiet_worker_pool_note()
     env = actor_env()  # on a cluster Ray's actors run in processes this one did not start
     # Worker logs stay in Ray's session directory; the progress printer says what matters.
-    ray.init(address=address or os.environ.get("RAY_ADDRESS"), include_dashboard=False, log_to_driver=False,
+    ray.init(address=address, include_dashboard=False, log_to_driver=False,
              configure_logging=False, runtime_env={"env_vars": env} if env else None)
 
 
-def quiet_worker_pool_note() -> None:
-    """The raylet tells the driver's console when it has started more than 4x as many worker processes as the node
-    has CPUs. Here that is by design (each trial is several small actors: its driver, the Train controller, its
-    workers, a report queue), so the note would only alarm: it is dropped, Ray's other notices are printed."""
-    import ray._private.worker as ray_worker
+def unreachable_ray(address: str | None) -> str | None:
+    """Why no Ray cluster can answer at `address` (host:port or ray://host:port), tried with one short connection:
+    `ray.init` itself waits for an absent cluster's GCS for minutes (measured: still waiting after 5 min)."""
+    import socket
 
-    original = ray_worker.print_to_stdstream
-    if getattr(original, "peftsweep_quiet", False):
-        return
-
-    def print_to_stdstream(data, ignore_prefix):
-        if any("maximum expected startup concurrency" in line for line in data.get("lines", [])):
-            return
-        return original(data, ignore_prefix)
-
-    print_to_stdstream.peftsweep_quiet = True
-    ray_worker.print_to_stdstream = print_to_stdstream
+    if not address or address in ("auto", "local"):
+        return None
+    host, _, port = address.split("://", 1)[-1].rstrip("/").rpartition(":")
+    if not host or not port.isdigit():
+        return None  # a form this check does not know: Ray reads it
+    try:
+        socket.create_connection((host, int(port)), timeout=RAY_REACH_TIMEOUT_S).close()
+        return None
+    except OSError as exc:
+        return (f"Ray: nothing answers at {address} ({exc.strerror or type(exc).__name__}, tried for "
+                f"{RAY_REACH_TIMEOUT_S:g} s): start the cluster (`ray start --head`), or check --address / "
+                f"RAY_ADDRESS")
 
 
 def cluster_has_gpus() -> bool:

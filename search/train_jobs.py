@@ -4,12 +4,14 @@ Every trial is a Tune function trainable whose thread runs a Ray Train job (`Tor
 of that job. When its scheduler stops a trial it only stops asking the trial for results and, with `reuse_actors`,
 keeps the trial's actor for the next trial: the job trained on, holding its workers' CPUs, until the reused actor gave
 up waiting for it and failed the next trial without telling the searcher (which then waited for it forever). When a
-sweep ends early (time budget, Ctrl-C), Tune kills the trial actors, and a Train controller killed with its owner
-leaves its placement group reserved until the driver exits.
+sweep ends early (time budget, Ctrl-C), Tune kills the trial actors; and a trial actor can die by itself (OOM-killed, SIGKILL). A Train controller
+dies with the trial actor that owns it, and leaves its placement group reserved until the sweep's driver exits (the
+group belongs to the job, not to the controller): later trials then wait for resources that never come back.
 
-So every Train controller registers itself (`RegisterJob`, a Ray Train controller callback) with one small actor per
+So every Train controller registers itself (`RegisterJob`, through search.ray_private) with one small actor per
 sweep, `TrainJobs`, which ends a job the way Ray Train's own Ctrl-C does (`TrainController.abort`: workers stopped,
-placement group removed), and the sweep driver asks it to:
+placement group removed) and then removes any placement group the controller created that is still reserved (all of
+them when the controller was dead already); and the sweep driver asks it to:
 - when a trial ends, whether its scheduler stopped it, it finished or it failed (`EndTrainJobs.on_trial_complete`,
   `on_trial_error`; for a trial that finished or failed there is nothing left to end and the call returns at once);
 - when the time budget is spent: every running job, its trial ending as stopped early (`EndTrainJobs.stop_all`);
@@ -30,9 +32,10 @@ import time
 from typing import Any, Iterator
 
 import ray
-from ray.train.v2._internal.execution.callback import ControllerCallback
 from ray.tune import Callback
 from ray.tune.stopper import Stopper
+
+from peftsweep.search.ray_private import JobHooks, placement_groups_created_by
 
 ABORT_TIMEOUT_S = 30.0  # a graceful abort takes about a second; after this the controller is killed
 STOPPED, INTERRUPTED = "stopped", "interrupted"
@@ -48,19 +51,19 @@ class TrainJobs:
     """trial id -> the Train controller running that trial's job (and the queue its reports go through)."""
 
     def __init__(self) -> None:
-        self._jobs: dict[str, tuple[Any, Any]] = {}
+        self._jobs: dict[str, tuple[Any, str, Any]] = {}  # trial id -> (controller, its actor id, report queue)
         self._outcome: dict[str, str] = {}  # trial id -> stopped | interrupted
         self._interrupted = False  # Ctrl-C: no job may run any more
 
-    async def register(self, trial_id: str, controller, reports) -> None:
-        self._jobs[trial_id] = (controller, reports)
+    async def register(self, trial_id: str, controller, actor_id: str, reports) -> None:
+        self._jobs[trial_id] = (controller, actor_id, reports)
         if self._interrupted:
             self._outcome.setdefault(trial_id, INTERRUPTED)
         if trial_id in self._outcome:  # the trial ended while its job was starting
             await self._abort(trial_id)
 
     def forget(self, trial_id: str) -> None:
-        """The job ended by itself."""
+        """The job ended by itself (Ray Train removed its placement group)."""
         self._jobs.pop(trial_id, None)
 
     async def stop(self, trial_id: str) -> bool:
@@ -87,21 +90,34 @@ class TrainJobs:
         job = self._jobs.pop(trial_id, None)
         if job is None:
             return False
-        controller, reports = job
+        controller, actor_id, reports = job
         aborted = asyncio.wrap_future(controller.abort.remote().future())
         deadline = time.monotonic() + ABORT_TIMEOUT_S
         while time.monotonic() < deadline:
             done, _ = await asyncio.wait({aborted}, timeout=0.2)
             if done:
-                return True  # returned, or raised because the controller exited: either way it is gone
+                # The controller removed its placement group and exited; or it was dead already (its trial's actor
+                # died: OOM, SIGKILL) and left the group reserved. Either way the group goes.
+                _release(actor_id, trial_id)
+                return True
             # A controller whose reports the trial no longer reads is blocked putting one into the full report queue
             # and runs nothing else, our abort included, until the queue has room: empty it (the trial has ended, or
             # will repeat those epochs when resumed).
             await _drain(reports)
         ray.kill(controller)
+        _release(actor_id, trial_id)
         print(f"warning: the Ray Train job of trial {trial_id} did not stop within {ABORT_TIMEOUT_S:g} s and was "
-              f"killed; its placement group may stay reserved until the sweep ends", flush=True)
+              f"killed", flush=True)
         return True
+
+
+def _release(controller_id: str, trial_id: str) -> None:
+    """Remove the placement groups a dead controller left reserved."""
+    try:
+        for group in placement_groups_created_by(controller_id):
+            ray.util.remove_placement_group(group)
+    except Exception as exc:  # the cluster is going away; nothing else to do
+        print(f"warning: could not release the placement group of trial {trial_id}: {exc}", flush=True)
 
 
 async def _drain(reports) -> None:
@@ -128,16 +144,16 @@ def _jobs_actor(experiment: str):
         return None
 
 
-class RegisterJob(ControllerCallback):
+class RegisterJob(JobHooks):
     """Runs in the trial's Train controller: tells `TrainJobs` where the job is, as soon as the controller starts."""
 
     def __init__(self, experiment: str, trial_id: str, reports=None):
         self.experiment, self.trial_id, self.reports = experiment, trial_id, reports
 
-    def after_controller_start(self, train_run_context) -> None:
+    def controller_started(self, controller, actor_id: str) -> None:
         jobs = _jobs_actor(self.experiment)
         if jobs is not None:
-            jobs.register.remote(self.trial_id, ray.get_runtime_context().current_actor, self.reports)
+            jobs.register.remote(self.trial_id, controller, actor_id, self.reports)
 
 
 class JobOfTrial:

@@ -17,7 +17,7 @@ from peftsweep.search.space import repeat_of, unflat
 from peftsweep.search.storage import delete_checkpoints
 from peftsweep.search.train_jobs import INTERRUPTED, JobOfTrial
 from peftsweep.trainers.config import TrialTemplate
-from peftsweep.trainers.faults import describe, recorded_failure
+from peftsweep.trainers.faults import recorded_failure, training_failure
 from peftsweep.trainers.launch import make_trainer, run_dir_of
 
 # The trial driver only waits on the Train controller: it needs no CPU, and `memory` exists on every Ray node.
@@ -49,7 +49,7 @@ def sweep_trial(config: dict[str, Any], *, data: dict[str, Any], template: Trial
                 threading.Event().wait()
             if outcome is None and isinstance(exc, TrainingFailedError):
                 # One line for MLflow's failure_reason and the progress printer, not Ray's nested tracebacks.
-                raise TrialFailedError(failure_reason(exc)) from None
+                raise TrialFailedError(training_failure(exc)) from None
             if outcome is None:
                 raise
             # stopped: its scheduler or the time budget ended the trial, then its job; Tune has what it reported
@@ -64,11 +64,3 @@ def sweep_trial(config: dict[str, Any], *, data: dict[str, Any], template: Trial
 class TrialFailedError(RuntimeError):
     """A trial's Ray Train job failed for good (after its restarts); the message is the reason, on one line."""
 
-
-def failure_reason(exc: TrainingFailedError) -> str:
-    failures = getattr(exc, "worker_failures", None) or {}
-    if not failures:
-        return describe(exc)
-    rank, error = min(failures.items())
-    error = getattr(error, "_base_exc", error)  # Ray wraps a worker's exception with its traceback text
-    return f"rank {rank}: {describe(error)}"

@@ -38,8 +38,9 @@ def tiny_data(tiny_model, tiny_csv):
     return prepare_data(tiny_model, DataSpec(train_file=tiny_csv, max_length=16, seed=0))
 
 
-def sweep_on_local_ray(config: dict, directory):
-    """A real sweep of this config (written to `directory`) on a 2-CPU Ray of this process."""
+def sweep_on_local_ray(config: dict, directory, keep_ray: bool = False):
+    """A real sweep of this config (written to `directory`) on a 2-CPU Ray of this process (left running with
+    `keep_ray`, for the caller to look at and shut down)."""
     import ray
     import yaml
 
@@ -53,7 +54,8 @@ def sweep_on_local_ray(config: dict, directory):
     try:
         return run_sweep(build_plan(load_sweep_config(path)))
     finally:
-        ray.shutdown()
+        if not keep_ray:
+            ray.shutdown()
 
 
 def once_per_run(tmp_path_factory, name: str, build):

@@ -12,9 +12,20 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 
 
-def run(script: str, *args: str) -> str:
-    proc = subprocess.run([sys.executable, str(BENCH / script), "--quick", *args], capture_output=True, text=True,
-                          timeout=600)
+BENCH_TIMEOUT_S = 600
+
+
+def run(script: str, *args: str, quick: bool = True) -> str:
+    """Run a benchmark script to its end, within BENCH_TIMEOUT_S; a script that does not end fails with what it was
+    doing (its last progress lines), not with a bare timeout."""
+    command = [sys.executable, str(BENCH / script), *(["--quick"] if quick else []), *args]
+    try:
+        proc = subprocess.run(command, capture_output=True, text=True, timeout=BENCH_TIMEOUT_S)
+    except subprocess.TimeoutExpired as exc:
+        out = exc.stdout.decode(errors="replace") if isinstance(exc.stdout, bytes) else exc.stdout or ""
+        err = exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) else exc.stderr or ""
+        raise AssertionError(f"{script} {' '.join(args)} did not finish within {BENCH_TIMEOUT_S} s; its last "
+                             f"lines:\n{out[-2000:]}\n--- stderr ---\n{err[-2000:]}") from None
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     return proc.stdout
 
@@ -72,10 +83,8 @@ def test_searchers_quick(tmp_path):
 def test_gpu_sweep_dry_run_times_each_method_plain_and_in_ray_train(tmp_path):
     """The MFU half of bench/gpu_sweep.py on a CPU at toy sizes (its sweep half is the same code path as the shared
     sweep's, tests/search/test_sweep.py); `--dry-run` is what docs/gpus.md tells to run before spending GPU time."""
-    proc = subprocess.run([sys.executable, str(BENCH / "gpu_sweep.py"), "--dry-run", "--skip-sweep", "--out",
-                           str(tmp_path)], capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
-    assert "PASS" in proc.stdout
+    out = run("gpu_sweep.py", "--dry-run", "--skip-sweep", "--out", str(tmp_path), quick=False)
+    assert "PASS" in out
     rows = json.loads((tmp_path / "gpu_sweep.json").read_text())["mfu"]["rows"]
     assert set(rows) == {"full", "lora"}  # bench/workloads.yaml's gpu_mfu
     for row in rows.values():

@@ -1,5 +1,6 @@
 import subprocess
 import sys
+from pathlib import Path
 
 from peftsweep.cli import main, parse_assignments
 
@@ -57,3 +58,23 @@ def test_generation_options_need_the_generation_task(capsys, tiny_causal, tiny_c
     assert main(["train", "--model", tiny_causal, "--train-file", tiny_csv, "--template", "{text}",
                  "--method", "lora"]) == 2
     assert "--template: only with --task generation" in capsys.readouterr().err
+
+
+def test_train_twice_with_other_hyperparameters_in_one_folder(tiny_model, tiny_csv, tmp_path):
+    """The README's `peftsweep train --method lora --hp r=16`, then r=8 in the same folder (as a new user would): each
+    configuration trains in a run of its own (the second once restored the first's checkpoint into a model of
+    another shape and died with a traceback)."""
+    def train(rank: int) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "peftsweep.cli", "train", "--model", tiny_model, "--train-file", tiny_csv,
+             "--max-length", "16", "--method", "lora", "--hp", f"r={rank}", "--epochs", "1", "--batch-size", "16",
+             "--workers", "1", "--output", str(tmp_path / "runs")], capture_output=True, text=True, timeout=600)
+
+    first, second = train(16), train(8)
+    for proc in (first, second):
+        assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+        assert "val_accuracy" in proc.stdout and "checkpoint:" in proc.stdout
+    runs = sorted(p.name for p in (tmp_path / "runs").iterdir() if p.name.startswith("lora-train-"))
+    assert len(runs) == 2, runs
+    checkpoint = {p: p.stdout.split("checkpoint: ")[1].split()[0] for p in (first, second)}
+    assert Path(checkpoint[first]).parent != Path(checkpoint[second]).parent

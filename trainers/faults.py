@@ -31,6 +31,24 @@ def describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}".strip()
 
 
+def training_failure(exc: BaseException) -> str:
+    """One line for a Ray Train job that failed for good: the lowest failed rank's error, or why its workers never
+    started (Ray's own message is a paragraph of possible causes)."""
+    failures = getattr(exc, "worker_failures", None) or {}
+    if failures:
+        rank, error = min(failures.items())
+        error = getattr(error, "_base_exc", error)  # Ray wraps a worker's exception with its traceback text
+        return f"rank {rank}: {describe(error)}"
+    cause = getattr(exc, "controller_failure", None)
+    if cause is not None and type(cause).__name__ == "WorkerGroupStartupTimeoutError":
+        from peftsweep.trainers.launch import WORKER_START_TRIES
+
+        first = str(cause).split(" Potential causes", 1)[0].strip()  # "...timed out after T seconds waiting for N workers."
+        return (f"the Ray Train workers did not start ({WORKER_START_TRIES} tries): {first} Their resources were held "
+                f"by other work or a node was lost")
+    return describe(cause if cause is not None else exc)
+
+
 def _marker(run_dir: str):
     import pyarrow.fs
 

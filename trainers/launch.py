@@ -37,6 +37,12 @@ def prepare_data(model: str, data: DataSpec, trust_remote_code: bool = False,
     return kind.tokenize(data, tokenizer, positions)
 
 
+# A trial's Ray Train job tries this many times to place and start its workers (each try waits
+# RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S), then fails the trial saying so; Ray's own default tries for ever, and a
+# sweep whose resources were held elsewhere (a lost node, another job) waited without end.
+WORKER_START_TRIES = 3
+
+
 def scaling_for(resources: Resources) -> ScalingConfig:
     per_worker = {"CPU": resources.cpus_per_worker} | ({"GPU": resources.gpus_per_worker} if resources.use_gpu else {})
     return ScalingConfig(num_workers=resources.num_workers, use_gpu=resources.use_gpu,
@@ -55,8 +61,20 @@ def make_trainer(cfg: TrialConfig, data: TokenizedData | ray.ObjectRef, *, stora
         # Same name + storage_path: a re-launched trial (sweep resumed) continues from its latest checkpoint.
         run_config=RunConfig(name=name, storage_path=storage_path, callbacks=callbacks or [],
                              checkpoint_config=CheckpointConfig(num_to_keep=cfg.train.checkpoints_to_keep),
-                             failure_config=FailureConfig(max_failures=cfg.train.max_failures)),
+                             failure_config=FailureConfig(max_failures=cfg.train.max_failures,
+                                                          controller_failure_limit=WORKER_START_TRIES - 1)),
     )
+
+
+def run_name_for(cfg: TrialConfig, prefix: str) -> str:
+    """A run name of its own for each configuration (model, method, hyperparameters, data, training settings; not the
+    resources): Ray Train continues a run of the same name from its last checkpoint, which is right for the same
+    configuration (an interrupted `peftsweep train` run again) and wrong for another (the checkpoint does not fit)."""
+    import hashlib
+    import json
+
+    what = cfg.model_dump(mode="json", exclude={"resources"})
+    return f"{prefix}-{hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:8]}"
 
 
 def run_dir_of(storage_path: str, name: str) -> str:

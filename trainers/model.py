@@ -11,9 +11,12 @@ from torch import nn
 from peftsweep.spaces import MethodSpec, ParamCounts, count_base_params, count_params, get_method
 from peftsweep.errors import UserError
 from peftsweep.trainers.bundled import BUNDLED_MODELS, resolve_bundled
+from peftsweep.trainers.hub import cached_snapshot, hub_problem, not_found_message
+
 
 def resolve_model(name_or_path: str) -> str:
-    """A local directory, a bundled model's installed path (trainers.bundled), or else the name itself (a hub id)."""
+    """A local directory, a bundled model's installed path (trainers.bundled), or else a hub id: its copy in the local
+    hub cache, or the id itself when the hub answers (trainers.hub). UserError at once when it is none of these."""
     if name_or_path in BUNDLED_MODELS:
         return resolve_bundled(name_or_path) or name_or_path  # not installed: fall back to the hub
     path = Path(name_or_path).expanduser()
@@ -22,7 +25,13 @@ def resolve_model(name_or_path: str) -> str:
         raise UserError(f"model: {name_or_path} is a file; a model is a directory (config.json, weights, tokenizer)")
     if looks_local and not path.is_dir():
         raise UserError(f"model: directory not found: {name_or_path}")
-    return str(path) if looks_local else name_or_path
+    if looks_local:
+        return str(path)
+    if (problem := hub_problem()) is None:
+        return name_or_path
+    if (snapshot := cached_snapshot(name_or_path)) is not None:
+        return snapshot
+    raise UserError(not_found_message(name_or_path, sorted(BUNDLED_MODELS), problem))
 
 
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")

@@ -48,9 +48,13 @@ def restore_trainable(state: dict[str, Any], model: nn.Module) -> Progress:
     params = dict(model.named_parameters())
     missing = [name for name, p in params.items() if p.requires_grad and name not in state["trainable"]]
     unexpected = [name for name in state["trainable"] if name not in params]
-    if missing or unexpected:
-        raise RuntimeError(f"the checkpoint does not match the model: missing {missing[:3]}, "
-                           f"unexpected {unexpected[:3]}")
+    reshaped = [f"{name} {tuple(value.shape)} -> {tuple(params[name].shape)}" for name, value in
+                state["trainable"].items() if name in params and value.shape != params[name].shape]
+    if missing or unexpected or reshaped:
+        from peftsweep.trainers.faults import FatalTrialError  # a restart would only fail again
+
+        raise FatalTrialError(f"the checkpoint does not match the model (another configuration wrote it): missing "
+                              f"{missing[:3]}, unexpected {unexpected[:3]}, other shapes {reshaped[:3]}")
     with torch.no_grad():
         for name, value in state["trainable"].items():
             params[name].copy_(value.to(params[name].device))

@@ -131,3 +131,16 @@ def test_the_confidence_setting_reaches_intervals_verdicts_and_the_printed_summa
         assert a.val.low < b.val.low <= b.val.mean <= b.val.high < a.val.high
     assert narrow.config("i").verdict == "indistinguishable at 80%"
     assert "mean [80% t-interval]" in "\n".join(format_confirmation(narrow))
+
+
+def test_the_console_and_the_dashboard_write_a_mean_and_its_interval_alike():
+    from peftsweep.dashboards.report import interval
+    from peftsweep.search.confirmation import format_interval
+    from peftsweep.search.statistics import mean_interval
+
+    two, one = mean_interval([0.80, 0.82], bounds=(0.0, 1.0)), mean_interval([0.7])
+    assert format_interval(two).startswith("0.810 [") and format_interval(two).endswith("]")
+    assert format_interval(one) == "0.700 (1 run: no interval)" and format_interval(None) == "n/a"
+    assert format_interval(mean_interval([0.01, 0.03]), signed=True).startswith("+0.020 [")
+    for i in (two, one, None):  # the dashboard's cell holds the console's text
+        assert interval(i) == f"<td>{format_interval(i)}</td>"

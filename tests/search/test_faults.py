@@ -182,3 +182,70 @@ def test_killed_worker_restarts_from_checkpoint_and_nan_trial_fails_alone(tmp_pa
     # the failure stayed with its trial: the others completed, the sweep finished
     assert runs["lora"].data.tags[STATUS_TAG] == "completed"
     assert "FAILED" in (config.parent / "driver0.log").read_text()
+
+
+def test_a_trial_actor_killed_by_itself_gives_its_placement_group_back(tmp_path, tiny_model, tiny_csv):
+    """A trial's actor SIGKILLed (as the OOM killer would) takes its Train controller with it; the placement group
+    its workers held (both CPUs here) used to stay reserved until the driver exited, so the next trials waited for
+    ever. Now the sweep's TrainJobs actor removes it: the other trials complete and nothing stays reserved."""
+    import threading
+
+    import ray
+
+    from tests.conftest import sweep_on_local_ray
+
+    config = {"name": "killed-actor", "model": tiny_model, "output_dir": str(tmp_path / "out"),
+              "data": {"train_file": tiny_csv, "max_length": 16}, "methods": {"lora": {}, "ia3": {}},
+              "train": {"epochs": 2, "batch_size": 16},
+              # a bound: with the group leaked the second trial never starts, and the sweep ends at its budget
+              "search": {"algorithm": "random", "num_samples": 3, "seed": 0, "max_concurrent_trials": 1,
+                         "time_budget_s": 300},
+              "resources": {"num_workers": 2, "cpus_per_worker": 1}}
+    killed: list[int] = []
+
+    def kill_first_trial_actor() -> None:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and not killed:
+            if len(ray_train_workers()) == 2:  # the first trial's job is training
+                time.sleep(2)
+                actors = trial_actors()
+                if actors:
+                    os.kill(actors[0], signal.SIGKILL)
+                    killed.append(actors[0])
+            time.sleep(0.5)
+
+    thread = threading.Thread(target=kill_first_trial_actor, daemon=True)
+    thread.start()
+    try:
+        outcome = sweep_on_local_ray(config, tmp_path, keep_ray=True)
+        reserved = [pg for pg in ray.util.placement_group_table().values() if pg["state"] != "REMOVED"]
+    finally:
+        ray.shutdown()
+    assert killed, "no trial actor was found to kill"
+    records = outcome.summary.trials
+    statuses = sorted(r.status for r in records)
+    assert statuses == ["completed", "completed", "failed"], statuses
+    assert outcome.status == "finished"
+    assert reserved == [], reserved
+
+
+def trial_actors() -> list[int]:
+    """This process's Ray's Tune trial actors (the function trainable's process), oldest first."""
+    ps = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True).stdout
+    return sorted(int(line.split(None, 1)[0]) for line in ps.splitlines()
+                  if "ray::ImplicitFunc" in line and int(line.split(None, 1)[0]) in descendants())
+
+
+def descendants() -> set[int]:
+    ps = subprocess.run(["ps", "-eo", "pid=,ppid="], capture_output=True, text=True).stdout
+    children: dict[int, list[int]] = {}
+    for line in ps.splitlines():
+        pid, ppid = map(int, line.split())
+        children.setdefault(ppid, []).append(pid)
+    mine, todo = set(), [os.getpid()]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in mine:
+                mine.add(child)
+                todo.append(child)
+    return mine

@@ -78,3 +78,16 @@ def test_a_recorded_fatal_failure_stops_a_restarted_worker(tmp_path):
     record_fatal(run_dir, NonFiniteLossError("loss is nan at step 3"))
     with pytest.raises(FatalTrialError, match="NonFiniteLossError: loss is nan at step 3"):
         raise_if_fatal_recorded(run_dir)
+
+
+def test_a_checkpoint_of_another_shape_is_refused_as_fatal(tiny_model, tiny_data):
+    """Restoring r=16 LoRA tensors into an r=8 model: a FatalTrialError naming the shapes (a restart would only fail
+    again), not a tensor-size traceback from copy_."""
+    wide, _, _ = build_model(tiny_model, "lora", REGISTRY["lora"].defaults() | {"r": 16}, tiny_data.label_names,
+                             device=CPU)
+    narrow, _, _ = build_model(tiny_model, "lora", REGISTRY["lora"].defaults() | {"r": 8}, tiny_data.label_names,
+                               device=CPU)
+    saved = {"trainable": {n: p.detach() for n, p in wide.named_parameters() if p.requires_grad},
+             "progress": {}}
+    with pytest.raises(FatalTrialError, match=r"other shapes \[.*\(16, .*-> \(8, "):
+        restore_trainable(saved, narrow)

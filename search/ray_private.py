@@ -1,0 +1,101 @@
+"""The one module that reaches into Ray's private API, kept small so that a Ray upgrade breaks in one place.
+
+The sweep ends a trial's Ray Train job with the trial (search.train_jobs), and needs what Ray 2.60 has no public API
+for:
+- a hook that runs when a job's controller starts (Ray Train V2's public `UserCallback` sees reports and errors only),
+  for the controller's actor handle (its `abort` is what Ray Train's own Ctrl-C calls): `JobHooks` subclasses
+  `ray.train.v2._internal.execution.callback.ControllerCallback`;
+- the placement groups a dead controller created (it dies with the trial actor that owns it, OOM-killed or SIGKILLed,
+  and its group stays reserved until the sweep's driver exits): the GCS records each group's creator, read here
+  through `ray._private.state` (`placement_groups_created_by`). Ray Train's own cleaner for this asks the State API,
+  which needs Ray's dashboard, and registers the group only once the workers have started;
+- and, for a quiet console, the function through which the raylet's notes reach the driver's console
+  (`quiet_worker_pool_note`).
+Tested with the Ray that requirements-lock.txt pins (`TESTED_RAY`); `api_problems()` says what moved, and
+tests/search/test_ray_private.py fails with it, naming the Ray version.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import ray
+from ray.train.v2._internal.execution.callback import ControllerCallback
+
+TESTED_RAY = "2.60.0"  # requirements-lock.txt's pin
+
+
+class JobHooks(ControllerCallback):
+    """Runs in a trial's Train controller. Subclasses override `controller_started(controller, actor_id)`: this
+    controller's actor handle and its actor id (hex)."""
+
+    def controller_started(self, controller, actor_id: str) -> None:
+        pass
+
+    # Ray Train's private hook
+    def after_controller_start(self, train_run_context) -> None:
+        context = ray.get_runtime_context()
+        self.controller_started(context.current_actor, context.get_actor_id())
+
+
+def placement_groups_created_by(actor_id: str) -> list:
+    """The placement groups that the actor `actor_id` (hex) created and that are not removed."""
+    from ray._private.state import state
+    from ray.core.generated import gcs_pb2
+    from ray.util.placement_group import PlacementGroup
+
+    found = []
+    for raw in state._connect_and_get_accessor().get_placement_group_table():
+        data = gcs_pb2.PlacementGroupTableData.FromString(raw)
+        if data.creator_actor_id.hex() == actor_id and data.state != gcs_pb2.PlacementGroupTableData.REMOVED:
+            found.append(PlacementGroup(ray.PlacementGroupID(data.placement_group_id)))
+    return found
+
+
+def quiet_worker_pool_note() -> None:
+    """The raylet tells the driver's console when it has started more than 4x as many worker processes as the node
+    has CPUs. Here that is by design (each trial is several small actors: its driver, the Train controller, its
+    workers, a report queue), so the note would only alarm: it is dropped, Ray's other notices are printed."""
+    import ray._private.worker as ray_worker
+
+    original = ray_worker.print_to_stdstream
+    if getattr(original, "peftsweep_quiet", False):
+        return
+
+    def print_to_stdstream(data, ignore_prefix):
+        if any("maximum expected startup concurrency" in line for line in data.get("lines", [])):
+            return
+        return original(data, ignore_prefix)
+
+    print_to_stdstream.peftsweep_quiet = True
+    ray_worker.print_to_stdstream = print_to_stdstream
+
+
+def api_problems() -> list[str]:
+    """What of the private API used here is not where this module expects it (empty: all of it is)."""
+    from ray._private.state import GlobalState
+    from ray.core.generated import gcs_pb2
+    from ray.train.v2._internal.execution.controller.controller import TrainController
+
+    problems = []
+    expected = {(ControllerCallback, "after_controller_start"): ["self", "train_run_context"],
+                (TrainController, "abort"): ["self"], (GlobalState, "_connect_and_get_accessor"): ["self"]}
+    for (cls, name), params in expected.items():
+        method = getattr(cls, name, None)
+        if method is None:
+            problems.append(f"{cls.__name__}.{name} is gone")
+        elif list(inspect.signature(method).parameters) != params:
+            problems.append(f"{cls.__name__}.{name}{inspect.signature(method)}: expected ({', '.join(params)})")
+    import ray._private.worker as ray_worker
+
+    if not callable(getattr(ray_worker, "print_to_stdstream", None)):
+        problems.append("ray._private.worker.print_to_stdstream is gone")
+    fields = gcs_pb2.PlacementGroupTableData.DESCRIPTOR.fields_by_name
+    problems += [f"the GCS's PlacementGroupTableData has no {name}" for name in
+                 ("placement_group_id", "creator_actor_id", "state") if name not in fields]
+    if not hasattr(gcs_pb2.PlacementGroupTableData, "REMOVED"):
+        problems.append("PlacementGroupTableData has no REMOVED state")
+    controller_hooks = [c for c in ControllerCallback.__mro__ if c is not object]
+    if not any("after_controller_start" in vars(c) for c in controller_hooks):
+        problems.append("ControllerCallback does not define after_controller_start")
+    return problems
