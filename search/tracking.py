@@ -211,6 +211,11 @@ class MlflowTrialLogger(Callback):
         self.trial_params = trial_params  # sweep-wide training settings logged on every child
         self.run_ids: dict[str, str] = {}
         self.logged_epoch: dict[str, int] = {}  # run id -> last epoch logged (a restarted trial may report again)
+        # A trial's job runs in segments, one per driver that ran it (a resumed sweep runs it again): the time the
+        # sweep was down between two segments is not the trial's. run id -> when this driver started the trial;
+        # run id -> the wall seconds its job ran under earlier drivers (the last `wall_seconds` they logged).
+        self.segment_start: dict[str, float] = {}
+        self.wall_before: dict[str, float] = {}
         self._client: MlflowClient | None = None
 
     # Tune saves this with its experiment state, so a resumed sweep's driver knows the runs it already made.
@@ -221,7 +226,8 @@ class MlflowTrialLogger(Callback):
         self.run_ids.update(state.get("run_ids", {}))
 
     def __getstate__(self) -> dict[str, Any]:
-        return self.__dict__ | {"_client": None}  # the client is rebuilt where the callback is unpickled
+        # the client is rebuilt where the callback is unpickled; segments belong to the driver that saw them
+        return self.__dict__ | {"_client": None, "segment_start": {}, "wall_before": {}}
 
     @property
     def client(self) -> MlflowClient:
@@ -258,7 +264,19 @@ class MlflowTrialLogger(Callback):
         return run.info.run_id
 
     def on_trial_start(self, iteration, trials, trial, **info):
-        self.run_id(trial)
+        run_id = self.run_id(trial)
+        self.segment_start[run_id] = time.time()
+        self.wall_before[run_id] = self._last_wall(run_id)
+
+    def _last_wall(self, run_id: str) -> float:
+        history = self.client.get_metric_history(run_id, "wall_seconds")
+        return max(history, key=lambda m: (m.step, m.timestamp)).value if history else 0.0
+
+    def _wall(self, run_id: str, result: dict[str, Any]) -> float | None:
+        """Wall seconds the trial's job has run, over every driver that ran it, up to this result."""
+        if run_id not in self.segment_start or not isinstance(result.get("reported_at"), float):
+            return None
+        return self.wall_before.get(run_id, 0.0) + max(0.0, result["reported_at"] - self.segment_start[run_id])
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         epoch = int(result.get("epoch", result.get("training_iteration", 0)))
@@ -267,7 +285,10 @@ class MlflowTrialLogger(Callback):
             history = self.client.get_metric_history(run_id, "val_accuracy")
             self.logged_epoch[run_id] = max((m.step for m in history), default=0)
         if epoch > self.logged_epoch[run_id]:
-            self.client.log_batch(run_id, metrics=finite_metrics(result, EPOCH_METRICS, epoch))
+            metrics = finite_metrics(result, EPOCH_METRICS, epoch)
+            if (wall := self._wall(run_id, result)) is not None:  # where a resumed driver's count continues
+                metrics.append(Metric("wall_seconds", wall, int(time.time() * 1000), epoch))
+            self.client.log_batch(run_id, metrics=metrics)
             self.logged_epoch[run_id] = epoch
 
     def on_trial_complete(self, iteration, trials, trial, **info):
@@ -318,16 +339,22 @@ class MlflowTrialLogger(Callback):
                     self.client.log_artifact(run_id, str(item), "checkpoint")
 
     def _timing(self, run_id: str, result: dict[str, Any], step: int) -> list[Metric]:
-        """startup_seconds: trial start to first training step (the per-trial fixed cost); wall_seconds: to the
-        last report; worker_seconds: wall seconds times the Train job's workers (the compute it held: what a cluster
-        bills), gpu_seconds likewise times each worker's GPUs, when it had any."""
+        """startup_seconds: trial start to first training step (the per-trial fixed cost; of the last start, for a
+        resumed trial); wall_seconds: the time its job ran, to the last report, summed over the drivers that ran it
+        (not the time the sweep was down); worker_seconds: wall seconds times the Train job's workers (the compute it
+        held: what a cluster bills), gpu_seconds likewise times each worker's GPUs, when it had any."""
         if not all(isinstance(result.get(k), float) for k in ("train_started_at", "reported_at")):
             return []
-        start = self.client.get_run(run_id).info.start_time / 1000
         now = int(time.time() * 1000)
-        wall = result["reported_at"] - start
-        metrics = [Metric("startup_seconds", result["train_started_at"] - start, now, step),
-                   Metric("wall_seconds", wall, now, step)]
+        wall = self._wall(run_id, result)
+        if wall is None:  # ended under an earlier driver (closed now, at the experiment's end): what it logged
+            wall = self._last_wall(run_id) or result["reported_at"] - self.client.get_run(run_id).info.start_time / 1000
+            start = None
+        else:
+            start = self.segment_start[run_id]
+        metrics = [Metric("wall_seconds", wall, now, step)]
+        if start is not None:
+            metrics.append(Metric("startup_seconds", result["train_started_at"] - start, now, step))
         workers, gpus = result.get("num_workers"), result.get("gpus_per_worker") or 0
         if isinstance(workers, (int, float)) and workers > 0:
             metrics.append(Metric("worker_seconds", wall * workers, now, step))

@@ -253,6 +253,9 @@ def test_time_budget_ends_the_running_trial_and_its_job(tmp_path, tiny_model):
     assert read_state(tmp_path / "out").status == "finished"
 
 
+DOWN_S = 15
+
+
 def test_ctrl_c_ends_the_jobs_and_resume_continues_the_trial(tmp_path, tiny_model):
     csv = str(make_csv(tmp_path / "data.csv", n=600))
     config = write_config(tmp_path, tiny_model, csv, methods={"ia3": {}}, early_stopping={"enabled": False},
@@ -272,11 +275,18 @@ def test_ctrl_c_ends_the_jobs_and_resume_continues_the_trial(tmp_path, tiny_mode
         assert read_state(tmp_path / "out").status == "running"
     finally:
         kill_group(first)
+    time.sleep(DOWN_S)  # the sweep is down: none of this is the trial's time
     resumed = start(config, "--resume")
     assert finish(resumed, timeout=HANG_BOUND_S) == 0, log_tail(resumed)
     (run,) = trial_runs(config)
     assert run.info.run_id == interrupted.info.run_id and run.info.status == "FINISHED"
     assert run.data.tags[STATUS_TAG] == "completed" and run.data.metrics["restarts"] >= 1
+    # worker_seconds count the time the trial's job ran: both drivers' parts, never the downtime between them
+    span = run.info.end_time / 1000 - run.info.start_time / 1000
+    before = interrupted.data.metrics["wall_seconds"]  # what the first driver had logged by its last epoch
+    m = run.data.metrics
+    assert m["worker_seconds"] == m["wall_seconds"] > before > 0
+    assert m["wall_seconds"] <= span - DOWN_S
     assert history(config, run.info.run_id) == list(range(1, EPOCHS + 1))
     client = client_for(f"sqlite:///{tmp_path / 'out' / 'mlflow.db'}")
     parents = [r for r in client.search_runs([run.info.experiment_id]) if r.data.tags.get(ROLE_TAG) == "sweep"]
