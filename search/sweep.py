@@ -14,7 +14,7 @@ from ray import tune
 from peftsweep.search.plan import SweepPlan, needs
 from peftsweep.search.preflight import capacity_problems
 from peftsweep.search.progress import ProgressPrinter
-from peftsweep.search.ray_private import quiet_worker_pool_note
+from peftsweep.search.ray_private import exclude_tmp_files_from_tune_sync, quiet_worker_pool_note
 from peftsweep.search.pareto_asha import ParetoASHA
 from peftsweep.search.searcher import scheduler_for, searcher_and_space
 from peftsweep.search.warm_start import gather
@@ -187,6 +187,7 @@ def fit(tuner: tune.Tuner, tune_path: str) -> str:
     """Run a Tune experiment to its end: "finished", or "interrupted" (Ctrl-C; --resume continues it)."""
     # Every trial's Train job registers with this actor, so that it ends with its trial (see search.train_jobs).
     jobs = start_jobs_actor(storage.name_of(tune_path))
+    exclude_tmp_files_from_tune_sync()  # a race in Tune's upload of its state: see search.ray_private
     try:
         with interrupt_on_ctrl_c() as early_end:
             results = tuner.fit()

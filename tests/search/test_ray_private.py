@@ -30,3 +30,45 @@ def test_only_the_adapter_imports_private_ray_modules():
     users = sorted(str(p.relative_to(ROOT)) for folder in ("search", "trainers", "spaces", "dashboards", "peftsweep")
                    for p in (ROOT / folder).rglob("*.py") if any(name in p.read_text() for name in private))
     assert users == ["search/ray_private.py"], users
+
+
+def test_tunes_state_upload_never_races_its_atomic_saves(tmp_path):
+    """Tune uploads the driver's state directory while its searcher replaces its state file (a temporary file, then a
+    rename): the upload listed the temporary file and failed when it vanished (a traceback in `make demo`; 14 of 200
+    uploads here without the fix), leaving temporary files in the storage. With them left out, every upload
+    succeeds and the storage holds the state file whole (what --resume reads), nothing else."""
+    import pickle
+    import threading
+
+    import pyarrow.fs
+    from ray.train._internal.storage import _FilesystemSyncer
+    from ray.tune.utils.util import _atomic_save
+
+    ray_private.exclude_tmp_files_from_tune_sync()
+    staging, storage = tmp_path / "staging", tmp_path / "storage"
+    staging.mkdir()
+    stop, saves = threading.Event(), [0]
+
+    def save_again_and_again() -> None:  # as Tune's searcher does, as fast as it can
+        while not stop.is_set():
+            _atomic_save({"saves": saves[0], "state": b"x" * 200_000}, str(staging), "searcher-state-1.pkl",
+                         "tmp-searcher-state-1.pkl")
+            saves[0] += 1
+
+    saver = threading.Thread(target=save_again_and_again)
+    saver.start()
+    syncer = _FilesystemSyncer(storage_filesystem=pyarrow.fs.LocalFileSystem(), sync_period=0, sync_timeout=60)
+    failures = []
+    try:
+        for _ in range(200):
+            syncer.sync_up(str(staging), str(storage))
+            try:
+                syncer.wait()
+            except Exception as exc:  # what Tune logs with its traceback
+                failures.append(exc)
+    finally:
+        stop.set()
+        saver.join()
+    assert saves[0] > 200 and failures == [], failures[:1]
+    assert sorted(p.name for p in storage.iterdir()) == ["searcher-state-1.pkl"]
+    assert pickle.loads((storage / "searcher-state-1.pkl").read_bytes())["state"] == b"x" * 200_000
