@@ -58,6 +58,9 @@ def sweep_on_local_ray(config: dict, directory, keep_ray: bool = False):
             ray.shutdown()
 
 
+SHARED_BUILD_WAIT_S = 900  # how long a test waits for another worker to build a shared fixture
+
+
 def once_per_run(tmp_path_factory, name: str, build):
     """`build()` once for the whole test run, even with test files spread over pytest-xdist workers (each a process
     with its own session fixtures): the first worker to get here builds it under a file lock and leaves it pickled
@@ -70,7 +73,8 @@ def once_per_run(tmp_path_factory, name: str, build):
     if os.environ.get("PYTEST_XDIST_WORKER"):
         root = root.parent  # shared by the workers of this run
     cache = root / f"{name}.pickle"
-    with FileLock(str(cache) + ".lock"):
+    # bounded: the worker building it gives up at its own test's timeout (pyproject's pytest timeout)
+    with FileLock(str(cache) + ".lock", timeout=SHARED_BUILD_WAIT_S):
         if cache.is_file():
             return pickle.loads(cache.read_bytes())
         value = build()

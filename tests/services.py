@@ -52,14 +52,35 @@ def mlflow_healthy(url: str) -> bool:
         return False
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port for a server a test starts. Not one the kernel would pick for a socket of its own (port 0 gives one of
+    those, 32768-60999 here: a client connection opened meanwhile, Ray's or MLflow's, could take it before the server
+    binds it), not one of Ray's worker ports (10002-19999), not one the other pytest-xdist worker can pick (each has
+    its own block of 20000-31999), and never the same twice in a run."""
+    worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").lstrip("gw") or 0)
+    block_size = 2000
+    start = 20000 + (worker % 6) * block_size
+    for port in range(start + (os.getpid() % 97) * 7 % block_size, start + block_size):
+        if port in _HANDED_OUT:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _HANDED_OUT.add(port)
+        return port
+    raise AssertionError(f"no free port in {start}-{start + block_size - 1}")
 
 
-def run(command: list[str], env: dict[str, str] | None = None) -> None:
-    done = subprocess.run(command, capture_output=True, text=True, env=env)
+def run(command: list[str], env: dict[str, str] | None = None, timeout: float = 180) -> None:
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise AssertionError(f"{' '.join(command)} did not finish within {timeout:.0f} s") from None
     if done.returncode != 0:
         raise AssertionError(f"{' '.join(command)} exited {done.returncode}: {done.stdout}{done.stderr}")
 
@@ -127,17 +148,23 @@ def postgres(directory: Path, user: str = "peftsweep", password: str = "sweep-se
         shutil.chown(password_file, "postgres")
     run(as_postgres_user([str(bin_dir / "initdb"), "-D", str(data), "-U", user, "--auth=scram-sha-256",
                           f"--pwfile={password_file}", "--encoding=UTF8", "--no-sync"]))
-    port = free_port()
-    options = f"-p {port} -k {sockets} -c listen_addresses=127.0.0.1 -c fsync=off"
-    run(as_postgres_user([str(bin_dir / "pg_ctl"), "-D", str(data), "-o", options, "-l",
-                          str(directory / "postgres.log"), "-w", "start"]))
+    for attempt in range(3):  # a port taken meanwhile by another process: pg_ctl fails, another port is tried
+        port = free_port()
+        options = f"-p {port} -k {sockets} -c listen_addresses=127.0.0.1 -c fsync=off"
+        try:
+            run(as_postgres_user([str(bin_dir / "pg_ctl"), "-D", str(data), "-o", options, "-l",
+                                  str(directory / "postgres.log"), "-w", "-t", "120", "start"]))
+            break
+        except AssertionError:
+            if attempt == 2 or "in use" not in (directory / "postgres.log").read_text():
+                raise
     try:
         env = os.environ | {"PGPASSWORD": password}
         run([str(bin_dir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", user, "mlflow"], env=env)
         yield f"postgresql://{user}:{password}@127.0.0.1:{port}/mlflow"
     finally:
         subprocess.run(as_postgres_user([str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"]),
-                       capture_output=True)
+                       capture_output=True, timeout=120)
 
 
 def ray_env() -> dict[str, str]:

@@ -115,6 +115,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             metrics["ddp_param_divergence"] = _param_divergence(model, device)
         metrics["peak_memory_mb"] = _max_across_ranks(peak_memory_mb(device), device)
         metrics |= {"train_started_at": train_started_at, "reported_at": time.time(), "num_workers": world,
+                    # the ranks that really synchronise (without a process group DDP's checks pass by construction)
+                    "process_group_size": dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1,
                     "gpus_per_worker": cfg.resources.gpus_per_worker} | placement | where
         progress.epoch = epoch
         progress.history.append(metrics)

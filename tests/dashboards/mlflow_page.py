@@ -13,7 +13,6 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,8 +22,8 @@ from pathlib import Path
 from typing import Iterator
 
 from peftsweep.search.front_view import CHART_X, CHART_Y, VIEW_ID, saved_filter
-from peftsweep.search.tracking import METHOD_TAG, TRIAL_TAG, client_for
-from tests.services import descendants
+from peftsweep.search.tracking import CONFIG_TAG, METHOD_TAG, SEED_TAG, TRIAL_TAG, client_for
+from tests.services import descendants, free_port
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -36,9 +35,7 @@ _SCATTERS = (f"Array.from(document.querySelectorAll('.js-plotly-plot')).filter(p
 @contextlib.contextmanager
 def serve_ui(tracking_uri: str, experiment: str) -> Iterator[tuple[str, int]]:
     """`peftsweep ui` on a store: (the link it printed, its port), once the server answers."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "peftsweep.cli", "ui", "--tracking-uri", tracking_uri,
                              "--experiment", experiment, "--port", str(port)], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
@@ -53,10 +50,14 @@ def serve_ui(tracking_uri: str, experiment: str) -> Iterator[tuple[str, int]]:
                 time.sleep(1)
         if status != 200:
             raise RuntimeError("the MLflow UI did not answer within 90 s")
-        time.sleep(1)  # MLflow would start its job runner right after the server
-        started = descendants(proc.pid)  # what `peftsweep ui` started: MLflow's UI and its web worker
-        assert any("mlflow ui" in c for c in started) and not any("huey" in c for c in started), (
-            f"MLflow's job runner was started beside the UI (see server_env): {started}")
+        # MLflow would start its job runner right after the server answers: watched for a while, not once
+        started: list[str] = []
+        for _ in range(10):
+            started = descendants(proc.pid)  # what `peftsweep ui` started: MLflow's UI and its web worker
+            assert not any("huey" in c for c in started), (
+                f"MLflow's job runner was started beside the UI (see server_env): {started}")
+            time.sleep(0.5)
+        assert any("mlflow ui" in c for c in started), started
         yield link, port
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
@@ -73,12 +74,15 @@ class FrontPage:
 
 def expected_points(tracking_uri: str, experiment: str, view_id: str = VIEW_ID) -> set[tuple[str, float, float]]:
     """(run name, trainable %, val accuracy) of the runs a saved view selects (those with both metrics), as MLflow's
-    client returns them; also checks that run names say the method."""
+    client returns them; also checks that run names say the method (and, for a confirm run, the configuration it
+    repeats and its seed: a confirmed front's view holds them)."""
     client = client_for(tracking_uri)
     found = client.get_experiment_by_name(experiment)
     runs = client.search_runs([found.experiment_id], filter_string=saved_filter(client, found.experiment_id, view_id))
     for run in runs:
-        expected_name = f"{run.data.tags[METHOD_TAG]}-{run.data.tags[TRIAL_TAG]}"
+        tags = run.data.tags
+        expected_name = (f"{tags[METHOD_TAG]}-{tags[CONFIG_TAG]}-seed{tags[SEED_TAG]}" if SEED_TAG in tags else
+                         f"{tags[METHOD_TAG]}-{tags[TRIAL_TAG]}")
         if run.info.run_name != expected_name:
             raise AssertionError(f"run name {run.info.run_name!r}, expected {expected_name!r}")
     return {(r.info.run_name, round(r.data.metrics[CHART_X], 9), round(r.data.metrics[CHART_Y], 9)) for r in runs

@@ -122,6 +122,13 @@ def test_confirm_stage_survives_a_driver_kill_and_confirms_more_seeds_later(tmp_
     assert summary["confirmed"]["seeds"] == [1000, 2000, 3000]
     assert all(c["val"]["n"] == 3 for c in summary["confirmed"]["configs"])
 
+    # `make docs-img` reads the front's view of such a store (the demo confirms): its confirm runs are charted too
+    from tests.dashboards.mlflow_page import expected_points
+
+    charted = {name for name, _, _ in expected_points(f"sqlite:///{tmp_path / 'out' / 'mlflow.db'}", "faults")}
+    assert {r.info.run_name for r in trial_runs(config) if r.data.tags[PARETO_TAG] == "true"} == charted
+    assert any(name.endswith("-seed3000") for name in charted)
+
 
 def test_confirm_command_refuses_what_it_cannot_do(tmp_path, capsys):
     from peftsweep.cli import main

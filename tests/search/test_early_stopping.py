@@ -156,8 +156,9 @@ def test_asha_stops_trials_a_trial_fails_their_jobs_end_and_every_trial_runs(tmp
     assert outcome.summary.counts["early_stopped"] == len(stopped)
     assert outcome.summary.front and all(r.status == "completed" for r in outcome.summary.front)
     assert read_state(tmp_path / "out").status == "finished"
-    out = capfd.readouterr().out
-    assert "Could not re-use actor" not in out
+    captured = capfd.readouterr()
+    out = captured.out
+    assert "Could not re-use actor" not in out + captured.err  # Tune's warning goes to stderr
     assert out.count("stopped early") == len(stopped) and f"at epoch 1/{EPOCHS}" in out
 
 
@@ -244,7 +245,9 @@ def test_time_budget_ends_the_running_trial_and_its_job(tmp_path, tiny_model):
                                   "time_budget_s": 25},
                           resources={"num_workers": 1, "cpus_per_worker": 1})
     outcome, seconds = run_on_local_ray(config)
-    assert seconds < 25 + 60
+    # 1000 epochs take far longer than this (several s each beside another test file): the budget ended the trial,
+    # with room for a loaded machine (it once needed more than 85 s)
+    assert seconds < 25 + 240
     (run,) = trial_runs(config)  # the second trial never started
     assert run.data.tags[STATUS_TAG] == "early_stopped" and run.info.status == "FINISHED"
     assert run.data.metrics.get("epochs_completed", 0) < 1000

@@ -87,6 +87,21 @@ def files_under(directory: Path) -> set[Path]:
 @given(data=data_files(), changes=st.one_of(st.just([]), mutations),
        raw_config=st.one_of(st.none(), st.none(), st.none(), st.binary(max_size=200)))
 def test_validate_answers_0_or_2_and_writes_nothing(tiny_model, data, changes, raw_config):
+    code, problem = answer(tiny_model, data, changes, raw_config)
+    event(f"exit {code} {problem}".strip())  # what was found, for --hypothesis-show-statistics
+
+
+def test_the_valid_config_passes_and_a_broken_one_does_not(tiny_model):
+    """The property above holds for a validate that refused everything: its starting point must pass."""
+    good = ".csv", "text,label\n" + "".join(f"row {i} word{i % 5},{'abc'[i % 3]}\n" for i in range(40))
+    assert answer(tiny_model, (good[0], good[1].encode()), [], None)[0] == 0
+    code, problem = answer(tiny_model, (good[0], good[1].encode()), [("train.epochs", -1)], None)
+    assert (code, problem) == (2, "train.epochs")
+
+
+def answer(tiny_model, data, changes, raw_config) -> tuple[int, str]:
+    """`peftsweep validate` on this config and data file, checked as every answer must be: its exit code and the key
+    of the first problem it names."""
     suffix, content = data
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -118,13 +133,12 @@ def test_validate_answers_0_or_2_and_writes_nothing(tiny_model, data, changes, r
             os.chdir(cwd)
             logging.raiseExceptions = raising
         assert code in (0, 2), (code, err.getvalue()[-2000:])
-        # what was found, for --hypothesis-show-statistics: the exit code and the first problem's key
         problem = next((line.strip()[2:].split(":")[0] for line in err.getvalue().splitlines()
                         if line.strip().startswith("- ")), "")
-        event(f"exit {code} {problem}".strip())
         assert "Traceback" not in err.getvalue() + out.getvalue()
         assert files_under(work) == before, sorted(map(str, files_under(work) - before))[:5]
         for value, was in existed.items():
             assert Path(value).expanduser().exists() == was, value
         if code == 2:
             assert err.getvalue().strip(), "exit 2 with no message"
+        return code, problem

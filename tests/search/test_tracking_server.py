@@ -3,6 +3,8 @@ PostgreSQL, is exercised in tests/search/test_cluster.py.)"""
 
 from __future__ import annotations
 
+import pytest
+
 from peftsweep.cli import main
 from peftsweep.search.tracking_server import ServerSettings, redacted, server_command, server_env
 
@@ -48,6 +50,7 @@ def test_mlflow_job_runner_is_off_unless_asked_for(monkeypatch):
     assert server_env()["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "true"
 
 
+@pytest.mark.alone  # it keeps every core but one busy: nothing else of the suite runs beside it
 def test_ui_answers_while_the_cpus_are_busy_and_leaves_nothing_behind(tmp_path):
     """`peftsweep ui` beside processes that keep every core busy (as a sweep does): it says when it is ready, keeps
     answering (its one web worker runs without uvicorn's supervisor, which killed slow workers), prints no other
@@ -62,7 +65,7 @@ def test_ui_answers_while_the_cpus_are_busy_and_leaves_nothing_behind(tmp_path):
 
     from tests.services import descendants, free_port, processes_mentioning, stop_group
 
-    # every core but one busy; the suite runs another test file on that one (make test: pytest -n 2)
+    # every core but one busy (the test runs alone: make test's second pass)
     loops = max(1, (os.cpu_count() or 2) - 1)
     busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(loops)]
     port = free_port()
