@@ -7,7 +7,7 @@ from peftsweep.environment import apply_defaults  # noqa: E402
 apply_defaults()  # the settings every entry point runs with
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach for the hub
 
-from tests.tiny import SWEEP_TRIALS, make_causal_dir, make_csv, make_decoder_dir, make_model_dir  # noqa: E402
+from tests.tiny import SHARED_EXPERIMENT, SWEEP_TRIALS, make_causal_dir, make_csv, make_decoder_dir, make_model_dir  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -98,5 +98,6 @@ def small_sweep(tmp_path_factory, tiny_model: str, tiny_csv: str):
         "train": {"epochs": 2, "batch_size": 16},
         "search": {"algorithm": "tpe", "num_samples": SWEEP_TRIALS, "seed": 1},
         "resources": {"num_workers": 2, "cpus_per_worker": 1},
+        "tracking": {"experiment": SHARED_EXPERIMENT},  # not the sweep's name: tracking.experiment takes effect
     }
     return sweep_on_local_ray(config, out)

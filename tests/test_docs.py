@@ -10,9 +10,16 @@ from peftsweep.spaces import REGISTRY
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_generated_reference_pages_are_in_sync():
+def test_generated_reference_pages_are_in_sync(tmp_path, capsys):
+    from peftsweep.cli import main
+
     for name, render in PAGES.items():
         assert (ROOT / "docs" / name).read_text() == render(), f"docs/{name} is stale: run `peftsweep docs`"
+    # the command itself writes those pages
+    assert main(["docs", "--out", str(tmp_path)]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(PAGES)
+    assert all((tmp_path / name).read_text() == (ROOT / "docs" / name).read_text() for name in PAGES)
+    assert capsys.readouterr().out.count("wrote ") == len(PAGES)
 
 
 def test_every_config_key_and_method_is_documented():

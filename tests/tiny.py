@@ -12,6 +12,7 @@ SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 KEYWORDS = ["apple", "river", "engine"]  # the label is which keyword a sentence contains
 FILLER = ["the", "a", "is", "of", "and", "to", "in", "it", "was", "on", "big", "small", "red", "old", "new", "very"]
 LABELS = ["fruit", "nature", "machine"]
+SHARED_EXPERIMENT = "tiny-sweeps"  # the shared test sweep's MLflow experiment (tests/conftest.py)
 SWEEP_TRIALS = 5  # trials in the shared small sweep of tests/conftest.py
 
 

@@ -11,12 +11,13 @@ from peftsweep.dashboards.report import build_dashboard
 from peftsweep.search.front_view import FRONT_FILTER
 from peftsweep.search.tracking import client_for
 from tests.dashboards.mlflow_page import CHROMIUM, CHROMIUM_ARGS, expected_points, open_view, other_view, serve_ui
+from tests.tiny import SHARED_EXPERIMENT
 
 
 
 @pytest.fixture(scope="module")
 def board(finished_sweep, tmp_path_factory):
-    return build_dashboard(finished_sweep.tracking_uri, "tiny", tmp_path_factory.mktemp("dashboard"))
+    return build_dashboard(finished_sweep.tracking_uri, SHARED_EXPERIMENT, tmp_path_factory.mktemp("dashboard"))
 
 
 def test_pngs_and_html_are_parent_run_artifacts(board, finished_sweep):
@@ -67,7 +68,7 @@ def test_page_renders_in_headless_chromium(board, tmp_path: Path):
 
 @pytest.fixture(scope="module")
 def mlflow_ui(finished_sweep):
-    with serve_ui(finished_sweep.tracking_uri, "tiny") as served:
+    with serve_ui(finished_sweep.tracking_uri, SHARED_EXPERIMENT) as served:
         yield served
 
 
@@ -93,7 +94,7 @@ def test_printed_link_opens_the_front_in_mlflow(finished_sweep, mlflow_ui, tmp_p
         if os.environ.get("CI"):
             pytest.fail("chromium is not installed: .ci/run installs Debian's chromium")
         pytest.skip("no chromium on this machine (apt-get install chromium)")
-    expected = expected_points(finished_sweep.tracking_uri, "tiny")
+    expected = expected_points(finished_sweep.tracking_uri, SHARED_EXPERIMENT)
     assert {name.rsplit("-", 1)[1] for name, _, _ in expected} == {r.trial_id for r in finished_sweep.summary.front}
     page = open_view(mlflow_ui[0], tmp_path / "mlflow-front.png")
     assert page.matching == len(expected)
@@ -102,7 +103,7 @@ def test_printed_link_opens_the_front_in_mlflow(finished_sweep, mlflow_ui, tmp_p
     assert page.points == expected
     assert (tmp_path / "mlflow-front.png").stat().st_size > 20_000
     # the second saved view charts every trial (the front among them)
-    every = expected_points(finished_sweep.tracking_uri, "tiny", "peftsweeptrials")
+    every = expected_points(finished_sweep.tracking_uri, SHARED_EXPERIMENT, "peftsweeptrials")
     assert len(every) == len(finished_sweep.summary.trials) and expected <= every
     page = open_view(other_view(mlflow_ui[0], "peftsweeptrials"), tmp_path / "mlflow-trials.png")
     assert page.matching == len(every) and page.points == every

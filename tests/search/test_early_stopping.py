@@ -117,6 +117,16 @@ def assert_everything_released() -> None:
                          f"{ray.available_resources().get('CPU', 0)} of {ray.cluster_resources()['CPU']}")
 
 
+def max_overlap(spans: list[tuple[int, int]]) -> int:
+    """The most (start, end) spans open at one moment."""
+    events = sorted([(start, 1) for start, _ in spans] + [(end, -1) for _, end in spans], key=lambda e: (e[0], e[1]))
+    open_now = most = 0
+    for _, change in events:
+        open_now += change
+        most = max(most, open_now)
+    return most
+
+
 def runs_by_status(config: Path) -> dict[str, list]:
     out: dict[str, list] = {}
     for run in trial_runs(config):
@@ -139,6 +149,8 @@ def test_asha_stops_trials_a_trial_fails_their_jobs_end_and_every_trial_runs(tmp
     outcome, seconds = run_on_local_ray(config)
     runs = {r.data.params["method"]: r for r in trial_runs(config)}
     assert sorted(runs) == ["adapter", "ia3", "lora", "prompt"]  # none lost to a failed actor reuse
+    # search.max_concurrent_trials: 2 at a time (2 CPUs, 1 worker each), never more
+    assert max_overlap([(r.info.start_time, r.info.end_time) for r in runs.values()]) == 2
     assert runs["lora"].data.tags[STATUS_TAG] == "completed"
     assert runs["prompt"].data.tags[STATUS_TAG] == "failed" and runs["prompt"].info.status == "FAILED"
     assert "loss is nan" in runs["prompt"].data.tags[FAILURE_TAG]

@@ -16,6 +16,9 @@ from tests.tiny import ANSWER_TEMPLATE
 METHODS = {"lora": {"targets": "all_linear"}, "prompt": {"num_virtual_tokens": 2}, "full": {"lr": 1e-2}}
 
 
+TRIALS = len(METHODS) + 1
+
+
 @pytest.fixture(scope="module")
 def generation_sweep(tmp_path_factory, tiny_causal, tiny_csv):
     out = tmp_path_factory.mktemp("gen-sweep")
@@ -24,7 +27,8 @@ def generation_sweep(tmp_path_factory, tiny_causal, tiny_csv):
         "data": {"train_file": tiny_csv, "template": ANSWER_TEMPLATE},
         "methods": METHODS,
         "train": {"epochs": 2, "batch_size": 16},
-        "search": {"algorithm": "tpe", "num_samples": len(METHODS), "seed": 1, "start_points": "defaults"},
+        # NSGA-II in a real sweep: the start points, then one trial it samples itself
+        "search": {"algorithm": "nsga2", "num_samples": TRIALS, "seed": 1, "start_points": "defaults"},
         "resources": {"num_workers": 1, "cpus_per_worker": 1},
     }
     return sweep_on_local_ray(config, out)
@@ -34,8 +38,10 @@ def test_every_trial_is_a_generation_run_in_mlflow(generation_sweep):
     client = client_for(generation_sweep.tracking_uri)
     runs = client.search_runs([generation_sweep.experiment_id], max_results=100)
     children = [r for r in runs if r.data.tags.get(ROLE_TAG) == "trial"]
-    assert len(children) == len(METHODS) == len(runs) - 1
+    assert len(children) == TRIALS == len(runs) - 1
     assert {c.data.params["method"] for c in children} == set(METHODS)
+    parent = next(r for r in runs if r.data.tags.get(ROLE_TAG) == "sweep")
+    assert parent.data.params["algorithm"] == "nsga2"
     for child in children:
         assert child.info.status == "FINISHED" and child.data.tags["peftsweep.status"] == "completed"
         metrics = child.data.metrics

@@ -67,3 +67,26 @@ def test_resume_with_another_config_exits_2_naming_the_key(tmp_path, tiny_model,
     assert main(["run", str(path)]) == 2  # an interrupted sweep is never silently replaced
     err = capsys.readouterr().err
     assert "continue it with --resume" in err and "--restart" in err
+
+
+def test_restart_closes_the_abandoned_sweeps_runs_as_killed(tmp_path, capsys):
+    """`run --restart` on an interrupted sweep: its parent run and its unfinished trial runs are closed as KILLED;
+    its finished trials stay FINISHED (restart decides it before anything runs: sweep_to_resume, then abandon)."""
+    from peftsweep.search.sweep import abandon
+    from peftsweep.search.tracking import ROLE_TAG, client_for, ensure_experiment, start_parent
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = client_for(uri)
+    experiment_id = ensure_experiment(client, "t", tmp_path / "artifacts")
+    parent = start_parent(client, experiment_id, "t", {"algorithm": "tpe"})
+    trial = {"mlflow.parentRunId": parent, ROLE_TAG: "trial"}
+    running = client.create_run(experiment_id, run_name="running", tags=trial).info.run_id
+    finished = client.create_run(experiment_id, run_name="finished", tags=trial).info.run_id
+    client.set_terminated(finished, "FINISHED")
+    interrupted = SweepState(parent, experiment_id, uri, str(tmp_path / "ray"), {"name": "t"}, "running")
+    write_state(tmp_path, interrupted)
+    assert sweep_to_resume(tmp_path, {"name": "t"}, resume=False, restart=True) is None  # a new sweep, not resumed
+    abandon(client, interrupted)
+    status = {run_id: client.get_run(run_id).info.status for run_id in (parent, running, finished)}
+    assert status == {parent: "KILLED", running: "KILLED", finished: "FINISHED"}
+    assert f"abandoned the interrupted sweep (MLflow parent run {parent})" in capsys.readouterr().out

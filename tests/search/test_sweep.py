@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 from peftsweep.search.tracking import PARETO_TAG, PLACE_TAGS, ROLE_TAG, client_for
+from tests.tiny import SHARED_EXPERIMENT
 from tests.tiny import SWEEP_TRIALS as NUM_SAMPLES
 
 FINAL_METRICS = ["val_accuracy", "test_accuracy", "trainable_params", "trainable_pct", "base_params",
@@ -89,7 +91,25 @@ def test_summary_files_and_parent_artifacts(finished_sweep):
 def test_summary_command_reads_the_front_back_from_mlflow(finished_sweep, capsys):
     from peftsweep.cli import main
 
-    assert main(["summary", "--experiment", "tiny", "--tracking-uri", finished_sweep.tracking_uri]) == 0
+    assert main(["summary", "--experiment", SHARED_EXPERIMENT, "--tracking-uri", finished_sweep.tracking_uri]) == 0
     out = capsys.readouterr().out
     assert "Pareto front" in out and f"trials: {NUM_SAMPLES}" in out
     assert main(["summary", "--experiment", "nope", "--tracking-uri", finished_sweep.tracking_uri]) == 2
+    # tracking.experiment named the experiment (not the sweep's name, "tiny")
+    assert client_for(finished_sweep.tracking_uri).get_experiment(finished_sweep.experiment_id).name == \
+        SHARED_EXPERIMENT
+    capsys.readouterr()
+    assert main(["summary", "--experiment", SHARED_EXPERIMENT, "--tracking-uri", finished_sweep.tracking_uri,
+                 "--json"]) == 0
+    written = json.loads(capsys.readouterr().out)
+    assert len(written["trials"]) == NUM_SAMPLES
+    assert {p["run_id"] for p in written["front"]} == {r.run_id for r in finished_sweep.summary.front}
+
+
+def test_dashboard_command_writes_the_report(finished_sweep, tmp_path, capsys):
+    from peftsweep.cli import main
+
+    assert main(["dashboard", "--experiment", SHARED_EXPERIMENT, "--tracking-uri", finished_sweep.tracking_uri,
+                 "--out", str(tmp_path), "--no-log"]) == 0
+    html = (tmp_path / "dashboard.html").read_text()
+    assert all(r.run_id[:8] in html for r in finished_sweep.summary.front) and list(tmp_path.glob("*.png"))

@@ -10,11 +10,12 @@ from peftsweep.search.plan import build_plan
 from peftsweep.search.searcher import searcher_and_space
 from peftsweep.search.tracking import client_for, logged_config
 from peftsweep.search.warm_start import gather
+from tests.tiny import SHARED_EXPERIMENT
 
 
 def config_like(finished_sweep, tmp_path, **changes) -> SweepConfig:
     """The shared sweep's own config (as logged: its model and data paths), renamed, warm-started from it."""
-    source = {"experiment": "tiny", "tracking_uri": finished_sweep.tracking_uri} | changes.pop("source", {})
+    source = {"experiment": SHARED_EXPERIMENT, "tracking_uri": finished_sweep.tracking_uri} | changes.pop("source", {})
     raw = logged_config(client_for(finished_sweep.tracking_uri), finished_sweep.parent_run_id)
     raw = raw | {"name": "again", "output_dir": str(tmp_path / "again")} | changes
     raw["search"] = raw["search"] | {"warm_start": [source]}

@@ -133,3 +133,18 @@ def test_whole_float_labels_are_class_numbers(tmp_path):
     path.write_text("text,label\n" + "".join(f"row {i},{float(i % 2)}\n" for i in range(40)))
     splits, names, _ = load_splits(DataSpec(train_file=str(path)))
     assert names == ["0", "1"] and set(splits["train"]["label"]) == {0, 1}
+
+
+def test_label_column_and_the_carved_fractions_take_effect(tmp_path):
+    """data.label_column names the label's column (the text column's other name is data.text_column);
+    data.validation_fraction and data.test_fraction set the carved splits' sizes."""
+    frame = pd.DataFrame({"sentence": [f"words {i}" for i in range(200)],
+                          "label": ["wrong"] * 200,  # a column named like the default, not the one chosen
+                          "category": [["x", "y"][i % 2] for i in range(200)]})
+    path = write(tmp_path, frame)
+    splits, names, _ = load_splits(DataSpec(train_file=path, text_column="sentence", label_column="category",
+                                            validation_fraction=0.25, test_fraction=0.1, seed=0))
+    assert names == ["x", "y"]
+    assert (len(splits["test"]), len(splits["validation"]), len(splits["train"])) == (20, 45, 135)
+    default, _, _ = load_splits(DataSpec(train_file=path, text_column="sentence", label_column="category", seed=0))
+    assert (len(default["test"]), len(default["validation"])) == (20, 18)  # 0.1 of 200, then 0.1 of 180

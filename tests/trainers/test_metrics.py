@@ -16,3 +16,27 @@ def test_confusion_accuracy_and_macro_f1_by_hand():
 def test_macro_f1_ignores_classes_absent_from_labels_and_predictions():
     m = confusion(torch.tensor([0, 1]), torch.tensor([0, 1]), 4)
     assert macro_f1(m) == 1.0
+
+
+def test_eval_batch_size_sets_the_forward_passes_of_an_evaluation(tiny_model, tiny_data):
+    """train.eval_batch_size (the recipe hands it to the task kind through EvalContext): examples per forward pass;
+    the accuracy does not depend on it."""
+    import math
+
+    from peftsweep.trainers.model import build_model
+    from peftsweep.trainers.task_kind import EvalContext
+    from peftsweep.trainers.tasks import get_task
+
+    from peftsweep.spaces import REGISTRY
+
+    model, _, _ = build_model(tiny_model, "lora", REGISTRY["lora"].defaults(), tiny_data.label_names)
+    calls = []
+    model.register_forward_hook(lambda module, args, kwargs_or_out: calls.append(1))
+    split = tiny_data.splits["validation"]
+    results = {}
+    for size in (3, 64):
+        calls.clear()
+        context = EvalContext(batch_size=size, device=torch.device("cpu"), precision="fp32")
+        results[size] = get_task("classification").evaluate(model, split, tiny_data, context)
+        assert len(calls) == math.ceil(len(split.labels) / size)
+    assert results[3]["accuracy"] == results[64]["accuracy"]
