@@ -135,15 +135,7 @@ def ray_train_workers(*drivers: subprocess.Popen) -> list[int]:
     if drivers:
         sessions = {d.pid for d in drivers}
         return [pid for pid, _, sid, args in rows if sid in sessions and "RayTrainWorker" in args]
-    children: dict[int, list[int]] = {}
-    for pid, ppid, _, _ in rows:
-        children.setdefault(ppid, []).append(pid)
-    mine, todo = set(), [os.getpid()]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            if child not in mine:
-                mine.add(child)
-                todo.append(child)
+    mine = descendants()
     return [pid for pid, _, _, args in rows if pid in mine and "RayTrainWorker" in args]
 
 
@@ -237,6 +229,7 @@ def trial_actors() -> list[int]:
 
 
 def descendants() -> set[int]:
+    """The pids of every process this one started, their children's included."""
     ps = subprocess.run(["ps", "-eo", "pid=,ppid="], capture_output=True, text=True).stdout
     children: dict[int, list[int]] = {}
     for line in ps.splitlines():

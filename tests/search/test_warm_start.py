@@ -31,7 +31,7 @@ def test_completed_trials_become_completed_optuna_trials_with_both_objectives(fi
     plan, warm = warm_for(config_like(finished_sweep, tmp_path))
     completed = [r for r in finished_sweep.summary.trials if r.status == "completed"]
     assert len(warm.trials) == len(completed) >= 3
-    assert f"warm start: {len(completed)} completed trials of sweep 'tiny'" in warm.lines[0]
+    assert f"warm start: {len(completed)} completed trials of sweep '{SHARED_EXPERIMENT}'" in warm.lines[0]
     searcher, _, _ = searcher_and_space(plan, warm)
     study = searcher._ot_study
     assert sorted(tuple(t.values) for t in study.trials) == sorted((r.val_accuracy, r.trainable_pct) for r in completed)
@@ -82,7 +82,7 @@ def test_a_warm_started_sweep_runs_without_start_points(finished_sweep, tmp_path
     outcome = sweep_on_local_ray(raw, tmp_path)
     out = capfd.readouterr().out
     completed = sum(1 for r in finished_sweep.summary.trials if r.status == "completed")
-    assert f"warm start: {completed} completed trials of sweep 'tiny'" in out
+    assert f"warm start: {completed} completed trials of sweep '{SHARED_EXPERIMENT}'" in out
     assert outcome.summary.counts["total"] == 1 and outcome.status == "finished"
     # a start point trains its method at the default learning rate; the searcher samples one
     from peftsweep.spaces import REGISTRY
