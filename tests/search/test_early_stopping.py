@@ -268,7 +268,7 @@ def test_time_budget_ends_the_running_trial_and_its_job(tmp_path, tiny_model):
     assert read_state(tmp_path / "out").status == "finished"
 
 
-DOWN_S = 15
+DOWN_S = 5
 
 
 def test_ctrl_c_ends_the_jobs_and_resume_continues_the_trial(tmp_path, tiny_model):

@@ -16,7 +16,7 @@ from tests.tiny import ANSWER_TEMPLATE
 METHODS = {"lora": {"targets": "all_linear"}, "prompt": {"num_virtual_tokens": 2}, "full": {"lr": 1e-2}}
 
 
-TRIALS = len(METHODS) + 1
+TRIALS = len(METHODS)
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +27,7 @@ def generation_sweep(tmp_path_factory, tiny_causal, tiny_csv):
         "data": {"train_file": tiny_csv, "template": ANSWER_TEMPLATE},
         "methods": METHODS,
         "train": {"epochs": 2, "batch_size": 16},
-        # NSGA-II in a real sweep: the start points, then one trial it samples itself
+        # NSGA-II's sampler in a real sweep (its first trials are the start points it is given)
         "search": {"algorithm": "nsga2", "num_samples": TRIALS, "seed": 1, "start_points": "defaults"},
         "resources": {"num_workers": 1, "cpus_per_worker": 1},
     }
