@@ -47,6 +47,16 @@ def grid_table(config: dict, reuse: bool = False) -> list[GridRow]:
     return rows_of(client, *latest_sweep(client, config["name"]))
 
 
+def grid_floor(config: dict) -> float:
+    """The grid sweep's floor (its validation accuracy with nothing trained; 0 when it logged none): the reference
+    accuracy of every hypervolume the benchmarks compute from this table."""
+    from peftsweep.search.records import floor_accuracy, logged_floor
+    from peftsweep.search.tracking import client_for, latest_sweep
+
+    client = client_for(f"sqlite:///{Path(config['output_dir']) / 'mlflow.db'}")
+    return floor_accuracy(logged_floor(client, latest_sweep(client, config["name"])[1]))
+
+
 def rows_of(client, experiment_id: str, parent_run_id: str) -> list[GridRow]:
     from peftsweep.dashboards.sweep_data import hyperparameters
     from peftsweep.search.records import load_records

@@ -28,7 +28,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from common import REAL_MODEL, WORKLOADS, tiny_assets
-from search_table import GridRow, grid_config, grid_table, snap
+from search_table import GridRow, grid_config, grid_floor, grid_table, snap
 
 # The demo task near configs/demo.yaml's scale (3 epochs, batch 32; 400 training questions so that the grid fits in
 # the 15 minutes): 200 examples x 2 epochs left most points near chance, and a table of near-chance accuracies ranks
@@ -78,8 +78,10 @@ def ask(study, plan, rows: list[GridRow]) -> tuple:
     return trial, method, hparams, snap(method, hparams, rows, plan.methods)
 
 
-def by_trials(algorithm: str, starts: str, seed: int, budget: int, rows: list[GridRow], plan) -> list[float]:
-    """Hypervolume after each trial of one searcher run scored from the table (every trial runs to the end)."""
+def by_trials(algorithm: str, starts: str, seed: int, budget: int, rows: list[GridRow], plan,
+              floor: float = 0.0) -> list[float]:
+    """Hypervolume (from the floor) after each trial of one searcher run scored from the table (every trial runs to
+    the end)."""
     from peftsweep.search.pareto import Point, hypervolume
 
     study, found, curve = new_study(plan, algorithm, starts, seed, budget), [], []
@@ -87,7 +89,7 @@ def by_trials(algorithm: str, starts: str, seed: int, budget: int, rows: list[Gr
         trial, _, _, row = ask(study, plan, rows)
         study.tell(trial, [row.accuracy, row.cost])
         found.append(Point(str(i), row.accuracy, row.cost))
-        curve.append(hypervolume(found))
+        curve.append(hypervolume(found, reference_accuracy=floor))
     return curve
 
 
@@ -99,7 +101,7 @@ def run_trial(row: GridRow, scheduler, trial_id: str) -> int:
     epochs = len(row.history)
     if scheduler is None:
         return epochs
-    trial = SimpleNamespace(trial_id=trial_id)
+    trial = SimpleNamespace(trial_id=trial_id, config={"method": row.method}, status="RUNNING")
     scheduler.on_trial_add(None, trial)
     for epoch, accuracy in enumerate(row.history, start=1):
         result = {"epoch": epoch, "training_iteration": epoch, "val_accuracy": accuracy, "trainable_pct": row.cost}
@@ -111,13 +113,14 @@ def run_trial(row: GridRow, scheduler, trial_id: str) -> int:
 
 
 def by_compute(study, plan, rows: list[GridRow], scheduler_plan, seconds: float, max_trials: int,
-               until_hv: float | None = None) -> list[tuple[float, float]]:
-    """(cumulative worker-seconds, hypervolume) after each trial, until `seconds` are spent (or `until_hv` is
-    reached); trials run one after another. Stopped trials cost what they spent and are not on the front."""
+               until_hv: float | None = None, floor: float = 0.0) -> list[tuple[float, float]]:
+    """(cumulative worker-seconds, hypervolume from the floor) after each trial, until `seconds` are spent (or
+    `until_hv` is reached); trials run one after another. Stopped trials cost what they spent and are not on the
+    front. The scheduler is the one a sweep builds, given the same floor."""
     from peftsweep.search.pareto import Point, hypervolume
     from peftsweep.search.searcher import scheduler_for
 
-    scheduler = scheduler_for(scheduler_plan) if scheduler_plan else None
+    scheduler = scheduler_for(scheduler_plan, floor) if scheduler_plan else None
     found, spent, curve = [], 0.0, []
     for i in range(max_trials):
         trial, _, _, row = ask(study, plan, rows)
@@ -126,7 +129,7 @@ def by_compute(study, plan, rows: list[GridRow], scheduler_plan, seconds: float,
         study.tell(trial, [row.history[epochs - 1], row.cost])  # Ray's OptunaSearch: the last result's values
         if epochs == len(row.history):
             found.append(Point(str(i), row.accuracy, row.cost))
-        curve.append((spent, hypervolume(found)))
+        curve.append((spent, hypervolume(found, reference_accuracy=floor)))
         if spent >= seconds or (until_hv is not None and curve[-1][1] >= until_hv - 1e-12):
             break
     return curve
@@ -159,6 +162,7 @@ def main(argv: list[str] | None = None) -> dict:
     config = grid_config(model, data, QUICK_METHODS if args.quick else COARSE_METHODS, 2 if args.quick else 3,
                          {"epochs": 2, "batch_size": 16} if args.quick else GRID_TRAIN, out / "grid")
     rows = grid_table(config, reuse=args.reuse_grid)
+    floor = grid_floor(config)  # the grid sweep's floor: every hypervolume here is measured from it
 
     from peftsweep.search.config import SweepConfig
     from peftsweep.search.pareto import Point, hypervolume
@@ -168,37 +172,43 @@ def main(argv: list[str] | None = None) -> dict:
     scheduler_plans = {objective: build_plan(SweepConfig.model_validate(
         config | {"search": {"algorithm": "tpe"}, "early_stopping": {"enabled": True, "objective": objective}}))
         for objective in ("pareto", "accuracy")}  # the schedulers a sweep with early stopping would build
-    grid_hv = hypervolume([Point(str(i), r.accuracy, r.cost) for i, r in enumerate(rows)])
+    grid_hv = hypervolume([Point(str(i), r.accuracy, r.cost) for i, r in enumerate(rows)], reference_accuracy=floor)
+    from peftsweep.search.space import start_points
+
+    starts = len(start_points(plan.methods, "smallest"))  # the trials every variant begins with
     grid_seconds = sum(r.worker_seconds for r in rows)
     seeds = range(args.seeds or (2 if args.quick else 10))
     budget, quarter = len(rows), max(1, len(rows) // 4)
 
-    curves = {name: [by_trials(alg, starts, seed, budget, rows, plan) for seed in seeds]
-              for name, (alg, starts) in SEARCHERS.items()}
+    curves = {name: [by_trials(alg, start, seed, budget, rows, plan, floor) for seed in seeds]
+              for name, (alg, start) in SEARCHERS.items()}
     report = summarize(curves, grid_hv, quarter, len(rows))
     plot(curves, grid_hv, quarter, out / "search_hypervolume.png")
 
     compute = {name: [by_compute(new_study(plan, alg, "smallest", seed, budget), plan, rows,
-                                 scheduler_plans.get(objective), grid_seconds, 4 * len(rows)) for seed in seeds]
+                                 scheduler_plans.get(objective), grid_seconds, 4 * len(rows), floor=floor)
+                      for seed in seeds]
                for name, (alg, objective) in VARIANTS.items()}
     grid_curve, spent = [], 0.0
     for i, row in enumerate(rows):  # the grid in the order its sweep started the points
         spent += row.worker_seconds
-        grid_curve.append((spent, hypervolume([Point(str(j), r.accuracy, r.cost) for j, r in enumerate(rows[:i + 1])])))
+        grid_curve.append((spent, hypervolume([Point(str(j), r.accuracy, r.cost) for j, r in enumerate(rows[:i + 1])],
+                                              reference_accuracy=floor)))
     compute["grid (the reference)"] = [grid_curve]
-    compute_report = summarize_compute(compute, grid_hv, grid_seconds)
+    compute_report = summarize_compute(compute, grid_hv, grid_seconds, starts)
     plot_compute(compute, grid_hv, grid_seconds, out / "search_compute.png")
 
-    warm = warm_start(plan, rows, seeds, budget)
+    warm = warm_start(plan, rows, seeds, budget, floor)
     (out / "search.json").write_text(json.dumps(
-        {"grid": [vars(r) for r in rows], "grid_hypervolume": grid_hv, "grid_worker_seconds": grid_seconds,
+        {"grid": [vars(r) for r in rows], "floor": floor, "start_points": starts, "grid_hypervolume": grid_hv,
+         "grid_worker_seconds": grid_seconds,
          "curves": curves, "summary": report, "compute_curves": compute, "compute_summary": compute_report,
          "warm_start": warm}, indent=2, default=str))
     print(f"plots: {out / 'search_hypervolume.png'}, {out / 'search_compute.png'}; figures: {out / 'search.json'}")
     return {"trials": report, "compute": compute_report, "warm_start": warm}
 
 
-def warm_start(plan, rows: list[GridRow], seeds, budget: int) -> dict:
+def warm_start(plan, rows: list[GridRow], seeds, budget: int, floor: float = 0.0) -> dict:
     """A first TPE sweep of half the budget; then a second one warm-started from it (its completed trials replayed
     into the new study, as search.warm_start does) and a cold one: trials and worker-seconds each takes to reach the
     first sweep's final hypervolume with its own trials."""
@@ -214,11 +224,11 @@ def warm_start(plan, rows: list[GridRow], seeds, budget: int) -> dict:
             trial, _, _, row = ask(first, plan, rows)
             first.tell(trial, [row.accuracy, row.cost])
             found.append(Point(str(i), row.accuracy, row.cost))
-        target = hypervolume(found)
+        target = hypervolume(found, reference_accuracy=floor)
         taken = [replay(*unflat(t.params), tuple(t.values), plan.methods) for t in first.trials]
         for kind, warm in (("warm", [t for t in taken if t is not None]), ("cold", [])):
             study = new_study(plan, "tpe", "smallest", seed + 1000, budget, warm)
-            curve = by_compute(study, plan, rows, None, float("inf"), budget, until_hv=target)
+            curve = by_compute(study, plan, rows, None, float("inf"), budget, until_hv=target, floor=floor)
             reached = curve[-1][1] >= target - 1e-12
             results[kind].append({"trials": len(curve) if reached else None,
                                   "worker_seconds": curve[-1][0] if reached else None})
@@ -260,13 +270,15 @@ def summarize(curves: dict, grid_hv: float, quarter: int, grid_trials: int) -> d
     return report
 
 
-def summarize_compute(curves: dict, grid_hv: float, grid_seconds: float) -> dict:
-    """Hypervolume share at 15 %, 25 % and 50 % of the grid's worker-seconds; where each run reaches 95 %."""
+def summarize_compute(curves: dict, grid_hv: float, grid_seconds: float, starts: int = 0) -> dict:
+    """Hypervolume share at 15 %, 25 % and 50 % of the grid's worker-seconds; where each run reaches 95 %; and where
+    its start points end (every variant begins with the same `starts` trials: what differs comes after them)."""
     shares = (COMPUTE_GOAL, 0.25, 0.5)
     print(f"\ngrid: {grid_seconds:.0f} worker-seconds; goal: 95 % of its hypervolume within {COMPUTE_GOAL:.0%} of "
-          f"them ({COMPUTE_GOAL * grid_seconds:.0f} worker-seconds)")
+          f"them ({COMPUTE_GOAL * grid_seconds:.0f} worker-seconds); the first {starts} trials of a variant are its "
+          f"start points")
     print(f"{'variant':28}" + "".join(f"{f'at {s:.0%}':>9}" for s in shares)
-          + f"{'worst at 15%':>14}{'95% reached at':>16}{'seeds by 15%':>14}")
+          + f"{'worst at 15%':>14}{'95% reached at':>16}{'seeds by 15%':>14}{'start points end at':>21}")
     report = {}
     for name, runs in curves.items():
         at = {s: statistics.mean(hv_at(c, s * grid_seconds) for c in runs) / grid_hv for s in shares}
@@ -275,11 +287,16 @@ def summarize_compute(curves: dict, grid_hv: float, grid_seconds: float) -> dict
         reached = [r / grid_seconds for r in reach if r is not None]
         median = statistics.median(reached) if len(reached) == len(reach) else None
         by_goal = sum(r <= COMPUTE_GOAL + 1e-9 for r in reached)
+        ends = [c[min(starts, len(c)) - 1] for c in runs if c and starts and len(runs) > 1]
+        start_share = statistics.median(s / grid_seconds for s, _ in ends) if ends else None
+        start_hv = statistics.median(hv / grid_hv for _, hv in ends) if ends else None
         report[name] = {"fraction_at": {f"{s:.2f}": v for s, v in at.items()}, "worst_fraction_at_goal": worst,
                         "median_compute_share_to_95pct": median, "seeds_reaching_95pct_by_goal": by_goal,
-                        "seeds": len(runs)}
+                        "seeds": len(runs), "start_points_compute_share": start_share,
+                        "start_points_fraction": start_hv}
+        then = (f"{start_share:.0%} ({start_hv:.0%} HV)" if start_share is not None else "-")
         print(f"{name:28}" + "".join(f"{v:9.1%}" for v in at.values()) + f"{worst:14.1%}"
-              f"{f'{median:.0%}' if median is not None else 'not all':>16}{f'{by_goal} of {len(runs)}':>14}")
+              f"{f'{median:.0%}' if median is not None else 'not all':>16}{f'{by_goal} of {len(runs)}':>14}{then:>21}")
     return report
 
 

@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 
 from peftsweep.dashboards.sweep_data import SweepData, hyperparameters, key_hyperparameter
 from peftsweep.search.pareto import Point, hypervolume
-from peftsweep.search.confirmation import Confirmation
-from peftsweep.search.records import TrialRecord, is_front_candidate
+from peftsweep.search.confirmation import Confirmation, format_interval
+from peftsweep.search.records import TrialRecord, floor_accuracy, is_front_candidate
 
 PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#7f7f7f",
            "#bcbd22"]
@@ -153,9 +153,9 @@ def confirmed_bars(conf: Confirmation, style: dict[str, Style]) -> list[ErrorBar
         if not (math.isfinite(c.val.mean) and math.isfinite(c.trainable_pct) and c.trainable_pct > 0):
             continue
         low, high = (c.val.low, c.val.high) if c.val.known else (c.val.mean, c.val.mean)
-        text = (f"<b>{c.method}</b> confirmed over {c.val.n} seeds<br>val acc {c.val.mean:.3f} [{low:.3f}, "
-                f"{high:.3f}]<br>test acc {c.test.mean:.3f}<br>search run {c.search_val_accuracy:.3f} (bias "
-                f"{c.selection_bias:+.3f})<br>trainable {c.trainable_pct:.4g}%"
+        text = (f"<b>{c.method}</b> confirmed over {c.val.n} seeds ({c.failures})<br>val acc "
+                f"{format_interval(c.val)}<br>test acc {c.test.mean:.3f}<br>search run {c.search_val_accuracy:.3f} (bias "
+                f"{format_interval(c.selection_bias, True)})<br>trainable {c.trainable_pct:.4g}%"
                 + (f"<br>vs full: {c.verdict}" if c.verdict else "") + f"<br>config {c.config_id}")
         bars.append(ErrorBar(c.trainable_pct, c.val.mean, low, high, text, style[c.method], c.method))
     return bars
@@ -196,13 +196,16 @@ def panels(data: SweepData, style: dict[str, Style]) -> list[Panel]:
 
 
 def hypervolume_history(data: SweepData) -> list[float]:
+    """The search's hypervolume after each trial, in start order, measured as the summary's headline is: from the
+    floor, over the trials that beat it (the last value is the headline)."""
     by_id = {r.run_id: r for r in data.trials}
+    reference = floor_accuracy(data.summary.floor)
     seen, values = [], []
     for run_id in data.start_order:
         record = by_id[run_id]
-        if is_front_candidate(record):
+        if is_front_candidate(record) and record.val_accuracy > reference:
             seen.append(Point(run_id, record.val_accuracy, record.trainable_pct))
-        values.append(hypervolume(seen))
+        values.append(hypervolume(seen, reference_accuracy=reference))
     return values
 
 

@@ -13,8 +13,8 @@ from peftsweep.dashboards.figure_data import compute
 from peftsweep.dashboards.importance import method_importance
 from peftsweep.dashboards.static import write_pngs
 from peftsweep.dashboards.sweep_data import SweepData, load_sweep
-from peftsweep.search.confirmation import UNCONFIRMED, Confirmation, format_interval
-from peftsweep.search.statistics import Interval
+from peftsweep.search.confirmation import UNCONFIRMED, Confirmation, format_interval, format_verdict
+from peftsweep.search.statistics import Interval, format_p
 from peftsweep.search.summary import Summary
 from peftsweep.search.front_view import FRONT_FILTER, VIEW_NAME
 from peftsweep.search.tracking import client_for
@@ -45,7 +45,7 @@ def comparison_table(data: SweepData) -> str:
     confirmed = {c.method: c for c in conf.by_method} if conf else {}
     level = f"{conf.confidence:.0%}" if conf else ""
     extra = (f"<th>confirmed val ({level} CI)</th><th>confirmed test ({level} CI)</th>"
-             f"<th>gap to full, test ({level} CI)</th><th>verdict</th>" if conf else "")
+             f"<th>gap to full, test ({level} CI)</th><th>p (Holm)</th><th>runs</th><th>verdict</th>" if conf else "")
     head = ("<tr><th>method</th><th>val acc</th><th>test acc</th><th>trainable %</th><th>gap to best full</th>"
             f"<th>x full params</th><th>train s</th><th>peak MB</th><th>run</th>{extra}</tr>")
     rows = ""
@@ -57,9 +57,11 @@ def comparison_table(data: SweepData) -> str:
         if conf:
             c = confirmed.get(m.method)
             gap = c.gap_test.difference if c and c.gap_test else None
-            verdict = ("reference" if c and c.config_id == conf.reference else c.verdict if c and c.verdict else
-                       "not confirmed")
+            verdict = ("reference" if c and c.config_id == conf.reference else format_verdict(c) if c and c.verdict
+                       else "not confirmed")
+            p = format_p(c.gap_test.p_adjusted) if c and c.gap_test else ""
             row += (f"{interval(c.val if c else None)}{interval(c.test if c else None)}{interval(gap, True)}"
+                    f"<td>{p}</td><td>{html.escape(c.failures) if c else ''}</td>"
                     f"<td class=\"verdict\">{html.escape(verdict)}</td>")
         rows += row + "</tr>"
     return f'<table id="comparison"><thead>{head}</thead><tbody>{rows}</tbody></table>'
@@ -69,11 +71,11 @@ def confirmed_table(conf: Confirmation) -> str:
     level = f"{conf.confidence:.0%}"
     head = (f"<tr><th>method</th><th>config</th><th>why</th><th>trainable %</th><th>runs</th>"
             f"<th>val acc ({level} CI)</th><th>test acc ({level} CI)</th><th>search run val</th>"
-            f"<th>selection bias</th><th>on the front</th></tr>")
+            f"<th>selection bias ({level} CI)</th><th>on the front</th></tr>")
     rows = "".join(
         f"<tr><td>{html.escape(c.method)}</td><td><code>{html.escape(c.config_id)}</code></td>"
-        f"<td>{html.escape(', '.join(c.reasons))}</td>{cell(c.trainable_pct, '.4g')}<td>{c.val.n}</td>"
-        f"{interval(c.val)}{interval(c.test)}{cell(c.search_val_accuracy, '.3f')}{cell(c.selection_bias, '+.3f')}"
+        f"<td>{html.escape(', '.join(c.reasons))}</td>{cell(c.trainable_pct, '.4g')}<td>{html.escape(c.failures)}</td>"
+        f"{interval(c.val)}{interval(c.test)}{cell(c.search_val_accuracy, '.3f')}{interval(c.selection_bias, True)}"
         f"<td>{'yes' if c.on_front else ''}</td></tr>" for c in conf.configs)
     return f'<table id="confirmed"><thead>{head}</thead><tbody>{rows}</tbody></table>'
 
@@ -84,6 +86,7 @@ def confirmation_section(data: SweepData) -> str:
         return section("Confirmation", "", html.escape(UNCONFIRMED) + ".")
     note = (f"Each configuration re-trained with {len(conf.seeds)} new seeds ({', '.join(map(str, conf.seeds))}); "
             f"means and {conf.confidence:.0%} t-intervals from these runs alone, the front taken on the means. "
+            f"{conf.runs} confirm runs, {conf.failed} failed (runs: failed in training of those that ended). "
             f"Selection bias: the search run's validation accuracy minus its confirmed mean; "
             f"{conf.selection_bias:+.3f} on average.")
     return section("Confirmed over seeds", confirmed_table(conf), html.escape(note))
@@ -92,8 +95,11 @@ def confirmation_section(data: SweepData) -> str:
 def comparison_note(data: SweepData) -> str:
     note = "Best search trial per method (validation accuracy)."
     if data.summary.confirmation:
-        note += (" Confirmed: each method's best confirmed configuration; its gap to the confirmed full fine-tune is "
-                 "paired over the shared seeds, on test accuracy (the configurations were chosen on validation).")
+        conf = data.summary.confirmation
+        note += (" Confirmed: each method's configuration as the search chose it (its best search run); its gap to "
+                 "the full fine-tune the search chose is paired over the shared seeds, on test accuracy (the "
+                 f"configurations were chosen on validation); p-values Holm-adjusted over {conf.comparisons} "
+                 f"comparisons; equivalent: within +-{conf.rules.margin:g} by two one-sided tests.")
     return note
 
 

@@ -123,7 +123,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
     what = (f"{plan.data.num_labels} labels" if not plan.data.max_new_tokens else
             f"answers of up to {plan.data.max_new_tokens} tokens, examples of up to {plan.data.max_length}")
     which = "the front, the best full fine-tune" + (" and every method's best" if c.confirm.best_per_method else "")
-    confirm = f" then {which} confirmed with {c.confirm.seeds} new seeds each," if c.confirm.seeds else ""
+    seeds = (f"{c.confirm.first_seeds} new seeds each, 2 more at a time while a verdict is undecided (at most "
+             f"{c.confirm.max_seeds})" if c.confirm.auto else f"{c.confirm.seeds} new seeds each")
+    confirm = f" then {which} confirmed with {seeds}," if c.confirm.seeds else ""
     print(f"{args.config}: OK — {c.task}, {len(plan.methods)} methods ({', '.join(plan.methods)}), "
           f"{c.search.algorithm} x {trials} trials,{confirm} data {sizes}, {what}; "
           f"MLflow {c.tracking_uri} experiment {c.experiment!r}")
@@ -176,7 +178,7 @@ def report(plan, outcome) -> int:
 def cmd_summary(args: argparse.Namespace) -> int:
     import json
 
-    from peftsweep.search.records import load_records, logged_confidence, logged_floor
+    from peftsweep.search.records import load_records, logged_floor, logged_rules
     from peftsweep.search.summary import as_dict, format_table, summarize
     from peftsweep.search.tracking import client_for, latest_sweep
 
@@ -187,7 +189,7 @@ def cmd_summary(args: argparse.Namespace) -> int:
     except LookupError as exc:
         raise UserError(f"--experiment: {exc} in {uri}") from None
     summary = summarize(load_records(client, experiment_id, parent_run_id),
-                        floor=logged_floor(client, parent_run_id), confidence=logged_confidence(client, parent_run_id))
+                        floor=logged_floor(client, parent_run_id), rules=logged_rules(client, parent_run_id))
     print(json.dumps(as_dict(summary), indent=2) if args.json else format_table(summary))
     return 0
 

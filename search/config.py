@@ -32,6 +32,18 @@ def _gpu_count(value: Any) -> Any:
 GpuCount = Annotated[float | Literal["auto"], BeforeValidator(_gpu_count)]
 
 
+def _seeds(value: Any) -> Any:
+    """One clear message instead of pydantic's one per member of the union."""
+    if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 100):
+        return value
+    raise ValueError("a whole number of seeds from 0 to 100, or auto")
+
+
+SeedCount = Annotated[int | Literal["auto"], BeforeValidator(_seeds)]
+# confirm.seeds: auto starts every configuration with this many seeds, then adds a batch at a time
+AUTO_FIRST_SEEDS, AUTO_BATCH_SEEDS = 3, 2
+
+
 class ResourceOverride(Strict):
     num_workers: int | None = Field(None, ge=1)
     cpus_per_worker: float | None = Field(None, gt=0)
@@ -100,15 +112,45 @@ class EarlyStopping(Strict):
 
 
 class ConfirmSettings(Strict):
-    seeds: int = Field(
-        0, ge=0, le=100, description="after the search, re-train the configurations that matter this many times, each "
+    seeds: SeedCount = Field(
+        0, description="after the search, re-train the configurations that matter this many times, each "
         "with a new seed (weight init of new parameters, data order, dropout; never the search's), and summarize from "
         "those runs alone: means, t-intervals, the front on the means, PEFT vs full verdicts; 0: off (the front is "
-        "unconfirmed). 2 gives an interval, 3 or more a useful one")
+        "unconfirmed). 2 gives an interval, 3 or more a useful one. `auto`: start with 3, then add 2 at a time to the "
+        "configurations whose verdict is still undecided, up to `max_seeds` (docs/confirm.md)")
+    max_seeds: int = Field(10, ge=AUTO_FIRST_SEEDS, le=100,
+                           description="with `seeds: auto`: the most seeds any configuration gets")
     best_per_method: bool = Field(
         False, description="confirm the best trial of every method too, not only the front and the best full "
                            "fine-tune (every method then gets a verdict against full fine-tuning)")
     confidence: float = Field(0.95, gt=0.5, lt=1, description="of the intervals and verdicts")
+    margin: float = Field(0.01, ge=0, lt=1, description="accuracy: a gap to full fine-tuning shown to lie within "
+                                                        "+-margin is `equivalent` (two one-sided tests); 0: never")
+    failed_runs: Literal["withhold", "floor"] = Field(
+        "withhold", description="a confirm run that failed in training (a NaN loss, out of memory): `withhold` gives "
+                                "its configuration no verdict; `floor` scores the run at the floor's accuracy")
+
+    @property
+    def auto(self) -> bool:
+        return self.seeds == "auto"
+
+    @property
+    def first_seeds(self) -> int:
+        """Seeds of the first confirm pass."""
+        return AUTO_FIRST_SEEDS if self.auto else int(self.seeds)
+
+    @property
+    def looks(self) -> int:
+        """Passes after which verdicts are taken: alpha is split over all of them, as planned (Bonferroni)."""
+        if not self.auto:
+            return 1
+        return 1 + -(-(self.max_seeds - AUTO_FIRST_SEEDS) // AUTO_BATCH_SEEDS)
+
+    def rules(self):
+        from peftsweep.search.confirmation import VerdictRules
+
+        return VerdictRules(confidence=self.confidence, margin=self.margin, failed_runs=self.failed_runs,
+                            looks=self.looks)
 
 
 class Tracking(Strict):

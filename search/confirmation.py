@@ -9,9 +9,9 @@ import math
 from dataclasses import dataclass, field
 
 from peftsweep.search.pareto import Point, hypervolume, pareto_front
-from peftsweep.search.records import Floor, TrialRecord
-from peftsweep.search.statistics import (ACCURACY_BOUNDS, Interval, PairedDifference, mean_interval,
-                                         paired_difference)
+from peftsweep.search.records import Floor, TrialRecord, floor_accuracy
+from peftsweep.search.statistics import (ACCURACY_BOUNDS, Interval, PairedDifference, format_p, holm, is_undecided,
+                                         mean_interval, paired_difference, seeds_to_decide, single_run_gap)
 
 # Confirm seeds are this far apart (and from the search's): each epoch is seeded with seed + epoch, so seeds 1 apart
 # would share the data order of shifted epochs.
@@ -56,6 +56,16 @@ def select_configurations(front: list[TrialRecord], best_by_method: dict[str, Tr
             for r, reasons in chosen.values()]
 
 
+@dataclass(frozen=True)
+class VerdictRules:
+    """How the confirm stage turns runs into verdicts (the `confirm:` keys; docs/confirm.md)."""
+
+    confidence: float = 0.95
+    margin: float = 0.01  # accuracy: a gap within +-margin, shown so, is `equivalent`
+    failed_runs: str = "withhold"  # withhold: no verdict for a configuration with a run failed in training | floor
+    looks: int = 1  # planned looks at the verdicts (confirm.seeds: auto): alpha is split over them (Bonferroni)
+
+
 @dataclass
 class ConfirmedConfig:
     config_id: str
@@ -66,55 +76,100 @@ class ConfirmedConfig:
     trainable_pct: float
     trainable_params: float
     search_val_accuracy: float  # the accuracy it was selected with (one run, the search seed)
-    val: Interval  # over its confirm runs
+    val: Interval  # over its confirm runs (failed ones at the floor when the rules say so)
     test: Interval
     seeds: list[int]  # of its completed confirm runs
-    failed: int  # confirm runs that failed
-    selection_bias: float  # search val accuracy minus the confirmed mean
+    attempted: int  # confirm runs that ended (completed or failed)
+    failed: int  # confirm runs that failed, whatever the reason
+    failed_training: int  # of those, failed in training (a lost worker is not the configuration's fault)
+    selection_bias: Interval  # search val accuracy minus the confirmed mean, with its interval
     gap_val: PairedDifference | None = None  # to the confirmed full fine-tune (None: it is that, or there is none)
     gap_test: PairedDifference | None = None
     # Against full fine-tuning, on test accuracy: the configurations were chosen on validation accuracy, so test is
     # the only split that neither the search nor the selection has looked at.
     verdict: str | None = None
+    seeds_to_decide: int | None = None  # for an undecided verdict: about how many seeds the observed spread needs
     on_front: bool = False  # on the front of the means
+
+    @property
+    def failures(self) -> str:
+        """`failed k of n`: runs failed in training of the runs that ended (and those lost to infrastructure)."""
+        lost = self.failed - self.failed_training
+        return f"failed {self.failed_training} of {self.attempted}" + (f", {lost} lost" if lost else "")
+
+    @property
+    def undecided(self) -> bool:
+        return is_undecided(self.verdict)
 
 
 @dataclass
 class Confirmation:
     seeds: list[int]
-    confidence: float
+    rules: VerdictRules
     configs: list[ConfirmedConfig]  # cheapest first
     front: list[str]  # config ids on the front of the means, cheapest first
-    hypervolume: float  # of the front of the means
-    reference: str | None  # the confirmed full fine-tune's config id
+    hypervolume: float  # of the front of the means, from the floor
+    reference: str | None  # the confirmed full fine-tune's config id (chosen on the search's results)
     selection_bias: float  # mean over the configurations with a confirmed mean
     runs: int  # confirm runs, all statuses
     unfinished: int = 0  # confirm runs not yet completed or failed (an interrupted confirm stage)
-    by_method: list[ConfirmedConfig] = field(default_factory=list)  # each method's best confirmed configuration
+    by_method: list[ConfirmedConfig] = field(default_factory=list)  # each method's configuration chosen by the search
+    comparisons: int = 0  # verdicts in the family Holm adjusts over
+
+    @property
+    def confidence(self) -> float:
+        return self.rules.confidence
+
+    @property
+    def failed(self) -> int:
+        return sum(c.failed for c in self.configs)
+
+    @property
+    def compared(self) -> list[ConfirmedConfig]:
+        """The configurations compared with the reference (the verdict family), by method then cost."""
+        return sorted((c for c in self.configs if c.gap_test is not None),
+                      key=lambda c: (c.method, c.trainable_pct, c.config_id))
 
     def config(self, config_id: str) -> ConfirmedConfig | None:
         return next((c for c in self.configs if c.config_id == config_id), None)
 
 
-def by_seed(records: list[TrialRecord], metric: str) -> dict[int, float]:
-    return {r.seed: getattr(r, metric) for r in records if r.seed is not None and r.status == "completed"}
+def by_seed(records: list[TrialRecord], metric: str, failed_at: float | None = None) -> dict[int, float]:
+    """A metric by seed over the completed runs; with `failed_at`, runs failed in training count at that value."""
+    out = {r.seed: getattr(r, metric) for r in records if r.seed is not None and r.status == "completed"}
+    if failed_at is not None:
+        out |= {r.seed: failed_at for r in records if r.seed is not None and r.failed_in_training}
+    return out
+
+
+def _chosen_by_search(configs: list[ConfirmedConfig]) -> ConfirmedConfig | None:
+    """The configuration the search stage would pick: its best search run (not the confirmed means, which the
+    verdicts are judged on: choosing on them too would make the gap optimistic)."""
+    ranked = sorted((c for c in configs if math.isfinite(c.search_val_accuracy)),
+                    key=lambda c: (-c.search_val_accuracy, c.trainable_pct, c.config_id))
+    return ranked[0] if ranked else None
 
 
 def confirm(search: list[TrialRecord], repeats: list[TrialRecord], references: set[str], floor: Floor | None = None,
-            confidence: float = 0.95) -> Confirmation | None:
-    """`search`: the search stage's records; `repeats`: the confirm stage's. None when nothing was confirmed. Only
-    completed confirm runs count; the search run of a configuration never enters its mean."""
+            rules: VerdictRules = VerdictRules()) -> Confirmation | None:
+    """`search`: the search stage's records; `repeats`: the confirm stage's. None when nothing was confirmed. The
+    search run of a configuration never enters its mean; a run failed in training is counted (`failed k of n`) and
+    withholds the configuration's verdict, or counts at the floor (`rules.failed_runs`)."""
     if not repeats:
         return None
     trials = {r.trial_id: r for r in search}
     grouped: dict[str, list[TrialRecord]] = {}
     for r in repeats:
         grouped.setdefault(r.config_id, []).append(r)
+    at_floor = rules.failed_runs == "floor"
+    floor_val, floor_test = (floor.val_accuracy, floor.test_accuracy) if floor else (0.0, 0.0)
     configs = []
     for config_id, runs in grouped.items():
         origin = trials.get(config_id)
         done = [r for r in runs if r.status == "completed"]
-        val = mean_interval([r.val_accuracy for r in done], confidence, ACCURACY_BOUNDS)
+        failed_training = [r for r in runs if r.failed_in_training]
+        vals = [r.val_accuracy for r in done] + ([floor_val] * len(failed_training) if at_floor else [])
+        tests = [r.test_accuracy for r in done] + ([floor_test] * len(failed_training) if at_floor else [])
         pct = next((r.trainable_pct for r in done if math.isfinite(r.trainable_pct)),
                    origin.trainable_pct if origin else math.nan)
         params = next((r.trainable_params for r in done if math.isfinite(r.trainable_params)),
@@ -124,35 +179,49 @@ def confirm(search: list[TrialRecord], repeats: list[TrialRecord], references: s
         configs.append(ConfirmedConfig(
             config_id=config_id, search_run_id=origin.run_id if origin else "", method=runs[0].method,
             params=dict(origin.params) if origin else dict(runs[0].params), reasons=reasons, trainable_pct=pct,
-            trainable_params=params, search_val_accuracy=search_val, val=val,
-            test=mean_interval([r.test_accuracy for r in done], confidence, ACCURACY_BOUNDS),
+            trainable_params=params, search_val_accuracy=search_val,
+            val=mean_interval(vals, rules.confidence, ACCURACY_BOUNDS),
+            test=mean_interval(tests, rules.confidence, ACCURACY_BOUNDS),
             seeds=sorted(r.seed for r in done if r.seed is not None),
-            failed=sum(1 for r in runs if r.status == "failed"), selection_bias=search_val - val.mean))
+            attempted=sum(1 for r in runs if r.status in ("completed", "failed")),
+            failed=sum(1 for r in runs if r.status == "failed"), failed_training=len(failed_training),
+            selection_bias=single_run_gap(search_val, vals, rules.confidence)))
     configs.sort(key=lambda c: (c.trainable_pct if math.isfinite(c.trainable_pct) else math.inf, c.config_id))
     points = [Point(c.config_id, c.val.mean, c.trainable_pct) for c in configs
               if math.isfinite(c.val.mean) and (floor is None or c.val.mean > floor.val_accuracy)]
     front = [p.id for p in pareto_front(points)]
-    ranked = sorted((c for c in configs if math.isfinite(c.val.mean)), key=lambda c: (-c.val.mean, c.trainable_pct))
-    reference = next((c for c in ranked if c.method in references), None)
-    by_method: dict[str, ConfirmedConfig] = {}
-    for c in ranked:
-        by_method.setdefault(c.method, c)
+    reference = _chosen_by_search([c for c in configs if c.method in references])
+    by_method = [chosen for method in sorted({c.method for c in configs})
+                 if (chosen := _chosen_by_search([c for c in configs if c.method == method])) is not None]
+    for c in configs:
         c.on_front = c.config_id in front
         if reference is not None and c is not reference:
-            pair = [grouped[reference.config_id], grouped[c.config_id]]
-            c.gap_val = paired_difference(by_seed(pair[1], "val_accuracy"), by_seed(pair[0], "val_accuracy"),
-                                          confidence)
-            c.gap_test = paired_difference(by_seed(pair[1], "test_accuracy"), by_seed(pair[0], "test_accuracy"),
-                                           confidence)
-            c.verdict = c.gap_test.verdict
-    biases = [c.selection_bias for c in configs if math.isfinite(c.selection_bias)]
+            runs, ref_runs = grouped[c.config_id], grouped[reference.config_id]
+            val_at, test_at = (floor_val, floor_test) if at_floor else (None, None)
+            c.gap_val = paired_difference(by_seed(runs, "val_accuracy", val_at), by_seed(ref_runs, "val_accuracy", val_at),
+                                          rules.confidence, rules.margin)
+            c.gap_test = paired_difference(by_seed(runs, "test_accuracy", test_at),
+                                           by_seed(ref_runs, "test_accuracy", test_at), rules.confidence, rules.margin)
+    compared = sorted((c for c in configs if c.gap_test is not None), key=lambda c: c.config_id)
+    adjusted = holm([c.gap_test for c in compared], rules.confidence, rules.looks)
+    comparisons = adjusted[0].comparisons if adjusted else 0
+    for c, gap in zip(compared, adjusted):
+        c.gap_test = gap
+        c.verdict = gap.verdict
+        if not at_floor and (c.failed_training or reference.failed_training):
+            who = c if c.failed_training else reference
+            whose = "its" if who is c else "the full fine-tune's"
+            c.verdict = f"withheld: {whose} runs {who.failures} in training"
+        elif is_undecided(c.verdict):
+            c.seeds_to_decide = seeds_to_decide(gap, rules.confidence, comparisons, rules.looks)
+    biases = [c.selection_bias.mean for c in configs if math.isfinite(c.selection_bias.mean)]
     finished = ("completed", "failed")
     return Confirmation(
-        seeds=sorted({r.seed for r in repeats if r.seed is not None}), confidence=confidence, configs=configs,
-        front=front, hypervolume=hypervolume(points), reference=reference.config_id if reference else None,
+        seeds=sorted({r.seed for r in repeats if r.seed is not None}), rules=rules, configs=configs,
+        front=front, hypervolume=hypervolume(points, reference_accuracy=floor_accuracy(floor)),
+        reference=reference.config_id if reference else None,
         selection_bias=math.fsum(biases) / len(biases) if biases else math.nan, runs=len(repeats),
-        unfinished=sum(1 for r in repeats if r.status not in finished),
-        by_method=sorted(by_method.values(), key=lambda c: c.method))
+        unfinished=sum(1 for r in repeats if r.status not in finished), by_method=by_method, comparisons=comparisons)
 
 
 UNCONFIRMED = ("The front is unconfirmed: one run per configuration, with the search's seed (confirm.seeds re-trains "
@@ -161,41 +230,61 @@ UNCONFIRMED = ("The front is unconfirmed: one run per configuration, with the se
 
 def format_interval(i: Interval | None, signed: bool = False) -> str:
     """A mean with its interval, the one way the console, the CSV and the dashboard write it: `0.812 [0.790, 0.834]`;
-    `0.812 (1 run: no interval)` when the spread is not known; `n/a` without a value."""
+    `0.812 (1 run: no interval)` or `0.900 (3 runs, all equal: no interval)` when the spread is not known; `n/a`
+    without a value."""
     f = "+.3f" if signed else ".3f"
     if i is None or not math.isfinite(i.mean):
         return "n/a"
-    bounds = f" [{i.low:{f}}, {i.high:{f}}]" if i.known else f" ({i.n} run{'s' if i.n != 1 else ''}: no interval)"
-    return f"{i.mean:{f}}{bounds}"
+    if i.known:
+        return f"{i.mean:{f}} [{i.low:{f}}, {i.high:{f}}]"
+    why = "1 run" if i.n == 1 else f"{i.n} runs, all equal"
+    return f"{i.mean:{f}} ({why}: no interval)"
+
+
+def format_verdict(c: ConfirmedConfig) -> str:
+    """The verdict as printed, with the seeds an undecided one would need."""
+    if c.verdict is None:
+        return "n/a"
+    if c.undecided and c.seeds_to_decide is not None:
+        return f"{c.verdict} (~{c.seeds_to_decide} seeds would decide at this spread)"
+    return c.verdict
 
 
 def format_confirmation(conf: Confirmation | None) -> list[str]:
     """The printed summary's confirmation section (or the line saying there is none)."""
     if conf is None:
         return [UNCONFIRMED]
-    level = f"{conf.confidence:.0%}"
+    rules, level = conf.rules, f"{conf.confidence:.0%}"
     pending = f"; {conf.unfinished} run(s) unfinished (continue with --resume)" if conf.unfinished else ""
+    failed = f"; {conf.failed} failed" if conf.failed else ""
     lines = [f"Confirmed over {len(conf.seeds)} new seeds ({', '.join(map(str, conf.seeds))}): mean [{level} "
-             f"t-interval] of {conf.runs} confirm runs{pending}; front on the means (*), hypervolume "
+             f"t-interval] of {conf.runs} confirm runs{failed}{pending}; front on the means (*), hypervolume "
              f"{conf.hypervolume:.4f}:",
              f"  {'method':<9} {'config':<12} {'trainable %':>11} {'val acc':>22} {'test acc':>22} {'search val':>10} "
-             f"{'bias':>7} {'runs':>4}"]
+             f"{'selection bias':>24}  runs"]
     for c in conf.configs:
         mark = "*" if c.on_front else " "
+        runs = f"{c.attempted}" if not c.failed else c.failures
         lines.append(f"{mark} {c.method:<9} {c.config_id[-12:]:<12} {c.trainable_pct:>11.4g} {format_interval(c.val):>22} "
-                     f"{format_interval(c.test):>22} {c.search_val_accuracy:>10.3f} {c.selection_bias:>+7.3f} {c.val.n:>4}")
+                     f"{format_interval(c.test):>22} {c.search_val_accuracy:>10.3f} "
+                     f"{format_interval(c.selection_bias, True):>24}  {runs}")
     reference = conf.config(conf.reference) if conf.reference else None
     if reference is None:
         lines.append("PEFT vs full fine-tuning: no confirmed full fine-tune to compare with")
     else:
-        lines += [f"PEFT vs full fine-tuning (each method's best confirmed configuration minus the full fine-tune's "
-                  f"{reference.test.mean:.3f} test, paired over the shared seeds; verdict on test accuracy):",
-                  f"  {'method':<9} {'gap val':>24} {'gap test':>24}  verdict"]
-        for c in conf.by_method:
-            if c is reference or c.gap_test is None:
-                continue
-            lines.append(f"  {c.method:<9} {format_interval(c.gap_val.difference, True):>24} "
-                         f"{format_interval(c.gap_test.difference, True):>24}  {c.verdict}")
+        at_floor = " (runs failed in training count at the floor)" if rules.failed_runs == "floor" else ""
+        looks = f", alpha split over {rules.looks} looks" if rules.looks > 1 else ""
+        lines += [f"PEFT vs full fine-tuning (each configuration minus the full fine-tune {reference.config_id[-12:]} "
+                  f"chosen by the search, {format_interval(reference.test)} test; paired t over the shared seeds; "
+                  f"verdict on test accuracy, Holm-adjusted over {conf.comparisons} comparison"
+                  f"{'s' if conf.comparisons != 1 else ''}{looks}; equivalent = within +-{rules.margin:g} by two "
+                  f"one-sided tests){at_floor}:",
+                  f"  {'method':<9} {'config':<12} {'gap val':>24} {'gap test':>24} {'p (Holm)':>8}  verdict"]
+        for c in conf.compared:
+            lines.append(f"  {c.method:<9} {c.config_id[-12:]:<12} {format_interval(c.gap_val.difference, True):>24} "
+                         f"{format_interval(c.gap_test.difference, True):>24} {format_p(c.gap_test.p_adjusted):>8}  "
+                         f"{format_verdict(c)}")
     lines.append(f"Selection bias (search run's val accuracy minus its confirmed mean): {conf.selection_bias:+.3f} on "
-                 f"average over {sum(1 for c in conf.configs if math.isfinite(c.selection_bias))} configurations")
+                 f"average over {sum(1 for c in conf.configs if math.isfinite(c.selection_bias.mean))} "
+                 f"configurations (the reference and each method's configuration are chosen on the search's runs)")
     return lines

@@ -10,9 +10,11 @@ import math
 from dataclasses import dataclass
 from typing import Sequence
 
-# Hypervolume reference: accuracy 0 and 1000 % trainable (a decade beyond full fine-tuning), cost on a log10 axis
-# because trainable % spans five decades (0.01 % .. 100 %).
+# Hypervolume reference: the sweep's floor accuracy (0 without one) and 1000 % trainable (a decade beyond full
+# fine-tuning), cost on a log10 axis because trainable % spans five decades (0.01 % .. 100 %). A cost at or below
+# HV_MIN_PCT (0 trainable parameters) counts as HV_MIN_PCT: its area stays finite and a front never loses area by it.
 HV_REFERENCE_PCT = 1000.0
+HV_MIN_PCT = 1e-6
 
 
 @dataclass(frozen=True)
@@ -38,8 +40,11 @@ def pareto_front(points: Sequence[Point]) -> list[Point]:
 
 def hypervolume(points: Sequence[Point], reference_pct: float = HV_REFERENCE_PCT,
                 reference_accuracy: float = 0.0) -> float:
-    """Area dominated by the points in (log10 trainable %, accuracy), up to the reference point."""
-    front = [p for p in pareto_front(points) if 0 < p.cost < reference_pct and p.accuracy > reference_accuracy]
+    """Area dominated by the points in (log10 trainable %, accuracy), up to the reference point: only what lies above
+    `reference_accuracy` (the floor) counts, so a point that crosses the floor adds its own area above it, no more."""
+    clamped = [Point(p.id, p.accuracy, max(p.cost, HV_MIN_PCT)) for p in points
+               if math.isfinite(p.accuracy) and math.isfinite(p.cost)]
+    front = [p for p in pareto_front(clamped) if p.cost < reference_pct and p.accuracy > reference_accuracy]
     area = 0.0
     for i, p in enumerate(front):
         next_cost = front[i + 1].cost if i + 1 < len(front) else reference_pct

@@ -5,8 +5,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from peftsweep.search.tracking import (CONFIG_TAG, METHOD_TAG, SEARCH, SEED_TAG, STAGE_TAG, STATUS_TAG, TRIAL_TAG,
-                                       trial_runs)
+from peftsweep.search.tracking import (CONFIG_TAG, FAILURE_TAG, METHOD_TAG, SEARCH, SEED_TAG, STAGE_TAG, STATUS_TAG,
+                                       TRIAL_TAG, trial_runs)
+from peftsweep.trainers.faults import is_infrastructure_failure
 
 RECORD_METRICS = ("val_accuracy", "test_accuracy", "trainable_pct", "trainable_params", "stored_params",
                   "train_seconds", "peak_memory_mb", "worker_seconds", "gpu_seconds")
@@ -32,9 +33,16 @@ class TrialRecord:
     stage: str = SEARCH  # search | confirm (a re-training of a search trial's configuration with a new seed)
     config_id: str = ""  # the search trial whose configuration this run trained (a search run: its own trial id)
     seed: int | None = None  # confirm runs: the training seed (search runs train with train.seed)
+    failure: str = ""  # why it failed (a failed run), as recorded on the run
 
     def __post_init__(self) -> None:
         self.config_id = self.config_id or self.trial_id
+
+    @property
+    def failed_in_training(self) -> bool:
+        """Failed, and not because it lost its process, node or placement (trainers.faults): the configuration's
+        own training failed (a NaN loss, out of memory, an error in training)."""
+        return self.status == "failed" and not is_infrastructure_failure(self.failure)
 
 
 @dataclass(frozen=True)
@@ -60,13 +68,27 @@ def logged_floor(client, parent_run_id: str) -> Floor | None:
     return Floor(kind, metrics[FLOOR_METRICS[0]], metrics[FLOOR_METRICS[1]])
 
 
-def logged_confidence(client, parent_run_id: str) -> float:
-    """The confidence of the intervals the sweep was configured with (confirm.confidence; 0.95 before it existed)."""
-    raw = client.get_run(parent_run_id).data.params.get("confirm_confidence")
-    try:
-        return float(raw) if raw is not None else 0.95
-    except ValueError:
-        return 0.95
+def floor_accuracy(floor: Floor | None) -> float:
+    """The accuracy the hypervolume is measured from: the floor's validation accuracy, 0 without a floor."""
+    return floor.val_accuracy if floor is not None else 0.0
+
+
+def logged_rules(client, parent_run_id: str):
+    """The verdict rules the sweep was configured with (its confirm.* params; the defaults for what it did not log)."""
+    from peftsweep.search.confirmation import VerdictRules
+
+    params, default = client.get_run(parent_run_id).data.params, VerdictRules()
+
+    def number(key: str, fallback: float, kind=float):
+        try:
+            return kind(params[key]) if key in params else fallback
+        except ValueError:
+            return fallback
+    failed = params.get("confirm_failed_runs", default.failed_runs)
+    return VerdictRules(confidence=number("confirm_confidence", default.confidence),
+                        margin=number("confirm_margin", default.margin),
+                        failed_runs=failed if failed in ("withhold", "floor") else default.failed_runs,
+                        looks=number("confirm_looks", default.looks, int))
 
 
 def record_from_run(run) -> TrialRecord:
@@ -78,7 +100,8 @@ def record_from_run(run) -> TrialRecord:
                        status=status, params=dict(run.data.params),
                        **{k: float(metrics.get(k, math.nan)) for k in RECORD_METRICS},
                        stage=tags.get(STAGE_TAG, SEARCH), config_id=tags.get(CONFIG_TAG, trial_id),
-                       seed=int(seed) if seed is not None and seed.lstrip("-").isdigit() else None)
+                       seed=int(seed) if seed is not None and seed.lstrip("-").isdigit() else None,
+                       failure=tags.get(FAILURE_TAG, ""))
 
 
 def is_front_candidate(record: TrialRecord) -> bool:

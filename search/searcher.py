@@ -12,7 +12,7 @@ from ray import tune
 from peftsweep.search.config import SearchSettings
 from peftsweep.search.pareto_asha import ParetoASHA
 from peftsweep.search.plan import SweepPlan
-from peftsweep.search.space import define_space, grid, start_points
+from peftsweep.search.space import define_space, grid, start_points, unflat
 from peftsweep.search.warm_start import WarmStart, seed_searcher
 
 OBJECTIVES = ["val_accuracy", "trainable_pct"]
@@ -52,13 +52,28 @@ def make_sampler(s: SearchSettings, n_starts: int):
     return optuna.samplers.RandomSampler(seed=s.seed)
 
 
-def scheduler_for(plan: SweepPlan):
+def is_reference_trial(config: dict[str, Any]) -> bool:
+    """Whether a trial's point is of a reference method (full fine-tuning, by its MethodSpec)."""
+    from peftsweep.spaces import REGISTRY
+
+    try:
+        method = unflat(config)[0]
+    except (KeyError, TypeError, AttributeError):
+        return False
+    spec = REGISTRY.get(method)
+    return bool(spec and spec.reference)
+
+
+def scheduler_for(plan: SweepPlan, floor: float | None = None):
+    """The early-stopping scheduler; `floor`: the accuracy with nothing trained (the Pareto scheduler ranks results
+    not above it last)."""
     e = plan.config.early_stopping
     if not e.enabled:
         return None
     if e.objective == "pareto":
         return ParetoASHA(max_t=plan.config.train.epochs, grace_period=e.grace_period,
-                          reduction_factor=e.reduction_factor)
+                          reduction_factor=e.reduction_factor, objectives=tuple(OBJECTIVES), modes=tuple(DIRECTIONS),
+                          floor=floor, is_reference=is_reference_trial)
     # time_attr epoch, not training_iteration: a trial continued from a checkpoint keeps counting its epochs.
     return tune.schedulers.ASHAScheduler(metric="val_accuracy", mode="max", time_attr="epoch",
                                          max_t=plan.config.train.epochs, grace_period=e.grace_period,

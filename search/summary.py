@@ -12,9 +12,10 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from peftsweep.search.confirmation import Confirmation, confirm, format_confirmation
+from peftsweep.search.confirmation import Confirmation, VerdictRules, confirm, format_confirmation, format_interval
 from peftsweep.search.pareto import Point, hypervolume, pareto_front
-from peftsweep.search.records import (RECORD_METRICS, Floor, TrialRecord, best_of, is_front_candidate, of_stage)
+from peftsweep.search.records import (RECORD_METRICS, Floor, TrialRecord, best_of, floor_accuracy, is_front_candidate,
+                                      of_stage)
 from peftsweep.search.tracking import CONFIRM, PARETO_TAG, SEARCH
 
 @dataclass
@@ -71,11 +72,12 @@ def reference_methods() -> set[str]:
 
 
 def summarize(records: list[TrialRecord], references: set[str] | None = None,
-              floor: Floor | None = None, confidence: float = 0.95) -> Summary:
+              floor: Floor | None = None, rules: VerdictRules = VerdictRules()) -> Summary:
     """`records`: the sweep's runs, of both stages. `references`: the methods PEFT is compared against (default: the
     registry's). `floor`: the accuracy with nothing trained; it dominates every trial that does not beat it (it has
     fewer trainable parameters: none), so those never join the front. The search's front and comparison come from the
-    search runs; the confirmation (means and intervals at `confidence`) from the confirm runs alone. The records are
+    search runs; the confirmation (means, intervals and verdicts by `rules`) from the confirm runs alone. The
+    hypervolume is measured from the floor (0 without one), so only area above it counts. The records are
     not changed: the summary holds copies with `on_front` set."""
     references = reference_methods() if references is None else references
     repeats = of_stage(records, CONFIRM)
@@ -100,11 +102,11 @@ def summarize(records: list[TrialRecord], references: set[str] | None = None,
             train_seconds=best.train_seconds, peak_memory_mb=best.peak_memory_mb))
     counts = {s: sum(1 for r in records if r.status == s) for s in ("completed", "early_stopped", "failed", "interrupted",
                                                                   "running")}
-    return Summary(trials=records, front=[by_id[i] for i in front_ids], hypervolume=hypervolume(points),
+    return Summary(trials=records, front=[by_id[i] for i in front_ids], hypervolume=hypervolume(points, reference_accuracy=floor_accuracy(floor)),
                    by_method=by_method, counts=counts | {"total": len(records)},
                    reference_method=full.method if full else None, floor=floor,
                    below_floor=len(completed) - len(candidates), repeats=repeats,
-                   confirmation=confirm(records, repeats, references, floor, confidence))
+                   confirmation=confirm(records, repeats, references, floor, rules))
 
 
 def tag_front(client, summary: Summary) -> None:
@@ -121,7 +123,7 @@ def write_files(summary: Summary, directory: Path) -> tuple[Path, Path]:
     json_path, csv_path = directory / "summary.json", directory / "trials.csv"
     json_path.write_text(json.dumps(as_dict(summary), indent=2))
     fields = ["run_id", "trial_id", "stage", "config_id", "seed", "method", "status", "on_front", *RECORD_METRICS,
-              "params"]
+              "failure", "params"]
     with csv_path.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=fields)
         writer.writeheader()
@@ -136,10 +138,12 @@ CONFIRMED_CSV = "confirmed.csv"  # one row per confirmed configuration
 
 
 def write_confirmed_csv(conf: Confirmation, path: Path) -> None:
-    fields = ["config_id", "method", "reasons", "trainable_pct", "runs", "val_mean", "val_low", "val_high",
-              "test_mean", "test_low", "test_high", "search_val_accuracy", "selection_bias", "on_confirmed_front",
-              "gap_val", "gap_val_low", "gap_val_high", "gap_test", "gap_test_low", "gap_test_high", "verdict",
-              "params"]
+    fields = ["config_id", "method", "reasons", "trainable_pct", "runs", "failed", "failed_training", "failures",
+              "val_mean", "val_low", "val_high", "val_interval", "test_mean", "test_low", "test_high", "test_interval",
+              "search_val_accuracy", "selection_bias", "selection_bias_low", "selection_bias_high",
+              "on_confirmed_front", "gap_val", "gap_val_low", "gap_val_high", "gap_test", "gap_test_low",
+              "gap_test_high", "gap_test_p", "gap_test_p_holm", "gap_test_p_equivalence_holm", "comparisons", "verdict",
+              "seeds_to_decide", "params"]
     with path.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=fields)
         writer.writeheader()
@@ -149,12 +153,20 @@ def write_confirmed_csv(conf: Confirmation, path: Path) -> None:
                 d = gap.difference if gap else None
                 gaps |= {name: d.mean if d else "", f"{name}_low": d.low if d else "",
                          f"{name}_high": d.high if d else ""}
+            t = c.gap_test
             writer.writerow({"config_id": c.config_id, "method": c.method, "reasons": ",".join(c.reasons),
-                             "trainable_pct": c.trainable_pct, "runs": c.val.n, "val_mean": c.val.mean,
-                             "val_low": c.val.low, "val_high": c.val.high, "test_mean": c.test.mean,
-                             "test_low": c.test.low, "test_high": c.test.high,
-                             "search_val_accuracy": c.search_val_accuracy, "selection_bias": c.selection_bias,
-                             "on_confirmed_front": c.on_front, "verdict": c.verdict or "",
+                             "trainable_pct": c.trainable_pct, "runs": c.attempted, "failed": c.failed,
+                             "failed_training": c.failed_training, "failures": c.failures,
+                             "val_mean": c.val.mean, "val_low": c.val.low, "val_high": c.val.high,
+                             "val_interval": format_interval(c.val), "test_mean": c.test.mean,
+                             "test_low": c.test.low, "test_high": c.test.high, "test_interval": format_interval(c.test),
+                             "search_val_accuracy": c.search_val_accuracy, "selection_bias": c.selection_bias.mean,
+                             "selection_bias_low": c.selection_bias.low, "selection_bias_high": c.selection_bias.high,
+                             "on_confirmed_front": c.on_front, "gap_test_p": t.p_value if t else "",
+                             "gap_test_p_holm": t.p_adjusted if t else "",
+                             "gap_test_p_equivalence_holm": t.p_equivalence_adjusted if t else "",
+                             "comparisons": t.comparisons if t else "", "verdict": c.verdict or "",
+                             "seeds_to_decide": c.seeds_to_decide if c.seeds_to_decide is not None else "",
                              "params": json.dumps(c.params)} | gaps)
 
 
@@ -166,8 +178,18 @@ def as_dict(summary: Summary) -> dict[str, Any]:
                     "below_floor": summary.below_floor,
                     "front": [asdict(r) for r in summary.front], "by_method": [asdict(m) for m in summary.by_method],
                     "trials": [asdict(r) for r in summary.trials],
-                    "confirmed": asdict(summary.confirmation) if summary.confirmation else None,
+                    "confirmed": _confirmed_dict(summary.confirmation) if summary.confirmation else None,
                     "confirm_runs": [asdict(r) for r in summary.repeats]})
+
+
+def _confirmed_dict(conf: Confirmation) -> dict[str, Any]:
+    """The confirmation as data, each configuration with its `failures` line (`failed k of n`) beside its means."""
+    out = asdict(conf)
+    for row, c in zip(out["configs"], conf.configs):
+        row["failures"] = c.failures
+    for row, c in zip(out["by_method"], conf.by_method):
+        row["failures"] = c.failures
+    return out | {"comparisons": conf.comparisons, "failed": conf.failed}
 
 
 def _finite(value: Any) -> Any:
@@ -190,7 +212,7 @@ def format_table(summary: Summary) -> str:
     lines = [f"trials: {c['total']} ({c['completed']} completed, {c['early_stopped']} stopped early, "
              f"{c['failed']} failed{_unfinished(c)})",
              *_floor_line(summary), *_compute_line(summary),
-             f"Pareto front (val accuracy max, trainable % min), hypervolume {summary.hypervolume:.4f}:",
+             f"Pareto front (val accuracy max, trainable % min), hypervolume {summary.hypervolume:.4f}{_from(summary)}:",
              f"  {'method':<9} {'trainable %':>11} {'params':>10} {'val acc':>8} {'test acc':>8}  hyperparameters"]
     for r in summary.front:
         hp = ", ".join(f"{k}={_short(v)}" for k, v in r.params.items() if k != "method" and k in _method_keys(r))
@@ -205,6 +227,10 @@ def format_table(summary: Summary) -> str:
         lines.append(f"  {m.method:<9} {m.val_accuracy:>8.3f} {m.test_accuracy:>8.3f} {m.trainable_pct:>11.4g} "
                      f"{gap:>11} {ratio:>13} {m.train_seconds:>8.1f} {m.peak_memory_mb:>8.0f}")
     return "\n".join(lines + format_confirmation(summary.confirmation))
+
+
+def _from(summary: Summary) -> str:
+    return f" (from the floor, {summary.floor.val_accuracy:.3f})" if summary.floor else ""
 
 
 def _compute_line(summary: Summary) -> list[str]:

@@ -29,7 +29,8 @@ from peftsweep.search.tracking import (CONFIRM, SEARCH, MlflowTrialLogger, clien
                                        SWEEP_CONFIG_ARTIFACT, ensure_experiment, latest_sweep, logged_config,
                                        start_parent, trial_runs)
 from peftsweep.search.train_jobs import EndTrainJobs, interrupt_on_ctrl_c, start_jobs_actor
-from peftsweep.search.confirm_stage import confirm_tuner, discard_runs, log_confirmation, plan_work, tune_path_for
+from peftsweep.search.confirm_stage import (confirm_tuner, discard_runs, log_confirmation, next_look, plan_work,
+                                           tune_path_for)
 from peftsweep.search.trial import DRIVER_RESOURCES, sweep_trial
 from peftsweep.environment import actor_env, apply_defaults
 from peftsweep.errors import UserError
@@ -123,7 +124,8 @@ def logged_params(plan: SweepPlan) -> dict[str, Any]:
     return {"model": c.model, "data": c.data.model_dump_json(exclude_none=True), "epochs": c.train.epochs,
             "batch_size": c.train.batch_size, "algorithm": c.search.algorithm, "num_samples": c.search.num_samples,
             "methods": ",".join(plan.methods), "seed": c.search.seed, "confirm_seeds": c.confirm.seeds,
-            "confirm_confidence": c.confirm.confidence}
+            "confirm_confidence": c.confirm.confidence, "confirm_margin": c.confirm.margin,
+            "confirm_failed_runs": c.confirm.failed_runs, "confirm_looks": c.confirm.looks}
 
 
 def run_sweep(plan: SweepPlan, address: str | None = None, resume: bool = False,
@@ -159,7 +161,7 @@ def run_sweep(plan: SweepPlan, address: str | None = None, resume: bool = False,
         # One Tune experiment directory per sweep, so a new sweep never mixes with an old one's state.
         state = SweepState(parent_run_id, experiment_id, c.tracking_uri,
                            storage.join(storage_root(plan), "ray", f"{c.name}-{parent_run_id[:8]}"), config,
-                           confirm_seeds=c.confirm.seeds)
+                           confirm_seeds=c.confirm.first_seeds)
         write_state(out, state)
     template = trial_template(plan)
     floor = sweep_floor(client, state.parent_run_id, c.task, plan.data, template)
@@ -170,7 +172,7 @@ def run_sweep(plan: SweepPlan, address: str | None = None, resume: bool = False,
             searcher, param_space, num_samples = searcher_and_space(plan, warm)
             total = len(param_space["point"]["grid_search"]) if param_space else num_samples
             status = fit(make_tuner(plan, state, searcher, param_space, num_samples, total, resumed is not None,
-                                    template), state.tune_path)
+                                    template, floor), state.tune_path)
             if status == "finished" and state.confirm_seeds:
                 state.stage = CONFIRM
                 write_state(out, state)
@@ -219,7 +221,7 @@ def trial_logger(plan: SweepPlan, state: SweepState, stage: str = SEARCH) -> Mlf
 
 
 def make_tuner(plan: SweepPlan, state: SweepState, searcher, param_space: dict[str, Any], num_samples: int,
-               total: int, resumed: bool, template: TrialTemplate) -> tune.Tuner:
+               total: int, resumed: bool, template: TrialTemplate, floor: Floor | None = None) -> tune.Tuner:
     c = plan.config
     name = storage.name_of(state.tune_path)
     trainable = trainable_for(plan, state.tune_path, template)
@@ -228,7 +230,7 @@ def make_tuner(plan: SweepPlan, state: SweepState, searcher, param_space: dict[s
         return tune.Tuner.restore(state.tune_path, trainable, resume_unfinished=True, resume_errored=False,
                                   restart_errored=False, param_space=param_space or None)
     end_jobs = EndTrainJobs(name, c.search.time_budget_s)
-    scheduler = scheduler_for(plan)
+    scheduler = scheduler_for(plan, floor.val_accuracy if floor else None)
     # ParetoASHA's rung records are saved with the sweep through a callback (Tune saves callbacks, not schedulers)
     saver = [scheduler.saver] if isinstance(scheduler, ParetoASHA) else []
     return tune.Tuner(
@@ -245,9 +247,34 @@ def make_tuner(plan: SweepPlan, state: SweepState, searcher, param_space: dict[s
 
 
 def run_confirm_stage(client, state: SweepState, plan: SweepPlan, template: TrialTemplate,
-                      floor: Floor | None, best_per_method: bool | None = None) -> str:
-    """Train the confirm runs still missing (state.confirm_seeds per configuration); a pass that was interrupted is
-    continued from Tune's state, its unfinished runs from their checkpoints."""
+                      floor: Floor | None, best_per_method: bool | None = None, auto: bool | None = None) -> str:
+    """Train the confirm runs still missing (state.confirm_seeds per configuration). With `confirm.seeds: auto`
+    (`auto`: the config's unless given),
+    then look at the verdicts: while some are undecided and `confirm.max_seeds` allows, give those configurations
+    (and the reference they are paired with) the next batch of seeds."""
+    c = plan.config
+    status = run_confirm_pass(client, state, plan, template, floor, best_per_method)
+    while status == "finished" and (c.confirm.auto if auto is None else auto):
+        summary = summarize(load_records(client, state.experiment_id, state.parent_run_id), floor=floor,
+                            rules=c.confirm.rules())
+        look = next_look(summary.confirmation, state.confirm_seeds, c.confirm.max_seeds)
+        if look is None:
+            break
+        seeds, only = look
+        undecided = sum(1 for x in summary.confirmation.compared if x.undecided)
+        print(f"confirm stage: {undecided} verdict{'s' if undecided != 1 else ''} undecided at {state.confirm_seeds} "
+              f"seeds: {seeds} seeds for {len(only)} configurations (confirm.seeds: auto, at most "
+              f"{c.confirm.max_seeds})", flush=True)
+        state.confirm_seeds = seeds
+        write_state(c.output_path, state)
+        status = run_confirm_pass(client, state, plan, template, floor, best_per_method, only=only)
+    return status
+
+
+def run_confirm_pass(client, state: SweepState, plan: SweepPlan, template: TrialTemplate, floor: Floor | None,
+                     best_per_method: bool | None = None, only: set[str] | None = None) -> str:
+    """One confirm pass: the runs still missing for state.confirm_seeds seeds (of the `only` configurations, when
+    given); a pass that was interrupted is continued from Tune's state, its unfinished runs from their checkpoints."""
     c = plan.config
     tune_path = tune_path_for(state.tune_path, state.confirm_seeds)
     if state.confirm_tune_path != tune_path:
@@ -259,9 +286,10 @@ def run_confirm_stage(client, state: SweepState, plan: SweepPlan, template: Tria
         tuner = tune.Tuner.restore(tune_path, trainable, resume_unfinished=True, resume_errored=False,
                                    restart_errored=False)
         return fit(tuner, tune_path)
-    summary = summarize(load_records(client, state.experiment_id, state.parent_run_id), floor=floor)
+    summary = summarize(load_records(client, state.experiment_id, state.parent_run_id), floor=floor,
+                        rules=c.confirm.rules())
     best_per_method = c.confirm.best_per_method if best_per_method is None else best_per_method
-    work = plan_work(summary, c.train.seed, state.confirm_seeds, best_per_method)
+    work = plan_work(summary, c.train.seed, state.confirm_seeds, best_per_method, only=only)
     discard_runs(client, work.discard)
     if not work.points:
         print(f"confirm stage: nothing to train ({len(work.selected)} configurations already have a run for each of "
@@ -317,7 +345,8 @@ def confirm_sweep(tracking_uri: str, experiment: str, seeds: int, address: str |
     floor = logged_floor(client, parent_run_id)
     status = "interrupted"
     try:
-        status = run_confirm_stage(client, state, plan, trial_template(plan), floor, best_per_method)
+        # `peftsweep confirm --seeds N` asks for N seeds, whatever the sweep's confirm.seeds said
+        status = run_confirm_stage(client, state, plan, trial_template(plan), floor, best_per_method, auto=False)
     finally:
         summary = finish(client, state, plan, status, floor)
     outcome = SweepOutcome(summary, parent_run_id, experiment_id, tracking_uri, out / "summary" / "summary.json",
@@ -340,7 +369,7 @@ def finish(client, state: SweepState, plan: SweepPlan, status: str, floor: Floor
     if status == "interrupted":
         close_interrupted(client, state.experiment_id, state.parent_run_id)
     summary = summarize(load_records(client, state.experiment_id, state.parent_run_id), floor=floor,
-                        confidence=plan.config.confirm.confidence)
+                        rules=plan.config.confirm.rules())
     tag_front(client, summary)
     log_confirmation(client, state.parent_run_id, summary)
     if plan.config.delete_dominated_checkpoints and status == "finished":

@@ -34,6 +34,7 @@ METHOD_TAG = "peftsweep.method"
 STATUS_TAG = "peftsweep.status"  # completed | early_stopped | failed | interrupted (resumable)
 PARETO_TAG = "peftsweep.pareto"  # "true" on front members, "false" on every other trial
 FAILURE_TAG = "peftsweep.failure_reason"
+RETRIED_TAG = "peftsweep.retried"  # a failed run tried again (confirm stage): why the first try failed
 CHECKPOINT_TAG = "peftsweep.checkpoint_path"
 STAGE_TAG = "peftsweep.stage"  # search | confirm (absent on runs of sweeps from before the confirm stage: search)
 SEARCH, CONFIRM = "search", "confirm"
@@ -296,6 +297,10 @@ class MlflowTrialLogger(Callback):
         epochs = int(result.get("epoch", 0))
         status = "completed" if epochs >= self.planned_epochs else "early_stopped"
         self._finish(trial, result, status, "FINISHED")
+
+    def on_trial_recover(self, iteration, trials, trial, **info):
+        """Tune tries the failed trial again (a confirm run: search.confirm_stage): its run stays open, tagged."""
+        self.client.set_tag(self.run_id(trial), RETRIED_TAG, trial_error_reason(trial)[:5000])
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self._finish(trial, trial.last_result or {}, "failed", "FAILED", reason=trial_error_reason(trial))

@@ -17,7 +17,8 @@ from peftsweep.search.space import repeat_of, unflat
 from peftsweep.search.storage import delete_checkpoints
 from peftsweep.search.train_jobs import INTERRUPTED, JobOfTrial
 from peftsweep.trainers.config import TrialTemplate
-from peftsweep.trainers.faults import recorded_failure, training_failure
+from peftsweep.trainers.faults import (is_infrastructure_failure, record_reason, recorded_failure,
+                                       training_failure)
 from peftsweep.trainers.launch import make_trainer, run_dir_of
 
 # The trial driver only waits on the Train controller: it needs no CPU, and `memory` exists on every Ray node.
@@ -49,7 +50,10 @@ def sweep_trial(config: dict[str, Any], *, data: dict[str, Any], template: Trial
                 threading.Event().wait()
             if outcome is None and isinstance(exc, TrainingFailedError):
                 # One line for MLflow's failure_reason and the progress printer, not Ray's nested tracebacks.
-                raise TrialFailedError(training_failure(exc)) from None
+                reason = training_failure(exc)
+                if not is_infrastructure_failure(reason):  # the training's own error: a retry would repeat it
+                    record_reason(run_dir, reason)
+                raise TrialFailedError(reason) from None
             if outcome is None:
                 raise
             # stopped: its scheduler or the time budget ended the trial, then its job; Tune has what it reported

@@ -60,6 +60,7 @@ def test_searchers_quick(tmp_path):
     assert {"tpe", "nsga2", "random", "tpe, start at defaults", "random, no start points"} <= set(report["summary"])
     # with the whole grid as budget a searcher's hypervolume can reach, never exceed, the grid's
     grid_hv, grid_seconds = report["grid_hypervolume"], report["grid_worker_seconds"]
+    assert 0 < report["floor"] < 1 and report["start_points"] >= 1  # hypervolumes are measured from the grid's floor
     assert all(c[-1] <= grid_hv + 1e-9 for runs in report["curves"].values() for c in runs)
     assert "trials to 95%" in out and "95% reached at" in out
     # the table: per-epoch accuracies and a spend that grows with every epoch, up to the trial's worker-seconds
@@ -78,6 +79,7 @@ def test_searchers_quick(tmp_path):
     assert math.isclose(compute["grid (the reference)"][0][-1][0], grid_seconds)
     assert math.isclose(compute["grid (the reference)"][0][-1][1], grid_hv)
     assert set(report["warm_start"]) == {"warm", "cold"}
+    assert report["compute_summary"]["TPE + Pareto ASHA"]["start_points_compute_share"] is not None
 
 
 def test_gpu_sweep_dry_run_times_each_method_plain_and_in_ray_train(tmp_path):

@@ -10,8 +10,6 @@ writes a marker into the trial's run directory (local or shared storage, any pya
 
 from __future__ import annotations
 
-import torch
-
 MARKER = "peftsweep_fatal.txt"
 
 
@@ -24,7 +22,24 @@ class FatalTrialError(RuntimeError):
 
 
 def is_fatal(exc: BaseException) -> bool:
+    import torch  # here: the summary reads failure reasons (below) without torch
+
     return isinstance(exc, (NonFiniteLossError, FatalTrialError, MemoryError, torch.OutOfMemoryError))
+
+
+# A trial that failed for one of these lost its process, its node or its placement, not its training: what it
+# trained says nothing about the configuration, so a confirm run that failed so is retried (search.confirm_stage), and
+# one that failed so even then is not counted against its configuration.
+INFRASTRUCTURE_FAILURES = ("ActorDiedError", "RayActorError", "ActorUnavailableError", "NodeDiedError",
+                           "WorkerCrashedError", "ObjectLostError", "OwnerDiedError", "RaySystemError",
+                           "WorkerGroupStartupTimeoutError", "WorkerGroupStartupFailedError", "WorkerHealthCheckFailedError",
+                           "WorkerHealthCheckTimeoutError", "PreemptionError", "NCCLHangError",
+                           "CollectiveTimeoutError", "the Ray Train workers did not start")
+
+
+def is_infrastructure_failure(reason: str | None) -> bool:
+    """A failure reason (as recorded on the trial's run) that says the trial lost its process or placement."""
+    return bool(reason) and any(name in reason for name in INFRASTRUCTURE_FAILURES)
 
 
 def describe(exc: BaseException) -> str:
@@ -57,12 +72,17 @@ def _marker(run_dir: str):
 
 
 def record_fatal(run_dir: str | None, exc: BaseException, where: str = "") -> None:
+    record_reason(run_dir, describe(exc) + (f" ({where})" if where else ""))
+
+
+def record_reason(run_dir: str | None, reason: str) -> None:
+    """Leave the marker: the trial failed for this reason, and a retry of it fails at once with the same."""
     if not run_dir:
         return
     fs, path = _marker(run_dir)
     fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
     with fs.open_output_stream(path) as out:
-        out.write((describe(exc) + (f" ({where})" if where else "")).encode())
+        out.write(reason.encode())
 
 
 def recorded_failure(run_dir: str | None) -> str | None:

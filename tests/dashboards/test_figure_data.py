@@ -55,6 +55,17 @@ def test_the_data_holds_what_the_figures_show():
     assert [c.label for c in data.curves] == ["prompt 0.02%", "lora 0.5%", "lora 1%"]
 
 
+def test_the_hypervolume_curve_is_measured_from_the_floor_and_ends_at_the_headline():
+    from peftsweep.search.records import Floor
+
+    base = sweep()
+    summary = summarize(base.trials, references={"full"}, floor=Floor("majority class", 0.75, 0.75))
+    data = compute(SweepData("t", "sqlite:///x.db", "parent", summary, base.start_order, base.curves))
+    assert data.hypervolume[-1] == pytest.approx(summary.hypervolume)  # the report's own headline
+    # l1 (0.80) and l2 (0.86) beat the floor and add area; prompt tuning (0.70) is below it and adds none
+    assert 0 < data.hypervolume[0] < data.hypervolume[1] == data.hypervolume[2]
+
+
 def test_both_renderers_draw_the_same_data(tmp_path):
     data = compute(sweep())
     fig = figures.pareto(data)

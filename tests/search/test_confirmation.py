@@ -7,8 +7,8 @@ import math
 
 import pytest
 
-from peftsweep.search.confirmation import (BEST_FULL, BEST_OF_METHOD, FRONT, UNCONFIRMED, confirm, confirm_seeds,
-                                           format_confirmation, select_configurations)
+from peftsweep.search.confirmation import (BEST_FULL, BEST_OF_METHOD, FRONT, UNCONFIRMED, VerdictRules, confirm,
+                                           confirm_seeds, format_confirmation, select_configurations)
 from peftsweep.search.records import Floor, TrialRecord
 from peftsweep.search.summary import format_table, summarize, tag_front
 
@@ -67,11 +67,12 @@ def test_means_intervals_front_on_the_means_and_verdicts():
     assert conf.front == ["p", "i"]
     assert conf.reference == "f"
     assert by_id["l"].verdict == "worse"  # test 0.80/0.79/0.81 against 0.86/0.84/0.86
-    assert by_id["i"].verdict == "indistinguishable at 95%"  # +-0.01 around 0
+    assert by_id["i"].verdict == "undecided: cannot tell at 95%"  # +-0.01 around 0: neither a gap nor within 1 pt
     assert by_id["f"].gap_test is None and by_id["f"].verdict is None
     assert by_id["l"].gap_test.difference.mean == pytest.approx(-0.0533333, abs=1e-6)
     # Selection bias: search minus confirmed mean, per configuration and on average.
-    assert by_id["p"].selection_bias == pytest.approx(0.08) and by_id["l"].selection_bias == pytest.approx(0.03)
+    assert by_id["p"].selection_bias.mean == pytest.approx(0.08)
+    assert by_id["l"].selection_bias.mean == pytest.approx(0.03)
     assert conf.selection_bias == pytest.approx((0.08 + 0.01 + 0.03 + 0.03) / 4)
     assert [c.method for c in conf.by_method] == ["full", "ia3", "lora", "prompt"]
 
@@ -83,6 +84,7 @@ def test_only_completed_confirm_runs_count_and_the_search_run_never_does():
     lora = conf.config("l")
     assert lora.val.mean == pytest.approx(0.84) and lora.failed == 1 and conf.unfinished == 1
     assert lora.search_val_accuracy == 0.87  # kept beside the mean, not in it
+    assert lora.failures == "failed 1 of 4" and lora.verdict.startswith("withheld")
 
 
 def test_the_floor_keeps_a_confirmed_mean_that_does_not_beat_it_off_the_front():
@@ -125,11 +127,12 @@ def test_format_without_a_full_fine_tune_says_so():
 
 
 def test_the_confidence_setting_reaches_intervals_verdicts_and_the_printed_summary():
-    wide, narrow = (summarize(SEARCH + REPEATS, references={"full"}, confidence=c).confirmation for c in (0.95, 0.8))
+    wide, narrow = (summarize(SEARCH + REPEATS, references={"full"}, rules=VerdictRules(confidence=c)).confirmation
+                    for c in (0.95, 0.8))
     assert narrow.confidence == 0.8
     for a, b in zip(wide.configs, narrow.configs):
         assert a.val.low < b.val.low <= b.val.mean <= b.val.high < a.val.high
-    assert narrow.config("i").verdict == "indistinguishable at 80%"
+    assert narrow.config("i").verdict == "undecided: cannot tell at 80%"
     assert "mean [80% t-interval]" in "\n".join(format_confirmation(narrow))
 
 
@@ -144,3 +147,104 @@ def test_the_console_and_the_dashboard_write_a_mean_and_its_interval_alike():
     assert format_interval(mean_interval([0.01, 0.03]), signed=True).startswith("+0.020 [")
     for i in (two, one, None):  # the dashboard's cell holds the console's text
         assert interval(i) == f"<td>{format_interval(i)}</td>"
+
+
+def failed_in_training(config: TrialRecord, seed: int, reason: str = "NonFiniteLossError: loss is nan") -> TrialRecord:
+    return TrialRecord(f"run-{config.trial_id}-{seed}-x", f"c{config.trial_id}{seed}x", config.method, "failed",
+                       {"seed": str(seed), "selected_as": FRONT}, trainable_pct=config.trainable_pct, stage="confirm",
+                       config_id=config.trial_id, seed=seed, failure=reason)
+
+
+def test_a_failed_confirm_run_shows_everywhere_and_withholds_the_verdict(tmp_path):
+    import csv
+    import json
+
+    from peftsweep.dashboards.report import confirmed_table
+    from peftsweep.search.summary import write_files
+
+    # prompt tuning's third seed diverged: it ran 3, failed 1 (its mean is over the 2 that finished)
+    records = SEARCH + [r for r in REPEATS if not (r.config_id == "p" and r.seed == SEEDS[2])]
+    records.append(failed_in_training(PROMPT, SEEDS[2]))
+    summary = summarize(records, references={"full"})
+    prompt = summary.confirmation.config("p")
+    assert prompt.failures == "failed 1 of 3" and prompt.val.n == 2
+    assert prompt.verdict == "withheld: its runs failed 1 of 3 in training"
+    assert summary.confirmation.config("l").verdict == "worse"  # the others keep theirs
+    table = format_table(summary)
+    assert "failed 1 of 3" in table and "withheld: its runs failed 1 of 3 in training" in table
+    write_files(summary, tmp_path)
+    rows = {r["config_id"]: r for r in csv.DictReader((tmp_path / "confirmed.csv").open())}
+    assert rows["p"]["failures"] == "failed 1 of 3" and rows["p"]["verdict"].startswith("withheld")
+    assert rows["i"]["failures"] == "failed 0 of 3"
+    saved = json.loads((tmp_path / "summary.json").read_text())["confirmed"]
+    assert {c["config_id"]: c["failures"] for c in saved["configs"]}["p"] == "failed 1 of 3"
+    assert saved["failed"] == 1
+    assert "failed 1 of 3" in confirmed_table(summary.confirmation)
+
+
+def test_a_failed_full_fine_tune_withholds_every_verdict_and_floor_scoring_gives_them_back():
+    records = SEARCH + [r for r in REPEATS if not (r.config_id == "f" and r.seed == SEEDS[0])]
+    records.append(failed_in_training(FULL, SEEDS[0], "OutOfMemoryError: CUDA out of memory"))
+    withheld = summarize(records, references={"full"}).confirmation
+    assert all(c.verdict == "withheld: the full fine-tune's runs failed 1 of 3 in training" for c in withheld.compared)
+    floor = Floor("majority class", 0.30, 0.25)
+    scored = summarize(records, references={"full"}, floor=floor,
+                       rules=VerdictRules(failed_runs="floor")).confirmation
+    full = scored.config("f")
+    assert full.test.mean == pytest.approx((0.25 + 0.84 + 0.86) / 3)  # the failed run at the floor's test accuracy
+    # a verdict again (the full fine-tune's floor-level seed makes prompt tuning's gap too uncertain to call)
+    assert scored.config("p").verdict == "undecided: cannot tell at 95%"
+    assert "count at the floor" in "\n".join(format_confirmation(scored))
+
+
+def test_a_run_lost_to_the_infrastructure_is_not_the_configurations_failure():
+    records = SEARCH + [r for r in REPEATS if not (r.config_id == "l" and r.seed == SEEDS[2])]
+    records.append(failed_in_training(LORA, SEEDS[2], "rank 0: ActorDiedError: The actor died unexpectedly"))
+    lora = summarize(records, references={"full"}).confirmation.config("l")
+    assert lora.failed == 1 and lora.failed_training == 0 and lora.failures == "failed 0 of 3, 1 lost"
+    assert not lora.verdict.startswith("withheld")
+
+
+def test_verdicts_are_holm_adjusted_over_the_comparisons_printed():
+    from peftsweep.search.statistics import holm_adjust
+
+    conf = confirm(SEARCH, REPEATS, {"full"})
+    assert conf.comparisons == 3 and [c.config_id for c in conf.compared] == ["i", "l", "p"]
+    raw = [c.gap_test.p_value for c in conf.compared]
+    assert [c.gap_test.p_adjusted for c in conf.compared] == pytest.approx(holm_adjust(raw))
+    lines = "\n".join(format_confirmation(conf))
+    assert "Holm-adjusted over 3 comparisons" in lines and " 0.000 " not in lines
+
+
+def test_the_reference_and_each_methods_configuration_are_chosen_on_the_search_runs():
+    """Two LoRA configurations: the one the search ranked first is compared, even though the other has the higher
+    confirmed mean (choosing on the means the verdict is judged on would make its gap optimistic)."""
+    lucky = search_run("l2", "lora", 0.80, 0.4)  # lower in the search, higher when confirmed
+    records = SEARCH + [lucky] + REPEATS + repeats(lucky, [0.88, 0.89, 0.90], [0.88, 0.89, 0.90])
+    conf = summarize(records, references={"full"}).confirmation
+    assert {c.method: c.config_id for c in conf.by_method}["lora"] == "l"
+    assert conf.reference == "f"
+    bias = conf.config("l2").selection_bias
+    assert bias.mean == pytest.approx(-0.09) and bias.low < bias.mean < bias.high  # one run minus a mean: SE s*sqrt(1+1/n)
+
+
+def test_auto_seeds_look_again_at_the_undecided_and_their_reference_only():
+    from peftsweep.search.confirm_stage import next_look, plan_work
+
+    summary = summarize(SEARCH + REPEATS, references={"full"})
+    conf = summary.confirmation
+    assert {c.config_id for c in conf.compared if c.undecided} == {"i"}
+    assert next_look(conf, 3, 10) == (5, {"i", "f"})
+    assert next_look(conf, 9, 10) == (10, {"i", "f"}) and next_look(conf, 10, 10) is None
+    work = plan_work(summary, 0, 5, best_per_method=False, only={"i", "f"})
+    assert {p["confirm_config"] for p in work.points} == {"i", "f"}
+    assert sorted({p["confirm_seed"] for p in work.points}) == confirm_seeds(0, 5)[3:]
+
+
+def test_auto_seeds_plan_their_looks_and_split_alpha_over_them():
+    from peftsweep.search.config import ConfirmSettings
+
+    auto = ConfirmSettings(seeds="auto", max_seeds=10)
+    assert auto.auto and auto.first_seeds == 3 and auto.looks == 5  # 3, 5, 7, 9, 10 seeds
+    assert auto.rules().looks == 5 and ConfirmSettings(seeds=4).rules().looks == 1
+    assert ConfirmSettings(seeds="auto", max_seeds=3).looks == 1

@@ -174,12 +174,15 @@ def test_asha_stops_trials_a_trial_fails_their_jobs_end_and_every_trial_runs(tmp
     assert out.count("stopped early") == len(stopped) and f"at epoch 1/{EPOCHS}" in out
 
 
-def test_pareto_early_stopping_keeps_the_cheap_trial_and_stops_the_dominated_one(tmp_path, tiny_model):
-    """The default objective, one trial at a time: LoRA learns; prompt tuning cannot (its rate is too small) but is
-    far cheaper, so no trial at its rung beats it: it goes on (accuracy-only ASHA would stop it); the adapter cannot
-    learn either and costs more than LoRA: dominated, stopped at the first rung, its job ended."""
+def test_pareto_early_stopping_keeps_the_full_fine_tune_and_stops_the_dominated_one(tmp_path, tiny_model):
+    """The default objective, one trial at a time. LoRA learns. Prompt tuning learns too and is far cheaper: on the
+    first front, kept if it beats the floor (ranked last at its rung if it does not). The adapter cannot learn (its
+    rate is too small) and costs more than LoRA: dominated, stopped at the first rung, its job ended. Full fine-tuning
+    cannot learn either and is the costliest: the rung alone would stop it, but it is the sweep's only reference and
+    none has finished, so it runs to the end and the sweep has its comparison."""
     csv = str(make_csv(tmp_path / "data.csv", n=600))
-    config = write_config(tmp_path, tiny_model, csv, **first_trials([("lora", GOOD), ("prompt", BAD), ("adapter", BAD)]),
+    config = write_config(tmp_path, tiny_model, csv,
+                          **first_trials([("lora", GOOD), ("prompt", GOOD), ("adapter", BAD), ("full", BAD)]),
                           train={"epochs": 2, "batch_size": 16},
                           early_stopping={"enabled": True, "grace_period": 1, "reduction_factor": 2,
                                           "objective": "pareto"},
@@ -187,13 +190,22 @@ def test_pareto_early_stopping_keeps_the_cheap_trial_and_stops_the_dominated_one
     outcome, _ = run_on_local_ray(config)
     runs = {r.data.params["method"]: r for r in trial_runs(config)}
     metrics = {m: r.data.metrics for m, r in runs.items()}
+    client = client_for(f"sqlite:///{config.parent / 'out' / 'mlflow.db'}")
+    first = {m: next(x.value for x in client.get_metric_history(r.info.run_id, "val_accuracy") if x.step == 1)
+             for m, r in runs.items()}  # validation accuracy at the rung (epoch 1)
+    floor = outcome.summary.floor.val_accuracy
     assert metrics["prompt"]["trainable_pct"] < metrics["lora"]["trainable_pct"] < metrics["adapter"]["trainable_pct"]
-    assert metrics["adapter"]["val_accuracy"] < metrics["lora"]["val_accuracy"]
-    assert metrics["prompt"]["val_accuracy"] < metrics["lora"]["val_accuracy"]  # what accuracy-only ASHA would stop
-    assert runs["lora"].data.tags[STATUS_TAG] == runs["prompt"].data.tags[STATUS_TAG] == "completed"
+    assert first["lora"] > floor and first["adapter"] < first["lora"] and first["full"] < first["lora"]
+    assert runs["lora"].data.tags[STATUS_TAG] == "completed"
     assert runs["adapter"].data.tags[STATUS_TAG] == "early_stopped" and metrics["adapter"]["epochs_completed"] == 1
     assert runs["adapter"].data.tags[PARETO_TAG] == "false"
-    assert outcome.summary.counts["early_stopped"] == 1
+    # the reference: dominated at its rung (worse than LoRA, costlier than all), kept as the last full fine-tune
+    assert runs["full"].data.tags[STATUS_TAG] == "completed" and metrics["full"]["epochs_completed"] == 2
+    assert outcome.summary.reference is not None and outcome.summary.reference.method == "full"
+    # prompt tuning: the cheap end of the first front when it beats the floor; ranked last when it does not
+    expected = "completed" if first["prompt"] > floor else "early_stopped"
+    assert runs["prompt"].data.tags[STATUS_TAG] == expected, (first, floor)
+    assert outcome.summary.counts["early_stopped"] == 1 + (expected == "early_stopped")
 
 
 def test_sigkilled_driver_resumes_without_losing_or_repeating_trials_and_asha_goes_on(tmp_path, tiny_model):

@@ -56,3 +56,29 @@ def test_hypervolume_by_hand():
 def test_hypervolume_grows_when_the_front_improves():
     base = [Point("a", 0.8, 1.0)]
     assert hypervolume(base + [Point("cheaper", 0.7, 0.01)]) > hypervolume(base)
+
+
+def test_hypervolume_from_the_floor_counts_only_area_above_it():
+    two = [Point("a", 0.5, 0.1), Point("b", 0.8, 10.0)]
+    # from a floor of 0.4: 0.1 over 2 decades + 0.4 over 2 decades
+    assert hypervolume(two, reference_accuracy=0.4) == pytest.approx(0.1 * 2 + 0.4 * 2)
+    assert hypervolume([Point("below", 0.3, 0.1)], reference_accuracy=0.4) == 0.0
+
+
+def test_crossing_the_floor_adds_at_most_the_new_points_own_area_above_it():
+    # the case: floor 0.5, prompt tuning at 0.500 (not above) then at 0.5025 (one validation example more)
+    grid = [Point("lora", 0.80, 0.5), Point("full", 0.85, 100.0)]
+    at, above = Point("prompt", 0.500, 0.002), Point("prompt", 0.5025, 0.002)
+    before = hypervolume(grid + [at], reference_accuracy=0.5)
+    after = hypervolume(grid + [above], reference_accuracy=0.5)
+    own = (0.5025 - 0.5) * (math.log10(HV_REFERENCE_PCT) - math.log10(0.002))
+    assert 0 < after - before <= own + 1e-12  # from accuracy 0 it jumped by 0.5 x its log-width (+42 %)
+
+
+def test_a_point_at_zero_cost_never_takes_area_away():
+    front = [Point("a", 0.6, 0.01), Point("b", 0.9, 10.0)]
+    base = hypervolume(front)
+    for cost in (0.0, -1.0):
+        assert hypervolume(front + [Point("free", 0.7, cost)]) >= base  # used to drop to 0.0
+        assert math.isfinite(hypervolume(front + [Point("free", 0.7, cost)]))
+    assert hypervolume([Point("free", 0.7, 0.0)]) == pytest.approx(0.7 * (math.log10(HV_REFERENCE_PCT) + 6))

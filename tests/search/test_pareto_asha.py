@@ -97,3 +97,81 @@ def test_tune_saves_the_rung_records_and_restore_brings_them_back(tmp_path):
         assert again.rungs == scheduler.rungs
     finally:
         ray.shutdown()
+
+
+def test_the_most_accurate_end_of_the_front_goes_on_n_2():
+    """The issue's rung: prompt tuning 0.20 at 0.01 %, full fine-tuning 0.85 at 100 %. Both are on the first front;
+    it used to keep only the cheapest (ceil(2/3) = 1) and stop the full fine-tune."""
+    for first, second in (("prompt", "full"), ("full", "prompt")):
+        scheduler = ParetoASHA(max_t=3, grace_period=1, reduction_factor=3)
+        points = {"prompt": result(1, 0.20, 0.01), "full": result(1, 0.85, 100.0)}
+        assert scheduler.decide(first, points[first]) == GO
+        assert scheduler.decide(second, points[second]) == GO
+
+
+def test_a_trial_at_the_floor_ranks_last_and_the_most_accurate_goes_on_n_6():
+    """Six results at a rung, floor 0.50: a trial exactly at the floor is the cheapest of all (it used to rank first
+    and go on while the most accurate trial stopped); it ranks last now, and both ends of the front go on."""
+    recorded = {"at-floor": (0.50, 0.001), "ia3": (0.60, 0.05), "adapter": (0.58, 0.5), "lora": (0.70, 0.6),
+                "loha": (0.65, 2.0), "full": (0.86, 100.0)}
+    old_order = rank([Point(i, *v) for i, v in recorded.items()])
+    assert old_order[0] == "at-floor"  # without the floor: the cheapest of the first front
+    order = rank([Point(i, *v) for i, v in recorded.items()], floor=0.50)
+    assert order[-1] == "at-floor" and order[:2] == ["ia3", "full"]
+    assert continues("full", recorded, 3, floor=0.50) and continues("ia3", recorded, 3, floor=0.50)
+    assert not continues("at-floor", recorded, 3, floor=0.50)
+    assert not continues("adapter", recorded, 3, floor=0.50)  # dominated by ia3
+    # through the scheduler, results arriving one by one: the floor-level one is stopped once others arrive
+    scheduler = ParetoASHA(max_t=3, grace_period=1, reduction_factor=3, floor=0.50)
+    decisions = {i: scheduler.decide(i, result(1, *v)) for i, v in recorded.items()}
+    assert decisions["full"] == GO and decisions["ia3"] == GO and decisions["adapter"] == STOP
+
+
+class Live:
+    """The part of Tune's controller the scheduler asks: the trials that are live."""
+
+    def __init__(self, *trials):
+        self.trials = list(trials)
+
+    def get_live_trials(self):
+        return self.trials
+
+
+def trial(trial_id: str, method: str, status: str = "RUNNING"):
+    from types import SimpleNamespace
+
+    return SimpleNamespace(trial_id=trial_id, config={"method": method}, status=status)
+
+
+def test_the_last_running_full_fine_tune_is_kept_until_one_has_finished():
+    def is_full(config):
+        return config.get("method") == "full"
+
+    scheduler = ParetoASHA(max_t=3, grace_period=1, reduction_factor=3, is_reference=is_full)
+    lora, full_a, full_b = trial("lora", "lora"), trial("full-a", "full"), trial("full-b", "full")
+    live = Live(lora, full_a, full_b)
+    assert scheduler.on_trial_result(live, lora, result(1, 0.90, 0.5)) == GO
+    # full-a is dominated (less accurate, costlier), but full-b is running too: it may stop
+    assert scheduler.on_trial_result(live, full_a, result(1, 0.80, 100.0)) == STOP
+    live.trials.remove(full_a)
+    # full-b is dominated as well, and now the last running full fine-tune: kept, so the sweep has a reference
+    assert scheduler.decide("probe", result(1, 0.79, 100.0)) == STOP  # what the rung alone would say
+    assert scheduler.on_trial_result(live, full_b, result(1, 0.79, 100.0)) == GO
+    scheduler.on_trial_complete(live, full_b, result(3, 0.85, 100.0))
+    full_c = trial("full-c", "full")
+    live.trials.append(full_c)
+    assert scheduler.on_trial_result(live, full_c, result(1, 0.70, 100.0)) == STOP  # a reference has finished
+    state = pickle.loads(pickle.dumps(scheduler.saver.get_state()))
+    again = ParetoASHA(max_t=3, grace_period=1, reduction_factor=3, is_reference=is_full)
+    again.saver.set_state(state)
+    assert again.reference_finished
+
+
+def test_the_objectives_are_parameters():
+    scheduler = ParetoASHA(max_t=3, grace_period=1, reduction_factor=3, objectives=("val_f1", "checkpoint_mb"))
+    scheduler.decide("a", {"epoch": 1, "val_f1": 0.9, "checkpoint_mb": 10.0, "val_accuracy": 0.1})
+    assert scheduler.rungs[1]["a"] == (0.9, 10.0)
+    import pytest
+
+    with pytest.raises(ValueError):
+        ParetoASHA(max_t=3, modes=("min", "min"))
