@@ -52,6 +52,9 @@ class ProgressPrinter(Callback):
             self.best = (accuracy, f"{method}, {pct:.3g}% trainable")
         self._line(trials, f"done  {trial_name(trial)}: val_acc {accuracy:.3f} at {pct:.3g}% trainable", ended=trial)
 
+    def on_trial_recover(self, iteration, trials, trial, **info):
+        self._line(trials, f"retry  {trial_name(trial)} (same seed): {trial_error_reason(trial)[:300]}")
+
     def on_trial_error(self, iteration, trials, trial, **info):
         self.done += 1
         self.failed += 1

@@ -129,6 +129,7 @@ def test_confirm_stage_survives_a_driver_kill_and_confirms_more_seeds_later(tmp_
     finally:
         kill_group(more)
     printed = log.read_text()
+    assert "retry  " in printed and "(same seed)" in printed
     assert "2 configurations x 3 new seeds (1000, 2000, 3000): 2 runs" in printed
     assert "Confirmed over 3 new seeds" in printed
     after = by_stage(trial_runs(config), "confirm")
