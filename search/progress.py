@@ -10,13 +10,23 @@ from peftsweep.search.space import unflat
 from peftsweep.search.tracking import trial_error_reason, trial_name
 
 
+# After this long without a line, say what the sweep is waiting for: each running trial, its epoch and how long ago
+# it last reported (a trial that is slow, starved or stuck is told apart from a console that is merely quiet).
+QUIET_S = 120.0
+
+
 class ProgressPrinter(Callback):
-    def __init__(self, total: int, planned_epochs: int, label: str = ""):
+    def __init__(self, total: int, planned_epochs: int, label: str = "", quiet_s: float = QUIET_S):
         self.total, self.planned_epochs = total, planned_epochs
         self.label = f"{label} " if label else ""  # "confirm": the confirm stage's lines
         self.done = self.failed = 0
         self.best: tuple[float, str] | None = None
-        self.start = time.monotonic()
+        self.start = self.last_line = time.monotonic()
+        self.quiet_s = quiet_s
+        self.seen: dict[str, tuple[float, int]] = {}  # trial id: (when it last reported or started, its epoch)
+
+    def __getstate__(self) -> dict:
+        return self.__dict__ | {"seen": {}}  # times of this driver's clock only
 
     # Saved with Tune's experiment state: a resumed sweep keeps counting where it stopped.
     def get_state(self) -> dict:
@@ -32,8 +42,28 @@ class ProgressPrinter(Callback):
         elapsed = time.monotonic() - self.start
         print(f"[{elapsed:6.0f}s] {self.label}{self.done}/{self.total} done, {running} running, {self.failed} failed{best} "
               f"| {message}", flush=True)
+        self.last_line = time.monotonic()
+
+    def on_step(self, iteration, trials, **info):
+        now = time.monotonic()
+        if now - self.last_line < self.quiet_s:
+            return
+        running = [t for t in trials if t.status == "RUNNING"]
+        waiting = sum(1 for t in trials if t.status == "PENDING")
+        parts = []
+        for t in running:
+            since, epoch = self.seen.get(t.trial_id, (self.start, 0))
+            where = (f"at epoch {epoch}/{self.planned_epochs}, {now - since:.0f} s since its last result" if epoch
+                     else f"no result yet, {now - since:.0f} s since it started")
+            parts.append(f"{trial_name(t)} {where}")
+        what = "; ".join(parts) if parts else "no trial running"
+        self._line(trials, f"waiting on {what}" + (f"; {waiting} pending" if waiting else ""))
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        self.seen[trial.trial_id] = (time.monotonic(), int(result.get("epoch", 0) or 0))
 
     def on_trial_start(self, iteration, trials, trial, **info):
+        self.seen[trial.trial_id] = (time.monotonic(), 0)
         method, hparams = unflat(trial.config)
         shown = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in hparams.items())
         self._line(trials, f"start {trial_name(trial)}: {shown}")
