@@ -12,6 +12,7 @@ import contextlib
 import fcntl
 import logging
 import math
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -399,10 +400,24 @@ def close_interrupted(client: MlflowClient, experiment_id: str, parent_run_id: s
             client.set_terminated(run.info.run_id, "KILLED")
 
 
+# The line of a traceback that names the exception: `ray.exceptions.ActorDiedError: The actor died ...`
+ERROR_LINE = re.compile(r"^(?:\w+\.)*(\w+(?:Error|Exception|Interrupt|Exit))(?:\([\w.]+\))?: ?(.*)$")
+
+
+def error_reason(text: str) -> str:
+    """One line of an error report: the last exception it names, with the first line of its message (our
+    TrialFailedError's name dropped: its message is the reason); else its last line."""
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    for line in reversed(lines):
+        if (match := ERROR_LINE.match(line)) is not None:
+            name, message = match.groups()
+            return message.strip() if name == "TrialFailedError" else f"{name}: {message}".strip()
+    return lines[-1] if lines else "unknown error"
+
+
 def trial_error_reason(trial) -> str:
-    """One line: why a trial failed (the last line of Tune's error file, our TrialFailedError prefix dropped)."""
+    """One line: why a trial failed (from Tune's error file: see error_reason)."""
     error_file = getattr(trial, "error_file", None)
     if error_file and Path(error_file).is_file():
-        lines = [line for line in Path(error_file).read_text().strip().splitlines() if line.strip()]
-        return lines[-1].split("TrialFailedError: ", 1)[-1] if lines else "unknown error"
+        return error_reason(Path(error_file).read_text())
     return str(getattr(trial, "error_msg", "") or "unknown error")

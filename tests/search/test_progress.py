@@ -33,3 +33,20 @@ def test_a_quiet_sweep_says_which_trials_it_waits_on_and_since_when(monkeypatch,
     assert "lora-b no result yet, 130 s since it started" in line and "1 pending" in line
     printer.on_step(3, [a, b, c])  # the line it printed resets the quiet time
     assert capsys.readouterr().out == ""
+
+
+def test_a_failure_reason_names_its_exception_on_one_line():
+    from peftsweep.search.tracking import error_reason
+    from peftsweep.trainers.faults import is_infrastructure_failure
+
+    lost = ("Failure # 1\nTraceback (most recent call last):\n  File \"trial.py\", line 46, in sweep_trial\n"
+            "ray.exceptions.ActorDiedError: The actor died unexpectedly before finishing this task.\n"
+            "\tclass_name: TrainController\nThe actor is dead because its worker process has died.\n"
+            "The actor never ran - it was cancelled before it started running.\n")
+    assert error_reason(lost) == "ActorDiedError: The actor died unexpectedly before finishing this task."
+    assert is_infrastructure_failure(error_reason(lost))  # a lost process: a confirm run is tried again
+    ours = ("ray.exceptions.RayTaskError(TrialFailedError): ray::ImplicitFunc.train()\n  File \"x\"\n"
+            "peftsweep.search.trial.TrialFailedError: rank 0: NonFiniteLossError: loss is nan at step 3\n")
+    assert error_reason(ours) == "rank 0: NonFiniteLossError: loss is nan at step 3"
+    assert not is_infrastructure_failure(error_reason(ours))
+    assert error_reason("something odd\n") == "something odd"
