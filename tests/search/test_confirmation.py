@@ -248,3 +248,22 @@ def test_auto_seeds_plan_their_looks_and_split_alpha_over_them():
     assert auto.auto and auto.first_seeds == 3 and auto.looks == 5  # 3, 5, 7, 9, 10 seeds
     assert auto.rules().looks == 5 and ConfirmSettings(seeds=4).rules().looks == 1
     assert ConfirmSettings(seeds="auto", max_seeds=3).looks == 1
+    # every confirm key reaches the rules the summary applies
+    assert ConfirmSettings(seeds=3, confidence=0.9, margin=0.02, failed_runs="floor").rules() == VerdictRules(
+        confidence=0.9, margin=0.02, failed_runs="floor", looks=1)
+
+
+def test_the_rules_a_sweep_logged_are_read_back_for_its_summary():
+    """`peftsweep summary` and the dashboard summarize a finished sweep by the rules its parent run logged."""
+    from types import SimpleNamespace
+
+    from peftsweep.search.records import logged_rules
+
+    def client(params):
+        return SimpleNamespace(get_run=lambda run_id: SimpleNamespace(data=SimpleNamespace(params=params)))
+
+    logged = {"confirm_confidence": "0.9", "confirm_margin": "0.02", "confirm_failed_runs": "floor",
+              "confirm_looks": "5"}
+    assert logged_rules(client(logged), "p") == VerdictRules(0.9, 0.02, "floor", 5)
+    assert logged_rules(client({}), "p") == VerdictRules()  # a sweep from before these keys existed
+    assert logged_rules(client({"confirm_confidence": "x", "confirm_failed_runs": "?"}), "p") == VerdictRules()
