@@ -103,6 +103,8 @@ class MethodSpec:
     flop_factor: training FLOPs per non-embedding parameter per token: 6 when every weight gets a gradient (forward,
         backward to activations and to weights), 4 when the base is frozen (no weight gradients for it).
     added_tokens: tokens the method adds to every input sequence (soft prompts), given its hyperparameters.
+    unquantized: for a method with `base_quantization`, the method it is on a full-precision base (QLoRA: LoRA); the
+        memory plan counts its parameters that way, on PyTorch's meta device, where nothing can be quantized.
     """
 
     name: str
@@ -121,6 +123,7 @@ class MethodSpec:
     flop_factor: int = 4
     added_tokens: AddedTokensFn = _no_added_tokens
     tasks: tuple[str, ...] = TASK_KINDS
+    unquantized: str | None = None
 
     @property
     def quantized(self) -> bool:

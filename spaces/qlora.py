@@ -13,6 +13,7 @@ from torch import nn
 
 from peftsweep.spaces.base import MethodSpec, Requirement
 from peftsweep.spaces.lora import LORA_PARAMS, lora_config
+from peftsweep.spaces.lora import SPEC as LORA_SPEC
 from peftsweep.spaces.peft_common import learning_rate, peft_load, peft_save, peft_stored_params
 
 BITSANDBYTES = Requirement("bitsandbytes", "QLoRA needs bitsandbytes: pip install 'peftsweep[qlora]' (or pip install "
@@ -81,4 +82,5 @@ SPEC = MethodSpec(
     stored_params=peft_stored_params,
     base_quantization=quantization_config,
     requires=(BITSANDBYTES,),
+    unquantized=LORA_SPEC.name,
 )

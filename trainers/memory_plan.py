@@ -126,8 +126,8 @@ def plan_worker(counts: ParameterCounts, shape: ModelShape, work: Workload, stra
 def count_parameters(model_config: Any, spec: Any, hparams: dict[str, Any], task: str,
                      num_labels: int = 2) -> ParameterCounts:
     """The method applied to the model built from its config on the meta device: exact counts, no memory used.
-    A quantized method (QLoRA) is counted as its LoRA on a full-precision base, whose block linear weights are then
-    the 4-bit ones."""
+    A quantized method (QLoRA) is counted as its unquantized form (`MethodSpec.unquantized`: LoRA) on a
+    full-precision base, whose frozen block linear weights are then the 4-bit ones."""
     import torch
     import transformers
 
@@ -141,7 +141,9 @@ def count_parameters(model_config: Any, spec: Any, hparams: dict[str, Any], task
         model = cls.from_config(config)
         from peftsweep.spaces import REGISTRY
 
-        apply_spec = REGISTRY["lora"] if spec.quantized else spec
+        if spec.quantized and spec.unquantized not in REGISTRY:
+            raise ValueError(f"{spec.name}: a quantized method must name its unquantized form (MethodSpec.unquantized)")
+        apply_spec = REGISTRY[spec.unquantized] if spec.quantized else spec
         model = apply_spec.apply(model, hparams, task)
     blocks = transformer_blocks(model)
     in_blocks = {id(p) for b in blocks for p in b.parameters()}

@@ -58,8 +58,8 @@ def test_counts_on_the_meta_device_match_the_real_model(method, tiny_causal):
     spec = REGISTRY[method]
     config = load_model_config(tiny_causal)
     counts = count_parameters(config, spec, spec.defaults(), "generation")
-    if spec.quantized:  # LoRA's counts, its block linear weights quantized
-        lora = count_parameters(config, REGISTRY["lora"], spec.defaults(), "generation")
+    if spec.quantized:  # its unquantized form's counts (QLoRA: LoRA's), the block linear weights quantized
+        lora = count_parameters(config, REGISTRY[spec.unquantized], spec.defaults(), "generation")
         assert counts.trainable == lora.trainable and counts.quantized > 0
         assert counts.quantized + counts.frozen == lora.frozen
         return
@@ -70,3 +70,11 @@ def test_counts_on_the_meta_device_match_the_real_model(method, tiny_causal):
     assert counts.trainable == sum(p.numel() for p in real if p.requires_grad)
     assert counts.total == sum(p.numel() for p in real)
     assert 0 < counts.largest_block < counts.total and counts.root > 0
+
+
+def test_every_quantized_method_names_its_unquantized_form():
+    from peftsweep.spaces import REGISTRY
+
+    for spec in REGISTRY.values():
+        if spec.quantized:
+            assert spec.unquantized in REGISTRY and not REGISTRY[spec.unquantized].quantized
