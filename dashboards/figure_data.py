@@ -203,7 +203,7 @@ def hypervolume_history(data: SweepData) -> list[float]:
     seen, values = [], []
     for run_id in data.start_order:
         record = by_id[run_id]
-        if is_front_candidate(record) and record.val_accuracy > reference:
+        if is_front_candidate(record):  # hypervolume counts only what lies above the floor
             seen.append(Point(run_id, record.val_accuracy, record.trainable_pct))
         values.append(hypervolume(seen, reference_accuracy=reference))
     return values

@@ -124,7 +124,7 @@ def plan_worker(counts: ParameterCounts, shape: ModelShape, work: Workload, stra
 
 
 def count_parameters(model_config: Any, spec: Any, hparams: dict[str, Any], task: str,
-                     num_labels: int = 2) -> ParameterCounts:
+                     label_names: tuple[str, ...] = ("0", "1")) -> ParameterCounts:
     """The method applied to the model built from its config on the meta device: exact counts, no memory used.
     A quantized method (QLoRA) is counted as its unquantized form (`MethodSpec.unquantized`: LoRA) on a
     full-precision base, whose frozen block linear weights are then the 4-bit ones."""
@@ -135,8 +135,8 @@ def count_parameters(model_config: Any, spec: Any, hparams: dict[str, Any], task
 
     kind = get_task(task)
     cls = getattr(transformers, kind.model_class)
-    extra = {"num_labels": num_labels} if task == "classification" else {}
-    config = model_config.__class__.from_dict(model_config.to_dict() | extra)
+    # the task kind's head (a classifier of len(label_names) classes; nothing for generation)
+    config = model_config.__class__.from_dict(model_config.to_dict() | kind.head_kwargs(list(label_names)))
     with torch.device("meta"):
         model = cls.from_config(config)
         from peftsweep.spaces import REGISTRY
