@@ -110,6 +110,10 @@ def load_plan(args: argparse.Namespace):
     plan = build_plan(config, available=None if on_cluster else local_resources())
     for note in plan.notes:
         print(f"note: {note}")
+    if plan.memory is not None:
+        from peftsweep.search.memory_check import format_plan
+
+        print("\n".join(format_plan(plan.memory)))
     return plan
 
 

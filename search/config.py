@@ -44,26 +44,49 @@ SeedCount = Annotated[int | Literal["auto"], BeforeValidator(_seeds)]
 AUTO_FIRST_SEEDS, AUTO_BATCH_SEEDS = 3, 2
 
 
+StrategyChoice = Literal["ddp", "fsdp", "auto"]
+
+
 class ResourceOverride(Strict):
     num_workers: int | None = Field(None, ge=1)
     cpus_per_worker: float | None = Field(None, gt=0)
     gpus_per_worker: GpuCount | None = None
+    strategy: StrategyChoice | None = None
+    cpu_offload: bool | None = None
 
 
 class SweepResources(Resources):
     gpus_per_worker: GpuCount = Field(
         "auto", description="GPUs per worker (NCCL); auto: 1 when the Ray cluster has GPUs, else 0 (CPU, gloo)")
+    strategy: StrategyChoice = Field(
+        "auto", description="ddp | fsdp | auto: fsdp for the methods whose trials do not fit a worker under ddp "
+                            "(the memory plan, docs/scale.md), else ddp")
+    gpu_memory_gb: float | None = Field(
+        None, gt=0, description="memory of one GPU, for the memory plan when the GPUs cannot be seen from where "
+                                "the sweep is validated (default: the GPUs' own)")
     per_method: dict[str, ResourceOverride] = Field(
-        default_factory=dict, description="per-method overrides, e.g. {full: {num_workers: 4}}")
+        default_factory=dict, description="per-method overrides, e.g. {full: {num_workers: 4, strategy: fsdp}}")
 
-    def for_method(self, method: str, cluster_has_gpus: bool = False) -> Resources:
-        """The concrete resources of one method's trials; `auto` GPUs resolved against the cluster."""
-        base = self.model_dump(exclude={"per_method"})
+    def for_method(self, method: str, cluster_has_gpus: bool = False, strategy: str | None = None) -> Resources:
+        """The concrete resources of one method's trials; `auto` GPUs resolved against the cluster, `auto` strategy
+        by the memory plan (`strategy`; ddp when none is given)."""
+        base = self.model_dump(exclude={"per_method", "gpu_memory_gb"})
         override = self.per_method.get(method)
         chosen = base | (override.model_dump(exclude_none=True) if override else {})
         if chosen["gpus_per_worker"] == "auto":
             chosen["gpus_per_worker"] = 1.0 if cluster_has_gpus else 0.0
+        if chosen["strategy"] == "auto":
+            chosen["strategy"] = strategy or "ddp"
         return Resources(**chosen)
+
+    def strategy_of(self, method: str) -> str:
+        """What the user asked for one method: ddp, fsdp or auto."""
+        override = self.per_method.get(method)
+        return (override.strategy if override and override.strategy else None) or self.strategy
+
+    def cpu_offload_of(self, method: str) -> bool:
+        override = self.per_method.get(method)
+        return override.cpu_offload if override and override.cpu_offload is not None else self.cpu_offload
 
 
 class WarmStartSource(Strict):

@@ -11,6 +11,7 @@ from typing import Any
 from peftsweep.spaces import REGISTRY, ChoiceParam, MethodSpec, ModelInfo, Param
 from peftsweep.errors import UserError
 from peftsweep.search.config import SweepConfig
+from peftsweep.search.memory_check import MemoryPlan, plan_sweep
 from peftsweep.search.preflight import capacity_problems, requirement_problems
 from peftsweep.search.tracking import check_reachable
 from peftsweep.trainers.data import TokenizedData
@@ -24,6 +25,12 @@ class SweepPlan:
     data: TokenizedData
     info: ModelInfo
     notes: list[str] = field(default_factory=list)
+    memory: MemoryPlan | None = None  # what a worker of each method's trials holds, and its strategy (docs/scale.md)
+
+    @property
+    def strategies(self) -> dict[str, str]:
+        """Each method's strategy as the memory plan chose it (`auto` resolved)."""
+        return self.memory.strategies if self.memory is not None else {}
 
 
 def override_param(param: Param, value: Any, where: str) -> tuple[Param | None, list[str]]:
@@ -131,6 +138,14 @@ def check_settings(config: SweepConfig, methods: dict[str, MethodSpec]) -> list[
     problems = [f"resources.per_method.{name}: not a method of this sweep"
                 for name in config.resources.per_method if name not in methods]
     problems += task_problems(config, methods)
+    r = config.resources
+    for name in methods:  # the key the user wrote: the method's own override, else the sweep-wide one
+        if r.cpu_offload_of(name) and r.strategy_of(name) == "ddp":
+            override = r.per_method.get(name)
+            key = (f"resources.per_method.{name}.cpu_offload" if override and override.cpu_offload is not None
+                   else "resources.cpu_offload")
+            problems.append(f"{key}: needs strategy fsdp or auto for {name} (ddp keeps the whole model on every "
+                            f"device)")
     if config.early_stopping.enabled and config.early_stopping.grace_period >= config.train.epochs:
         problems.append(f"early_stopping.grace_period: {config.early_stopping.grace_period} must be below "
                         f"train.epochs ({config.train.epochs}), or no trial can be stopped early")
@@ -167,6 +182,10 @@ def build_plan(config: SweepConfig, available: dict[str, float] | None = None) -
     elif info is not None:
         methods, more, notes = fit_to_context(methods, config, info)
         problems += more
+    memory = None
+    if not problems:  # the methods, model and data are known: what a worker holds, and which strategy
+        memory, more = plan_sweep(config, methods, data.label_names, data.max_length, available)
+        problems += more
     if problems:
         raise UserError(problems, "invalid sweep config")
-    return SweepPlan(config=config, methods=methods, data=data, info=info, notes=notes)
+    return SweepPlan(config=config, methods=methods, data=data, info=info, notes=notes, memory=memory)

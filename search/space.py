@@ -52,11 +52,12 @@ def repeat_of(config: dict[str, Any]) -> dict[str, Any] | None:
 
 def default_point(spec: MethodSpec, smallest: bool = False) -> dict[str, Any]:
     """The method's defaults, moved inside its (possibly narrowed) search ranges; with `smallest`, every size
-    (LoRA r, virtual tokens, ...) at the low end of its range instead."""
+    (LoRA r, virtual tokens, ...) at the low end of its range instead (choices keep their defaults)."""
     hparams: dict[str, Any] = {}
     for key, param in spec.params.items():
         if param.when is None or param.when.holds(hparams):
-            hparams[key] = param.low if smallest and getattr(param, "size", False) else clamp(param, param.default)
+            low = smallest and getattr(param, "size", False) and hasattr(param, "low")
+            hparams[key] = param.low if low else clamp(param, param.default)
     return hparams
 
 

@@ -112,7 +112,8 @@ def trial_template(plan: SweepPlan) -> TrialTemplate:
                          num_labels=plan.data.num_labels,
                          label_names=plan.data.label_names, max_length=plan.data.max_length, train=c.train,
                          generation=c.generation,
-                         resources_by_method={m: c.resources.for_method(m, gpus) for m in plan.methods})
+                         resources_by_method={m: c.resources.for_method(m, gpus, plan.strategies.get(m))
+                                              for m in plan.methods})
 
 
 def storage_root(plan: SweepPlan) -> str:

@@ -44,8 +44,11 @@ SEED_TAG = "peftsweep.seed"  # confirm runs: the training seed
 REPEATS_TAG = "peftsweep.repeats_run"  # confirm runs: the run id of the search trial they repeat
 NODES_TAG = "peftsweep.node_ids"  # the Ray node ids the trial's workers ran on, comma-separated
 NODE_IPS_TAG = "peftsweep.node_ips"
-# Where the trial trained: device type (cuda | cpu), the process group's backend (nccl | gloo), autocast (bf16 | fp32)
-PLACE_TAGS = {"peftsweep.device": "device", "peftsweep.dist_backend": "dist_backend", "peftsweep.autocast": "autocast"}
+# Where and how the trial trained: device type (cuda | cpu), the process group's backend (nccl | gloo), autocast
+# (bf16 | fp32), strategy (ddp | fsdp), CPU offload (yes | no), the storage dtypes of trainable and frozen weights
+PLACE_TAGS = {"peftsweep.device": "device", "peftsweep.dist_backend": "dist_backend", "peftsweep.autocast": "autocast",
+              "peftsweep.strategy": "strategy", "peftsweep.cpu_offload": "cpu_offload",
+              "peftsweep.trainable_dtype": "trainable_dtype", "peftsweep.frozen_dtype": "frozen_dtype"}
 EPOCH_METRICS = ("val_accuracy", "val_macro_f1", "val_loss", "train_loss")  # val_loss: generation
 # Logged once at the end (the per-epoch ones above are already there, their last step being the final value).
 FINAL_METRICS = ("test_accuracy", "test_macro_f1", "test_loss", "eval_samples_per_second",

@@ -141,6 +141,25 @@ class MethodSpec:
                 hparams[key] = param.default
         return hparams
 
+    def largest(self, most: int = 16) -> list[dict[str, Any]]:
+        """Hyperparameter sets that train the most parameters its ranges allow: every size at the top of its range,
+        with each combination of the choices that change what trains (at most `most` of them; what a memory plan
+        must make room for)."""
+        from itertools import islice, product
+
+        choices = [key for key, p in self.params.items() if isinstance(p, ChoiceParam) and p.size]
+        sets = []
+        for combo in islice(product(*(self.params[k].choices for k in choices)), most):
+            picked, hparams = dict(zip(choices, combo)), {}
+            for key, param in self.params.items():
+                if param.when is None or param.when.holds(hparams):
+                    if key in picked:
+                        hparams[key] = picked[key]
+                    else:
+                        hparams[key] = param.high if getattr(param, "size", False) else param.default
+            sets.append(hparams)
+        return sets
+
     def suggest(self, trial: Trial) -> dict[str, Any]:
         """Define-by-run sampling; names are prefixed with the method so ranges never clash across methods."""
         hparams: dict[str, Any] = {}

@@ -20,7 +20,7 @@ LORA_PARAMS = {
     "dropout": FloatParam(0.0, 0.2, 0.05, "dropout on the LoRA input", min=0.0, max=0.9),
     "targets": ChoiceParam(("attention", "all_linear"), "attention",
                            "attention: PEFT's default projections for the model type (query/value, q_proj/v_proj); "
-                           "all_linear: every linear layer of the body"),
+                           "all_linear: every linear layer of the body", size=True),
 }
 
 

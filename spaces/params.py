@@ -101,6 +101,7 @@ class ChoiceParam:
     default: Any
     help: str
     when: Condition | None = None
+    size: bool = False  # the choice changes which parameters train (LoRA's target modules, a prefix MLP)
 
     def suggest(self, trial: Trial, name: str) -> Any:
         return trial.suggest_categorical(name, list(self.choices))

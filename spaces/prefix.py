@@ -33,7 +33,8 @@ SPEC = MethodSpec(
     summary="prefix tuning: trainable key/value prefixes in every layer",
     params={
         "num_virtual_tokens": virtual_tokens(),
-        "prefix_projection": ChoiceParam((False, True), False, "reparameterise the prefixes through an MLP"),
+        "prefix_projection": ChoiceParam((False, True), False, "reparameterise the prefixes through an MLP",
+                                         size=True),
         "encoder_hidden_size": IntParam(32, 512, 128, "hidden size of the prefix MLP", log=True, min=1, size=True,
                                         when=Condition("prefix_projection", True)),
         "lr": learning_rate(1e-3, 3e-1, 1e-1),

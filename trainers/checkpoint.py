@@ -16,7 +16,7 @@ from torch import nn
 
 from peftsweep.spaces import ParamCounts, get_method
 from peftsweep.trainers.model import load_base
-from peftsweep.trainers.state import TRAINING_STATE_FILE
+from peftsweep.trainers.state import TRAINING_SHARDS_DIR, TRAINING_STATE_FILE
 
 MANIFEST = "peftsweep.json"
 
@@ -33,7 +33,7 @@ def tracked_files(method: str) -> TrackedFiles:
     """The method's files and the manifest; only the manifest when its checkpoint holds every weight (they stay in
     Ray's storage); never the resume-only training state."""
     only = (MANIFEST,) if get_method(method).stores_every_weight else None
-    return TrackedFiles(only, (TRAINING_STATE_FILE,))
+    return TrackedFiles(only, (TRAINING_STATE_FILE, TRAINING_SHARDS_DIR))
 
 
 def save_checkpoint(model: nn.Module, directory: Path, *, model_name: str, method: str, hparams: dict[str, Any],
@@ -46,6 +46,29 @@ def save_checkpoint(model: nn.Module, directory: Path, *, model_name: str, metho
                 "max_length": max_length, "epoch": epoch, "params": counts.as_metrics()}
     (directory / MANIFEST).write_text(json.dumps(manifest, indent=2))
     return directory
+
+
+def gather_trained(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Every rank of a sharded (FSDP) model calls it: the whole trainable tensors, on rank 0's CPU (empty elsewhere)."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True,
+                                                                ignore_frozen_params=True))
+
+
+def load_trained(skeleton: nn.Module, trained: dict[str, torch.Tensor]) -> nn.Module:
+    """Put gathered trainable tensors into the method's skeleton (trainers.model.build_skeleton: its base on the meta
+    device), so that `MethodSpec.save` writes the same files as from an unsharded model."""
+    wanted = {name for name, p in skeleton.named_parameters() if p.requires_grad}
+    if missing := sorted(wanted - set(trained)):
+        raise RuntimeError(f"the gathered state lacks trainable tensors: {missing[:3]}")
+    # each tensor into storage of its own: gathered ones may be views of one buffer, which safetensors refuses
+    own = {k: trained.pop(k).clone() for k in sorted(wanted)}
+    skeleton.load_state_dict(own, strict=False, assign=True)
+    tie = getattr(skeleton, "tie_weights", None)  # an output layer tied to the input embeddings shares the new tensor
+    if callable(tie):
+        tie()
+    return skeleton
 
 
 def read_manifest(directory: Path) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader
 from peftsweep.trainers.data import DataSpec, TokenizedData, load_splits, pad_id
 from peftsweep.trainers.loop import autocast, to_device
 from peftsweep.trainers.metrics import accuracy, confusion, macro_f1
+from peftsweep.trainers.sharding import shard_rows
 from peftsweep.trainers.task_kind import EvalContext, TaskKind
 
 
@@ -60,10 +61,13 @@ def train_loader(split: Split, batch_size: int, pad_token_id: int, seed: int) ->
 
 @torch.no_grad()
 def predict(model: nn.Module, split: Split, pad_token_id: int, batch_size: int, device: torch.device,
-            precision: str = "fp32", rank: int = 0, world_size: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
-    """Predicted and true labels for this rank's shard (every world_size-th example: no padding, no duplicates)."""
+            precision: str = "fp32", rank: int = 0, world_size: int = 1,
+            even: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Predicted and true labels for this rank's shard (every world_size-th example: no duplicates). `even` (FSDP):
+    every rank runs as many rows as the rank with the most (trainers.sharding.shard_rows); the padding is dropped."""
     model.eval()
-    pairs = list(zip(split.input_ids, split.labels))[rank::world_size]
+    rows, own = shard_rows(len(split.labels), rank, world_size, even)
+    pairs = [(split.input_ids[i], split.labels[i]) for i in rows]
     preds, labels = [], []
     for batch in DataLoader(pairs, batch_size=batch_size, collate_fn=collate(pad_token_id)):
         batch = to_device(batch, device)
@@ -72,15 +76,15 @@ def predict(model: nn.Module, split: Split, pad_token_id: int, batch_size: int, 
         preds.append(logits.argmax(-1).cpu())
         labels.append(batch["labels"].cpu())
     empty = torch.empty(0, dtype=torch.long)
-    return (torch.cat(preds) if preds else empty), (torch.cat(labels) if labels else empty)
+    return (torch.cat(preds)[:own] if preds else empty), (torch.cat(labels)[:own] if labels else empty)
 
 
 def evaluate(model: nn.Module, split: Split, num_labels: int, pad_token_id: int, batch_size: int,
-             device: torch.device, precision: str = "fp32") -> dict[str, float]:
+             device: torch.device, precision: str = "fp32", even: bool = False) -> dict[str, float]:
     """Accuracy and macro-F1 over the whole split, each rank evaluating a shard; confusion matrices are summed."""
     distributed = dist.is_available() and dist.is_initialized()
     rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
-    preds, labels = predict(model, split, pad_token_id, batch_size, device, precision, rank, world)
+    preds, labels = predict(model, split, pad_token_id, batch_size, device, precision, rank, world, even)
     matrix = confusion(preds, labels, num_labels)
     if distributed:
         matrix = matrix.to(device)
@@ -104,7 +108,7 @@ def model_problem(config: Any) -> str | None:
 
 def evaluate_split(model: nn.Module, split: Split, data: TokenizedData, context: EvalContext) -> dict[str, float]:
     return evaluate(model, split, data.num_labels, data.pad_token_id, context.batch_size, context.device,
-                    context.precision)
+                    context.precision, context.sharded)
 
 
 def majority_floor(data: TokenizedData, template: Any = None, device: Any = None) -> dict[str, float]:

@@ -20,7 +20,8 @@ class TrainSettings(Strict):
     max_grad_norm: float = Field(1.0, gt=0, description="gradient clipping norm")
     seed: int = Field(0, description="seed for model init, data order and dropout")
     precision: Literal["auto", "fp32", "bf16"] = Field(
-        "auto", description="auto = bf16 autocast on a GPU that supports it, fp32 on CPU")
+        "auto", description="auto = bf16 where the device supports it (a GPU), else fp32; bf16 = bf16 compute "
+                            "(autocast) with frozen weights stored in bf16, trainable ones in fp32")
     checkpoints_to_keep: int = Field(1, ge=1, description="checkpoints kept per trial (one is written per epoch)")
     max_failures: int = Field(
         2, ge=0, description="restarts of a trial's workers from its last checkpoint after a worker dies or errors "
@@ -40,6 +41,10 @@ class Resources(Strict):
     num_workers: int = Field(2, ge=1, description="Ray Train data-parallel workers per trial")
     cpus_per_worker: float = Field(1.0, gt=0, description="CPUs reserved per worker (also its torch threads)")
     gpus_per_worker: float = Field(0.0, ge=0, description="GPUs per worker; > 0 trains on GPU with NCCL")
+    strategy: Literal["ddp", "fsdp"] = Field(
+        "ddp", description="ddp: every worker holds the whole model; fsdp: parameters, gradients and optimizer state "
+                           "sharded across the trial's workers (FSDP2)")
+    cpu_offload: bool = Field(False, description="with fsdp: keep the sharded state in host memory (FSDP2 CPU offload)")
 
     @property
     def use_gpu(self) -> bool:

@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader
 
 from peftsweep.trainers.data import TokenizedData
 from peftsweep.trainers.generation_data import GenerationSplit, tokenize_generation
+from peftsweep.trainers.sharding import shard_rows
 from peftsweep.trainers.task_kind import EvalContext, MatchRule, TaskKind
 
 IGNORE_INDEX = -100  # label positions the loss skips (prompt and padding)
@@ -80,8 +81,11 @@ def cut_at_eos(ids: list[int], eos_token_id: int) -> list[int]:
 
 @torch.no_grad()
 def generate(model: nn.Module, prompts: list[list[int]], *, pad_token_id: int, eos_token_id: int,
-             max_new_tokens: int, batch_size: int, device: torch.device, autocast=None) -> list[list[int]]:
-    """Greedy continuations (new tokens only, cut at the end-of-sequence token), batched with left padding."""
+             max_new_tokens: int, batch_size: int, device: torch.device, autocast=None,
+             synced: bool = False) -> list[list[int]]:
+    """Greedy continuations (new tokens only, cut at the end-of-sequence token), batched with left padding.
+    `synced` (FSDP): a rank whose answers are complete keeps stepping until every rank's are (transformers'
+    synced_gpus), since each step gathers the sharded weights from all of them."""
     import contextlib
 
     model.eval()
@@ -90,7 +94,7 @@ def generate(model: nn.Module, prompts: list[list[int]], *, pad_token_id: int, e
         batch = {k: v.to(device) for k, v in left_pad(prompts[start:start + batch_size], pad_token_id).items()}
         with (autocast or contextlib.nullcontext)():
             generated = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False, use_cache=True,
-                                       pad_token_id=pad_token_id, eos_token_id=eos_token_id)
+                                       pad_token_id=pad_token_id, eos_token_id=eos_token_id, synced_gpus=synced)
         new = generated[:, batch["input_ids"].shape[1]:].cpu().tolist()  # generate returns prompt + continuation
         out += [cut_at_eos(ids, eos_token_id) for ids in new]
     return out
@@ -98,20 +102,24 @@ def generate(model: nn.Module, prompts: list[list[int]], *, pad_token_id: int, e
 
 @torch.no_grad()
 def target_loss(model: nn.Module, split: GenerationSplit, pad_token_id: int, batch_size: int, device: torch.device,
-                rows: list[int], autocast=None) -> tuple[float, int]:
-    """Summed cross-entropy over the target tokens of these rows, and how many target tokens there were."""
+                rows: list[int], autocast=None, own: int | None = None) -> tuple[float, int]:
+    """Summed cross-entropy over the target tokens of these rows, and how many target tokens there were; rows past
+    the first `own` (FSDP's padding, trainers.sharding.shard_rows) are run and not counted."""
     import contextlib
 
     model.eval()
     total, tokens = 0.0, 0
+    own = len(rows) if own is None else own
     pairs = [(split.prompt_ids[i], split.target_ids[i]) for i in rows]
-    for batch in DataLoader(pairs, batch_size=batch_size, collate_fn=collate_train(pad_token_id)):
+    for start, batch in zip(range(0, len(pairs), batch_size),
+                            DataLoader(pairs, batch_size=batch_size, collate_fn=collate_train(pad_token_id))):
         batch = {k: v.to(device) for k, v in batch.items()}
         with (autocast or contextlib.nullcontext)():
             logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         logits = logits[:, logits.shape[1] - batch["input_ids"].shape[1]:]  # soft prompts add positions in front
         # position t predicts token t+1
-        shifted_logits, shifted_labels = logits[:, :-1].float(), batch["labels"][:, 1:]
+        shifted_logits, shifted_labels = logits[:, :-1].float(), batch["labels"][:, 1:].clone()
+        shifted_labels[max(0, own - start):] = IGNORE_INDEX  # padding rows
         total += nn.functional.cross_entropy(shifted_logits.reshape(-1, shifted_logits.shape[-1]),
                                              shifted_labels.reshape(-1), ignore_index=IGNORE_INDEX,
                                              reduction="sum").item()
@@ -121,20 +129,21 @@ def target_loss(model: nn.Module, split: GenerationSplit, pad_token_id: int, bat
 
 def evaluate(model: nn.Module, split: GenerationSplit, *, decode: Callable[[list[int]], str], pad_token_id: int,
              eos_token_id: int, max_new_tokens: int, batch_size: int, device: torch.device,
-             match: MatchRule = "normalized", autocast=None) -> dict[str, float]:
+             match: MatchRule = "normalized", autocast=None, even: bool = False) -> dict[str, float]:
     """Exact-match accuracy of greedy generations and the target-only loss, over the whole split: each rank takes
-    every world_size-th example and the sums are added across ranks."""
+    every world_size-th example and the sums are added across ranks. `even` (FSDP): every rank runs as many rows
+    and generation steps as the others, and drops its padding."""
     distributed = dist.is_available() and dist.is_initialized()
     rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
-    rows = list(range(rank, len(split), world))
+    rows, own = shard_rows(len(split), rank, world, even and distributed)
     start = time.perf_counter()
     answers = generate(model, [split.prompt_ids[i] for i in rows], pad_token_id=pad_token_id,
                        eos_token_id=eos_token_id, max_new_tokens=max_new_tokens, batch_size=batch_size,
-                       device=device, autocast=autocast)
+                       device=device, autocast=autocast, synced=even and distributed)[:own]
     generating = time.perf_counter() - start
     correct = sum(exact_match(decode(ids), split.targets[i], match) for ids, i in zip(answers, rows))
-    loss_sum, tokens = target_loss(model, split, pad_token_id, batch_size, device, rows, autocast)
-    sums = torch.tensor([float(correct), float(len(rows)), loss_sum, float(tokens)], dtype=torch.float64)
+    loss_sum, tokens = target_loss(model, split, pad_token_id, batch_size, device, rows, autocast, own)
+    sums = torch.tensor([float(correct), float(own), loss_sum, float(tokens)], dtype=torch.float64)
     slowest = torch.tensor([generating], dtype=torch.float64)
     if distributed:
         sums, slowest = sums.to(device), slowest.to(device)
@@ -163,7 +172,7 @@ def evaluate_split(model: nn.Module, split: GenerationSplit, data: TokenizedData
     return evaluate(model, split, decode=context.decode, pad_token_id=data.pad_token_id,
                     eos_token_id=data.eos_token_id, max_new_tokens=context.max_new_tokens or data.max_new_tokens,
                     batch_size=context.batch_size, device=context.device, match=context.match,
-                    autocast=lambda: autocast(context.device, context.precision))
+                    autocast=lambda: autocast(context.device, context.precision), even=context.sharded)
 
 
 def zero_shot_floor(data: TokenizedData, template: Any, device: torch.device) -> dict[str, float]:
@@ -197,4 +206,5 @@ TASK = TaskKind(
     floor=zero_shot_floor,
     floor_runs_model=True,
     decodes=True,
+    logits_over_vocab=True,
 )

@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader
 
 from peftsweep.trainers.config import TrainSettings
 from peftsweep.trainers.faults import NonFiniteLossError
+from peftsweep.trainers.sharding import local_value
 
 
 def seed_everything(seed: int) -> None:
@@ -79,7 +80,7 @@ def train_epoch(model: nn.Module, batches: Iterator[dict[str, torch.Tensor]], op
         with autocast(device, settings.precision):
             loss = model(**batch).loss
         loss.backward()
-        norm = torch.nn.utils.clip_grad_norm_(trainable, settings.max_grad_norm)
+        norm = local_value(torch.nn.utils.clip_grad_norm_(trainable, settings.max_grad_norm))  # FSDP: a DTensor
         # Checked on the gradient norm, after DDP has averaged the gradients: one rank's NaN reaches every rank,
         # so all of them stop at the same step (a check on the local loss alone would leave the others waiting).
         if not (torch.isfinite(norm) and torch.isfinite(loss)):

@@ -9,7 +9,8 @@ seconds on a laptop. The rules (bytes per parameter; docs/scale.md explains them
   `bf16`), else fp32. QLoRA's quantized base is NF4: half a byte per weight plus a 4-byte scale per 64 weights.
 - Gradients: fp32, one per trainable parameter. DDP also keeps its reduction buckets, another fp32 copy.
 - Optimizer: AdamW's two moments, fp32: 8 bytes per trainable parameter.
-- FSDP divides parameters, gradients and optimizer state by the number of workers, and then needs a working set in
+- FSDP divides parameters, gradients and optimizer state by the number of workers (all but a 4-bit base, which
+  each worker keeps whole: trainers.sharding), and then needs a working set in
   the compute dtype: the root's own parameters (embeddings, output layer, final norm: gathered for the whole step)
   and two transformer blocks at a time (the one computing and the next being gathered). With CPU offload the sharded
   state lives in host memory and the device holds the working set and the activations only.
@@ -99,20 +100,24 @@ def plan_worker(counts: ParameterCounts, shape: ModelShape, work: Workload, stra
         raise ValueError("cpu_offload needs strategy fsdp")
     frozen_bytes = BF16 if work.lean else FP32
     compute_bytes = BF16 if work.lean else FP32
-    state = {"weights": counts.trainable * FP32 + counts.frozen * frozen_bytes + counts.quantized * NF4_BYTES,
+    quantized = counts.quantized * NF4_BYTES
+    state = {"weights": counts.trainable * FP32 + counts.frozen * frozen_bytes,
              "gradients": counts.trainable * FP32,
              "optimizer": counts.trainable * ADAMW_STATE_BYTES}
     parts: dict[str, float] = {}
     host = 0.0
     if strategy == "ddp":
         parts |= state
+        parts["weights"] += quantized
         parts["ddp buckets"] = counts.trainable * FP32
     else:
         shard = {k: v / workers for k, v in state.items()}
         if cpu_offload:
             host = math.fsum(shard.values())
+            parts = {k: 0.0 for k in shard}
         else:
             parts |= shard
+        parts["weights"] += quantized  # a 4-bit base is not sharded (trainers.sharding): whole on every worker
         parts["gathered (root + 2 blocks)"] = (counts.root + 2 * counts.largest_block) * compute_bytes
     tokens = work.batch_per_worker * work.sequence_length
     per_token_layer = 8 * shape.hidden_size + 4 * shape.intermediate_size

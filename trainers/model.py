@@ -142,3 +142,28 @@ def build_model(model: str, method: str, hparams: dict[str, Any], label_names: l
     base_params = count_base_params(base)
     adapted = spec.apply(base, hparams, task)
     return adapted, count_params(adapted, base_params, spec.stored_params(adapted)), spec
+
+
+def build_skeleton(model: str, method: str, hparams: dict[str, Any], label_names: list[str], *,
+                   trust_remote_code: bool = False, pad_token_id: int | None = None,
+                   task: str = "classification") -> nn.Module:
+    """The adapted model's structure with its base on PyTorch's meta device (nothing read, nothing allocated but the
+    method's own small parts): what rank 0 of a sharded trial puts the gathered trained tensors into to write the
+    method's files (trainers.checkpoint.load_trained). A quantized method is built as its unquantized form
+    (`MethodSpec.unquantized`): its trained parts and files are the same."""
+    import transformers
+
+    from peftsweep.spaces import REGISTRY
+    from peftsweep.trainers.tasks import get_task
+
+    spec = get_method(method)
+    spec = REGISTRY[spec.unquantized] if spec.quantized else spec
+    kind = get_task(task)
+    config = load_model_config(model, trust_remote_code)
+    config = config.__class__.from_dict(config.to_dict() | kind.head_kwargs(label_names))
+    config._name_or_path = resolve_model(model)  # PEFT writes it into adapter_config.json as the base model
+    if pad_token_id is not None and config.pad_token_id is None:
+        config.pad_token_id = pad_token_id
+    with torch.device("meta"):
+        base = getattr(transformers, kind.model_class).from_config(config, trust_remote_code=trust_remote_code)
+    return spec.apply(base, hparams, task)

@@ -17,14 +17,18 @@ import ray.train.torch
 import torch
 import torch.distributed as dist
 
-from peftsweep.trainers.checkpoint import save_checkpoint
+from peftsweep.spaces import get_method
+from peftsweep.trainers.checkpoint import gather_trained, load_trained, save_checkpoint
 from peftsweep.trainers.config import TrialConfig
 from peftsweep.trainers.data import TokenizedData
 from peftsweep.trainers.faults import NonFiniteLossError, is_fatal, raise_if_fatal_recorded, record_fatal
 from peftsweep.trainers.loop import begin_epoch, optimizer_for, seed_everything, train_epoch, uses_bf16
 from peftsweep.trainers.metrics import peak_memory_mb
-from peftsweep.trainers.model import build_model, load_tokenizer
-from peftsweep.trainers.state import Progress, read_training_state, restore_optimizer, restore_trainable, save_training_state
+from peftsweep.trainers.model import build_model, build_skeleton, load_tokenizer
+from peftsweep.trainers.sharding import make_frozen_lean, shard, weight_dtypes
+from peftsweep.trainers.state import (Progress, check_same_strategy, is_sharded_state, read_training_state,
+                                      restore_optimizer, restore_sharded_training_state, restore_trainable,
+                                      save_sharded_training_state, save_training_state)
 from peftsweep.trainers.task_kind import EvalContext
 from peftsweep.trainers.tasks import get_task
 
@@ -43,30 +47,49 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     torch.set_num_threads(max(1, int(cfg.resources.cpus_per_worker)))
     seed_everything(cfg.train.seed)
     placement = _placement()  # which Ray nodes this trial's workers run on (a restart may move them)
+    # How the workers hold the model (trainers.sharding): DDP replicas or FSDP shards, decided before Ray started
+    # (the memory plan); lean weights keep the frozen ones in bf16 where bf16 computes (a GPU, or precision: bf16).
+    sharded = cfg.resources.strategy == "fsdp" and dist.is_initialized()
+    lean = uses_bf16(device, cfg.train.precision)
     where = {"device": device.type, "dist_backend": dist.get_backend() if dist.is_initialized() else "none",
-             "autocast": "bf16" if uses_bf16(device, cfg.train.precision) else "fp32"}
+             "autocast": "bf16" if lean else "fp32", "strategy": "fsdp" if sharded else "ddp",
+             "cpu_offload": "yes" if sharded and cfg.resources.cpu_offload else "no"}
 
-    # 2. The pre-trained model with the method applied; parameters counted before DDP wraps it. After a restart
-    #    (a worker died, the sweep was resumed) the trainable tensors come from the last checkpoint.
-    model, counts, _ = build_model(cfg.model, cfg.method, cfg.hparams, cfg.label_names, device=device,
+    # 2. The pre-trained model with the method applied; parameters counted before DDP or FSDP wraps it. FSDP shards it
+    #    from host memory onto the device (a 4-bit base is placed by bitsandbytes and stays). After a restart (a worker
+    #    died, the sweep was resumed) the trainable tensors come from the last checkpoint.
+    load_on = torch.device("cpu") if sharded and not get_method(cfg.method).quantized else device
+    model, counts, _ = build_model(cfg.model, cfg.method, cfg.hparams, cfg.label_names, device=load_on,
                                    trust_remote_code=cfg.trust_remote_code, pad_token_id=data.pad_token_id,
                                    task=cfg.task)
+    if lean:
+        make_frozen_lean(model)
+    where |= weight_dtypes(model)
     checkpoint, saved = _last_training_state()
-    progress = restore_trainable(saved, model) if saved else Progress()
+    if saved:
+        check_same_strategy(saved, sharded)
+    progress = (Progress(**saved["progress"]) if is_sharded_state(saved) else restore_trainable(saved, model)) \
+        if saved else Progress()
     progress.restarts += 1 if saved else 0
     for past in progress.history if saved else []:  # a driver killed before it logged these results gets them now
         ray.train.report(past | {"restarts": progress.restarts, "checkpoint_path": checkpoint.path})
     if progress.epoch >= cfg.train.epochs:  # it had finished: nothing left to train
         return
-    # A 4-bit model is already placed on its device by bitsandbytes and must not be moved again.
-    ddp_model = ray.train.torch.prepare_model(model, move_to_device=not getattr(model, "is_quantized", False))
+    if sharded:
+        model = ddp_model = shard(model, device, lean=lean, cpu_offload=cfg.resources.cpu_offload)
+    else:  # a 4-bit model is already placed on its device by bitsandbytes and must not be moved again
+        ddp_model = ray.train.torch.prepare_model(model, move_to_device=not getattr(model, "is_quantized", False))
 
     # 3. Batches: each worker gets its shard (DistributedSampler); the global batch is split across workers.
     per_worker_batch = max(1, cfg.train.batch_size // world)
     loader = ray.train.torch.prepare_data_loader(
         task.train_loader(data.splits["train"], per_worker_batch, data.pad_token_id, cfg.train.seed))
-    optimizer, scheduler = optimizer_for(ddp_model, cfg.hparams["lr"], cfg.train, len(loader) * cfg.train.epochs)
-    if saved:
+    optimizer, scheduler = optimizer_for(ddp_model, cfg.hparams["lr"], cfg.train, len(loader) * cfg.train.epochs,
+                                         fused=False if sharded else None)
+    if saved and sharded:
+        with checkpoint.as_directory() as directory:
+            restore_sharded_training_state(Path(directory), saved, model, optimizer, scheduler)
+    elif saved:
         restore_optimizer(saved, optimizer, scheduler)
 
     # 4. Train, validate every epoch, test once at the end (the test split is for reporting, never for search).
@@ -76,7 +99,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         decode = lambda ids: tokenizer.decode(ids, skip_special_tokens=True)  # noqa: E731
     context = EvalContext(batch_size=cfg.train.eval_batch_size, device=device, precision=cfg.train.precision,
                           decode=decode, max_new_tokens=cfg.generation.max_new_tokens or data.max_new_tokens,
-                          match=cfg.generation.match)
+                          match=cfg.generation.match, sharded=sharded)
 
     def evaluate_split(split: str) -> dict[str, float]:
         """{"accuracy", <the task's extra metric>, "samples_per_second"} of the whole split."""
@@ -112,7 +135,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         if epoch == cfg.train.epochs:
             test = evaluate_split("test")
             metrics |= {f"test_{k}": v for k, v in test.items() if not k.endswith("per_second")}
-            metrics["ddp_param_divergence"] = _param_divergence(model, device)
+            if not sharded:  # FSDP holds one copy, sharded: nothing to diverge
+                metrics["ddp_param_divergence"] = _param_divergence(model, device)
         metrics["peak_memory_mb"] = _max_across_ranks(peak_memory_mb(device), device)
         metrics |= {"train_started_at": train_started_at, "reported_at": time.time(), "num_workers": world,
                     # the ranks that really synchronise (without a process group DDP's checks pass by construction)
@@ -121,13 +145,25 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         progress.epoch = epoch
         progress.history.append(metrics)
 
-        # 5. Report; rank 0 attaches the checkpoint: the method's files (adapter-only for PEFT) + training state.
+        # 5. Report with the checkpoint: the method's files (adapter-only for PEFT) + training state, from rank 0;
+        #    under FSDP every rank adds its shard of the training state and rank 0 writes the method's files from the
+        #    gathered trained tensors (into the method's skeleton: its base on the meta device).
         with tempfile.TemporaryDirectory() as tmp:
             checkpoint = None
-            if rank == 0:
-                save_checkpoint(model, Path(tmp), model_name=cfg.model, method=cfg.method, hparams=cfg.hparams,
-                                label_names=data.label_names, max_length=data.max_length, counts=counts, epoch=epoch,
-                                task=cfg.task)
+            files = dict(model_name=cfg.model, method=cfg.method, hparams=cfg.hparams, label_names=data.label_names,
+                         max_length=data.max_length, counts=counts, epoch=epoch, task=cfg.task)
+            if sharded:
+                trained = gather_trained(model)
+                if rank == 0:
+                    skeleton = build_skeleton(cfg.model, cfg.method, cfg.hparams, cfg.label_names,
+                                              trust_remote_code=cfg.trust_remote_code,
+                                              pad_token_id=data.pad_token_id, task=cfg.task)
+                    save_checkpoint(load_trained(skeleton, trained), Path(tmp), **files)
+                del trained
+                save_sharded_training_state(Path(tmp), model, optimizer, scheduler, progress, rank)
+                checkpoint = ray.train.Checkpoint.from_directory(tmp)
+            elif rank == 0:
+                save_checkpoint(model, Path(tmp), **files)
                 save_training_state(Path(tmp), model, optimizer, scheduler, progress)
                 checkpoint = ray.train.Checkpoint.from_directory(tmp)
             ray.train.report(metrics, checkpoint=checkpoint)

@@ -29,6 +29,7 @@ class EvalContext:
     decode: Callable[[list[int]], str] | None = None  # token ids -> text
     max_new_tokens: int = 0
     match: MatchRule = "normalized"
+    sharded: bool = False  # FSDP: every rank runs as many batches (and generation steps) as the others
 
 
 @dataclass(frozen=True)
@@ -44,7 +45,9 @@ class TaskKind:
     decodes: its evaluation turns token ids back into text (the worker loads the tokenizer).
     floor_name / floor: the accuracy a model reaches with nothing trained, which a trial must beat ({"validation":
         ..., "test": ...}): given the data and the sweep's trial template (model, evaluation settings) and a device.
-    floor_runs_model: the floor needs the model (run where trials run); else it is computed from the data alone."""
+    floor_runs_model: the floor needs the model (run where trials run); else it is computed from the data alone.
+    logits_over_vocab: its loss is over the vocabulary's logits at every position (a causal LM): the memory plan
+        counts them."""
 
     name: str
     summary: str
@@ -59,3 +62,4 @@ class TaskKind:
     floor: Callable[[TokenizedData, Any, torch.device], dict[str, float]]
     floor_runs_model: bool = False
     decodes: bool = False
+    logits_over_vocab: bool = False

@@ -30,7 +30,7 @@ def test_fsdp_shards_the_state_and_gathers_the_root_and_two_blocks():
     assert fsdp.parts["weights"] == pytest.approx((10 * FP32 + 8000 * BF16) / 4)  # frozen weights lean: bf16
     assert fsdp.parts["gathered (root + 2 blocks)"] == (2000 + 2 * 3000) * BF16
     offloaded = plan_worker(counts, SHAPE, LEAN, "fsdp", workers=4, cpu_offload=True)
-    assert "weights" not in offloaded.parts and offloaded.host == pytest.approx(
+    assert offloaded.parts["weights"] == 0 and offloaded.host == pytest.approx(
         fsdp.parts["weights"] + fsdp.parts["gradients"] + fsdp.parts["optimizer"])
     fp32 = plan_worker(counts, SHAPE, Workload(4, 16, False, lean=False), "ddp")
     assert fp32.parts["weights"] == 8010 * FP32 and "logits" not in fp32.parts
@@ -40,6 +40,14 @@ def test_fsdp_shards_the_state_and_gathers_the_root_and_two_blocks():
 def test_quantized_weights_count_at_nf4():
     plan = plan_worker(ParameterCounts(trainable=0, frozen=100, quantized=6400), SHAPE, LEAN, "ddp")
     assert plan.parts["weights"] == 100 * BF16 + 6400 * NF4_BYTES == 100 * 2 + 6400 * 0.5 + 400
+
+
+def test_a_4bit_base_is_whole_on_every_fsdp_worker():
+    counts = ParameterCounts(trainable=64, frozen=100, quantized=6400)
+    fsdp = plan_worker(counts, SHAPE, LEAN, "fsdp", workers=4)
+    assert fsdp.parts["weights"] == pytest.approx((64 * FP32 + 100 * BF16) / 4 + 6400 * NF4_BYTES)
+    offloaded = plan_worker(counts, SHAPE, LEAN, "fsdp", workers=4, cpu_offload=True)
+    assert offloaded.parts["weights"] == 6400 * NF4_BYTES
 
 
 def test_a_strategy_is_checked():

@@ -1,0 +1,122 @@
+"""FSDP2 against DDP on two gloo ranks (tests/trainers/sharded_run.py): the same losses step by step, the same
+evaluation, half the bytes per rank, an exact restart from the sharded training state, the same method files."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from peftsweep.trainers.data import DataSpec
+from peftsweep.trainers.launch import prepare_data
+from tests.tiny import ANSWER_TEMPLATE
+from tests.trainers.sharded_run import Case, run_two_ranks
+
+# Both strategies compute the same sums in another order (reduce-scatter of shards against one all-reduce): the
+# losses agree to float32 rounding, grown a little by AdamW over the steps.
+LOSS_TOLERANCE = 1e-4
+LEAN_TOLERANCE = 2e-2  # bf16 weights and compute
+
+METHODS = {  # full fine-tuning, an adapter, a soft prompt: frozen and trainable parameters in one shard group
+    "full": {"lr": 1e-3},
+    "lora": {"r": 4, "alpha_multiple": 2, "dropout": 0.0, "targets": "attention", "lr": 1e-2},
+    "prompt": {"num_virtual_tokens": 4, "lr": 3e-2},
+}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, tiny_decoder, tiny_causal, tiny_csv):
+    classes = prepare_data(tiny_decoder, DataSpec(train_file=tiny_csv, max_length=16, seed=0))
+    answers = prepare_data(tiny_causal, DataSpec(train_file=tiny_csv, template=ANSWER_TEMPLATE, seed=0),
+                           task="generation")
+    scratch = tmp_path_factory.mktemp("fsdp")
+    cases = []
+    for task, model, data in (("classification", tiny_decoder, classes), ("generation", tiny_causal, answers)):
+        for method, hparams in METHODS.items():
+            for strategy in ("ddp", "fsdp"):
+                cases.append(Case(f"{task}-{method}-{strategy}", model, method, hparams, task, data, strategy,
+                                  save_to=str(scratch / f"{task}-{method}-{strategy}-files")))
+    cases.append(Case("classification-lora-fsdp-restart", tiny_decoder, "lora", METHODS["lora"], "classification",
+                      classes, "fsdp", restart_after=2))
+    for strategy in ("ddp", "fsdp"):  # lean: frozen weights in bf16, trainable ones fp32, bf16 compute
+        cases.append(Case(f"lean-lora-{strategy}", tiny_decoder, "lora", METHODS["lora"], "classification", classes,
+                          strategy, precision="bf16"))
+    ranks = run_two_ranks(cases, scratch)
+    return ranks, scratch, classes
+
+
+@pytest.mark.parametrize("task", ["classification", "generation"])
+@pytest.mark.parametrize("method", list(METHODS))
+def test_fsdp_trains_and_evaluates_as_ddp(runs, task, method):
+    ranks, _, _ = runs
+    ddp, fsdp = ranks[0][f"{task}-{method}-ddp"], ranks[0][f"{task}-{method}-fsdp"]
+    assert len(fsdp["losses"]) == 4
+    assert fsdp["losses"][-1] != fsdp["losses"][0]  # it trained
+    for step, (a, b) in enumerate(zip(ddp["losses"], fsdp["losses"])):
+        assert abs(a - b) <= LOSS_TOLERANCE, f"step {step}: ddp {a} fsdp {b}"
+    assert fsdp["eval"]["accuracy"] == ddp["eval"]["accuracy"]
+    extra = "loss" if task == "generation" else "macro_f1"
+    assert math.isclose(fsdp["eval"][extra], ddp["eval"][extra], abs_tol=1e-4)
+    # the counts are the whole model's under either strategy
+    assert fsdp["counts"] == ddp["counts"] and fsdp["counts"]["trainable_params"] > 0
+    # both ranks saw the same evaluation (the sums are all-reduced), whatever the padding of the shorter shard
+    assert ranks[1][f"{task}-{method}-fsdp"]["eval"] == fsdp["eval"]
+
+
+@pytest.mark.parametrize("method", list(METHODS))
+def test_each_rank_holds_about_half_of_ddp(runs, method):
+    ranks, _, _ = runs
+    for task in ("classification", "generation"):
+        ddp, fsdp = ranks[0][f"{task}-{method}-ddp"], ranks[0][f"{task}-{method}-fsdp"]
+        held = {k: fsdp[k] / ddp[k] for k in ("param_bytes", "grad_bytes", "optimizer_bytes") if ddp[k]}
+        total = sum(fsdp[k] for k in held) / sum(ddp[k] for k in held)
+        assert abs(total - 0.5) <= 0.05, (task, held)
+
+
+def test_a_restart_from_the_sharded_state_is_exact(runs):
+    ranks, _, _ = runs
+    whole, restarted = ranks[0]["classification-lora-fsdp"], ranks[0]["classification-lora-fsdp-restart"]
+    assert restarted["losses"] == pytest.approx(whole["losses"], abs=1e-6)
+
+
+def test_lean_weights_halve_the_frozen_bytes_and_train_alike(runs):
+    ranks, _, _ = runs
+    fp32, ddp, fsdp = (ranks[0][k] for k in ("classification-lora-ddp", "lean-lora-ddp", "lean-lora-fsdp"))
+    assert ddp["param_bytes"] < 0.55 * fp32["param_bytes"]  # the frozen base in bf16, the adapters fp32
+    assert ddp["optimizer_bytes"] == fp32["optimizer_bytes"]  # AdamW's moments of fp32 adapters
+    for a, b in zip(ddp["losses"], fsdp["losses"]):
+        assert abs(a - b) <= LEAN_TOLERANCE
+
+
+@pytest.mark.parametrize("method", list(METHODS))
+def test_the_method_files_from_shards_match_ddps(runs, method, tiny_decoder):
+    """Rank 0 writes the method's files from the gathered trained tensors; the model they rebuild is the same as
+    the one DDP's files rebuild (within the tolerance of the two trainings)."""
+    from peftsweep.trainers.checkpoint import load_checkpoint
+
+    ranks, scratch, classes = runs
+    models = [load_checkpoint(scratch / f"classification-{method}-{s}-files")[0] for s in ("ddp", "fsdp")]
+    ids = torch.tensor([classes.splits["validation"].input_ids[0]])
+    with torch.no_grad():
+        logits = [m(input_ids=ids).logits for m in models]
+    assert torch.allclose(logits[0], logits[1], atol=1e-3), (logits[0], logits[1])
+
+
+@pytest.mark.parametrize("method", list(METHODS))
+def test_the_memory_plan_matches_what_each_rank_holds(runs, method, tiny_decoder):
+    """The plan's weights + gradients + optimizer against the bytes rank 0 holds, under DDP and FSDP (2 workers)."""
+    from peftsweep.spaces import get_method
+    from peftsweep.trainers.memory_plan import ModelShape, Workload, count_parameters, plan_worker
+    from peftsweep.trainers.model import load_model_config
+
+    ranks, _, classes = runs
+    config = load_model_config(tiny_decoder)
+    counts = count_parameters(config, get_method(method), METHODS[method], "classification",
+                              tuple(classes.label_names))
+    for strategy in ("ddp", "fsdp"):
+        plan = plan_worker(counts, ModelShape.from_config(config), Workload(4, 16, False, lean=False), strategy, 2)
+        planned = plan.parts["weights"] + plan.parts["gradients"] + plan.parts["optimizer"]
+        held = ranks[0][f"classification-{method}-{strategy}"]
+        measured = held["param_bytes"] + held["grad_bytes"] + held["optimizer_bytes"]
+        assert measured == pytest.approx(planned, rel=0.05), (strategy, measured, planned)
