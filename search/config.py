@@ -62,8 +62,8 @@ class SweepResources(Resources):
         "auto", description="ddp | fsdp | auto: fsdp for the methods whose trials do not fit a worker under ddp "
                             "(the memory plan, docs/scale.md), else ddp")
     gpu_memory_gb: float | None = Field(
-        None, gt=0, description="memory of one GPU, for the memory plan when the GPUs cannot be seen from where "
-                                "the sweep is validated (default: the GPUs' own)")
+        None, gt=0, description="memory of one GPU in GiB (as nvidia-smi shows it), for the memory plan where the "
+                                "GPUs cannot be seen from where the sweep is validated (default: the GPUs' own)")
     per_method: dict[str, ResourceOverride] = Field(
         default_factory=dict, description="per-method overrides, e.g. {full: {num_workers: 4, strategy: fsdp}}")
 

@@ -29,7 +29,8 @@ class MethodMemory:
 
     method: str
     plans: tuple[WorkerPlan, ...]
-    chosen: WorkerPlan | None  # None: nothing fits (enforced plans only)
+    chosen: WorkerPlan | None  # None: nothing fits (enforced plans only), or not planned
+    not_planned: str | None = None  # why the method could not be counted (its trials then say it themselves)
 
 
 @dataclass(frozen=True)
@@ -75,8 +76,11 @@ def plan_method(name: str, spec: MethodSpec, model_config: Any, *, task: str, la
                 batch_size: int, max_length: int, workers: int, lean: bool, asked: str, cpu_offload: bool,
                 logits_over_vocab: bool, device: DeviceMemory) -> MethodMemory:
     """The method at the largest sizes its ranges allow (`MethodSpec.largest`), under each candidate strategy."""
-    counts = max((count_parameters(model_config, spec, h, task, tuple(label_names)) for h in spec.largest()),
-                 key=lambda c: (c.trainable, c.total))
+    try:
+        counts = max((count_parameters(model_config, spec, h, task, tuple(label_names)) for h in spec.largest()),
+                     key=lambda c: (c.trainable, c.total))
+    except Exception as exc:  # e.g. a broken optional package PEFT imports: not the plan's to report
+        return MethodMemory(name, (), None, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
     added = max((spec.added_tokens(h) for h in spec.largest()), default=0)
     work = Workload(-(-batch_size // workers), max_length + added, logits_over_vocab, lean)
     shape = ModelShape.from_config(model_config)
@@ -105,6 +109,8 @@ def format_plan(memory: MemoryPlan) -> list[str]:
              f"  {'method':<10} {'strategy':<30} {'weights':>8} {'grads':>6} {'optim':>6} {'activ':>7} "
              f"{'other':>6} {'total':>7} {'host':>6}  fits"]
     for mm in memory.methods.values():
+        if mm.not_planned:
+            lines.append(f"  {mm.method:<10} not planned: {mm.not_planned}")
         for plan in mm.plans:
             parts = plan.parts
             other = plan.device - sum(parts.get(k, 0) for k in ("weights", "gradients", "optimizer", "activations"))
@@ -121,7 +127,7 @@ def refusals(memory: MemoryPlan, asked: dict[str, str], cpu_offload: dict[str, b
     """One problem per method that fits under no strategy it may use, with the numbers and the ways out."""
     problems = []
     for name, mm in memory.methods.items():
-        if mm.chosen is not None:
+        if mm.chosen is not None or mm.not_planned:
             continue
         needs = ", ".join(f"{gib(p.device)} GiB under {describe(p)}" for p in mm.plans)
         ways = ["more workers per trial (resources.num_workers, or resources.per_method."
