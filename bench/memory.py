@@ -44,7 +44,8 @@ def tables() -> list[str]:
             added = max((spec.added_tokens(h) for h in spec.largest()), default=0)
             counts = max((count_parameters(config, spec, h, "generation") for h in spec.largest()),
                          key=lambda c: (c.trainable, c.total))
-            total = total or counts.total
+            if spec.reference:  # full fine-tuning trains every parameter: its total is the model's
+                total = counts.total
             method_work = Workload(work.batch_per_worker, work.sequence_length + added, True, True)
             cells = []
             for strategy, n, offload in (("ddp", workers, False), ("fsdp", workers, False), ("fsdp", workers, True)):

@@ -282,8 +282,10 @@ def build_parser() -> argparse.ArgumentParser:
         cmd.add_argument("config", help="sweep YAML, e.g. configs/demo.yaml")
         cmd.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                          help="override a config key, dotted (search.num_samples=30); repeatable")
+        cmd.add_argument("--address", default=None,
+                         help="Ray cluster address (default: $RAY_ADDRESS or local); validate: the sweep is bound for "
+                              "that cluster, whose capacity `run` checks once connected")
         if name == "run":
-            cmd.add_argument("--address", default=None, help="Ray cluster address (default: $RAY_ADDRESS or local)")
             cmd.add_argument("--resume", action="store_true",
                              help="continue the interrupted sweep in the config's output_dir (same config)")
             cmd.add_argument("--restart", action="store_true",

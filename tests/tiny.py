@@ -94,3 +94,27 @@ def make_causal_dir(directory: Path, hidden: int = 32, layers: int = 2) -> Path:
     torch.manual_seed(0)
     LlamaForCausalLM(config).save_pretrained(directory)
     return directory
+
+
+def make_8b_shaped_dir(directory: Path) -> Path:
+    """A directory that passes for Llama-3.1-8B where only its config and tokenizer are read (validate, the memory
+    plan): its shape with SmolLM2's vocabulary and tokenizer, and a weights file holding no tensors."""
+    import shutil
+
+    from safetensors.torch import save_file
+    from transformers import AutoConfig, LlamaConfig
+
+    from peftsweep.trainers.bundled import resolve_bundled
+
+    small = Path(resolve_bundled("SmolLM2-135M-Instruct"))
+    directory.mkdir(parents=True, exist_ok=True)
+    for f in small.iterdir():
+        if f.name.startswith(("tokenizer", "special_tokens")):
+            shutil.copy(f, directory / f.name)
+    ref = AutoConfig.from_pretrained(small)
+    LlamaConfig(hidden_size=4096, num_hidden_layers=32, intermediate_size=14336, num_attention_heads=32,
+                num_key_value_heads=8, vocab_size=ref.vocab_size, tie_word_embeddings=False,
+                max_position_embeddings=8192, bos_token_id=ref.bos_token_id, eos_token_id=ref.eos_token_id,
+                pad_token_id=ref.pad_token_id, architectures=["LlamaForCausalLM"]).save_pretrained(directory)
+    save_file({}, str(directory / "model.safetensors"))
+    return directory

@@ -142,7 +142,10 @@ def count_parameters(model_config: Any, spec: Any, hparams: dict[str, Any], task
     cls = getattr(transformers, kind.model_class)
     # the task kind's head (a classifier of len(label_names) classes; nothing for generation)
     config = model_config.__class__.from_dict(model_config.to_dict() | kind.head_kwargs(list(label_names)))
-    with torch.device("meta"):
+    import warnings
+
+    with torch.device("meta"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # PEFT asking transformers' deprecated names: not the user's
         model = cls.from_config(config)
         from peftsweep.spaces import REGISTRY
 

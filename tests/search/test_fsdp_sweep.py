@@ -116,3 +116,19 @@ def test_auto_shards_what_does_not_fit_and_a_model_that_fits_nowhere_is_refused(
     with pytest.raises(UserError) as ddp_only:  # asked for ddp: the way out names fsdp
         plan_of(write_big(tmp_path, tiny_decoder, tiny_csv, gpu_memory_gb=middle * 1e9 / 2**30, strategy="ddp"))
     assert "resources.strategy: fsdp" in "\n".join(ddp_only.value.problems)
+
+
+def test_the_8b_cluster_example_validates_with_full_fine_tuning_sharded(tmp_path, capsys):
+    """configs/llama8b-cluster.yaml, its model standing in by its shape (tests.tiny.make_8b_shaped_dir)."""
+    from peftsweep.cli import main
+    from tests.tiny import make_8b_shaped_dir
+
+    model = make_8b_shaped_dir(tmp_path / "llama-8b-shaped")
+    example = Path(__file__).resolve().parents[2] / "configs" / "llama8b-cluster.yaml"
+    assert main(["validate", str(example), "--set", f"model={model}", "--address", "ray://head:10001"]) == 0
+    out, err = capsys.readouterr()
+    assert "device 79.0 GiB (resources.gpu_memory_gb)" in out
+    rows = {tuple(line.split()[:2]): line for line in out.splitlines() if line.startswith("  ") and "over 8" in line}
+    assert rows[("full", "ddp")].endswith(" no") and rows[("full", "fsdp")].endswith("yes <- chosen")
+    assert rows[("lora", "ddp")].endswith("yes <- chosen")  # the frozen base in bf16: 16 GiB, no need to shard
+    assert "OK" in out and "Warning" not in out + err

@@ -18,11 +18,14 @@ from tests.trainers.sharded_run import Case, run_two_ranks
 LOSS_TOLERANCE = 1e-4
 LEAN_TOLERANCE = 2e-2  # bf16 weights and compute
 
-METHODS = {  # full fine-tuning, an adapter, a soft prompt: frozen and trainable parameters in one shard group
+METHODS = {  # full fine-tuning, an adapter, a soft prompt (frozen and trainable parameters in one shard group), and
+    # LoRA on a 4-bit base (its 4-bit weights left out of the shards, whole on each rank)
     "full": {"lr": 1e-3},
     "lora": {"r": 4, "alpha_multiple": 2, "dropout": 0.0, "targets": "attention", "lr": 1e-2},
     "prompt": {"num_virtual_tokens": 4, "lr": 3e-2},
+    "qlora": {"r": 4, "alpha_multiple": 2, "dropout": 0.0, "targets": "attention", "lr": 1e-2},
 }
+SHARDS_EVERYTHING = [m for m in METHODS if m != "qlora"]
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +67,7 @@ def test_fsdp_trains_and_evaluates_as_ddp(runs, task, method):
     assert ranks[1][f"{task}-{method}-fsdp"]["eval"] == fsdp["eval"]
 
 
-@pytest.mark.parametrize("method", list(METHODS))
+@pytest.mark.parametrize("method", SHARDS_EVERYTHING)
 def test_each_rank_holds_about_half_of_ddp(runs, method):
     ranks, _, _ = runs
     for task in ("classification", "generation"):
@@ -103,7 +106,15 @@ def test_the_method_files_from_shards_match_ddps(runs, method, tiny_decoder):
     assert torch.allclose(logits[0], logits[1], atol=1e-3), (logits[0], logits[1])
 
 
-@pytest.mark.parametrize("method", list(METHODS))
+def test_a_4bit_base_stays_whole_on_each_rank(runs):
+    ranks, _, _ = runs
+    for task in ("classification", "generation"):
+        ddp, fsdp = ranks[0][f"{task}-qlora-ddp"], ranks[0][f"{task}-qlora-fsdp"]
+        assert 0.5 * ddp["param_bytes"] < fsdp["param_bytes"] < ddp["param_bytes"]  # the rest is sharded
+        assert fsdp["optimizer_bytes"] == pytest.approx(ddp["optimizer_bytes"] / 2, rel=0.1)
+
+
+@pytest.mark.parametrize("method", SHARDS_EVERYTHING)
 def test_the_memory_plan_matches_what_each_rank_holds(runs, method, tiny_decoder):
     """The plan's weights + gradients + optimizer against the bytes rank 0 holds, under DDP and FSDP (2 workers)."""
     from peftsweep.spaces import get_method
