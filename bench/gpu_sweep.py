@@ -123,10 +123,11 @@ def sweep_check(out: Path, dry_run: bool) -> dict:
 
 
 def step_timing(method: str, hparams: dict, shape: dict, batch: int, seq: int, steps: int,
-                fused: bool | None = None) -> dict:
+                fused: bool | None = None, lean: bool | None = None) -> dict:
     """Seconds per training step of peftsweep's own step (trainers/loop.py: AdamW, autocast, clipping) on random
     tokens, the method applied by its own spec (spaces/), and the FLOPs one step does as bench/roofline.py counts
-    them (the spec's flop_factor)."""
+    them (the spec's flop_factor). `lean`: frozen weights stored in bf16 (trainers.sharding.make_frozen_lean);
+    default: as a trial does (where `train.precision: auto` computes in bf16)."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -145,6 +146,11 @@ def step_timing(method: str, hparams: dict, shape: dict, batch: int, seq: int, s
     model = spec.apply(model, spec.defaults() | hparams, "generation")
     factor = spec.flop_factor
     settings = TrainSettings(precision="auto")
+    from peftsweep.trainers.loop import uses_bf16
+    from peftsweep.trainers.sharding import make_frozen_lean
+
+    if uses_bf16(device, settings.precision) if lean is None else lean:
+        make_frozen_lean(model)
     optimizer, scheduler = optimizer_for(model, 1e-4, settings, total_steps=10 * steps, fused=fused)
     data = torch.randint(3, shape["vocab_size"], (batch, seq), device=device)
     batches = [{"input_ids": data, "attention_mask": torch.ones_like(data), "labels": data}] * steps

@@ -66,8 +66,11 @@ def cmd_train(args: argparse.Namespace) -> int:
                              validation_size=args.validation_size, test_size=args.test_size, seed=args.seed,
                              **generation)
         settings = TrainSettings(epochs=args.epochs, batch_size=args.batch_size, seed=args.seed)
+        if args.cpu_offload and args.strategy != "fsdp":
+            raise UserError("--cpu-offload: only with --strategy fsdp")
         resources = Resources(num_workers=args.workers, cpus_per_worker=args.cpus_per_worker,
-                              gpus_per_worker=args.gpus_per_worker)
+                              gpus_per_worker=args.gpus_per_worker, strategy=args.strategy,
+                              cpu_offload=args.cpu_offload)
     except ValidationError as exc:
         raise UserError([f"{'.'.join(map(str, e['loc'])) or 'input'}: {e['msg']}" for e in exc.errors()]) from None
     # The sweep's preflight, for one trial: on a cluster ($RAY_ADDRESS) its capacity is checked by Ray itself.
@@ -80,7 +83,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     connect_ray()  # as a sweep does: worker logs stay in Ray's session log directory, not on the terminal
     output = Path(args.output).resolve()
-    print(f"training {args.method} with {args.workers} Ray Train worker(s); worker logs: /tmp/ray/session_latest/logs")
+    print(f"training {args.method} with {args.workers} Ray Train worker(s) ({args.strategy}); worker logs: "
+          f"/tmp/ray/session_latest/logs")
     from ray.train import TrainingFailedError
 
     from peftsweep.trainers.faults import FatalTrialError, training_failure
@@ -264,7 +268,7 @@ def default_store(experiment: str | None) -> str:
 def print_metrics(metrics: dict[str, Any]) -> None:
     keys = ["val_accuracy", "val_macro_f1", "val_loss", "test_accuracy", "test_macro_f1", "test_loss",
             "trainable_params", "trainable_pct", "stored_params", "head_params", "base_params", "train_seconds",
-            "samples_per_second", "eval_samples_per_second", "peak_memory_mb"]
+            "samples_per_second", "eval_samples_per_second", "peak_memory_mb", "strategy", "frozen_dtype"]
     for key in keys:
         if key in metrics:
             value = metrics[key]
@@ -362,6 +366,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--workers", type=int, default=2)
     train.add_argument("--cpus-per-worker", type=float, default=1.0)
     train.add_argument("--gpus-per-worker", type=float, default=0.0)
+    train.add_argument("--strategy", choices=["ddp", "fsdp"], default="ddp",
+                       help="ddp: every worker holds the whole model; fsdp: sharded across the workers (docs/scale.md)")
+    train.add_argument("--cpu-offload", action="store_true", help="with --strategy fsdp: sharded state in host memory")
     train.add_argument("--output", default="runs/train", help="where Ray keeps the trial's checkpoints")
     return parser
 

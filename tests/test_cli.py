@@ -44,14 +44,20 @@ def test_train_reports_model_and_hyperparameter_problems_together(capsys, tmp_pa
 
 
 def test_train_one_generation_trial(tiny_causal, tiny_csv, tmp_path):
-    """`peftsweep train --task generation`: one real Ray Train trial of a prompt method on a causal LM."""
+    """`peftsweep train --task generation --strategy fsdp`: one real Ray Train trial of a prompt method on a causal
+    LM, sharded over two workers (their generation kept in step, their checkpoint sharded)."""
     proc = subprocess.run(
         [sys.executable, "-m", "peftsweep.cli", "train", "--model", tiny_causal, "--train-file", tiny_csv,
          "--task", "generation", "--template", "{text} type:", "--method", "prefix", "--hp", "num_virtual_tokens=2",
-         "--epochs", "1", "--batch-size", "16", "--workers", "1", "--output", str(tmp_path / "out")],
+         "--epochs", "1", "--batch-size", "16", "--workers", "2", "--strategy", "fsdp",
+         "--output", str(tmp_path / "out")],
         capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "val_loss" in proc.stdout and "checkpoint:" in proc.stdout
+    assert "strategy             fsdp" in proc.stdout
+    checkpoint = Path(proc.stdout.split("checkpoint:")[-1].strip())
+    assert (checkpoint / "adapter_model.safetensors").is_file() and (checkpoint / "training_shards").is_dir()
+    assert main(["train", "--model", tiny_causal, "--method", "lora", "--cpu-offload"]) == 2  # needs fsdp
 
 
 def test_generation_options_need_the_generation_task(capsys, tiny_causal, tiny_csv):

@@ -26,7 +26,8 @@ def test_every_config_key_and_method_is_documented():
     config, methods = (ROOT / "docs" / "config.md").read_text(), (ROOT / "docs" / "methods.md").read_text()
     for key in ("`early_stopping.enabled`", "`search.time_budget_s`", "`resources.gpus_per_worker`", "`storage`",
                 "`confirm.seeds`", "`confirm.best_per_method`", "`confirm.confidence`", "`search.warm_start`",
-                "`early_stopping.objective`"):
+                "`early_stopping.objective`", "`resources.strategy`", "`resources.cpu_offload`",
+                "`resources.gpu_memory_gb`", "`train.precision`"):
         assert key in config
     assert all(f"## `{name}`" in methods for name in REGISTRY)
     assert "|  |" not in config  # every key has a description

@@ -57,6 +57,8 @@ def shard(model: nn.Module, device: torch.device, *, lean: bool, cpu_offload: bo
     from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, OffloadPolicy, fully_shard
     from torch.distributed.fsdp import register_fsdp_forward_method
 
+    if device.type == "cuda":
+        torch.cuda.set_device(device)  # the mesh (and so the shards) on this worker's GPU
     mesh = init_device_mesh(device.type, (dist.get_world_size(),))
     policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16 if lean else None,
                                   reduce_dtype=torch.float32 if lean else None)
