@@ -4,14 +4,15 @@ does not fit under DDP trained with FSDP + CPU offload; each against the memory 
     python bench/gpu_scale.py                      # on the GPU machine, with .gpu-bundle/ carried (make gpu-bundle)
     .venv/bin/python bench/gpu_scale.py --dry-run  # on a CPU machine: the same path at toy sizes (no offload)
 
-1. LoRA (r 16 on every linear layer) on TinyLlama-1.1B's shape, batch 8 x 512, peftsweep's own training step
-   (trainers/loop.py), in a fresh process each: frozen weights fp32 under bf16 autocast (before), then lean (frozen
-   bf16, adapters fp32: what trials do now). Step time, model-FLOP utilisation (as bench/gpu_sweep.py counts it) and
-   peak `torch.cuda.max_memory_allocated`, against the memory plan's device estimate.
-2. Full fine-tuning of a Llama-shaped decoder chosen so that the memory plan says DDP does not fit this GPU (its
-   memory capped at --device-gib, default 40, with `torch.cuda.set_per_process_memory_fraction`, so that the host's
-   128 GiB holds the offloaded state) while FSDP + CPU offload does: one rank (NCCL), random weights from the config,
-   a few AdamW steps through trainers.sharding.shard(cpu_offload=True); its loss, step time and peak memory.
+1. LoRA (r 16 on every linear layer; bench/workloads.yaml `gpu_scale`) on TinyLlama-1.1B's shape, batch 8 x 512,
+   peftsweep's own training step (trainers/loop.py), in a fresh process each: frozen weights fp32 under bf16 autocast
+   (before), then lean (frozen bf16, adapters fp32: what trials do now). Step time, model-FLOP utilisation (as
+   bench/gpu_sweep.py counts it) and peak `torch.cuda.max_memory_allocated`, against the memory plan's estimate.
+2. Full fine-tuning (bench/workloads.yaml `gpu_scale`) of a Llama-shaped decoder chosen so that the memory plan says
+   DDP does not fit this GPU (its memory capped at --device-gib, default 40, with
+   `torch.cuda.set_per_process_memory_fraction`, so that the host's 128 GiB holds the offloaded state) while FSDP +
+   CPU offload does: one rank (NCCL), random weights from the config, a few AdamW steps through
+   trainers.sharding.shard(cpu_offload=True); its loss, step time and peak memory.
 Prints one table and writes gpu_scale.json.
 """
 
@@ -29,8 +30,15 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from gpu_sweep import BIG, ROOT, TOY, ensure_dependencies, peak_tflops, step_timing  # noqa: E402
 
-LORA = {"r": 16, "alpha_multiple": 2, "dropout": 0.0, "targets": "all_linear"}
 GIB = 2**30
+
+
+def workload(part: str) -> tuple[str, dict]:
+    """(method, hyperparameters) of a part, from bench/workloads.yaml `gpu_scale`: the code names no method."""
+    from common import WORKLOADS
+
+    chosen = WORKLOADS["gpu_scale"][part]
+    return chosen["method"], chosen.get("hparams", {})
 
 
 def plan_for(shape: dict, method: str, hparams: dict, batch: int, seq: int, strategy: str, offload: bool,
@@ -49,30 +57,33 @@ def plan_for(shape: dict, method: str, hparams: dict, batch: int, seq: int, stra
 def lean_against_fp32(dry_run: bool) -> list[dict]:
     shape, batch, seq, steps = (TOY, 4, 32, 4) if dry_run else (BIG, 8, 512, 20)
     peak, _ = peak_tflops()
+    method, hparams = workload("lean")
     rows = []
     for lean in (False, True):
         with multiprocessing.get_context("spawn").Pool(1) as pool:
-            r = pool.apply(step_timing, ("lora", LORA, shape, batch, seq, steps), {"lean": lean})
-        plan = plan_for(shape, "lora", LORA, batch, seq, "ddp", False, lean=lean)
-        rows.append({"what": f"lora {'lean bf16 frozen' if lean else 'fp32 + autocast'}", **r,
+            r = pool.apply(step_timing, (method, hparams, shape, batch, seq, steps), {"lean": lean})
+        plan = plan_for(shape, method, hparams, batch, seq, "ddp", False, lean=lean)
+        rows.append({"what": f"{method} {'lean bf16 frozen' if lean else 'fp32 + autocast'}", **r,
                      "mfu": r["flops_per_step"] / r["step_seconds"] / (peak * 1e12),
                      "planned_mb": plan.device / 2**20})
     return rows
 
 
 def offload_shape(device_gib: float, batch: int, seq: int) -> dict:
-    """The smallest Llama shape (hidden 3072, growing in layers) whose full fine-tune does not fit `device_gib`
-    under DDP while it fits with FSDP + CPU offload."""
+    """The smallest Llama shape (hidden 3072, growing in layers) whose `offload` method (full fine-tuning) does not
+    fit `device_gib` under DDP."""
+    method, hparams = workload("offload")
     for layers in range(8, 64, 2):
         shape = {"hidden_size": 3072, "intermediate_size": 8192, "num_hidden_layers": layers,
                  "num_attention_heads": 24, "num_key_value_heads": 8, "vocab_size": 32000}
-        ddp = plan_for(shape, "full", {}, batch, seq, "ddp", False)
+        ddp = plan_for(shape, method, hparams, batch, seq, "ddp", False)
         if ddp.device > device_gib * GIB:
             return shape
     raise SystemExit(f"no shape up to 64 layers exceeds {device_gib} GiB")
 
 
-def _offload_worker(shape: dict, batch: int, seq: int, steps: int, device_gib: float, dry_run: bool, out: str):
+def _offload_worker(method: str, hparams: dict, shape: dict, batch: int, seq: int, steps: int, device_gib: float,
+                    dry_run: bool, out: str):
     import torch
     import torch.distributed as dist
     from transformers import LlamaConfig, LlamaForCausalLM
@@ -94,7 +105,12 @@ def _offload_worker(shape: dict, batch: int, seq: int, steps: int, device_gib: f
     start = time.perf_counter()
     model = LlamaForCausalLM._from_config(config, attn_implementation="sdpa")  # on the host: it does not fit the GPU
     built = time.perf_counter() - start
-    make_frozen_lean(model)  # full fine-tuning: nothing frozen, a no-op (kept: the recipe's order)
+    from peftsweep.spaces import get_method
+
+    spec = get_method(method)
+    model = spec.apply(model, spec.defaults() | hparams, "generation")
+    if cuda:
+        make_frozen_lean(model)  # as the recipe does (full fine-tuning freezes nothing)
     model = shard(model, device, lean=cuda, cpu_offload=cuda)
     settings = TrainSettings(precision="auto" if cuda else "fp32")
     optimizer, scheduler = optimizer_for(model, 1e-5, settings, total_steps=10 * steps, fused=False)
@@ -117,11 +133,12 @@ def _offload_worker(shape: dict, batch: int, seq: int, steps: int, device_gib: f
 def offload_full(dry_run: bool, device_gib: float) -> dict:
     batch, seq, steps = (2, 32, 2) if dry_run else (4, 512, 4)
     shape = TOY if dry_run else offload_shape(device_gib, batch, seq)
-    ddp = plan_for(shape, "full", {}, batch, seq, "ddp", False)
-    offloaded = plan_for(shape, "full", {}, batch, seq, "fsdp", True)
+    method, hparams = workload("offload")
+    ddp = plan_for(shape, method, hparams, batch, seq, "ddp", False)
+    offloaded = plan_for(shape, method, hparams, batch, seq, "fsdp", True)
     out = Path(tempfile.mkdtemp()) / "offload.json"
     process = multiprocessing.get_context("spawn").Process(
-        target=_offload_worker, args=(shape, batch, seq, steps, device_gib, dry_run, str(out)))
+        target=_offload_worker, args=(method, hparams, shape, batch, seq, steps, device_gib, dry_run, str(out)))
     process.start()
     process.join()
     if process.exitcode != 0:
@@ -159,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     if "problem" in o:
         print(f"problem: {o['problem']}")
     else:
-        print(f"full fine-tuning, {o['shape']['num_hidden_layers']} layers x {o['shape']['hidden_size']}: plan "
+        print(f"{workload('offload')[0]}, {o['shape']['num_hidden_layers']} layers x {o['shape']['hidden_size']}: plan "
               f"{o['planned_ddp_gib']:.1f} GiB under DDP against {o['device_gib']:g} GiB; FSDP + CPU offload planned "
               f"{o['planned_offload_gib']:.1f} GiB on the GPU and {o['planned_host_gib']:.1f} on the host, measured "
               f"peak {o['peak_memory_mb'] / 1024:.1f} GiB; losses {[round(x, 3) for x in o['losses']]}, "

@@ -52,7 +52,9 @@ def test_each_trial_and_the_sweep_record_their_compute(finished_sweep):
         assert m["worker_seconds"] == 2 * m["wall_seconds"] > 0 and "gpu_seconds" not in m  # on CPU
         # where it trained, as bench/gpu_sweep.py checks on a GPU (cuda, nccl, bf16)
         assert {k: child.data.tags.get(k) for k in PLACE_TAGS} == {
-            "peftsweep.device": "cpu", "peftsweep.dist_backend": "gloo", "peftsweep.autocast": "fp32"}
+            "peftsweep.device": "cpu", "peftsweep.dist_backend": "gloo", "peftsweep.autocast": "fp32",
+            "peftsweep.strategy": "ddp", "peftsweep.cpu_offload": "no", "peftsweep.trainable_dtype": "fp32",
+            "peftsweep.frozen_dtype": "fp32"}  # auto on CPU: ddp, and no lean weights
     parent = client.get_run(finished_sweep.parent_run_id).data.metrics
     total = sum(c.data.metrics["worker_seconds"] for c in children)
     assert math.isclose(parent["total_worker_seconds"], total) and parent["confirm_worker_seconds"] == 0

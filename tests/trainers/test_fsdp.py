@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 
+from peftsweep.spaces import REGISTRY
 from peftsweep.trainers.data import DataSpec
 from peftsweep.trainers.launch import prepare_data
 from tests.tiny import ANSWER_TEMPLATE
@@ -45,8 +46,22 @@ def runs(tmp_path_factory, tiny_decoder, tiny_causal, tiny_csv):
     for strategy in ("ddp", "fsdp"):  # lean: frozen weights in bf16, trainable ones fp32, bf16 compute
         cases.append(Case(f"lean-lora-{strategy}", tiny_decoder, "lora", METHODS["lora"], "classification", classes,
                           strategy, precision="bf16"))
+    for name, hparams in every_method():  # the registry's contract: each method, each task kind it does
+        for task, model, data in (("classification", tiny_decoder, classes), ("generation", tiny_causal, answers)):
+            if task in REGISTRY[name.split("-")[0]].tasks:
+                for strategy in ("ddp", "fsdp"):
+                    cases.append(Case(f"every-{task}-{name}-{strategy}", model, name.split("-")[0], hparams, task,
+                                      data, strategy, steps=2))
     ranks = run_two_ranks(cases, scratch)
     return ranks, scratch, classes
+
+
+def every_method() -> list[tuple[str, dict]]:
+    """Each registered method at its smallest sizes and default choices, LoRA on both target sets."""
+    from peftsweep.search.space import default_point
+
+    points = [(name, default_point(spec, smallest=True)) for name, spec in REGISTRY.items()]
+    return points + [("lora-all_linear", default_point(REGISTRY["lora"], smallest=True) | {"targets": "all_linear"})]
 
 
 @pytest.mark.parametrize("task", ["classification", "generation"])
@@ -131,3 +146,18 @@ def test_the_memory_plan_matches_what_each_rank_holds(runs, method, tiny_decoder
         held = ranks[0][f"classification-{method}-{strategy}"]
         measured = held["param_bytes"] + held["grad_bytes"] + held["optimizer_bytes"]
         assert measured == pytest.approx(planned, rel=0.05), (strategy, measured, planned)
+
+
+def test_every_method_trains_under_fsdp_as_under_ddp(runs):
+    """Every registered method (LoRA on both target sets), for each task kind it does: two steps and an evaluation
+    under FSDP give DDP's losses and accuracy."""
+    ranks, _, _ = runs
+    keys = sorted(k.removesuffix("-fsdp") for k in ranks[0] if k.startswith("every-") and k.endswith("-fsdp"))
+    assert len(keys) >= 2 * len(REGISTRY)  # every method, both task kinds where it does them
+    for key in keys:
+        ddp, fsdp = ranks[0][f"{key}-ddp"], ranks[0][f"{key}-fsdp"]
+        assert all(math.isfinite(x) for x in fsdp["losses"]), key
+        for a, b in zip(ddp["losses"], fsdp["losses"]):
+            assert abs(a - b) <= LOSS_TOLERANCE, (key, ddp["losses"], fsdp["losses"])
+        assert fsdp["eval"]["accuracy"] == ddp["eval"]["accuracy"], key
+        assert fsdp["counts"] == ddp["counts"], key
