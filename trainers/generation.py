@@ -180,8 +180,12 @@ def zero_shot_floor(data: TokenizedData, template: Any, device: torch.device) ->
     from peftsweep.trainers.loop import autocast
     from peftsweep.trainers.model import load_base, load_tokenizer
 
+    from peftsweep.trainers.loop import uses_bf16
+
     model = load_base(template.model, [], device=device, trust_remote_code=template.trust_remote_code,
                       task="generation")
+    if uses_bf16(device, template.train.precision):  # nothing trains: every weight lean (an 8B model in 16 GB)
+        model = model.to(torch.bfloat16)
     tokenizer = load_tokenizer(template.model, template.trust_remote_code)
     return {name: evaluate(model, data.splits[name], decode=lambda ids: tokenizer.decode(ids, skip_special_tokens=True),
                            pad_token_id=data.pad_token_id, eos_token_id=data.eos_token_id,

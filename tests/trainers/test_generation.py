@@ -241,3 +241,20 @@ def test_one_denominator_with_tied_embeddings_counted_once(tiny_causal):
     bases = {name: build_model(tiny_causal, name, small(REGISTRY[name]), [], task="generation")[1].base_params
              for name in REGISTRY}
     assert set(bases.values()) == {by_hand}, bases
+
+
+@pytest.mark.parametrize("precision,dtype", [("bf16", torch.bfloat16), ("fp32", torch.float32)])
+def test_the_zero_shot_floor_runs_the_base_in_bf16_where_training_computes_in_it(monkeypatch, tiny_causal, gen_data,
+                                                                                  precision, dtype):
+    from types import SimpleNamespace
+
+    from peftsweep.trainers import generation
+    from peftsweep.trainers.config import GenerationSettings, TrainSettings
+
+    seen = []
+    monkeypatch.setattr(generation, "evaluate",
+                        lambda model, *a, **k: seen.append(next(model.parameters()).dtype) or {"accuracy": 0.0})
+    template = SimpleNamespace(model=tiny_causal, trust_remote_code=False, train=TrainSettings(precision=precision),
+                               generation=GenerationSettings())
+    assert generation.zero_shot_floor(gen_data, template, torch.device("cpu")) == {"validation": 0.0, "test": 0.0}
+    assert seen == [dtype, dtype]
