@@ -138,3 +138,21 @@ def test_the_8b_cluster_example_validates_with_full_fine_tuning_sharded(tmp_path
     assert rows[("full", "ddp")].endswith(" no") and rows[("full", "fsdp")].endswith("yes <- chosen")
     assert rows[("lora", "ddp")].endswith("yes <- chosen")  # the frozen base in bf16: 16 GiB, no need to shard
     assert "OK" in out and "Warning" not in out + err
+
+
+def test_strategy_and_cpu_offload_per_method(tmp_path, tiny_decoder, tiny_csv):
+    from peftsweep.errors import UserError
+
+    per_method = {"full": {"strategy": "fsdp", "cpu_offload": True}, "lora": {"strategy": "ddp"}}
+    plan = plan_of(write_big(tmp_path, tiny_decoder, tiny_csv, gpu_memory_gb=100, per_method=per_method))
+    assert plan.strategies == {"full": "fsdp", "lora": "ddp"}
+    full = plan.memory.methods["full"].chosen
+    assert full.cpu_offload and full.host > 0 and plan.memory.methods["lora"].chosen.strategy == "ddp"
+    template = {m: plan.config.resources.for_method(m, True, plan.strategies[m]) for m in plan.methods}
+    assert (template["full"].strategy, template["full"].cpu_offload) == ("fsdp", True)
+    assert (template["lora"].strategy, template["lora"].cpu_offload) == ("ddp", False)
+    with pytest.raises(UserError) as refused:  # offload with ddp, where the user wrote it
+        plan_of(write_big(tmp_path, tiny_decoder, tiny_csv, per_method={"lora": {"strategy": "ddp",
+                                                                                  "cpu_offload": True}}))
+    assert refused.value.problems == ["resources.per_method.lora.cpu_offload: needs strategy fsdp or auto for lora "
+                                      "(ddp keeps the whole model on every device)"]
