@@ -18,7 +18,6 @@ Prints one table and writes gpu_scale.json.
 
 from __future__ import annotations
 
-import argparse
 import json
 import multiprocessing
 import os
@@ -28,7 +27,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from gpu_sweep import BIG, ROOT, TOY, ensure_dependencies, peak_tflops, step_timing  # noqa: E402
+from gpu_sweep import BIG, TOY, bundle_parser, ensure_dependencies, peak_tflops, step_timing  # noqa: E402
 
 GIB = 2**30
 
@@ -150,11 +149,7 @@ def offload_full(dry_run: bool, device_gib: float) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dry-run", action="store_true", help="toy sizes on CPU: the path runs (no CUDA needed)")
-    parser.add_argument("--bundle", default=str(ROOT / ".gpu-bundle"), help="wheels from bench/gpu_bundle.py")
-    parser.add_argument("--deps", default=None, help="where to install them (default: a temp dir)")
-    parser.add_argument("--install", action="store_true", help="install the bundle even if everything imports")
+    parser = bundle_parser(__doc__)
     parser.add_argument("--device-gib", type=float, default=40.0, help="GPU memory the offload run may use")
     parser.add_argument("--out", default=None, help="where gpu_scale.json goes (default: a temp dir)")
     args = parser.parse_args(argv)

@@ -256,12 +256,18 @@ def mfu_check(dry_run: bool) -> dict:
     return {"peak_tflops": peak, "peak_source": source, "batch": batch, "seq": seq, "steps": steps, "rows": rows}
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def bundle_parser(description: str) -> argparse.ArgumentParser:
+    """The options every GPU bench script takes: --dry-run and where the bundle's wheels are and go."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dry-run", action="store_true", help="toy sizes on CPU: the path runs (no CUDA needed)")
     parser.add_argument("--bundle", default=str(ROOT / ".gpu-bundle"), help="wheels from bench/gpu_bundle.py")
     parser.add_argument("--deps", default=None, help="where to install them (default: a temp dir)")
     parser.add_argument("--install", action="store_true", help="install the bundle even if everything imports")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = bundle_parser(__doc__)
     parser.add_argument("--out", default=None, help="sweep output and gpu_sweep.json (default: a temp dir)")
     parser.add_argument("--skip-sweep", action="store_true")
     parser.add_argument("--skip-mfu", action="store_true")

@@ -28,7 +28,7 @@ def tables() -> list[str]:
     from transformers import LlamaConfig
 
     from peftsweep.spaces import REGISTRY
-    from peftsweep.trainers.memory_plan import GIB, ModelShape, Workload, count_parameters, plan_worker
+    from peftsweep.trainers.memory_plan import GIB, ModelShape, Workload, count_at_largest, plan_worker
 
     w = WORKLOADS["memory"]
     workers, devices = w["workers"], w["devices_gb"]
@@ -41,9 +41,7 @@ def tables() -> list[str]:
         rows = []
         total = None
         for name, spec in REGISTRY.items():
-            added = max((spec.added_tokens(h) for h in spec.largest()), default=0)
-            counts = max((count_parameters(config, spec, h, "generation") for h in spec.largest()),
-                         key=lambda c: (c.trainable, c.total))
+            counts, added = count_at_largest(config, spec, "generation")
             if spec.reference:  # full fine-tuning trains every parameter: its total is the model's
                 total = counts.total
             method_work = Workload(work.batch_per_worker, work.sequence_length + added, True, True)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from peftsweep.spaces import MethodSpec
-from peftsweep.trainers.memory_plan import GIB, ModelShape, Workload, WorkerPlan, count_parameters, plan_worker
+from peftsweep.trainers.memory_plan import GIB, ModelShape, Workload, WorkerPlan, count_at_largest, plan_worker
 
 
 @dataclass(frozen=True)
@@ -77,11 +77,9 @@ def plan_method(name: str, spec: MethodSpec, model_config: Any, *, task: str, la
                 logits_over_vocab: bool, device: DeviceMemory) -> MethodMemory:
     """The method at the largest sizes its ranges allow (`MethodSpec.largest`), under each candidate strategy."""
     try:
-        counts = max((count_parameters(model_config, spec, h, task, tuple(label_names)) for h in spec.largest()),
-                     key=lambda c: (c.trainable, c.total))
+        counts, added = count_at_largest(model_config, spec, task, tuple(label_names))
     except Exception as exc:  # e.g. a broken optional package PEFT imports: not the plan's to report
         return MethodMemory(name, (), None, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
-    added = max((spec.added_tokens(h) for h in spec.largest()), default=0)
     work = Workload(-(-batch_size // workers), max_length + added, logits_over_vocab, lean)
     shape = ModelShape.from_config(model_config)
     plans = tuple(plan_worker(counts, shape, work, strategy, workers, offload)
@@ -147,6 +145,7 @@ def plan_sweep(config: Any, methods: dict[str, MethodSpec], label_names: list[st
     """The memory plan of a validated sweep config (search.config.SweepConfig) and its refusals. `available`: the
     Ray cluster's resources when known; without them (a cluster not yet connected) the trials count as GPU trials
     when gpus_per_worker is a number above 0, or auto with resources.gpu_memory_gb set."""
+    from peftsweep.trainers.loop import computes_in_bf16
     from peftsweep.trainers.model import load_model_config
     from peftsweep.trainers.tasks import get_task
 
@@ -159,12 +158,11 @@ def plan_sweep(config: Any, methods: dict[str, MethodSpec], label_names: list[st
     device = device_memory(r.gpu_memory_gb, trains_on_gpu)
     model_config = load_model_config(config.model, config.trust_remote_code)
     kind = get_task(config.task)
-    precision = config.train.precision
     asked = {m: r.strategy_of(m) for m in methods}
     offload = {m: r.cpu_offload_of(m) for m in methods}
     planned = {}
     for name, spec in methods.items():
-        lean = precision == "bf16" or (precision == "auto" and on_gpu[name])
+        lean = computes_in_bf16(config.train.precision, on_gpu[name])  # a GPU is assumed to have bf16
         method_device = device if on_gpu[name] else DeviceMemory(device.bytes, device.source, False)
         planned[name] = plan_method(name, spec, model_config, task=config.task, label_names=label_names,
                                     batch_size=config.train.batch_size, max_length=max_length,

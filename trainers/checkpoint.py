@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -69,6 +69,16 @@ def load_trained(skeleton: nn.Module, trained: dict[str, torch.Tensor]) -> nn.Mo
     if callable(tie):
         tie()
     return skeleton
+
+
+def save_gathered_checkpoint(model: nn.Module, directory: Path, *, rank: int, skeleton: Callable[[], nn.Module],
+                              **files: Any) -> None:
+    """Every rank of a sharded (FSDP) model calls it: the trained tensors are gathered on rank 0, which puts them into
+    the method's skeleton (`skeleton()`, e.g. trainers.model.build_skeleton) and writes what `save_checkpoint` writes
+    for an unsharded model."""
+    trained = gather_trained(model)
+    if rank == 0:
+        save_checkpoint(load_trained(skeleton(), trained), directory, **files)
 
 
 def read_manifest(directory: Path) -> dict[str, Any]:

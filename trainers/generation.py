@@ -177,10 +177,8 @@ def evaluate_split(model: nn.Module, split: GenerationSplit, data: TokenizedData
 
 def zero_shot_floor(data: TokenizedData, template: Any, device: torch.device) -> dict[str, float]:
     """Exact-match accuracy of the pre-trained model itself, nothing trained (same prompts, same generation)."""
-    from peftsweep.trainers.loop import autocast
+    from peftsweep.trainers.loop import autocast, uses_bf16
     from peftsweep.trainers.model import load_base, load_tokenizer
-
-    from peftsweep.trainers.loop import uses_bf16
 
     model = load_base(template.model, [], device=device, trust_remote_code=template.trust_remote_code,
                       task="generation")

@@ -54,9 +54,14 @@ def optimizer_for(model: nn.Module, lr: float, settings: TrainSettings, total_st
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
+def computes_in_bf16(precision: str, gpu_with_bf16: bool) -> bool:
+    """Whether `train.precision` means bf16 compute (and lean frozen weights): bf16, or auto on a GPU that has it."""
+    return precision == "bf16" or (precision == "auto" and gpu_with_bf16)
+
+
 def uses_bf16(device: torch.device, precision: str) -> bool:
-    """Whether `train.precision` means bf16 autocast on this device (auto: on a GPU that supports it)."""
-    return precision == "bf16" or (precision == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported())
+    """`computes_in_bf16` on this device."""
+    return computes_in_bf16(precision, device.type == "cuda" and torch.cuda.is_bf16_supported())
 
 
 def autocast(device: torch.device, precision: str):

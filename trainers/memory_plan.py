@@ -167,6 +167,16 @@ def count_parameters(model_config: Any, spec: Any, hparams: dict[str, Any], task
     return ParameterCounts(trainable, frozen, quantized, root, largest)
 
 
+def count_at_largest(model_config: Any, spec: Any, task: str,
+                     label_names: tuple[str, ...] = ("0", "1")) -> tuple[ParameterCounts, int]:
+    """The method at the largest sizes its ranges allow (`MethodSpec.largest`): its parameter counts, and the most
+    tokens it adds to every sequence (a soft prompt)."""
+    sets = spec.largest()
+    counts = max((count_parameters(model_config, spec, h, task, label_names) for h in sets),
+                 key=lambda c: (c.trainable, c.total))
+    return counts, max((spec.added_tokens(h) for h in sets), default=0)
+
+
 def transformer_blocks(model: Any) -> list[Any]:
     """The repeated blocks of a transformer (what FSDP shards one by one): the longest ModuleList of the model."""
     import torch

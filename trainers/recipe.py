@@ -6,6 +6,7 @@ metrics (and, on rank 0, a checkpoint) with `ray.train.report`.
 
 from __future__ import annotations
 
+import functools
 import tempfile
 import time
 from pathlib import Path
@@ -18,7 +19,7 @@ import torch
 import torch.distributed as dist
 
 from peftsweep.spaces import get_method
-from peftsweep.trainers.checkpoint import gather_trained, load_trained, save_checkpoint
+from peftsweep.trainers.checkpoint import save_checkpoint, save_gathered_checkpoint
 from peftsweep.trainers.config import TrialConfig
 from peftsweep.trainers.data import TokenizedData
 from peftsweep.trainers.faults import NonFiniteLossError, is_fatal, raise_if_fatal_recorded, record_fatal
@@ -108,6 +109,10 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         elapsed = _max_across_ranks(time.perf_counter() - start, device)
         return scores | {"samples_per_second": len(data.splits[split]) / max(elapsed, 1e-9)}
 
+    # FSDP: the method's skeleton that rank 0 writes its files from, built once per trial (on the meta device)
+    skeleton = functools.cache(lambda: build_skeleton(cfg.model, cfg.method, cfg.hparams, cfg.label_names,
+                                                      trust_remote_code=cfg.trust_remote_code,
+                                                      pad_token_id=data.pad_token_id, task=cfg.task))
     train_started_at = time.time()  # wall clock: the trial's fixed cost is the time before this
     for epoch in range(progress.epoch + 1, cfg.train.epochs + 1):
         begin_epoch(loader, cfg.train.seed, epoch)
@@ -153,13 +158,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             files = dict(model_name=cfg.model, method=cfg.method, hparams=cfg.hparams, label_names=data.label_names,
                          max_length=data.max_length, counts=counts, epoch=epoch, task=cfg.task)
             if sharded:
-                trained = gather_trained(model)
-                if rank == 0:
-                    skeleton = build_skeleton(cfg.model, cfg.method, cfg.hparams, cfg.label_names,
-                                              trust_remote_code=cfg.trust_remote_code,
-                                              pad_token_id=data.pad_token_id, task=cfg.task)
-                    save_checkpoint(load_trained(skeleton, trained), Path(tmp), **files)
-                del trained
+                save_gathered_checkpoint(model, Path(tmp), rank=rank, skeleton=skeleton, **files)
                 save_sharded_training_state(Path(tmp), model, optimizer, scheduler, progress, rank)
                 checkpoint = ray.train.Checkpoint.from_directory(tmp)
             elif rank == 0:

@@ -80,7 +80,7 @@ def _mean(value: float) -> float:
 
 
 def run_case(case: Case, rank: int, world: int, scratch: Path) -> dict[str, Any]:
-    from peftsweep.trainers.checkpoint import gather_trained, load_trained, save_checkpoint
+    from peftsweep.trainers.checkpoint import save_checkpoint, save_gathered_checkpoint
     from peftsweep.trainers.loop import autocast, begin_epoch, train_epoch
     from peftsweep.trainers.model import build_skeleton
     from peftsweep.trainers.state import (Progress, read_training_state, restore_sharded_training_state,
@@ -128,11 +128,11 @@ def run_case(case: Case, rank: int, world: int, scratch: Path) -> dict[str, Any]
                      label_names=case.data.label_names, max_length=case.data.max_length, counts=counts, epoch=1,
                      task=case.task)
         if case.strategy == "fsdp":
-            trained = gather_trained(model)
-            if rank == 0:
-                skeleton = build_skeleton(case.model, case.method, case.hparams, case.data.label_names,
-                                          pad_token_id=case.data.pad_token_id, task=case.task)
-                save_checkpoint(load_trained(skeleton, trained), Path(case.save_to), **files)
+            save_gathered_checkpoint(model, Path(case.save_to), rank=rank, **files,
+                                     skeleton=lambda: build_skeleton(case.model, case.method, case.hparams,
+                                                                     case.data.label_names,
+                                                                     pad_token_id=case.data.pad_token_id,
+                                                                     task=case.task))
         elif rank == 0:
             save_checkpoint(model, Path(case.save_to), **files)
         dist.barrier()
