@@ -31,17 +31,17 @@ def cpu_times() -> tuple[float, float]:
 
 @dataclass
 class SweepRun:
-    outcome: object  # search.sweep.SweepOutcome
+    outcome: object  # search.orchestration.sweep.SweepOutcome
     wall_seconds: float
     busy_fraction: float  # CPU time used / CPU time available over the sweep, whole machine
-    records: list  # search.summary.TrialRecord, one per trial
+    records: list  # search.results.records.TrialRecord, one per trial
 
 
 def run_sweep_config(config: dict) -> SweepRun:
     """Validate, then run; the wall clock covers Tune start to summary (validation and tokenizing excluded)."""
     from peftsweep.search.config import SweepConfig
     from peftsweep.search.plan import build_plan
-    from peftsweep.search.sweep import run_sweep
+    from peftsweep.search.orchestration.sweep import run_sweep
 
     plan = build_plan(SweepConfig.model_validate(config))
     busy0, total0 = cpu_times()

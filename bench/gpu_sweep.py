@@ -73,8 +73,8 @@ def sweep_check(out: Path, dry_run: bool) -> dict:
 
     from peftsweep.search.config import SweepConfig
     from peftsweep.search.plan import build_plan
-    from peftsweep.search.sweep import run_sweep
-    from peftsweep.search.tracking import PLACE_TAGS, ROLE_TAG, client_for
+    from peftsweep.search.orchestration.sweep import run_sweep
+    from peftsweep.search.tracking.client import PLACE_TAGS, ROLE_TAG, client_for
     from peftsweep.spaces import REGISTRY
     from tests.tiny import ANSWER_TEMPLATE, make_causal_dir, make_csv
 

@@ -3,7 +3,7 @@
 The same training (model, data, method, epochs, batch, workers) run three ways:
   (a) a bare PyTorch + PEFT loop in one process (threads = the workers' CPUs together),
   (b) a raw Ray Train job: `TorchTrainer.fit()` with a hand-written train function (DDP, a checkpoint per epoch),
-  (c) a one-trial peftsweep sweep (`search.sweep.run_sweep`: Tune, Ray Train, MLflow, summary),
+  (c) a one-trial peftsweep sweep (`search.orchestration.sweep.run_sweep`: Tune, Ray Train, MLflow, summary),
 each split into start-up (call to first training step), training (first step to last report) and teardown (last
 report to return). Ray is started once before (b) and (c) and timed on its own; (c)'s once-per-sweep set-up (MLflow
 store, parent run, Tune start) is shown apart from the per-trial cost.
@@ -157,7 +157,7 @@ def peftsweep_sweep(setup: Setup, out: Path) -> tuple[Timing, dict]:
 
     from peftsweep.search.config import SweepConfig
     from peftsweep.search.plan import build_plan
-    from peftsweep.search.sweep import run_sweep
+    from peftsweep.search.orchestration.sweep import run_sweep
 
     config = SweepConfig.model_validate({
         "name": "overhead", "model": setup.model, "data": setup.data, "output_dir": str(out),

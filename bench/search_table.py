@@ -38,7 +38,7 @@ def grid_config(model: str, data: dict, methods: dict, points: int, train: dict,
 def grid_table(config: dict, reuse: bool = False) -> list[GridRow]:
     """Measure every grid point for real (or, with `reuse`, read the grid sweep already in the config's output
     directory); one row per completed trial, in the order the trials started."""
-    from peftsweep.search.tracking import client_for, latest_sweep
+    from peftsweep.search.tracking.client import client_for, latest_sweep
 
     if not reuse:
         fresh_ray()
@@ -50,8 +50,9 @@ def grid_table(config: dict, reuse: bool = False) -> list[GridRow]:
 def grid_floor(config: dict) -> float:
     """The grid sweep's floor (its validation accuracy with nothing trained; 0 when it logged none): the reference
     accuracy of every hypervolume the benchmarks compute from this table."""
-    from peftsweep.search.records import floor_accuracy, logged_floor
-    from peftsweep.search.tracking import client_for, latest_sweep
+    from peftsweep.search.results.records import floor_accuracy
+    from peftsweep.search.tracking.runs import logged_floor
+    from peftsweep.search.tracking.client import client_for, latest_sweep
 
     client = client_for(f"sqlite:///{Path(config['output_dir']) / 'mlflow.db'}")
     return floor_accuracy(logged_floor(client, latest_sweep(client, config["name"])[1]))
@@ -59,7 +60,7 @@ def grid_floor(config: dict) -> float:
 
 def rows_of(client, experiment_id: str, parent_run_id: str) -> list[GridRow]:
     from peftsweep.dashboards.sweep_data import hyperparameters
-    from peftsweep.search.records import load_records
+    from peftsweep.search.tracking.runs import load_records
 
     rows = []
     for record in load_records(client, experiment_id, parent_run_id):

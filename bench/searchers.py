@@ -4,11 +4,11 @@
    learning rate at 3 points) measures each grid point once: this is the table (bench/search_table.py), with each
    point's validation accuracy after every epoch and the worker-seconds it had spent by then.
 2. The searchers then run over the same space as in a sweep (the same define-by-run space, start points, Optuna
-   samplers and early-stopping schedulers as `search.sweep`), each sampled point snapped to its nearest grid point
+   samplers and early-stopping schedulers as `search.orchestration.sweep`), each sampled point snapped to its nearest grid point
    and scored from the table: a tabular benchmark, so many seeds cost seconds, not hours. A trial an early-stopping
    scheduler stops after epoch k costs what the real trial had spent at epoch k, is told to the searcher with the
    values it had then (as Ray's OptunaSearch does) and never joins the front.
-3. Hypervolume (search.pareto) against trials (goal: 95 % of the grid's within a quarter of its trials) and against
+3. Hypervolume (search.results.pareto) against trials (goal: 95 % of the grid's within a quarter of its trials) and against
    cumulative worker-seconds (goal: 95 % of the grid's using at most 15 % of the grid's worker-seconds), and the warm
    start: a second sweep seeded with a first one of half the budget, against a cold one.
 
@@ -52,12 +52,12 @@ COMPUTE_GOAL = 0.15  # share of the grid's worker-seconds within which 95 % of i
 
 def new_study(plan, algorithm: str, starts: str, seed: int, budget: int, warm: list = ()):
     """The study a sweep's OptunaSearch would hold: its sampler, its start points (none for methods the warm-start
-    trials already cover, as search.searcher does), the warm-start trials added as completed."""
+    trials already cover, as search.orchestration.searcher does), the warm-start trials added as completed."""
     import optuna
 
     from peftsweep.search.config import SearchSettings
-    from peftsweep.search.searcher import make_sampler
-    from peftsweep.search.space import start_points
+    from peftsweep.search.orchestration.searcher import make_sampler
+    from peftsweep.search.orchestration.space import start_points
 
     tried = {t.params["method"] for t in warm}
     points = [p for p in start_points(plan.methods, starts) if p["method"] not in tried]
@@ -70,7 +70,8 @@ def new_study(plan, algorithm: str, starts: str, seed: int, budget: int, warm: l
 
 
 def ask(study, plan, rows: list[GridRow]) -> tuple:
-    from peftsweep.search.space import define_space, unflat
+    from peftsweep.search.orchestration.space import define_space
+    from peftsweep.search.points import unflat
 
     trial = study.ask()
     define_space(trial, plan.methods)
@@ -82,7 +83,7 @@ def by_trials(algorithm: str, starts: str, seed: int, budget: int, rows: list[Gr
               floor: float = 0.0) -> list[float]:
     """Hypervolume (from the floor) after each trial of one searcher run scored from the table (every trial runs to
     the end)."""
-    from peftsweep.search.pareto import Point, hypervolume
+    from peftsweep.search.results.pareto import Point, hypervolume
 
     study, found, curve = new_study(plan, algorithm, starts, seed, budget), [], []
     for i in range(budget):
@@ -117,8 +118,8 @@ def by_compute(study, plan, rows: list[GridRow], scheduler_plan, seconds: float,
     """(cumulative worker-seconds, hypervolume from the floor) after each trial, until `seconds` are spent (or
     `until_hv` is reached); trials run one after another. Stopped trials cost what they spent and are not on the
     front. The scheduler is the one a sweep builds, given the same floor."""
-    from peftsweep.search.pareto import Point, hypervolume
-    from peftsweep.search.searcher import scheduler_for
+    from peftsweep.search.results.pareto import Point, hypervolume
+    from peftsweep.search.orchestration.searcher import scheduler_for
 
     scheduler = scheduler_for(scheduler_plan, floor) if scheduler_plan else None
     found, spent, curve = [], 0.0, []
@@ -166,7 +167,7 @@ def main(argv: list[str] | None = None) -> dict:
     floor = grid_floor(config)  # the grid sweep's floor: every hypervolume here is measured from it
 
     from peftsweep.search.config import SweepConfig
-    from peftsweep.search.pareto import Point, hypervolume
+    from peftsweep.search.results.pareto import Point, hypervolume
     from peftsweep.search.plan import build_plan
 
     plan = build_plan(SweepConfig.model_validate(config))
@@ -174,7 +175,7 @@ def main(argv: list[str] | None = None) -> dict:
         config | {"search": {"algorithm": "tpe"}, "early_stopping": {"enabled": True, "objective": objective}}))
         for objective in ("pareto", "accuracy")}  # the schedulers a sweep with early stopping would build
     grid_hv = hypervolume([Point(str(i), r.accuracy, r.cost) for i, r in enumerate(rows)], reference_accuracy=floor)
-    from peftsweep.search.space import start_points
+    from peftsweep.search.orchestration.space import start_points
 
     starts = len(start_points(plan.methods, "smallest"))  # the trials every variant begins with
     if grid_hv <= 0:
@@ -214,11 +215,11 @@ def main(argv: list[str] | None = None) -> dict:
 
 def warm_start(plan, rows: list[GridRow], seeds, budget: int, floor: float = 0.0) -> dict:
     """A first TPE sweep of half the budget; then a second one warm-started from it (its completed trials replayed
-    into the new study, as search.warm_start does) and a cold one: trials and worker-seconds each takes to reach the
+    into the new study, as search.orchestration.warm_start does) and a cold one: trials and worker-seconds each takes to reach the
     first sweep's final hypervolume with its own trials."""
-    from peftsweep.search.pareto import Point, hypervolume
-    from peftsweep.search.space import unflat
-    from peftsweep.search.warm_start import replay
+    from peftsweep.search.results.pareto import Point, hypervolume
+    from peftsweep.search.points import unflat
+    from peftsweep.search.orchestration.warm_start import replay
 
     half = max(1, budget // 2)
     results = {"warm": [], "cold": []}

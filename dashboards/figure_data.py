@@ -10,9 +10,9 @@ import math
 from dataclasses import dataclass, field
 
 from peftsweep.dashboards.sweep_data import SweepData, hyperparameters, key_hyperparameter
-from peftsweep.search.pareto import Point, hypervolume
-from peftsweep.search.confirmation import Confirmation, format_interval
-from peftsweep.search.records import TrialRecord, floor_accuracy, is_front_candidate
+from peftsweep.search.results.pareto import Point, hypervolume
+from peftsweep.search.results.confirmation import Confirmation, format_interval
+from peftsweep.search.results.records import TrialRecord, floor_accuracy, is_front_candidate
 
 PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#7f7f7f",
            "#bcbd22"]

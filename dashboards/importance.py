@@ -10,7 +10,7 @@ import math
 import warnings
 
 from peftsweep.dashboards.sweep_data import SweepData, hyperparameters
-from peftsweep.search.records import is_front_candidate
+from peftsweep.search.results.records import is_front_candidate
 from peftsweep.spaces import REGISTRY, ChoiceParam, IntParam
 
 MIN_TRIALS = 4  # fewer trials than this say nothing about importance

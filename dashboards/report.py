@@ -13,11 +13,11 @@ from peftsweep.dashboards.figure_data import compute
 from peftsweep.dashboards.importance import method_importance
 from peftsweep.dashboards.static import write_pngs
 from peftsweep.dashboards.sweep_data import SweepData, load_sweep
-from peftsweep.search.confirmation import UNCONFIRMED, Confirmation, format_interval, format_verdict
-from peftsweep.search.statistics import Interval, format_p
-from peftsweep.search.summary import Summary
-from peftsweep.search.front_view import FRONT_FILTER, VIEW_NAME
-from peftsweep.search.tracking import client_for
+from peftsweep.search.results.confirmation import UNCONFIRMED, Confirmation, format_interval, format_verdict
+from peftsweep.search.results.statistics import Interval, format_p
+from peftsweep.search.results.summary import Summary
+from peftsweep.search.tracking.front_view import FRONT_FILTER, VIEW_NAME
+from peftsweep.search.tracking.client import client_for
 
 
 @dataclass

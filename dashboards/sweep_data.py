@@ -5,9 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from peftsweep.search.records import TrialRecord, load_records, logged_floor, logged_rules
-from peftsweep.search.summary import Summary, summarize
-from peftsweep.search.tracking import client_for, latest_sweep
+from peftsweep.search.results.records import TrialRecord
+from peftsweep.search.results.summary import Summary
+from peftsweep.search.tracking.client import client_for, latest_sweep
+from peftsweep.search.tracking.runs import summarize_sweep
 from peftsweep.spaces import REGISTRY, IntParam
 
 
@@ -38,9 +39,7 @@ def load_sweep(tracking_uri: str, experiment: str, parent_run_id: str | None = N
     else:
         experiment_id, parent_run_id = latest_sweep(client, experiment)
     if summary is None:
-        summary = summarize(load_records(client, experiment_id, parent_run_id),
-                            floor=logged_floor(client, parent_run_id),
-                            rules=logged_rules(client, parent_run_id))
+        summary = summarize_sweep(client, experiment_id, parent_run_id)
     runs = {r.run_id: client.get_run(r.run_id).info.start_time for r in summary.trials}
     curves = {r.run_id: sorted((m.step, m.value) for m in client.get_metric_history(r.run_id, "val_accuracy"))
               for r in summary.front}

@@ -46,7 +46,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     """One trial, outside a sweep: the method with its defaults, overridden by --hp."""
     from pydantic import ValidationError
 
-    from peftsweep.search.preflight import local_resources, plan_trial
+    from peftsweep.search.plan import local_resources, plan_trial
     from peftsweep.spaces import REGISTRY, get_method
     from peftsweep.trainers.config import Resources, TrainSettings
     from peftsweep.trainers.data import DataSpec
@@ -79,7 +79,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg, data = planned.config, planned.data
     import ray
 
-    from peftsweep.search.sweep import connect_ray
+    from peftsweep.search.orchestration.sweep import connect_ray
 
     connect_ray()  # as a sweep does: worker logs stay in Ray's session log directory, not on the terminal
     output = Path(args.output).resolve()
@@ -106,7 +106,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def load_plan(args: argparse.Namespace):
     from peftsweep.search.config import load_sweep_config
     from peftsweep.search.plan import build_plan
-    from peftsweep.search.preflight import local_resources
+    from peftsweep.search.plan import local_resources
 
     config = load_sweep_config(args.config, parse_assignments(args.set, "--set"))
     # A local Ray gets this machine's resources; a cluster's are checked by `run` once connected.
@@ -124,7 +124,7 @@ def load_plan(args: argparse.Namespace):
 def cmd_validate(args: argparse.Namespace) -> int:
     plan = load_plan(args)
     c = plan.config
-    from peftsweep.search.space import grid_size
+    from peftsweep.search.orchestration.space import grid_size
 
     sizes = {name: len(split) for name, split in plan.data.splits.items()}
     trials = grid_size(plan.methods, c.search.grid_points) if c.search.algorithm == "grid" else c.search.num_samples
@@ -141,14 +141,14 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from peftsweep.search.sweep import run_sweep
+    from peftsweep.search.orchestration.sweep import run_sweep
 
     plan = load_plan(args)
     return report(plan, run_sweep(plan, address=args.address, resume=args.resume, restart=args.restart))
 
 
 def cmd_confirm(args: argparse.Namespace) -> int:
-    from peftsweep.search.sweep import confirm_sweep
+    from peftsweep.search.orchestration.sweep import confirm_sweep
 
     if args.seeds < 1:
         raise UserError(f"--seeds: at least 1 (got {args.seeds})")
@@ -160,8 +160,8 @@ def cmd_confirm(args: argparse.Namespace) -> int:
 
 def report(plan, outcome) -> int:
     """What `run` and `confirm` print at the end: the summary, where it went, the dashboard, how to browse it."""
-    from peftsweep.search.front_view import front_view_url
-    from peftsweep.search.summary import format_table
+    from peftsweep.search.tracking.front_view import front_view_url
+    from peftsweep.search.results.summary import format_table
 
     print(format_table(outcome.summary))
     print(f"summary: {outcome.summary_json} and {outcome.summary_csv}")
@@ -186,9 +186,9 @@ def report(plan, outcome) -> int:
 def cmd_summary(args: argparse.Namespace) -> int:
     import json
 
-    from peftsweep.search.records import load_records, logged_floor, logged_rules
-    from peftsweep.search.summary import as_dict, format_table, summarize
-    from peftsweep.search.tracking import client_for, latest_sweep
+    from peftsweep.search.results.summary import as_dict, format_table
+    from peftsweep.search.tracking.client import client_for, latest_sweep
+    from peftsweep.search.tracking.runs import summarize_sweep
 
     uri = args.tracking_uri or default_store(args.experiment)
     client = client_for(uri)
@@ -196,15 +196,14 @@ def cmd_summary(args: argparse.Namespace) -> int:
         experiment_id, parent_run_id = latest_sweep(client, args.experiment)
     except LookupError as exc:
         raise UserError(f"--experiment: {exc} in {uri}") from None
-    summary = summarize(load_records(client, experiment_id, parent_run_id),
-                        floor=logged_floor(client, parent_run_id), rules=logged_rules(client, parent_run_id))
+    summary = summarize_sweep(client, experiment_id, parent_run_id)
     print(json.dumps(as_dict(summary), indent=2) if args.json else format_table(summary))
     return 0
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
     from peftsweep.dashboards.report import build_dashboard
-    from peftsweep.search.front_view import FRONT_FILTER, VIEW_NAME
+    from peftsweep.search.tracking.front_view import FRONT_FILTER, VIEW_NAME
 
     uri = args.tracking_uri or default_store(args.experiment)
     try:
@@ -220,9 +219,9 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
 def cmd_ui(args: argparse.Namespace) -> int:
     """The MLflow UI on the sweep's store, bound to loopback unless told otherwise."""
 
-    from peftsweep.search.front_view import front_view_url, has_front_view
-    from peftsweep.search.tracking import client_for
-    from peftsweep.search.tracking_server import run_until_stopped, server_env
+    from peftsweep.search.tracking.front_view import front_view_url, has_front_view
+    from peftsweep.search.tracking.client import client_for
+    from peftsweep.search.tracking.server import run_until_stopped, server_env
 
     uri = args.tracking_uri or default_store(args.experiment)
     server = f"http://{args.host}:{args.port}"
@@ -243,7 +242,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
 
 
 def cmd_tracking_server(args: argparse.Namespace) -> int:
-    from peftsweep.search.tracking_server import ServerSettings, serve
+    from peftsweep.search.tracking.server import ServerSettings, serve
 
     if not args.backend_store_uri:
         raise UserError("--backend-store-uri: required (or $MLFLOW_BACKEND_STORE_URI), e.g. "
@@ -374,7 +373,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_docs(args: argparse.Namespace) -> int:
-    from peftsweep.search.reference import write
+    from peftsweep.reference import write
 
     for path in write(Path(args.out)):
         print(f"wrote {path}")

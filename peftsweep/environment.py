@@ -2,7 +2,7 @@
 benchmarks, the tests). Each is a default: a value already in the environment wins.
 
 Ray's own actors (the Train controller, the trial actors) read some of these; on a cluster they run in processes
-the driver did not start, so those travel in the job's runtime environment (`ACTOR_ENV`, see search.sweep).
+the driver did not start, so those travel in the job's runtime environment (`ACTOR_ENV`, see search.orchestration.sweep).
 """
 
 from __future__ import annotations

@@ -170,7 +170,7 @@ class ConfirmSettings(Strict):
         return 1 + -(-(self.max_seeds - AUTO_FIRST_SEEDS) // AUTO_BATCH_SEEDS)
 
     def rules(self):
-        from peftsweep.search.confirmation import VerdictRules
+        from peftsweep.search.results.confirmation import VerdictRules
 
         return VerdictRules(confidence=self.confidence, margin=self.margin, failed_runs=self.failed_runs,
                             looks=self.looks)

@@ -46,7 +46,7 @@ def sweep_on_local_ray(config: dict, directory, keep_ray: bool = False):
 
     from peftsweep.search.config import load_sweep_config
     from peftsweep.search.plan import build_plan
-    from peftsweep.search.sweep import run_sweep
+    from peftsweep.search.orchestration.sweep import run_sweep
 
     path = directory / f"{config['name']}.yaml"
     path.write_text(yaml.safe_dump(config))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from peftsweep.search.reference import PAGES
+from peftsweep.reference import PAGES
 from peftsweep.spaces import REGISTRY
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -18,12 +18,12 @@ def test_the_wheel_installs_one_top_level_package_that_works_from_anywhere(tmp_p
     names = zipfile.ZipFile(wheel).namelist()
     tops = {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")}
     assert tops == {"peftsweep"}
-    for part in ("spaces/lora.py", "trainers/recipe.py", "search/sweep.py", "dashboards/report.py"):
+    for part in ("spaces/lora.py", "trainers/recipe.py", "search/orchestration/sweep.py", "dashboards/report.py"):
         assert f"peftsweep/{part}" in names
     target = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)],
                    check=True, capture_output=True, timeout=300)
-    probe = ("import peftsweep, peftsweep.search.sweep, peftsweep.spaces as s; "
+    probe = ("import peftsweep, peftsweep.search.orchestration.sweep, peftsweep.spaces as s; "
              "assert peftsweep.__file__.startswith(%r), peftsweep.__file__; print(len(s.REGISTRY))\n"
              "try:\n    import spaces\nexcept ImportError:\n    print('no top-level spaces')\n" % str(target))
     env = os.environ | {"PYTHONPATH": str(target)}

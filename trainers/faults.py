@@ -28,7 +28,7 @@ def is_fatal(exc: BaseException) -> bool:
 
 
 # A trial that failed for one of these lost its process, its node or its placement, not its training: what it
-# trained says nothing about the configuration, so a confirm run that failed so is retried (search.confirm_stage), and
+# trained says nothing about the configuration, so a confirm run that failed so is retried (search.orchestration.confirm_stage), and
 # one that failed so even then is not counted against its configuration.
 INFRASTRUCTURE_FAILURES = ("ActorDiedError", "RayActorError", "ActorUnavailableError", "NodeDiedError",
                            "WorkerCrashedError", "ObjectLostError", "OwnerDiedError", "RaySystemError",

@@ -1,4 +1,4 @@
-"""Launch one trial as a Ray Train data-parallel job (its config checked up front by `search.preflight`)."""
+"""Launch one trial as a Ray Train data-parallel job (its config checked up front by `search.plan`)."""
 
 from __future__ import annotations
 
@@ -90,7 +90,7 @@ class TrialResult:
 
 def run_trial(cfg: TrialConfig, data: TokenizedData | ray.ObjectRef, *, storage_path: str,
               name: str) -> TrialResult:
-    """Fit one trial outside a sweep (CLI `train`, tests) whose config passed the preflight (search.preflight);
+    """Fit one trial outside a sweep (CLI `train`, tests) whose config passed the preflight (search.plan);
     returns the final metrics and checkpoint."""
     result = make_trainer(cfg, data, storage_path=storage_path, name=name).fit()
     if result.error:

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from peftsweep.search.front_view import CHART_X, CHART_Y, VIEW_ID, saved_filter
-from peftsweep.search.tracking import CONFIG_TAG, METHOD_TAG, SEED_TAG, TRIAL_TAG, client_for
+from peftsweep.search.tracking.front_view import CHART_X, CHART_Y, VIEW_ID, saved_filter
+from peftsweep.search.tracking.client import CONFIG_TAG, METHOD_TAG, SEED_TAG, TRIAL_TAG, client_for
 from tests.services import descendants, free_port
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

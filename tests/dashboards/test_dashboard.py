@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from peftsweep.dashboards.report import build_dashboard
-from peftsweep.search.front_view import FRONT_FILTER
-from peftsweep.search.tracking import client_for
+from peftsweep.search.tracking.front_view import FRONT_FILTER
+from peftsweep.search.tracking.client import client_for
 from tests.dashboards.mlflow_page import CHROMIUM, CHROMIUM_ARGS, expected_points, open_view, other_view, serve_ui
 from tests.tiny import SHARED_EXPERIMENT
 

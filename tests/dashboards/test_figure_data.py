@@ -9,8 +9,8 @@ import pytest
 from peftsweep.dashboards import figures, static
 from peftsweep.dashboards.figure_data import accuracy_range, compute, log_range
 from peftsweep.dashboards.sweep_data import SweepData
-from peftsweep.search.records import TrialRecord
-from peftsweep.search.summary import summarize
+from peftsweep.search.results.records import TrialRecord
+from peftsweep.search.results.summary import summarize
 
 
 def record(run_id, method, acc, pct, params, status="completed"):
@@ -56,7 +56,7 @@ def test_the_data_holds_what_the_figures_show():
 
 
 def test_the_hypervolume_curve_is_measured_from_the_floor_and_ends_at_the_headline():
-    from peftsweep.search.records import Floor
+    from peftsweep.search.results.records import Floor
 
     base = sweep()
     summary = summarize(base.trials, references={"full"}, floor=Floor("majority class", 0.75, 0.75))
@@ -82,7 +82,7 @@ def test_both_renderers_draw_the_same_data(tmp_path):
 def test_a_sweep_interrupted_before_any_trial_ended_still_draws(tmp_path):
     """Ctrl-C during the first trial: its run has a validation accuracy but no parameter count yet. Both renderers
     draw the plane (with the floor line) without a point to place on the log axis."""
-    from peftsweep.search.records import Floor
+    from peftsweep.search.results.records import Floor
 
     records = [record("i", "ia3", 0.5, math.nan, {"lr": "0.03"}, status="interrupted")]
     summary = summarize(records, references={"full"}, floor=Floor("majority class", 0.3, 0.3))

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from peftsweep.search.tracking import NODES_TAG, ROLE_TAG, STATUS_TAG, client_for
+from peftsweep.search.tracking.client import NODES_TAG, ROLE_TAG, STATUS_TAG, client_for
 from tests.services import (VENV_BIN, alive_nodes, background, free_port, http_json, mlflow_healthy, postgres,
                             postgres_bin, processes_mentioning, ray_env, ray_node, wait_for)
 from tests.tiny import make_csv

@@ -13,7 +13,7 @@ import sys
 
 from scipy import stats
 
-from peftsweep.search.tracking import (CONFIG_TAG, PARETO_TAG, REPEATS_TAG, ROLE_TAG, SEED_TAG, STAGE_TAG, STATUS_TAG,
+from peftsweep.search.tracking.client import (CONFIG_TAG, PARETO_TAG, REPEATS_TAG, ROLE_TAG, SEED_TAG, STAGE_TAG, STATUS_TAG,
                                        client_for)
 from tests.search.test_faults import finish, kill_group, log_tail, start, trial_runs, wait_until, write_config
 from peftsweep.trainers.faults import is_infrastructure_failure
@@ -177,7 +177,7 @@ def test_confirm_command_refuses_what_it_cannot_do(tmp_path, capsys):
 def test_confirm_command_passes_its_options_on(monkeypatch, tmp_path):
     """--best-per-method and --address reach the confirm pass (what they select is tested in test_confirmation.py)."""
     from peftsweep import cli
-    from peftsweep.search import sweep
+    from peftsweep.search.orchestration import sweep
 
     seen = {}
 
@@ -194,16 +194,16 @@ def test_confirm_command_passes_its_options_on(monkeypatch, tmp_path):
 
 
 def test_confirm_seeds_auto_adds_seeds_to_the_undecided_until_decided_or_the_budget(monkeypatch, tmp_path, capsys):
-    """`confirm.seeds: auto` as the sweep drives it (search.sweep.run_confirm_stage), with each pass's runs made up:
+    """`confirm.seeds: auto` as the sweep drives it (search.orchestration.sweep.run_confirm_stage), with each pass's runs made up:
     3 seeds for all; the undecided comparison and its reference get 5, 7, then 9, where it is decided (at alpha / 5:
     max_seeds 11 plans 5 looks) and the stage ends before its budget. A second time, never decided: it stops at
     max_seeds."""
     from types import SimpleNamespace
 
-    from peftsweep.search import sweep
+    from peftsweep.search.orchestration import sweep
     from peftsweep.search.config import SweepConfig
-    from peftsweep.search.records import TrialRecord
-    from peftsweep.search.resume import SweepState
+    from peftsweep.search.results.records import TrialRecord
+    from peftsweep.search.orchestration.resume import SweepState
 
     def run(config_id: str, method: str, seed: int, test: float) -> TrialRecord:
         return TrialRecord(f"{config_id}-{seed}", f"{config_id}-{seed}", method, "completed", {}, val_accuracy=test,

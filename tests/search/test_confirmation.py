@@ -7,10 +7,11 @@ import math
 
 import pytest
 
-from peftsweep.search.confirmation import (BEST_FULL, BEST_OF_METHOD, FRONT, UNCONFIRMED, VerdictRules, confirm,
+from peftsweep.search.results.confirmation import (BEST_FULL, BEST_OF_METHOD, FRONT, UNCONFIRMED, VerdictRules, confirm,
                                            confirm_seeds, format_confirmation, select_configurations)
-from peftsweep.search.records import Floor, TrialRecord
-from peftsweep.search.summary import format_table, summarize, tag_front
+from peftsweep.search.results.records import Floor, TrialRecord
+from peftsweep.search.results.summary import format_table, summarize
+from peftsweep.search.tracking.runs import tag_front
 
 SEEDS = confirm_seeds(0, 3)
 
@@ -138,8 +139,8 @@ def test_the_confidence_setting_reaches_intervals_verdicts_and_the_printed_summa
 
 def test_the_console_and_the_dashboard_write_a_mean_and_its_interval_alike():
     from peftsweep.dashboards.report import interval
-    from peftsweep.search.confirmation import format_interval
-    from peftsweep.search.statistics import mean_interval
+    from peftsweep.search.results.confirmation import format_interval
+    from peftsweep.search.results.statistics import mean_interval
 
     two, one = mean_interval([0.80, 0.82], bounds=(0.0, 1.0)), mean_interval([0.7])
     assert format_interval(two).startswith("0.810 [") and format_interval(two).endswith("]")
@@ -160,7 +161,7 @@ def test_a_failed_confirm_run_shows_everywhere_and_withholds_the_verdict(tmp_pat
     import json
 
     from peftsweep.dashboards.report import confirmed_table
-    from peftsweep.search.summary import write_files
+    from peftsweep.search.results.summary import write_files
 
     # prompt tuning's third seed diverged: it ran 3, failed 1 (its mean is over the 2 that finished)
     records = SEARCH + [r for r in REPEATS if not (r.config_id == "p" and r.seed == SEEDS[2])]
@@ -206,7 +207,7 @@ def test_a_run_lost_to_the_infrastructure_is_not_the_configurations_failure():
 
 
 def test_verdicts_are_holm_adjusted_over_the_comparisons_printed():
-    from peftsweep.search.statistics import holm_adjust
+    from peftsweep.search.results.statistics import holm_adjust
 
     conf = confirm(SEARCH, REPEATS, {"full"})
     assert conf.comparisons == 3 and [c.config_id for c in conf.compared] == ["i", "l", "p"]
@@ -229,7 +230,7 @@ def test_the_reference_and_each_methods_configuration_are_chosen_on_the_search_r
 
 
 def test_auto_seeds_look_again_at_the_undecided_and_their_reference_only():
-    from peftsweep.search.confirm_stage import next_look, plan_work
+    from peftsweep.search.orchestration.confirm_stage import next_look, plan_work
 
     summary = summarize(SEARCH + REPEATS, references={"full"})
     conf = summary.confirmation
@@ -257,7 +258,7 @@ def test_the_rules_a_sweep_logged_are_read_back_for_its_summary():
     """`peftsweep summary` and the dashboard summarize a finished sweep by the rules its parent run logged."""
     from types import SimpleNamespace
 
-    from peftsweep.search.records import logged_rules
+    from peftsweep.search.tracking.runs import logged_rules
 
     def client(params):
         return SimpleNamespace(get_run=lambda run_id: SimpleNamespace(data=SimpleNamespace(params=params)))

@@ -18,9 +18,9 @@ import yaml
 
 from peftsweep.search.config import load_sweep_config
 from peftsweep.search.plan import build_plan
-from peftsweep.search.resume import read_state
-from peftsweep.search.sweep import run_sweep
-from peftsweep.search.tracking import FAILURE_TAG, PARETO_TAG, ROLE_TAG, STATUS_TAG, client_for
+from peftsweep.search.orchestration.resume import read_state
+from peftsweep.search.orchestration.sweep import run_sweep
+from peftsweep.search.tracking.client import FAILURE_TAG, PARETO_TAG, ROLE_TAG, STATUS_TAG, client_for
 from tests.search.test_faults import (check_checkpoints_kept_for_the_front_only, finish, history, kill_group, log_tail,
                                       nan_beyond_position, ray_train_workers, start, trial_runs, wait_until)
 from tests.tiny import make_csv, make_model_dir
@@ -324,7 +324,7 @@ def test_the_time_budget_counts_what_a_resumed_sweep_spent_before():
     """Tune saves the stopper's state with the sweep's (get_state/set_state) and restores it on --resume."""
     import pickle
 
-    from peftsweep.search.train_jobs import EARLY_END, EndTrainJobs
+    from peftsweep.search.orchestration.train_jobs import EARLY_END, EndTrainJobs
 
     first = EndTrainJobs("budget", time_budget_s=100)
     first.setup()

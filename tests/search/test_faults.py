@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from peftsweep.search.tracking import CHECKPOINT_TAG, FAILURE_TAG, PARETO_TAG, ROLE_TAG, STATUS_TAG, client_for
+from peftsweep.search.tracking.client import CHECKPOINT_TAG, FAILURE_TAG, PARETO_TAG, ROLE_TAG, STATUS_TAG, client_for
 from tests.tiny import make_csv, make_model_dir
 
 EPOCHS = 3

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from urllib.parse import parse_qs, urlsplit
 
-from peftsweep.search.front_view import (FRONT_FILTER, TRIALS_FILTER, VIEW_ID, VIEW_NAME, VIEW_TAG_PREFIX, VIEWS,
+from peftsweep.search.tracking.front_view import (FRONT_FILTER, TRIALS_FILTER, VIEW_ID, VIEW_NAME, VIEW_TAG_PREFIX, VIEWS,
                                          front_view_url, has_front_view, save_front_view, saved_filter)
-from peftsweep.search.tracking import client_for
+from peftsweep.search.tracking.client import client_for
 
 
 def test_saved_view_is_an_experiment_tag_in_mlflows_envelope(tmp_path):

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from peftsweep.search.tracking import CHECKPOINT_TAG, STATUS_TAG
+from peftsweep.search.tracking.client import CHECKPOINT_TAG, STATUS_TAG
 from tests.search.test_faults import finish, history, kill_group, log_tail, start, trial_runs, wait_until
 from tests.tiny import make_csv
 

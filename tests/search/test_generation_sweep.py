@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from peftsweep.search.tracking import PARETO_TAG, ROLE_TAG, client_for
+from peftsweep.search.tracking.client import PARETO_TAG, ROLE_TAG, client_for
 from tests.conftest import sweep_on_local_ray
 from tests.tiny import ANSWER_TEMPLATE
 

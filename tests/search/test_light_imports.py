@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.mark.parametrize(("module", "absent"), [
     ("peftsweep.spaces", ["peft", "transformers", "mlflow"]),  # the registry: PEFT is imported where a method is applied
-    ("peftsweep.search.trial", ["mlflow", "optuna", "peft", "transformers", "matplotlib"]),  # the trial driver process
+    ("peftsweep.search.orchestration.trial", ["mlflow", "optuna", "peft", "transformers", "matplotlib"]),  # the trial driver process
 ])
 def test_module_does_not_import_what_it_does_not_use(module, absent):
     probe = f"import sys, {module}; print(' '.join(m for m in {absent!r} if m in sys.modules))"

@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from peftsweep.search.pareto import HV_REFERENCE_PCT, Point, hypervolume, pareto_front
+from peftsweep.search.results.pareto import HV_REFERENCE_PCT, Point, hypervolume, pareto_front
 
 
 def ids(points):

@@ -6,8 +6,8 @@ import pickle
 
 from ray.tune.schedulers import TrialScheduler
 
-from peftsweep.search.pareto import Point
-from peftsweep.search.pareto_asha import ParetoASHA, continues, epsilon_net, fronts, rank
+from peftsweep.search.results.pareto import Point
+from peftsweep.search.orchestration.pareto_asha import ParetoASHA, continues, epsilon_net, fronts, rank
 
 GO, STOP = TrialScheduler.CONTINUE, TrialScheduler.STOP
 

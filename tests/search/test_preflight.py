@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from peftsweep.cli import main
-from peftsweep.search.preflight import capacity_problems, local_resources, method_problems
+from peftsweep.search.plan import capacity_problems, local_resources, method_problems
 from peftsweep.trainers.config import Resources
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from peftsweep.search import progress
-from peftsweep.search.progress import ProgressPrinter
+from peftsweep.search.orchestration import progress
+from peftsweep.search.orchestration.progress import ProgressPrinter
 
 
 def trial(trial_id: str, status: str = "RUNNING"):
@@ -36,7 +36,7 @@ def test_a_quiet_sweep_says_which_trials_it_waits_on_and_since_when(monkeypatch,
 
 
 def test_a_failure_reason_names_its_exception_on_one_line():
-    from peftsweep.search.tracking import error_reason
+    from peftsweep.search.tracking.trial_logger import error_reason
     from peftsweep.trainers.faults import is_infrastructure_failure
 
     lost = ("Failure # 1\nTraceback (most recent call last):\n  File \"trial.py\", line 46, in sweep_trial\n"
@@ -46,7 +46,7 @@ def test_a_failure_reason_names_its_exception_on_one_line():
     assert error_reason(lost) == "ActorDiedError: The actor died unexpectedly before finishing this task."
     assert is_infrastructure_failure(error_reason(lost))  # a lost process: a confirm run is tried again
     ours = ("ray.exceptions.RayTaskError(TrialFailedError): ray::ImplicitFunc.train()\n  File \"x\"\n"
-            "peftsweep.search.trial.TrialFailedError: rank 0: NonFiniteLossError: loss is nan at step 3\n")
+            "peftsweep.search.orchestration.trial.TrialFailedError: rank 0: NonFiniteLossError: loss is nan at step 3\n")
     assert error_reason(ours) == "rank 0: NonFiniteLossError: loss is nan at step 3"
     assert not is_infrastructure_failure(error_reason(ours))
     assert error_reason("something odd\n") == "something odd"

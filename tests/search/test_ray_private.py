@@ -1,4 +1,4 @@
-"""The private Ray API that search/ray_private.py uses is where it expects it; if a Ray upgrade moved it, this
+"""The private Ray API that search/orchestration/ray_private.py uses is where it expects it; if a Ray upgrade moved it, this
 fails naming the Ray version (the one tested is requirements-lock.txt's pin)."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import ray
 
-from peftsweep.search import ray_private
+from peftsweep.search.orchestration import ray_private
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -18,7 +18,7 @@ def test_the_private_ray_api_used_is_where_it_was():
     ray.remote(num_cpus=0)(TrainController)  # as Ray Train does: its methods then take Ray's `_ray_trace_ctx` too
     problems = ray_private.api_problems()
     assert not problems, (f"ray {ray.__version__} (tested: {ray_private.TESTED_RAY}) moved what "
-                          f"search/ray_private.py uses: {problems}")
+                          f"search/orchestration/ray_private.py uses: {problems}")
 
 
 def test_the_tested_ray_is_the_locked_one():
@@ -32,7 +32,7 @@ def test_only_the_adapter_imports_private_ray_modules():
     private = ("ray.train.v2._internal", "ray._private", "ray.core.generated")
     users = sorted(str(p.relative_to(ROOT)) for folder in ("search", "trainers", "spaces", "dashboards", "peftsweep")
                    for p in (ROOT / folder).rglob("*.py") if any(name in p.read_text() for name in private))
-    assert users == ["search/ray_private.py"], users
+    assert users == ["search/orchestration/ray_private.py"], users
 
 
 def test_tunes_state_upload_never_races_its_atomic_saves(tmp_path):

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from peftsweep.cli import main
-from peftsweep.search.resume import SweepState, config_changes, read_state, sweep_to_resume, write_state
+from peftsweep.search.orchestration.resume import SweepState, config_changes, read_state, sweep_to_resume, write_state
 from peftsweep.errors import UserError
 
 
@@ -72,8 +72,8 @@ def test_resume_with_another_config_exits_2_naming_the_key(tmp_path, tiny_model,
 def test_restart_closes_the_abandoned_sweeps_runs_as_killed(tmp_path, capsys):
     """`run --restart` on an interrupted sweep: its parent run and its unfinished trial runs are closed as KILLED;
     its finished trials stay FINISHED (restart decides it before anything runs: sweep_to_resume, then abandon)."""
-    from peftsweep.search.sweep import abandon
-    from peftsweep.search.tracking import ROLE_TAG, client_for, ensure_experiment, start_parent
+    from peftsweep.search.orchestration.sweep import abandon
+    from peftsweep.search.tracking.client import ROLE_TAG, client_for, ensure_experiment, start_parent
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = client_for(uri)

@@ -2,7 +2,8 @@ import optuna
 import pytest
 
 from peftsweep.search.plan import override_param
-from peftsweep.search.space import define_space, flat, grid, start_points, unflat
+from peftsweep.search.orchestration.space import define_space, grid, start_points
+from peftsweep.search.points import flat, unflat
 from peftsweep.spaces import REGISTRY, get_method
 
 

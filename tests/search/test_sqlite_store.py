@@ -16,7 +16,7 @@ OPENERS = 4
 OPEN = """
 import sys, time
 from pathlib import Path
-from peftsweep.search.tracking import client_for
+from peftsweep.search.tracking.client import client_for
 go = Path(sys.argv[2])
 Path(sys.argv[3]).touch()  # imported: ready
 while not go.exists():

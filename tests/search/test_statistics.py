@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from peftsweep.search.statistics import (BETTER, TOO_FEW, WORSE, equivalent, format_p, holm, holm_adjust,
+from peftsweep.search.results.statistics import (BETTER, TOO_FEW, WORSE, equivalent, format_p, holm, holm_adjust,
                                          mean_interval, paired_difference, seeds_to_decide, single_run_gap, undecided)
 
 T_975_DF2 = 4.302653  # Student's t, 97.5% quantile, 2 degrees of freedom (any printed t table)

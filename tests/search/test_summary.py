@@ -2,8 +2,8 @@ import math
 
 import pytest
 
-from peftsweep.search.records import TrialRecord
-from peftsweep.search.summary import format_table, summarize
+from peftsweep.search.results.records import TrialRecord
+from peftsweep.search.results.summary import format_table, summarize
 
 
 def record(run_id, method, acc, pct, status="completed", test=0.5):
@@ -43,7 +43,7 @@ def test_without_full_the_comparison_is_not_invented():
 def test_summary_json_is_strict_json_even_with_failed_trials(tmp_path):
     import json
 
-    from peftsweep.search.summary import write_files
+    from peftsweep.search.results.summary import write_files
 
     summary = summarize([record("ok", "lora", 0.9, 0.3), record("failed", "ia3", math.nan, math.nan, "failed")])
     json_path, _ = write_files(summary, tmp_path)
@@ -63,8 +63,8 @@ def test_summarize_leaves_its_input_alone_and_asks_for_the_reference():
 
 
 def test_the_floor_dominates_trials_that_do_not_beat_it():
-    from peftsweep.search.records import Floor
-    from peftsweep.search.summary import as_dict
+    from peftsweep.search.results.records import Floor
+    from peftsweep.search.results.summary import as_dict
 
     records = [record("tiny", "prompt", 0.30, 0.01), record("equal", "ia3", 0.40, 0.05),
                record("a", "lora", 0.90, 0.3), record("b", "full", 0.93, 100.0)]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 
-from peftsweep.search.tracking import PARETO_TAG, PLACE_TAGS, ROLE_TAG, client_for
+from peftsweep.search.tracking.client import PARETO_TAG, PLACE_TAGS, ROLE_TAG, client_for
 from tests.tiny import SHARED_EXPERIMENT
 from tests.tiny import SWEEP_TRIALS as NUM_SAMPLES
 

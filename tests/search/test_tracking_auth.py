@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from peftsweep.cli import main
-from peftsweep.search.tracking_server import ServerSettings, admin_credentials
+from peftsweep.search.tracking.server import ServerSettings, admin_credentials
 from tests.services import VENV_BIN, background, free_port, http_json, mlflow_healthy, wait_for
 
 ADMIN, ADMIN_PASSWORD = "admin", "admin-secret-for-tests"
@@ -89,7 +89,7 @@ def test_server_config_caches_checked_passwords_and_mlflow_reads_it(tmp_path, mo
     that long per logging call; the config file is MLflow's, so MLflow's own reader must see the setting."""
     from mlflow.server.auth.config import read_auth_config
 
-    from peftsweep.search.tracking_server import AUTH_CACHE_TTL_S, auth_env
+    from peftsweep.search.tracking.server import AUTH_CACHE_TTL_S, auth_env
 
     monkeypatch.setenv("MLFLOW_AUTH_ADMIN_USERNAME", ADMIN)
     monkeypatch.setenv("MLFLOW_AUTH_ADMIN_PASSWORD", ADMIN_PASSWORD)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from peftsweep.cli import main
-from peftsweep.search.tracking_server import ServerSettings, redacted, server_command, server_env
+from peftsweep.search.tracking.server import ServerSettings, redacted, server_command, server_env
 
 
 def test_password_is_hidden_when_printed():

@@ -7,9 +7,9 @@ import pytest
 from peftsweep.errors import UserError
 from peftsweep.search.config import SweepConfig
 from peftsweep.search.plan import build_plan
-from peftsweep.search.searcher import searcher_and_space
-from peftsweep.search.tracking import client_for, logged_config
-from peftsweep.search.warm_start import gather
+from peftsweep.search.orchestration.searcher import searcher_and_space
+from peftsweep.search.tracking.client import client_for, logged_config
+from peftsweep.search.orchestration.warm_start import gather
 from tests.tiny import SHARED_EXPERIMENT
 
 

@@ -58,7 +58,7 @@ def runs(tmp_path_factory, tiny_decoder, tiny_causal, tiny_csv):
 
 def every_method() -> list[tuple[str, dict]]:
     """Each registered method at its smallest sizes and default choices, LoRA on both target sets."""
-    from peftsweep.search.space import default_point
+    from peftsweep.search.orchestration.space import default_point
 
     points = [(name, default_point(spec, smallest=True)) for name, spec in REGISTRY.items()]
     return points + [("lora-all_linear", default_point(REGISTRY["lora"], smallest=True) | {"targets": "all_linear"})]

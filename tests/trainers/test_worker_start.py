@@ -15,7 +15,7 @@ from ray.train import TrainingFailedError
 from ray.util.placement_group import placement_group, remove_placement_group
 
 from peftsweep.errors import UserError
-from peftsweep.search.sweep import connect_ray
+from peftsweep.search.orchestration.sweep import connect_ray
 from peftsweep.trainers.config import Resources, TrainSettings, TrialConfig
 from peftsweep.trainers.faults import training_failure
 from peftsweep.trainers.launch import WORKER_START_TRIES, run_trial

@@ -28,7 +28,7 @@ from typing import Any, Callable
 from ray.tune import Callback
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
-from peftsweep.search.pareto import Point, pareto_front
+from peftsweep.search.results.pareto import Point, pareto_front
 
 ACCURACY, COST, TIME = "val_accuracy", "trainable_pct", "epoch"
 

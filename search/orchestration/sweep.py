@@ -12,26 +12,27 @@ import ray
 from ray import tune
 
 from peftsweep.search.plan import SweepPlan, needs
-from peftsweep.search.preflight import capacity_problems
-from peftsweep.search.progress import ProgressPrinter
-from peftsweep.search.ray_private import exclude_tmp_files_from_tune_sync, quiet_worker_pool_note
-from peftsweep.search.pareto_asha import ParetoASHA
-from peftsweep.search.searcher import scheduler_for, searcher_and_space
-from peftsweep.search.warm_start import gather
-from peftsweep.search.cleanup import delete_dominated_checkpoints
-from peftsweep.search.resume import SweepState, read_state, sweep_to_resume, write_state
+from peftsweep.search.plan import capacity_problems
+from peftsweep.search.orchestration.progress import ProgressPrinter
+from peftsweep.search.orchestration.ray_private import exclude_tmp_files_from_tune_sync, quiet_worker_pool_note
+from peftsweep.search.orchestration.pareto_asha import ParetoASHA
+from peftsweep.search.orchestration.searcher import scheduler_for, searcher_and_space
+from peftsweep.search.orchestration.warm_start import gather
+from peftsweep.search.tracking.cleanup import delete_dominated_checkpoints
+from peftsweep.search.orchestration.resume import SweepState, read_state, sweep_to_resume, write_state
 from peftsweep.search import storage
-from peftsweep.search.records import Floor, load_records, logged_floor
-from peftsweep.search.summary import Summary, summarize, tag_front, write_files
-from peftsweep.search.floor import describe, sweep_floor
-from peftsweep.search.front_view import save_front_view
-from peftsweep.search.tracking import (CONFIRM, SEARCH, MlflowTrialLogger, client_for, close_interrupted,
-                                       SWEEP_CONFIG_ARTIFACT, ensure_experiment, latest_sweep, logged_config,
-                                       start_parent, trial_runs)
-from peftsweep.search.train_jobs import EndTrainJobs, interrupt_on_ctrl_c, start_jobs_actor
-from peftsweep.search.confirm_stage import (confirm_tuner, discard_runs, log_confirmation, next_look, plan_work,
+from peftsweep.search.results.records import CONFIRM, SEARCH, Floor
+from peftsweep.search.results.summary import Summary, write_files
+from peftsweep.search.orchestration.floor import describe, sweep_floor
+from peftsweep.search.tracking.front_view import save_front_view
+from peftsweep.search.tracking.client import (SWEEP_CONFIG_ARTIFACT, client_for, close_interrupted, ensure_experiment,
+                                              latest_sweep, logged_config, start_parent, trial_runs)
+from peftsweep.search.tracking.runs import logged_floor, summarize_sweep, tag_front
+from peftsweep.search.tracking.trial_logger import MlflowTrialLogger
+from peftsweep.search.orchestration.train_jobs import EARLY_END, EndTrainJobs, interrupt_on_ctrl_c, start_jobs_actor
+from peftsweep.search.orchestration.confirm_stage import (confirm_tuner, discard_runs, log_confirmation, next_look, plan_work,
                                            tune_path_for)
-from peftsweep.search.trial import DRIVER_RESOURCES, sweep_trial
+from peftsweep.search.orchestration.trial import DRIVER_RESOURCES, sweep_trial
 from peftsweep.environment import actor_env, apply_defaults
 from peftsweep.errors import UserError
 from peftsweep.trainers.config import TrialTemplate
@@ -180,7 +181,7 @@ def run_sweep(plan: SweepPlan, address: str | None = None, resume: bool = False,
         if state.stage == CONFIRM and (status == "finished" or resumed is not None):
             status = run_confirm_stage(client, state, plan, template, floor)
     finally:
-        summary = finish(client, state, plan, status, floor)
+        summary = finish(client, state, plan, status)
     json_path, csv_path = out / "summary" / "summary.json", out / "summary" / "trials.csv"
     return SweepOutcome(summary, state.parent_run_id, state.experiment_id, c.tracking_uri, json_path, csv_path,
                         status)
@@ -188,9 +189,9 @@ def run_sweep(plan: SweepPlan, address: str | None = None, resume: bool = False,
 
 def fit(tuner: tune.Tuner, tune_path: str) -> str:
     """Run a Tune experiment to its end: "finished", or "interrupted" (Ctrl-C; --resume continues it)."""
-    # Every trial's Train job registers with this actor, so that it ends with its trial (see search.train_jobs).
+    # Every trial's Train job registers with this actor, so that it ends with its trial (see search.orchestration.train_jobs).
     jobs = start_jobs_actor(storage.name_of(tune_path))
-    exclude_tmp_files_from_tune_sync()  # a race in Tune's upload of its state: see search.ray_private
+    exclude_tmp_files_from_tune_sync()  # a race in Tune's upload of its state: see search.orchestration.ray_private
     try:
         with interrupt_on_ctrl_c() as early_end:
             results = tuner.fit()
@@ -218,7 +219,8 @@ def trial_logger(plan: SweepPlan, state: SweepState, stage: str = SEARCH) -> Mlf
     c = plan.config
     return MlflowTrialLogger(c.tracking_uri, state.experiment_id, state.parent_run_id, c.train.epochs,
                              {"epochs": c.train.epochs, "batch_size": c.train.batch_size, "seed": c.train.seed},
-                             storage_root=storage_root(plan), stage=stage)
+                             storage_root=storage_root(plan), stage=stage,
+                             interrupted=EARLY_END.by_user)
 
 
 def make_tuner(plan: SweepPlan, state: SweepState, searcher, param_space: dict[str, Any], num_samples: int,
@@ -256,8 +258,7 @@ def run_confirm_stage(client, state: SweepState, plan: SweepPlan, template: Tria
     c = plan.config
     status = run_confirm_pass(client, state, plan, template, floor, best_per_method)
     while status == "finished" and (c.confirm.auto if auto is None else auto):
-        summary = summarize(load_records(client, state.experiment_id, state.parent_run_id), floor=floor,
-                            rules=c.confirm.rules())
+        summary = summarize_sweep(client, state.experiment_id, state.parent_run_id)
         look = next_look(summary.confirmation, state.confirm_seeds, c.confirm.max_seeds)
         if look is None:
             break
@@ -287,8 +288,7 @@ def run_confirm_pass(client, state: SweepState, plan: SweepPlan, template: Trial
         tuner = tune.Tuner.restore(tune_path, trainable, resume_unfinished=True, resume_errored=False,
                                    restart_errored=False)
         return fit(tuner, tune_path)
-    summary = summarize(load_records(client, state.experiment_id, state.parent_run_id), floor=floor,
-                        rules=c.confirm.rules())
+    summary = summarize_sweep(client, state.experiment_id, state.parent_run_id)
     best_per_method = c.confirm.best_per_method if best_per_method is None else best_per_method
     work = plan_work(summary, c.train.seed, state.confirm_seeds, best_per_method, only=only)
     discard_runs(client, work.discard)
@@ -349,7 +349,7 @@ def confirm_sweep(tracking_uri: str, experiment: str, seeds: int, address: str |
         # `peftsweep confirm --seeds N` asks for N seeds, whatever the sweep's confirm.seeds said
         status = run_confirm_stage(client, state, plan, trial_template(plan), floor, best_per_method, auto=False)
     finally:
-        summary = finish(client, state, plan, status, floor)
+        summary = finish(client, state, plan, status)
     outcome = SweepOutcome(summary, parent_run_id, experiment_id, tracking_uri, out / "summary" / "summary.json",
                            out / "summary" / "trials.csv", status)
     return plan, outcome
@@ -364,17 +364,17 @@ def abandon(client, state: SweepState) -> None:
     print(f"abandoned the interrupted sweep (MLflow parent run {state.parent_run_id})", flush=True)
 
 
-def finish(client, state: SweepState, plan: SweepPlan, status: str, floor: Floor | None = None) -> Summary:
+def finish(client, state: SweepState, plan: SweepPlan, status: str) -> Summary:
     """Summarize from MLflow, tag the front, write JSON/CSV, attach them to the parent run and close it."""
     out = plan.config.output_path
     if status == "interrupted":
         close_interrupted(client, state.experiment_id, state.parent_run_id)
-    summary = summarize(load_records(client, state.experiment_id, state.parent_run_id), floor=floor,
-                        rules=plan.config.confirm.rules())
+    summary = summarize_sweep(client, state.experiment_id, state.parent_run_id)
     tag_front(client, summary)
     log_confirmation(client, state.parent_run_id, summary)
     if plan.config.delete_dominated_checkpoints and status == "finished":
-        freed = delete_dominated_checkpoints(client, summary)
+        freed = delete_dominated_checkpoints(client, summary.trials + summary.repeats,
+                                             summary.front_configs)
         print(f"deleted the checkpoints of {freed.trials} dominated trials ({freed.bytes / 2**20:.1f} MiB)")
     json_path, csv_path = write_files(summary, out / "summary")
     for path in (json_path, csv_path):

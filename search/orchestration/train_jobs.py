@@ -8,7 +8,7 @@ sweep ends early (time budget, Ctrl-C), Tune kills the trial actors; and a trial
 dies with the trial actor that owns it, and leaves its placement group reserved until the sweep's driver exits (the
 group belongs to the job, not to the controller): later trials then wait for resources that never come back.
 
-So every Train controller registers itself (`RegisterJob`, through search.ray_private) with one small actor per
+So every Train controller registers itself (`RegisterJob`, through search.orchestration.ray_private) with one small actor per
 sweep, `TrainJobs`, which ends a job the way Ray Train's own Ctrl-C does (`TrainController.abort`: workers stopped,
 placement group removed) and then removes any placement group the controller created that is still reserved (all of
 them when the controller was dead already); and the sweep driver asks it to:
@@ -35,7 +35,7 @@ import ray
 from ray.tune import Callback
 from ray.tune.stopper import Stopper
 
-from peftsweep.search.ray_private import JobHooks, placement_groups_created_by
+from peftsweep.search.orchestration.ray_private import JobHooks, placement_groups_created_by
 
 ABORT_TIMEOUT_S = 30.0  # a graceful abort takes about a second; after this the controller is killed
 STOPPED, INTERRUPTED = "stopped", "interrupted"
@@ -189,8 +189,19 @@ class EarlyEnd:
         self.ctrl_c.clear()
         self.reason = None
 
+    def by_user(self) -> bool:
+        """The user interrupted the sweep (Ctrl-C): the trials Tune cut short have not ended."""
+        return self.ctrl_c.is_set()
+
+    def __reduce__(self):  # pickled with Tune's callbacks: unpickled, it is the process's own
+        return early_end, ()
+
 
 EARLY_END = EarlyEnd()
+
+
+def early_end() -> EarlyEnd:
+    return EARLY_END
 
 
 class EndTrainJobs(Callback, Stopper):

@@ -6,8 +6,8 @@ import time
 
 from ray.tune import Callback
 
-from peftsweep.search.space import unflat
-from peftsweep.search.tracking import trial_error_reason, trial_name
+from peftsweep.search.points import unflat
+from peftsweep.search.tracking.trial_logger import trial_error_reason, trial_name
 
 
 # After this long without a line, say what the sweep is waiting for: each running trial, its epoch and how long ago

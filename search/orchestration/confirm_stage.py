@@ -13,12 +13,13 @@ from ray import tune
 
 from peftsweep.search import storage
 from peftsweep.search.config import AUTO_BATCH_SEEDS
-from peftsweep.search.confirmation import Confirmation, Selected, confirm_seeds, select_configurations
-from peftsweep.search.progress import ProgressPrinter
-from peftsweep.search.space import repeat_point
-from peftsweep.search.summary import Summary, reference_methods
-from peftsweep.search.tracking import STATUS_TAG, MlflowTrialLogger, finite_metrics
-from peftsweep.search.train_jobs import EndTrainJobs
+from peftsweep.search.results.confirmation import Confirmation, Selected, confirm_seeds, select_configurations
+from peftsweep.search.orchestration.progress import ProgressPrinter
+from peftsweep.search.points import repeat_point
+from peftsweep.search.results.summary import Summary, reference_methods
+from peftsweep.search.tracking.client import STATUS_TAG
+from peftsweep.search.tracking.trial_logger import MlflowTrialLogger, finite_metrics
+from peftsweep.search.orchestration.train_jobs import EndTrainJobs
 from peftsweep.spaces import REGISTRY
 
 CONFIRM_RETRIES = 1  # a failed confirm run is tried again once (see confirm_tuner)

@@ -17,10 +17,12 @@ from pydantic import ValidationError
 
 from peftsweep.errors import UserError
 from peftsweep.search.config import SweepConfig
-from peftsweep.search.records import load_records
-from peftsweep.search.resume import config_changes
-from peftsweep.search.space import define_space, flat
-from peftsweep.search.tracking import SEARCH, client_for, latest_sweep, logged_config
+from peftsweep.search.tracking.runs import load_records
+from peftsweep.search.orchestration.resume import config_changes
+from peftsweep.search.orchestration.space import define_space
+from peftsweep.search.points import flat
+from peftsweep.search.results.records import SEARCH
+from peftsweep.search.tracking.client import client_for, latest_sweep, logged_config
 from peftsweep.spaces import REGISTRY, MethodSpec
 
 COMPARED = ("model", "task", "data", "train", "methods")  # what must match, unless allow_mismatch

@@ -10,10 +10,11 @@ from typing import Any
 from ray import tune
 
 from peftsweep.search.config import SearchSettings
-from peftsweep.search.pareto_asha import ParetoASHA
+from peftsweep.search.orchestration.pareto_asha import ParetoASHA
 from peftsweep.search.plan import SweepPlan
-from peftsweep.search.space import define_space, grid, start_points, unflat
-from peftsweep.search.warm_start import WarmStart, seed_searcher
+from peftsweep.search.orchestration.space import define_space, grid, start_points
+from peftsweep.search.points import unflat
+from peftsweep.search.orchestration.warm_start import WarmStart, seed_searcher
 
 OBJECTIVES = ["val_accuracy", "trainable_pct"]
 DIRECTIONS = ["max", "min"]

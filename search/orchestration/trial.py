@@ -13,9 +13,9 @@ from ray import tune
 from ray.train import TrainingFailedError
 from ray.tune.integration.ray_train import TuneReportCallback
 
-from peftsweep.search.space import repeat_of, unflat
+from peftsweep.search.points import repeat_of, unflat
 from peftsweep.search.storage import delete_checkpoints
-from peftsweep.search.train_jobs import INTERRUPTED, JobOfTrial
+from peftsweep.search.orchestration.train_jobs import INTERRUPTED, JobOfTrial
 from peftsweep.trainers.config import TrialTemplate
 from peftsweep.trainers.faults import (is_infrastructure_failure, record_reason, recorded_failure,
                                        training_failure)
@@ -37,7 +37,7 @@ def sweep_trial(config: dict[str, Any], *, data: dict[str, Any], template: Trial
     if (reason := recorded_failure(run_dir)) is None:  # a resumed sweep does not retry a NaN trial
         to_tune = TuneReportCallback()
         # The sweep ends this job when the trial ends early; the queue of reports to Tune is handed along so that a
-        # controller blocked on it can be unblocked (see search.train_jobs).
+        # controller blocked on it can be unblocked (see search.orchestration.train_jobs).
         job = JobOfTrial(context.get_experiment_name(), context.get_trial_id(),
                          getattr(to_tune, "_training_actor_item_queue", None))
         trainer = make_trainer(trial, data["tokenized"], storage_path=storage_path, name=name,

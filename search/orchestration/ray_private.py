@@ -1,6 +1,6 @@
 """The one module that reaches into Ray's private API, kept small so that a Ray upgrade breaks in one place.
 
-The sweep ends a trial's Ray Train job with the trial (search.train_jobs), and needs what Ray 2.60 has no public API
+The sweep ends a trial's Ray Train job with the trial (search.orchestration.train_jobs), and needs what Ray 2.60 has no public API
 for:
 - a hook that runs when a job's controller starts (Ray Train V2's public `UserCallback` sees reports and errors only),
   for the controller's actor handle (its `abort` is what Ray Train's own Ctrl-C calls): `JobHooks` subclasses

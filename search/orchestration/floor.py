@@ -12,7 +12,8 @@ import ray
 import torch
 from mlflow import MlflowClient
 
-from peftsweep.search.records import FLOOR_METRICS, FLOOR_TAG, Floor, logged_floor
+from peftsweep.search.results.records import Floor
+from peftsweep.search.tracking.runs import FLOOR_METRICS, FLOOR_TAG, logged_floor
 from peftsweep.trainers.config import TrialTemplate
 from peftsweep.trainers.data import TokenizedData
 from peftsweep.trainers.tasks import get_task

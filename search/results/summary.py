@@ -12,11 +12,10 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from peftsweep.search.confirmation import Confirmation, VerdictRules, confirm, format_confirmation, format_interval
-from peftsweep.search.pareto import Point, hypervolume, pareto_front
-from peftsweep.search.records import (RECORD_METRICS, Floor, TrialRecord, best_of, floor_accuracy, is_front_candidate,
+from peftsweep.search.results.confirmation import Confirmation, VerdictRules, confirm, format_confirmation, format_interval
+from peftsweep.search.results.pareto import Point, hypervolume, pareto_front
+from peftsweep.search.results.records import (CONFIRM, RECORD_METRICS, SEARCH, Floor, TrialRecord, best_of, floor_accuracy, is_front_candidate,
                                       of_stage)
-from peftsweep.search.tracking import CONFIRM, PARETO_TAG, SEARCH
 
 @dataclass
 class MethodComparison:
@@ -57,6 +56,14 @@ class Summary:
         out["total_worker_seconds"] = out["search_worker_seconds"] + out["confirm_worker_seconds"]
         gpu = total(self.trials + self.repeats, "gpu_seconds")
         return out | ({"total_gpu_seconds": gpu} if gpu else {})
+
+    @property
+    def front_configs(self) -> set[str]:
+        """The configurations on the front that counts: the front of the confirmed means when the sweep was confirmed
+        (a configuration's search run and its confirm runs alike), else the search's front."""
+        if self.confirmation is not None:
+            return set(self.confirmation.front)
+        return {r.config_id for r in self.front}
 
     @property
     def reference(self) -> MethodComparison | None:
@@ -107,15 +114,6 @@ def summarize(records: list[TrialRecord], references: set[str] | None = None,
                    reference_method=full.method if full else None, floor=floor,
                    below_floor=len(completed) - len(candidates), repeats=repeats,
                    confirmation=confirm(records, repeats, references, floor, rules))
-
-
-def tag_front(client, summary: Summary) -> None:
-    """`peftsweep.pareto` on every run: the front of the confirmed means when the sweep was confirmed (a
-    configuration's search run and its confirm runs alike), else the search's front."""
-    conf = summary.confirmation
-    for r in summary.trials + summary.repeats:
-        on_front = r.config_id in conf.front if conf else r.on_front
-        client.set_tag(r.run_id, PARETO_TAG, "true" if on_front else "false")
 
 
 def write_files(summary: Summary, directory: Path) -> tuple[Path, Path]:

@@ -8,9 +8,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from peftsweep.search.pareto import Point, hypervolume, pareto_front
-from peftsweep.search.records import Floor, TrialRecord, floor_accuracy
-from peftsweep.search.statistics import (ACCURACY_BOUNDS, Interval, PairedDifference, format_p, holm, is_undecided,
+from peftsweep.search.results.pareto import Point, hypervolume, pareto_front
+from peftsweep.search.results.records import Floor, TrialRecord, floor_accuracy
+from peftsweep.search.results.statistics import (ACCURACY_BOUNDS, Interval, PairedDifference, format_p, holm, is_undecided,
                                          mean_interval, paired_difference, seeds_to_decide, single_run_gap)
 
 # Confirm seeds are this far apart (and from the search's): each epoch is seeded with seed + epoch, so seeds 1 apart

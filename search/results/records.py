@@ -1,13 +1,13 @@
-"""A sweep's trials as records read from MLflow (one per child run), and the floor its parent run logged."""
+"""A sweep's trials as records (one per MLflow child run: search.tracking.runs reads them), and its floor."""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
 
-from peftsweep.search.tracking import (CONFIG_TAG, FAILURE_TAG, METHOD_TAG, SEARCH, SEED_TAG, STAGE_TAG, STATUS_TAG,
-                                       TRIAL_TAG, trial_runs)
 from peftsweep.trainers.faults import is_infrastructure_failure
+
+SEARCH, CONFIRM = "search", "confirm"  # the stages of a sweep: the search, then the confirm runs
 
 RECORD_METRICS = ("val_accuracy", "test_accuracy", "trainable_pct", "trainable_params", "stored_params",
                   "train_seconds", "peak_memory_mb", "worker_seconds", "gpu_seconds")
@@ -55,53 +55,9 @@ class Floor:
     test_accuracy: float
 
 
-FLOOR_TAG = "peftsweep.floor"  # on the parent run: what the floor is (Floor.kind)
-FLOOR_METRICS = ("floor_val_accuracy", "floor_test_accuracy")  # on the parent run
-
-
-def logged_floor(client, parent_run_id: str) -> Floor | None:
-    """The floor a sweep logged on its parent run (for a resumed sweep, the dashboard), if it did."""
-    run = client.get_run(parent_run_id)
-    metrics, kind = run.data.metrics, run.data.tags.get(FLOOR_TAG)
-    if kind is None or not all(k in metrics for k in FLOOR_METRICS):
-        return None
-    return Floor(kind, metrics[FLOOR_METRICS[0]], metrics[FLOOR_METRICS[1]])
-
-
 def floor_accuracy(floor: Floor | None) -> float:
     """The accuracy the hypervolume is measured from: the floor's validation accuracy, 0 without a floor."""
     return floor.val_accuracy if floor is not None else 0.0
-
-
-def logged_rules(client, parent_run_id: str):
-    """The verdict rules the sweep was configured with (its confirm.* params; the defaults for what it did not log)."""
-    from peftsweep.search.confirmation import VerdictRules
-
-    params, default = client.get_run(parent_run_id).data.params, VerdictRules()
-
-    def number(key: str, fallback: float, kind=float):
-        try:
-            return kind(params[key]) if key in params else fallback
-        except ValueError:
-            return fallback
-    failed = params.get("confirm_failed_runs", default.failed_runs)
-    return VerdictRules(confidence=number("confirm_confidence", default.confidence),
-                        margin=number("confirm_margin", default.margin),
-                        failed_runs=failed if failed in ("withhold", "floor") else default.failed_runs,
-                        looks=number("confirm_looks", default.looks, int))
-
-
-def record_from_run(run) -> TrialRecord:
-    metrics, tags = run.data.metrics, run.data.tags
-    status = tags.get(STATUS_TAG) or ("failed" if run.info.status == "FAILED" else "running")
-    trial_id = tags.get(TRIAL_TAG, "")
-    seed = tags.get(SEED_TAG)
-    return TrialRecord(run_id=run.info.run_id, trial_id=trial_id, method=tags.get(METHOD_TAG, "?"),
-                       status=status, params=dict(run.data.params),
-                       **{k: float(metrics.get(k, math.nan)) for k in RECORD_METRICS},
-                       stage=tags.get(STAGE_TAG, SEARCH), config_id=tags.get(CONFIG_TAG, trial_id),
-                       seed=int(seed) if seed is not None and seed.lstrip("-").isdigit() else None,
-                       failure=tags.get(FAILURE_TAG, ""))
 
 
 def is_front_candidate(record: TrialRecord) -> bool:
@@ -112,11 +68,6 @@ def is_front_candidate(record: TrialRecord) -> bool:
 def best_of(records: list[TrialRecord]) -> TrialRecord | None:
     ranked = sorted((r for r in records if is_front_candidate(r)), key=lambda r: (-r.val_accuracy, r.trainable_pct))
     return ranked[0] if ranked else None
-
-
-def load_records(client, experiment_id: str, parent_run_id: str) -> list[TrialRecord]:
-    """Every child run of the sweep, of both stages."""
-    return [record_from_run(run) for run in trial_runs(client, experiment_id, parent_run_id)]
 
 
 def of_stage(records: list[TrialRecord], stage: str) -> list[TrialRecord]:

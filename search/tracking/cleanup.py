@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from peftsweep.search.storage import delete_checkpoints, parent_of
-from peftsweep.search.summary import Summary
-from peftsweep.search.tracking import CHECKPOINT_TAG
+from peftsweep.search.results.records import TrialRecord
+from peftsweep.search.tracking.client import CHECKPOINT_TAG
 
 DELETED_TAG = "peftsweep.checkpoint_deleted"
 
@@ -27,14 +27,12 @@ class Freed:
 DELETED_STATUSES = ("completed", "early_stopped")
 
 
-def delete_dominated_checkpoints(client, summary: Summary) -> Freed:
-    """The front is the confirmed one when the sweep was confirmed: a configuration on it keeps the checkpoints of its
-    search run and of its confirm runs."""
-    conf = summary.confirmation
-    front = set(conf.front) if conf else {r.config_id for r in summary.front}
+def delete_dominated_checkpoints(client, records: list[TrialRecord], keep: set[str]) -> Freed:
+    """`records`: the sweep's runs of both stages; `keep`: the configurations on its front (`Summary.front_configs`),
+    whose search run and confirm runs keep their checkpoints."""
     freed = Freed()
-    for record in summary.trials + summary.repeats:
-        if record.config_id in front or record.status not in DELETED_STATUSES:
+    for record in records:
+        if record.config_id in keep or record.status not in DELETED_STATUSES:
             continue
         run = client.get_run(record.run_id)
         path = run.data.tags.get(CHECKPOINT_TAG)

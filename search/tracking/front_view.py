@@ -16,7 +16,7 @@ from urllib.parse import urlencode
 
 from mlflow import MlflowClient
 
-from peftsweep.search.tracking import METHOD_TAG, PARETO_TAG, ROLE_TAG, STATUS_TAG
+from peftsweep.search.tracking.client import METHOD_TAG, PARETO_TAG, ROLE_TAG, STATUS_TAG
 
 FRONT_FILTER = f"tags.`{PARETO_TAG}` = 'true'"  # the MLflow runs view's search box: the front alone
 TRIALS_FILTER = f"tags.`{ROLE_TAG}` = 'trial'"  # every trial, not the sweeps' parent runs

@@ -1,0 +1,76 @@
+"""A sweep read back from MLflow: its trial records, the floor and verdict rules its parent run logged, the front
+tagged on its runs, and the summary of it all (one function for every command that summarizes a sweep)."""
+
+from __future__ import annotations
+
+import math
+
+from peftsweep.search.results.records import RECORD_METRICS, SEARCH, Floor, TrialRecord
+from peftsweep.search.results.summary import Summary, summarize
+from peftsweep.search.tracking.client import (CONFIG_TAG, FAILURE_TAG, METHOD_TAG, PARETO_TAG, SEED_TAG, STAGE_TAG,
+                                              STATUS_TAG, TRIAL_TAG, trial_runs)
+
+
+FLOOR_TAG = "peftsweep.floor"  # on the parent run: what the floor is (Floor.kind)
+FLOOR_METRICS = ("floor_val_accuracy", "floor_test_accuracy")  # on the parent run
+
+
+def logged_floor(client, parent_run_id: str) -> Floor | None:
+    """The floor a sweep logged on its parent run (for a resumed sweep, the dashboard), if it did."""
+    run = client.get_run(parent_run_id)
+    metrics, kind = run.data.metrics, run.data.tags.get(FLOOR_TAG)
+    if kind is None or not all(k in metrics for k in FLOOR_METRICS):
+        return None
+    return Floor(kind, metrics[FLOOR_METRICS[0]], metrics[FLOOR_METRICS[1]])
+
+
+def logged_rules(client, parent_run_id: str):
+    """The verdict rules the sweep was configured with (its confirm.* params; the defaults for what it did not log)."""
+    from peftsweep.search.results.confirmation import VerdictRules
+
+    params, default = client.get_run(parent_run_id).data.params, VerdictRules()
+
+    def number(key: str, fallback: float, kind=float):
+        try:
+            return kind(params[key]) if key in params else fallback
+        except ValueError:
+            return fallback
+    failed = params.get("confirm_failed_runs", default.failed_runs)
+    return VerdictRules(confidence=number("confirm_confidence", default.confidence),
+                        margin=number("confirm_margin", default.margin),
+                        failed_runs=failed if failed in ("withhold", "floor") else default.failed_runs,
+                        looks=number("confirm_looks", default.looks, int))
+
+
+def record_from_run(run) -> TrialRecord:
+    metrics, tags = run.data.metrics, run.data.tags
+    status = tags.get(STATUS_TAG) or ("failed" if run.info.status == "FAILED" else "running")
+    trial_id = tags.get(TRIAL_TAG, "")
+    seed = tags.get(SEED_TAG)
+    return TrialRecord(run_id=run.info.run_id, trial_id=trial_id, method=tags.get(METHOD_TAG, "?"),
+                       status=status, params=dict(run.data.params),
+                       **{k: float(metrics.get(k, math.nan)) for k in RECORD_METRICS},
+                       stage=tags.get(STAGE_TAG, SEARCH), config_id=tags.get(CONFIG_TAG, trial_id),
+                       seed=int(seed) if seed is not None and seed.lstrip("-").isdigit() else None,
+                       failure=tags.get(FAILURE_TAG, ""))
+
+
+def load_records(client, experiment_id: str, parent_run_id: str) -> list[TrialRecord]:
+    """Every child run of the sweep, of both stages."""
+    return [record_from_run(run) for run in trial_runs(client, experiment_id, parent_run_id)]
+
+
+
+
+def summarize_sweep(client, experiment_id: str, parent_run_id: str) -> Summary:
+    """The sweep's summary from MLflow alone: its runs, with the floor and the verdict rules its parent run logged."""
+    return summarize(load_records(client, experiment_id, parent_run_id), floor=logged_floor(client, parent_run_id),
+                     rules=logged_rules(client, parent_run_id))
+
+
+def tag_front(client, summary: Summary) -> None:
+    """`peftsweep.pareto` on every run: "true" on the runs of the configurations on the front that counts
+    (`Summary.front_configs`), "false" on every other run."""
+    front = summary.front_configs
+    for r in summary.trials + summary.repeats:
+        client.set_tag(r.run_id, PARETO_TAG, "true" if r.config_id in front else "false")
