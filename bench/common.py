@@ -10,9 +10,11 @@ from pathlib import Path
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from peftsweep import console  # noqa: E402
 from peftsweep.environment import apply_defaults  # noqa: E402
 
 apply_defaults()  # the settings every entry point runs with
+console.install()
 
 # What each benchmark trains: method choices are data (bench/workloads.yaml), as in configs/; the code names none.
 WORKLOADS = yaml.safe_load((Path(__file__).parent / "workloads.yaml").read_text())

@@ -26,7 +26,7 @@ from peftsweep.spaces import REGISTRY  # noqa: E402
 from peftsweep.trainers.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from peftsweep.trainers.config import TrainSettings  # noqa: E402
 from peftsweep.trainers.classification import Split  # noqa: E402
-from peftsweep.trainers.classification import evaluate, train_loader  # noqa: E402
+from peftsweep.trainers.classification import TASK as CLASSIFY, evaluate, train_loader  # noqa: E402
 from peftsweep.trainers.loop import optimizer_for, train_epoch  # noqa: E402
 from peftsweep.trainers.model import build_model  # noqa: E402
 
@@ -66,7 +66,7 @@ def check_method(name: str, model_dir: str, train: Split, val: Split, args) -> d
     hp = REGISTRY[name].defaults()
     if "num_virtual_tokens" in hp:
         hp["num_virtual_tokens"] = min(hp["num_virtual_tokens"], args.seq // 2)
-    model, counts, _ = build_model(model_dir, name, hp, LABELS, device=device)
+    model, counts, _ = build_model(model_dir, name, hp, LABELS, device=device, task=CLASSIFY)
     frozen = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
     settings = TrainSettings(batch_size=args.batch, precision="auto")
     loader = train_loader(train, args.batch, 0, seed=0)
@@ -84,7 +84,7 @@ def check_method(name: str, model_dir: str, train: Split, val: Split, args) -> d
     accuracy = evaluate(model, val, len(LABELS), 0, 256, device, "auto")["accuracy"]
     with tempfile.TemporaryDirectory() as tmp:
         save_checkpoint(model, Path(tmp), model_name=model_dir, method=name, hparams=hp, label_names=LABELS,
-                        max_length=args.seq + 2, counts=counts, epoch=1)
+                        max_length=args.seq + 2, counts=counts, epoch=1, task=CLASSIFY)
         reloaded, _ = load_checkpoint(Path(tmp), device=device)
         batch = torch.tensor(val.input_ids[:16], device=device)
         model.eval()

@@ -46,10 +46,11 @@ def plan_for(shape: dict, method: str, hparams: dict, batch: int, seq: int, stra
 
     from peftsweep.spaces import get_method
     from peftsweep.trainers.memory_plan import ModelShape, Workload, count_parameters, plan_worker
+    from peftsweep.trainers.generation import TASK as GENERATE
 
     config = LlamaConfig(**shape, tie_word_embeddings=False)
     spec = get_method(method)
-    counts = count_parameters(config, spec, spec.defaults() | hparams, "generation")
+    counts = count_parameters(config, spec, spec.defaults() | hparams, GENERATE)
     return plan_worker(counts, ModelShape.from_config(config), Workload(batch, seq, True, lean), strategy, 1, offload)
 
 

@@ -66,9 +66,11 @@ def ensure_dependencies(bundle: Path, target: Path, force: bool) -> None:
 def sweep_check(out: Path, dry_run: bool) -> dict:
     """A real sweep, every registered method once; its trials checked from MLflow."""
     sys.path.insert(0, str(ROOT))
+    from peftsweep import console
     from peftsweep.environment import apply_defaults
 
     apply_defaults()
+    console.install()
     import ray
 
     from peftsweep.search.config import SweepConfig

@@ -29,6 +29,7 @@ def tables() -> list[str]:
 
     from peftsweep.spaces import REGISTRY
     from peftsweep.trainers.memory_plan import GIB, ModelShape, Workload, count_at_largest, plan_worker
+    from peftsweep.trainers.generation import TASK as GENERATE
 
     w = WORKLOADS["memory"]
     workers, devices = w["workers"], w["devices_gb"]
@@ -41,7 +42,7 @@ def tables() -> list[str]:
         rows = []
         total = None
         for name, spec in REGISTRY.items():
-            counts, added = count_at_largest(config, spec, "generation")
+            counts, added = count_at_largest(config, spec, GENERATE)
             if spec.reference:  # full fine-tuning trains every parameter: its total is the model's
                 total = counts.total
             method_work = Workload(work.batch_per_worker, work.sequence_length + added, True, True)

@@ -64,8 +64,9 @@ def hparams(setup: Setup) -> dict:
 def tokenized(setup: Setup):
     from peftsweep.trainers.data import DataSpec
     from peftsweep.trainers.launch import prepare_data
+    from peftsweep.trainers.classification import TASK as CLASSIFY
 
-    return prepare_data(setup.model, DataSpec(**setup.data))
+    return prepare_data(setup.model, DataSpec(**setup.data), task=CLASSIFY)
 
 
 def bare_loop(setup: Setup, data) -> Timing:
@@ -73,7 +74,7 @@ def bare_loop(setup: Setup, data) -> Timing:
     import torch
 
     from peftsweep.trainers.config import TrainSettings
-    from peftsweep.trainers.classification import evaluate, train_loader
+    from peftsweep.trainers.classification import TASK as CLASSIFY, evaluate, train_loader
     from peftsweep.trainers.loop import begin_epoch, optimizer_for, seed_everything, train_epoch
     from peftsweep.trainers.model import build_model
 
@@ -81,7 +82,8 @@ def bare_loop(setup: Setup, data) -> Timing:
     start = time.perf_counter()
     seed_everything(0)
     hp = hparams(setup)
-    model, _, _ = build_model(setup.model, setup.method, hp, data.label_names, pad_token_id=data.pad_token_id)
+    model, _, _ = build_model(setup.model, setup.method, hp, data.label_names, pad_token_id=data.pad_token_id,
+                              task=CLASSIFY)
     settings = TrainSettings(epochs=setup.epochs, batch_size=setup.batch_size)
     loader = train_loader(data.splits["train"], setup.batch_size, data.pad_token_id, 0)
     optimizer, scheduler = optimizer_for(model, hp["lr"], settings, len(loader) * setup.epochs)
@@ -104,7 +106,7 @@ def raw_train_fn(config: dict) -> None:
 
     from peftsweep.spaces import get_method
     from peftsweep.trainers.config import TrainSettings
-    from peftsweep.trainers.classification import evaluate, train_loader
+    from peftsweep.trainers.classification import TASK as CLASSIFY, evaluate, train_loader
     from peftsweep.trainers.loop import begin_epoch, optimizer_for, seed_everything, train_epoch
     from peftsweep.trainers.model import build_model
 
@@ -115,7 +117,8 @@ def raw_train_fn(config: dict) -> None:
     torch.set_num_threads(1)
     seed_everything(0)
     hp = hparams(setup)
-    model, _, _ = build_model(setup.model, setup.method, hp, data.label_names, pad_token_id=data.pad_token_id)
+    model, _, _ = build_model(setup.model, setup.method, hp, data.label_names, pad_token_id=data.pad_token_id,
+                              task=CLASSIFY)
     ddp = ray.train.torch.prepare_model(model)
     settings = TrainSettings(epochs=setup.epochs, batch_size=setup.batch_size)
     loader = ray.train.torch.prepare_data_loader(

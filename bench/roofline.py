@@ -45,10 +45,11 @@ def non_embedding_params(model: str, label_names: list[str]) -> int:
     from torch import nn
 
     from peftsweep.trainers.model import load_base
+    from peftsweep.trainers.classification import TASK as CLASSIFY
 
     from peftsweep.spaces.base import HEAD_MODULE_NAMES
 
-    base = load_base(model, label_names)
+    base = load_base(model, label_names, task=CLASSIFY)
     embeddings = sum(p.numel() for m in base.modules() if isinstance(m, nn.Embedding) for p in m.parameters())
     head = sum(p.numel() for n, p in base.named_parameters() if set(n.split(".")) & set(HEAD_MODULE_NAMES))
     return sum(p.numel() for p in base.parameters()) - embeddings - head

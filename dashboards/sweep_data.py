@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from peftsweep.metric_names import QUALITY
 from peftsweep.search.results.records import TrialRecord
 from peftsweep.search.results.summary import Summary
 from peftsweep.search.tracking.client import client_for, latest_sweep
@@ -41,7 +42,7 @@ def load_sweep(tracking_uri: str, experiment: str, parent_run_id: str | None = N
     if summary is None:
         summary = summarize_sweep(client, experiment_id, parent_run_id)
     runs = {r.run_id: client.get_run(r.run_id).info.start_time for r in summary.trials}
-    curves = {r.run_id: sorted((m.step, m.value) for m in client.get_metric_history(r.run_id, "val_accuracy"))
+    curves = {r.run_id: sorted((m.step, m.value) for m in client.get_metric_history(r.run_id, QUALITY))
               for r in summary.front}
     return SweepData(experiment, tracking_uri, parent_run_id, summary, sorted(runs, key=runs.get), curves)
 
@@ -53,9 +54,10 @@ def hyperparameters(record: TrialRecord) -> dict[str, Any]:
 
 
 def key_hyperparameter(method: str) -> str:
-    """The parameter that sizes the method (r, virtual tokens, bottleneck), else the learning rate."""
+    """The number that sizes the method (its first declared size parameter: r, virtual tokens, bottleneck), else the
+    learning rate."""
     spec = REGISTRY.get(method)
     if spec is None:
         return "lr"
-    sizes = [k for k, p in spec.params.items() if isinstance(p, IntParam) and p.when is None]
+    sizes = [k for k, p in spec.params.items() if isinstance(p, IntParam) and p.size and p.when is None]
     return sizes[0] if sizes else "lr"

@@ -10,8 +10,10 @@ from typing import Any
 
 import yaml
 
+from peftsweep import console
 from peftsweep.environment import apply_defaults
 from peftsweep.errors import UserError
+from peftsweep.task_names import TaskName
 
 
 def parse_assignments(items: list[str], flag: str) -> dict[str, Any]:
@@ -51,6 +53,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from peftsweep.trainers.config import Resources, TrainSettings
     from peftsweep.trainers.data import DataSpec
     from peftsweep.trainers.launch import run_name_for, run_trial
+    from peftsweep.trainers.tasks import TASKS
 
     try:
         defaults = get_method(args.method).defaults() if args.method in REGISTRY else {}
@@ -59,8 +62,9 @@ def cmd_train(args: argparse.Namespace) -> int:
                  "chat_template": args.chat_template or None,
                  "label_words": args.label_words.split(",") if args.label_words else None}
         generation = {k: v for k, v in given.items() if v is not None}
-        if generation and args.task != "generation":
-            raise UserError(f"--{next(iter(generation)).replace('_', '-')}: only with --task generation")
+        owner = {key: kind.name for kind in TASKS.values() for key in kind.data_keys}  # who reads each data key
+        if foreign := [k for k in generation if owner.get(k, args.task) != args.task]:
+            raise UserError(f"--{foreign[0].replace('_', '-')}: only with --task {owner[foreign[0]]}")
         data_spec = DataSpec(preset=args.preset, train_file=args.train_file, text_column=args.text_column,
                              label_column=args.label_column, max_length=args.max_length, train_size=args.train_size,
                              validation_size=args.validation_size, test_size=args.test_size, seed=args.seed,
@@ -79,7 +83,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg, data = planned.config, planned.data
     import ray
 
-    from peftsweep.search.orchestration.sweep import connect_ray
+    from peftsweep.search.orchestration.cluster import connect_ray
 
     connect_ray()  # as a sweep does: worker logs stay in Ray's session log directory, not on the terminal
     output = Path(args.output).resolve()
@@ -265,9 +269,11 @@ def default_store(experiment: str | None) -> str:
 
 
 def print_metrics(metrics: dict[str, Any]) -> None:
-    keys = ["val_accuracy", "val_macro_f1", "val_loss", "test_accuracy", "test_macro_f1", "test_loss",
-            "trainable_params", "trainable_pct", "stored_params", "head_params", "base_params", "train_seconds",
-            "samples_per_second", "eval_samples_per_second", "peak_memory_mb", "strategy", "frozen_dtype"]
+    from peftsweep import metric_names as m
+
+    keys = [m.VAL_ACCURACY, m.VAL_MACRO_F1, m.VAL_LOSS, m.TEST_ACCURACY, m.TEST_MACRO_F1, m.TEST_LOSS, m.TRAINABLE_PARAMS,
+            m.TRAINABLE_PCT, m.STORED_PARAMS, m.HEAD_PARAMS, m.BASE_PARAMS, m.TRAIN_SECONDS, m.SAMPLES_PER_SECOND,
+            m.EVAL_SAMPLES_PER_SECOND, m.PEAK_MEMORY_MB, "strategy", "frozen_dtype"]
     for key in keys:
         if key in metrics:
             value = metrics[key]
@@ -349,7 +355,7 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--train-file", default=None, help="CSV/JSON/Parquet; validation and test are carved from it")
     train.add_argument("--text-column", default="text")
     train.add_argument("--label-column", default="label")
-    train.add_argument("--task", choices=["classification", "generation"], default="classification")
+    train.add_argument("--task", choices=list(TaskName), default=TaskName.CLASSIFICATION)
     train.add_argument("--template", default=None, help="generation: the prompt, with {column} placeholders")
     train.add_argument("--label-words", default=None, help="generation with a template: answers, comma-separated")
     train.add_argument("--prompt-column", default=None, help="generation: the prompt column (default prompt)")
@@ -387,6 +393,7 @@ COMMANDS = {"methods": cmd_methods, "docs": cmd_docs, "train": cmd_train, "run":
 
 def main(argv: list[str] | None = None) -> int:
     apply_defaults()
+    console.install()
     args = build_parser().parse_args(argv)
     if args.command == "train" and args.preset is None and args.train_file is None:
         args.preset = "trec6"

@@ -7,6 +7,7 @@ the driver did not start, so those travel in the job's runtime environment (`ACT
 
 from __future__ import annotations
 
+import logging
 import os
 
 DEFAULTS = {
@@ -39,9 +40,29 @@ DEFAULTS = {
 ACTOR_ENV = ("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "TUNE_FUNCTION_THREAD_TIMEOUT_S", "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S")
 
 
+# Other libraries' loggers, and the level below which they are not shown: the console is peftsweep's own lines.
+QUIETED = {
+    # bitsandbytes (imported by PEFT) warns at import that it cannot fetch an optional CPU kernel from the hub; it
+    # falls back to its built-in one, so the warning is noise on every command.
+    "bitsandbytes.backends.cpu.ops": logging.ERROR,
+    # MLflow announces each step of creating a new SQLite store ("Creating initial MLflow database tables...") at
+    # INFO; problems still come through as warnings.
+    "mlflow.store.db.utils": logging.WARNING,
+    "alembic.runtime.migration": logging.WARNING,
+}
+
+
 def apply_defaults() -> None:
+    """The settings above (a value already in the environment wins) and the quieted loggers."""
     for key, value in DEFAULTS.items():
         os.environ.setdefault(key, value)
+    quiet_libraries()
+
+
+def quiet_libraries() -> None:
+    """In every process that runs peftsweep's code: the driver (by `apply_defaults`) and each trial's workers."""
+    for name, level in QUIETED.items():
+        logging.getLogger(name).setLevel(level)
 
 
 def actor_env() -> dict[str, str]:

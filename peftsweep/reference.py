@@ -1,5 +1,5 @@
 """The reference pages generated from the code: every config key from the pydantic field descriptions
-(docs/config.md), every method from the registry (docs/methods.md). A test keeps the files in sync;
+(docs/config.md), every method from the registry (docs/methods.md), every metric (docs/metrics.md). A test keeps the files in sync;
 `peftsweep docs` writes them.
 """
 
@@ -74,9 +74,10 @@ def methods_reference() -> str:
              "`peftsweep methods` prints the same. Every method also trains the new classification head. The "
              "learning-rate ranges differ per method on purpose: soft-prompt methods need steps about 1000x larger "
              "than full fine-tuning.", "",
-             "To add a method: one module in `spaces/` that defines `SPEC = MethodSpec(...)` (`spaces/ia3.py` is the "
-             "smallest, `spaces/loha.py` the newest) and its hand-counted parameters in `tests/spaces/hand_counts.py`; "
-             "the registry and the contract tests pick it up.", ""]
+             "To add a method: one module in `spaces/` that defines `SPEC = MethodSpec(...)` and its hand-counted "
+             "parameters in `tests/spaces/hand_counts.py`; the registry and the contract tests pick it up. A method "
+             "that Hugging Face PEFT implements is its PEFT config and its parameters: `SPEC = peft_method(name, "
+             "summary, params, config)` (`spaces/ia3.py`, `spaces/vera.py`; soft prompts: `soft_prompt_method`).", ""]
     for spec in REGISTRY.values():
         traits = [t for t, on in (("the reference PEFT is compared against", spec.reference),
                                   ("base loaded quantized", spec.quantized),
@@ -97,7 +98,20 @@ def methods_reference() -> str:
     return "\n".join(lines)
 
 
-PAGES = {"config.md": config_reference, "methods.md": methods_reference}
+def metrics_reference() -> str:
+    from peftsweep.metric_names import METRICS, OBJECTIVES
+
+    lines = [GENERATED, "", "# Metrics", "",
+             "What every trial logs to its MLflow child run (`peftsweep.metric_names`, where each name is written "
+             "once). `epoch`: a series with one value per epoch, the last one final; `final`: logged once when the "
+             "trial ends. `driver`: computed by the sweep's driver from the trial's reports. The front is over "
+             + " and ".join(f"`{m.name}` ({m.better})" for m in OBJECTIVES) + ".", "",
+             "| metric | better | logged | by | meaning |", "|---|---|---|---|---|"]
+    lines += [f"| `{m.name}` | {m.better or ''} | {m.when} | {m.by} | {m.summary} |" for m in METRICS.values()]
+    return "\n".join(lines) + "\n"
+
+
+PAGES = {"config.md": config_reference, "methods.md": methods_reference, "metrics.md": metrics_reference}
 
 
 def write(directory: Path) -> list[Path]:

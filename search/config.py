@@ -14,6 +14,7 @@ import yaml
 from pydantic import BeforeValidator, Field, ValidationError, field_validator
 
 from peftsweep.errors import UserError
+from peftsweep.spaces import TaskName
 from peftsweep.trainers.config import GenerationSettings, Resources, Strict, TrainSettings
 from peftsweep.trainers.data import DataSpec
 
@@ -188,8 +189,8 @@ class SweepConfig(Strict):
     model: str = Field(description="local model directory, bundled model name (`all-MiniLM-L6-v2`) or hub id "
                                    "(needs network)")
     trust_remote_code: bool = Field(False, description="allow model code from the hub (off: safer)")
-    task: Literal["classification", "generation"] = Field(
-        "classification", description="classification: a new head predicts the label (accuracy, macro-F1); "
+    task: TaskName = Field(
+        TaskName.CLASSIFICATION, description="classification: a new head predicts the label (accuracy, macro-F1); "
                                       "generation: a causal LM generates the answer to a prompt (exact-match accuracy "
                                       "of greedy generations), from `data.prompt_column`/`data.target_column` or "
                                       "`data.template` over a classification data set")

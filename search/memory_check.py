@@ -10,10 +10,13 @@ enforced, and `auto` means ddp.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from peftsweep.spaces import MethodSpec
 from peftsweep.trainers.memory_plan import GIB, ModelShape, Workload, WorkerPlan, count_at_largest, plan_worker
+
+if TYPE_CHECKING:
+    from peftsweep.trainers.task_kind import TaskKind
 
 
 @dataclass(frozen=True)
@@ -72,7 +75,7 @@ def candidates(asked: str, cpu_offload: bool) -> list[tuple[str, bool]]:
     return {"ddp": [("ddp", False)], "fsdp": [fsdp], "auto": [("ddp", False), fsdp]}[asked]
 
 
-def plan_method(name: str, spec: MethodSpec, model_config: Any, *, task: str, label_names: list[str],
+def plan_method(name: str, spec: MethodSpec, model_config: Any, *, task: TaskKind, label_names: list[str],
                 batch_size: int, max_length: int, workers: int, lean: bool, asked: str, cpu_offload: bool,
                 logits_over_vocab: bool, device: DeviceMemory) -> MethodMemory:
     """The method at the largest sizes its ranges allow (`MethodSpec.largest`), under each candidate strategy."""
@@ -164,7 +167,7 @@ def plan_sweep(config: Any, methods: dict[str, MethodSpec], label_names: list[st
     for name, spec in methods.items():
         lean = computes_in_bf16(config.train.precision, on_gpu[name])  # a GPU is assumed to have bf16
         method_device = device if on_gpu[name] else DeviceMemory(device.bytes, device.source, False)
-        planned[name] = plan_method(name, spec, model_config, task=config.task, label_names=label_names,
+        planned[name] = plan_method(name, spec, model_config, task=kind, label_names=label_names,
                                     batch_size=config.train.batch_size, max_length=max_length,
                                     workers=r.for_method(name).num_workers, lean=lean, asked=asked[name],
                                     cpu_offload=offload[name], logits_over_vocab=kind.logits_over_vocab,

@@ -18,11 +18,13 @@ from peftsweep.errors import UserError
 from peftsweep.search.config import SweepConfig
 from peftsweep.search.memory_check import MemoryPlan, plan_sweep
 from peftsweep.search.tracking.client import check_reachable
-from peftsweep.spaces import REGISTRY, ChoiceParam, MethodSpec, ModelInfo, Param, UnknownMethodError, get_method
+from peftsweep.spaces import (REGISTRY, ChoiceParam, MethodSpec, ModelInfo, Param, TaskName, UnknownMethodError,
+                              get_method)
 from peftsweep.trainers.config import Resources, TrainSettings, TrialConfig
 from peftsweep.trainers.data import DataSpec, TokenizedData
 from peftsweep.trainers.launch import model_info, prepare_data
 from peftsweep.trainers.model import load_model_config
+from peftsweep.trainers.tasks import TASKS, get_task
 
 
 @dataclass
@@ -124,21 +126,19 @@ def needs(config: SweepConfig, methods, available: dict[str, float]) -> dict[str
     return {m: config.resources.for_method(m, available.get("GPU", 0) > 0) for m in methods}
 
 
-GENERATION_ONLY = ("template", "label_words", "chat_template", "prompt_column", "target_column")
-
-
 def task_problems(config: SweepConfig, methods: dict[str, MethodSpec]) -> list[str]:
-    """Settings that belong to the other task kind, and methods that do not do this one."""
+    """Settings that belong to another task kind, methods that do not do this one, and the task kind's own checks
+    of its data section."""
     problems = [f"methods.{name}: does not support task {config.task} (it supports {', '.join(spec.tasks)})"
                 for name, spec in methods.items() if config.task not in spec.tasks]
-    if config.task != "generation":
-        problems += [f"data.{key}: only for task: generation (the task is {config.task})"
-                     for key in GENERATION_ONLY if key in config.data.model_fields_set]
-        if "generation" in config.model_fields_set:
-            problems.append(f"generation: only for task: generation (the task is {config.task})")
-    elif config.data.label_words is not None and config.data.template is None:
-        problems.append("data.label_words: only with data.template (the targets are otherwise a column)")
-    return problems
+    for other in TASKS.values():
+        if other.name == config.task:
+            continue
+        problems += [f"data.{key}: only for task: {other.name} (the task is {config.task})"
+                     for key in other.data_keys if key in config.data.model_fields_set]
+        if other.has_settings and other.name in config.model_fields_set:
+            problems.append(f"{other.name}: only for task: {other.name} (the task is {config.task})")
+    return problems + get_task(config.task).data_problems(config.data)
 
 
 def check_settings(config: SweepConfig, methods: dict[str, MethodSpec]) -> list[str]:
@@ -173,12 +173,14 @@ def build_plan(config: SweepConfig, available: dict[str, float] | None = None) -
     problems += check_reachable(config.tracking_uri)
     data = info = None
     try:
-        data = prepare_data(config.model, config.data, config.trust_remote_code, config.task)
+        data = prepare_data(config.model, config.data, task=get_task(config.task),
+                            trust_remote_code=config.trust_remote_code)
         info = model_info(config.model, data.max_length, config.trust_remote_code)
         if config.data.max_length is None and 0 < info.max_position_embeddings < data.max_length:
             # the task's default length is more than this model takes: its own limit, not an error the user made
             limited = config.data.model_copy(update={"max_length": info.max_position_embeddings})
-            data = prepare_data(config.model, limited, config.trust_remote_code, config.task)
+            data = prepare_data(config.model, limited, task=get_task(config.task),
+                                trust_remote_code=config.trust_remote_code)
             info = model_info(config.model, data.max_length, config.trust_remote_code)
     except UserError as exc:
         problems += exc.problems
@@ -250,8 +252,7 @@ class TrialPlan:
 
 
 def plan_trial(model: str, method: str, hparams: dict[str, Any], data: DataSpec, train: TrainSettings,
-               resources: Resources, available: dict[str, float] | None = None,
-               task: str = "classification") -> TrialPlan:
+               resources: Resources, task: TaskName, available: dict[str, float] | None = None) -> TrialPlan:
     """Every check of a sweep that applies to one trial; `available`: the cluster's resources, when known."""
     problems = method_problems(method, hparams, None, where="")
     try:
@@ -262,7 +263,7 @@ def plan_trial(model: str, method: str, hparams: dict[str, Any], data: DataSpec,
         problems += capacity_problems({method: resources}, available, where="--workers/--cpus-per-worker/--gpus")
     if problems:
         raise UserError(problems, "invalid trial")
-    tokenized = prepare_data(model, data, task=task)
+    tokenized = prepare_data(model, data, task=get_task(task))
     info = model_info(model, tokenized.max_length)
     if problems := method_problems(method, hparams, info, where=""):  # virtual tokens against max_length
         raise UserError(problems, "invalid trial")

@@ -10,15 +10,10 @@ that only read the registry (the sweep's driver, every trial's Ray driver proces
 from __future__ import annotations
 
 import importlib
-import logging
 import pkgutil
 
-# bitsandbytes (imported by PEFT) warns at import that it cannot fetch an optional CPU kernel from the hub; it falls
-# back to its built-in one, so the warning is noise on every command.
-logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
-
 from peftsweep.spaces.accounting import ParamCounts, count_base_params, count_params
-from peftsweep.spaces.base import TASK_KINDS, MethodSpec, ModelInfo, Requirement
+from peftsweep.spaces.base import TASK_KINDS, MethodSpec, ModelInfo, Requirement, TaskName
 from peftsweep.spaces.params import ChoiceParam, Condition, FloatParam, IntParam, Param
 
 
@@ -61,6 +56,6 @@ def get_method(name: str) -> MethodSpec:
         raise UnknownMethodError(name) from None
 
 
-__all__ = ["REGISTRY", "TASK_KINDS", "get_method", "discover", "RegistryError", "UnknownMethodError", "MethodSpec",
+__all__ = ["REGISTRY", "TASK_KINDS", "TaskName", "get_method", "discover", "RegistryError", "UnknownMethodError", "MethodSpec",
            "ModelInfo", "ParamCounts", "Requirement",
            "count_base_params", "count_params", "ChoiceParam", "Condition", "FloatParam", "IntParam", "Param"]

@@ -19,6 +19,8 @@ from torch import nn
 
 from peftsweep.spaces.base import HEAD_MODULE_NAMES
 
+from peftsweep.metric_names import STORED_PCT, TRAINABLE_PCT
+
 
 @dataclass(frozen=True)
 class ParamCounts:
@@ -36,7 +38,7 @@ class ParamCounts:
         return 100.0 * self.stored_params / self.base_params
 
     def as_metrics(self) -> dict[str, float]:
-        return {**asdict(self), "trainable_pct": self.trainable_pct, "stored_pct": self.stored_pct}
+        return {**asdict(self), TRAINABLE_PCT: self.trainable_pct, STORED_PCT: self.stored_pct}
 
 
 def logical_numel(param: nn.Parameter) -> int:

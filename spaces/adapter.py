@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from peftsweep.spaces.base import MethodSpec, freeze_all, unfreeze_head
+from peftsweep.spaces.base import MethodSpec, TaskName, freeze_all, unfreeze_head
 from peftsweep.spaces.params import IntParam
 from peftsweep.spaces.peft_common import learning_rate
 
@@ -60,7 +60,7 @@ def target_names(model: nn.Module) -> list[str]:
             if isinstance(module, nn.Linear) and any(re.search(p, name) for p in TARGET_PATTERNS)]
 
 
-def apply(model: nn.Module, hparams: dict[str, Any], task: str) -> nn.Module:
+def apply(model: nn.Module, hparams: dict[str, Any], task: TaskName) -> nn.Module:
     names = target_names(model)
     if not names:
         raise ValueError(f"adapter: no attention/feed-forward output projections found in a "
@@ -82,7 +82,7 @@ def save(model: nn.Module, directory: Path) -> None:
     save_file(trainable_state(model), str(directory / WEIGHTS_FILE))
 
 
-def load(base: nn.Module, directory: Path, hparams: dict[str, Any], task: str) -> nn.Module:
+def load(base: nn.Module, directory: Path, hparams: dict[str, Any], task: TaskName) -> nn.Module:
     model = apply(base, hparams, task)
     state = load_file(str(directory / WEIGHTS_FILE))
     missing = set(trainable_state(model)) - set(state)

@@ -13,12 +13,11 @@ from typing import Any, Callable
 from torch import nn
 
 from peftsweep.spaces.params import ChoiceParam, IntParam, Param, Trial
+from peftsweep.task_names import TaskName
 
 # Names of the task-head modules that `AutoModelForSequenceClassification` adds on top of a pre-trained body.
 HEAD_MODULE_NAMES = ("classifier", "score", "pre_classifier")
-# What a model is fine-tuned to do (trainers/ holds one module per task kind): a new head that classifies, or the
-# pre-trained language-model head that generates an answer.
-TASK_KINDS = ("classification", "generation")
+TASK_KINDS = tuple(TaskName)
 
 
 @dataclass(frozen=True)
@@ -122,7 +121,7 @@ class MethodSpec:
     stores_every_weight: bool = False
     flop_factor: int = 4
     added_tokens: AddedTokensFn = _no_added_tokens
-    tasks: tuple[str, ...] = TASK_KINDS
+    tasks: tuple[TaskName, ...] = TASK_KINDS
     unquantized: str | None = None
 
     @property

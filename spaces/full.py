@@ -9,13 +9,13 @@ from safetensors.torch import load_model, save_model
 from torch import nn
 
 from peftsweep.spaces.accounting import logical_numel
-from peftsweep.spaces.base import MethodSpec
+from peftsweep.spaces.base import MethodSpec, TaskName
 from peftsweep.spaces.peft_common import learning_rate
 
 WEIGHTS_FILE = "model.safetensors"
 
 
-def apply(model: nn.Module, hparams: dict[str, Any], task: str) -> nn.Module:
+def apply(model: nn.Module, hparams: dict[str, Any], task: TaskName) -> nn.Module:
     for p in model.parameters():
         p.requires_grad_(True)
     return model
@@ -25,7 +25,7 @@ def save(model: nn.Module, directory: Path) -> None:
     save_model(model, str(directory / WEIGHTS_FILE))  # handles tied weights; every tensor, since all changed
 
 
-def load(base: nn.Module, directory: Path, hparams: dict[str, Any], task: str) -> nn.Module:
+def load(base: nn.Module, directory: Path, hparams: dict[str, Any], task: TaskName) -> nn.Module:
     load_model(base, str(directory / WEIGHTS_FILE))
     return base
 

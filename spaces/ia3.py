@@ -4,26 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from torch import nn
-
-from peftsweep.spaces.base import MethodSpec
-from peftsweep.spaces.peft_common import (learning_rate, peft_load, peft_save, peft_stored_params,
-                                          peft_task_type)
+from peftsweep.spaces.peft_common import learning_rate, peft_method
 
 
-def apply(model: nn.Module, hparams: dict[str, Any], task: str) -> nn.Module:
-    from peft import IA3Config, get_peft_model
+def config(hparams: dict[str, Any], task_type: Any):
+    from peft import IA3Config
 
-    return get_peft_model(model, IA3Config(task_type=peft_task_type(task)))
+    return IA3Config(task_type=task_type)
 
 
-SPEC = MethodSpec(
-    name="ia3",
-    summary="IA3 rescaling vectors on keys, values and FFN outputs",
+SPEC = peft_method(
+    "ia3", "IA3 rescaling vectors on keys, values and FFN outputs",
     # Measured best on the demo task: 3e-2; scaling vectors want far larger steps than weights.
-    params={"lr": learning_rate(1e-3, 3e-1, 3e-2)},
-    apply=apply,
-    save=peft_save,
-    load=peft_load,
-    stored_params=peft_stored_params,
+    {"lr": learning_rate(1e-3, 3e-1, 3e-2)},
+    config,
 )

@@ -9,30 +9,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from torch import nn
-
-from peftsweep.spaces.base import MethodSpec
 from peftsweep.spaces.params import FloatParam, IntParam
-from peftsweep.spaces.peft_common import (learning_rate, peft_load, peft_save, peft_stored_params,
-                                          peft_task_type)
+from peftsweep.spaces.peft_common import learning_rate, peft_method
 
 
-def apply(model: nn.Module, hparams: dict[str, Any], task: str) -> nn.Module:
-    from peft import LoHaConfig, get_peft_model
+def config(hparams: dict[str, Any], task_type: Any):
+    from peft import LoHaConfig
 
-    config = LoHaConfig(
-        task_type=peft_task_type(task),
-        r=hparams["r"],
-        alpha=hparams["alpha_multiple"] * hparams["r"],
-        module_dropout=hparams["module_dropout"],
-    )
-    return get_peft_model(model, config)
+    return LoHaConfig(task_type=task_type, r=hparams["r"], alpha=hparams["alpha_multiple"] * hparams["r"],
+                      module_dropout=hparams["module_dropout"])
 
 
-SPEC = MethodSpec(
-    name="loha",
-    summary="LoHa: low-rank Hadamard-product updates on the attention projections (LyCORIS)",
-    params={
+SPEC = peft_method(
+    "loha", "LoHa: low-rank Hadamard-product updates on the attention projections (LyCORIS)",
+    {
         "r": IntParam(2, 32, 8, "rank of each of the two factors (the update's rank is up to r^2)", log=True, min=1,
                       size=True),
         "alpha_multiple": FloatParam(0.5, 4.0, 1.0, "alpha = alpha_multiple * r (the update is scaled by alpha/r)",
@@ -41,8 +31,5 @@ SPEC = MethodSpec(
                                      max=0.9),
         "lr": learning_rate(1e-4, 3e-2, 5e-3),
     },
-    apply=apply,
-    save=peft_save,
-    load=peft_load,
-    stored_params=peft_stored_params,
+    config,
 )

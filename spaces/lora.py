@@ -4,12 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from torch import nn
-
-from peftsweep.spaces.base import MethodSpec
 from peftsweep.spaces.params import ChoiceParam, FloatParam, IntParam
-from peftsweep.spaces.peft_common import (learning_rate, peft_load, peft_save, peft_stored_params,
-                                          peft_task_type)
+from peftsweep.spaces.peft_common import learning_rate, peft_method
 
 if TYPE_CHECKING:
     from peft import LoraConfig
@@ -24,11 +20,11 @@ LORA_PARAMS = {
 }
 
 
-def lora_config(hparams: dict[str, Any], task: str) -> LoraConfig:
+def lora_config(hparams: dict[str, Any], task_type: Any) -> LoraConfig:
     from peft import LoraConfig
 
     return LoraConfig(
-        task_type=peft_task_type(task),
+        task_type=task_type,
         r=hparams["r"],
         lora_alpha=hparams["alpha_multiple"] * hparams["r"],
         lora_dropout=hparams["dropout"],
@@ -36,18 +32,5 @@ def lora_config(hparams: dict[str, Any], task: str) -> LoraConfig:
     )
 
 
-def apply(model: nn.Module, hparams: dict[str, Any], task: str) -> nn.Module:
-    from peft import get_peft_model
-
-    return get_peft_model(model, lora_config(hparams, task))
-
-
-SPEC = MethodSpec(
-    name="lora",
-    summary="LoRA low-rank updates on the attention projections (Hu et al. 2021)",
-    params={**LORA_PARAMS, "lr": learning_rate(1e-4, 3e-2, 1e-2)},
-    apply=apply,
-    save=peft_save,
-    load=peft_load,
-    stored_params=peft_stored_params,
-)
+SPEC = peft_method("lora", "LoRA low-rank updates on the attention projections (Hu et al. 2021)",
+                   {**LORA_PARAMS, "lr": learning_rate(1e-4, 3e-2, 1e-2)}, lora_config)

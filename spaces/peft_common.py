@@ -1,14 +1,51 @@
-"""What the PEFT-library methods share: adapter-only persistence, stored-size counting, prompt-length checks."""
+"""What the PEFT-library methods share: one constructor for a method that Hugging Face PEFT implements (its config from
+the hyperparameters is all it adds), adapter-only persistence, stored-size counting, the soft prompts' length checks.
+
+A new PEFT method is its config function and its parameters:
+
+    def config(hparams, task_type):
+        from peft import VeraConfig
+        return VeraConfig(task_type=task_type, r=hparams["r"])
+
+    SPEC = peft_method("vera", "VeRA: ...", {"r": IntParam(...), "lr": learning_rate(...)}, config)
+"""
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from torch import nn
 
-from peftsweep.spaces.base import ModelInfo
-from peftsweep.spaces.params import FloatParam, IntParam
+from peftsweep.spaces.base import MethodSpec, ModelInfo, TaskName
+from peftsweep.spaces.params import FloatParam, IntParam, Param
+
+PeftConfigFn = Callable[[dict[str, Any], Any], Any]  # (hyperparameters, PEFT's task type) -> a PEFT config
+
+
+def peft_method(name: str, summary: str, params: dict[str, Param], config: PeftConfigFn, **spec: Any) -> MethodSpec:
+    """A method that PEFT applies (`get_peft_model` with `config`), saves (the adapter alone), loads and counts;
+    `spec`: any other `MethodSpec` field (requirements, a prompt's checks, an `apply` or `load` of its own)."""
+    fields = {"apply": partial(peft_apply, config), "save": peft_save, "load": peft_load,
+              "stored_params": peft_stored_params} | spec
+    return MethodSpec(name=name, summary=summary, params=params, **fields)
+
+
+def soft_prompt_method(name: str, summary: str, params: dict[str, Param], config: PeftConfigFn,
+                       extends_input: bool = True) -> MethodSpec:
+    """A PEFT method of virtual tokens: prepended to the input (`extends_input`: they take positions of their own and
+    lengthen every sequence) or kept in the attention cache (prefix tuning)."""
+    extra = {"added_tokens": virtual_token_count} if extends_input else {}
+    return peft_method(name, summary, params, config,
+                       check_context=partial(check_virtual_tokens, extends_input=extends_input),
+                       upper_limits=partial(virtual_token_limit, extends_input=extends_input), **extra)
+
+
+def peft_apply(config: PeftConfigFn, model: nn.Module, hparams: dict[str, Any], task: TaskName) -> nn.Module:
+    from peft import get_peft_model
+
+    return get_peft_model(model, config(hparams, peft_task_type(task)))
 
 
 def peft_save(model: nn.Module, directory: Path) -> None:
@@ -16,14 +53,14 @@ def peft_save(model: nn.Module, directory: Path) -> None:
     model.save_pretrained(str(directory))
 
 
-def peft_task_type(task: str) -> Any:
+def peft_task_type(task: TaskName) -> Any:
     """PEFT's task type for a task kind: it decides the wrapper (and so how prompts and generation are handled)."""
     from peft import TaskType
 
-    return {"classification": TaskType.SEQ_CLS, "generation": TaskType.CAUSAL_LM}[task]
+    return {TaskName.CLASSIFICATION: TaskType.SEQ_CLS, TaskName.GENERATION: TaskType.CAUSAL_LM}[TaskName(task)]
 
 
-def peft_load(base: nn.Module, directory: Path, hparams: dict[str, Any], task: str) -> nn.Module:
+def peft_load(base: nn.Module, directory: Path, hparams: dict[str, Any], task: TaskName) -> nn.Module:
     # Inference mode: prompt encoders come back as the plain embeddings they produced (their MLP is not stored).
     from peft import PeftModel
 

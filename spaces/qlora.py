@@ -11,10 +11,10 @@ from typing import Any
 
 from torch import nn
 
-from peftsweep.spaces.base import MethodSpec, Requirement
+from peftsweep.spaces.base import Requirement, TaskName
 from peftsweep.spaces.lora import LORA_PARAMS, lora_config
 from peftsweep.spaces.lora import SPEC as LORA_SPEC
-from peftsweep.spaces.peft_common import learning_rate, peft_load, peft_save, peft_stored_params
+from peftsweep.spaces.peft_common import learning_rate, peft_load, peft_method, peft_task_type
 
 BITSANDBYTES = Requirement("bitsandbytes", "QLoRA needs bitsandbytes: pip install 'peftsweep[qlora]' (or pip install "
                                            "bitsandbytes)")
@@ -59,28 +59,24 @@ def avoid_packed_cpu_weights(model: nn.Module) -> nn.Module:
     return model
 
 
-def apply(model: nn.Module, hparams: dict[str, Any], task: str) -> nn.Module:
+def apply(model: nn.Module, hparams: dict[str, Any], task: TaskName) -> nn.Module:
     from peft import get_peft_model, prepare_model_for_kbit_training
 
     avoid_packed_cpu_weights(model)
     # Gradient checkpointing trades compute for memory; small classifiers don't need it and run ~30% faster without.
     model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
-    return get_peft_model(model, lora_config(hparams, task))
+    return get_peft_model(model, lora_config(hparams, peft_task_type(task)))
 
 
-def load(base: nn.Module, directory: Path, hparams: dict[str, Any], task: str) -> nn.Module:
+def load(base: nn.Module, directory: Path, hparams: dict[str, Any], task: TaskName) -> nn.Module:
     return peft_load(avoid_packed_cpu_weights(base), directory, hparams, task)
 
 
-SPEC = MethodSpec(
-    name="qlora",
-    summary="LoRA on a 4-bit NF4-quantized base (bitsandbytes)",
-    params={**LORA_PARAMS, "lr": learning_rate(1e-4, 3e-2, 5e-3)},
-    apply=apply,
-    save=peft_save,
-    load=load,
-    stored_params=peft_stored_params,
-    base_quantization=quantization_config,
-    requires=(BITSANDBYTES,),
+SPEC = peft_method(
+    "qlora", "LoRA on a 4-bit NF4-quantized base (bitsandbytes)",
+    {**LORA_PARAMS, "lr": learning_rate(1e-4, 3e-2, 5e-3)},
+    lora_config,
+    # the base is prepared for 4-bit training before PEFT wraps it, and loaded so again
+    apply=apply, load=load, base_quantization=quantization_config, requires=(BITSANDBYTES,),
     unquantized=LORA_SPEC.name,
 )

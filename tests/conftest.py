@@ -2,12 +2,14 @@ import os
 
 import pytest
 
+from peftsweep import console  # noqa: E402
 from peftsweep.environment import apply_defaults  # noqa: E402
 
 apply_defaults()  # the settings every entry point runs with
+console.install()  # and its console: the library's lines on (captured) stdout
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach for the hub
 
-from tests.tiny import SHARED_EXPERIMENT, SWEEP_TRIALS, make_causal_dir, make_csv, make_decoder_dir, make_model_dir  # noqa: E402
+from tests.tiny import CLASSIFY, SHARED_EXPERIMENT, SWEEP_TRIALS, make_causal_dir, make_csv, make_decoder_dir, make_model_dir  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -35,7 +37,7 @@ def tiny_data(tiny_model, tiny_csv):
     from peftsweep.trainers.data import DataSpec
     from peftsweep.trainers.launch import prepare_data
 
-    return prepare_data(tiny_model, DataSpec(train_file=tiny_csv, max_length=16, seed=0))
+    return prepare_data(tiny_model, DataSpec(train_file=tiny_csv, max_length=16, seed=0), task=CLASSIFY)
 
 
 def sweep_on_local_ray(config: dict, directory, keep_ray: bool = False):

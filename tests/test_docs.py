@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from peftsweep.metric_names import METRICS
 from peftsweep.reference import PAGES
 from peftsweep.spaces import REGISTRY
 
@@ -30,6 +31,8 @@ def test_every_config_key_and_method_is_documented():
                 "`resources.gpu_memory_gb`", "`train.precision`"):
         assert key in config
     assert all(f"## `{name}`" in methods for name in REGISTRY)
+    metrics = (ROOT / "docs" / "metrics.md").read_text()
+    assert all(f"| `{name}` |" in metrics for name in METRICS)
     assert "|  |" not in config  # every key has a description
 
 

@@ -118,3 +118,13 @@ def make_8b_shaped_dir(directory: Path) -> Path:
                 pad_token_id=ref.pad_token_id, architectures=["LlamaForCausalLM"]).save_pretrained(directory)
     save_file({}, str(directory / "model.safetensors"))
     return directory
+
+
+def _task_kinds():
+    from peftsweep.spaces import TaskName
+    from peftsweep.trainers.tasks import get_task
+
+    return get_task(TaskName.CLASSIFICATION), get_task(TaskName.GENERATION)
+
+
+CLASSIFY, GENERATE = _task_kinds()  # the two task kinds, as the functions that act by task kind receive them

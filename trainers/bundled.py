@@ -11,6 +11,7 @@ Hugging Face directory.
 
 from __future__ import annotations
 
+import logging
 import contextlib
 import importlib
 import importlib.util
@@ -22,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from peftsweep.errors import UserError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -80,7 +83,7 @@ def convert_gguf(folder: Path, gguf_file: str, target: Path) -> None:
     from transformers.utils import logging as transformers_logging
 
     transformers_logging.disable_progress_bar()  # peftsweep's own line says what happens
-    print(f"converting the bundled {gguf_file} once into {target} ...", flush=True)
+    log.info(f"converting the bundled {gguf_file} once into {target} ...")
     with contextlib.redirect_stderr(io.StringIO()):  # the GGUF reader's own progress bar (plain tqdm)
         tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=gguf_file)
         loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf_file)

@@ -14,9 +14,11 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from peftsweep.spaces import ParamCounts, get_method
+from peftsweep.spaces import ParamCounts, TaskName, get_method
 from peftsweep.trainers.model import load_base
 from peftsweep.trainers.state import TRAINING_SHARDS_DIR, TRAINING_STATE_FILE
+from peftsweep.trainers.task_kind import TaskKind
+from peftsweep.trainers.tasks import get_task
 
 MANIFEST = "peftsweep.json"
 
@@ -38,11 +40,11 @@ def tracked_files(method: str) -> TrackedFiles:
 
 def save_checkpoint(model: nn.Module, directory: Path, *, model_name: str, method: str, hparams: dict[str, Any],
                     label_names: list[str], max_length: int, counts: ParamCounts, epoch: int,
-                    task: str = "classification") -> Path:
+                    task: TaskKind) -> Path:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     get_method(method).save(model, directory)
-    manifest = {"model": model_name, "task": task, "method": method, "hparams": hparams, "label_names": label_names,
+    manifest = {"model": model_name, "task": task.name, "method": method, "hparams": hparams, "label_names": label_names,
                 "max_length": max_length, "epoch": epoch, "params": counts.as_metrics()}
     (directory / MANIFEST).write_text(json.dumps(manifest, indent=2))
     return directory
@@ -90,8 +92,8 @@ def load_checkpoint(directory: Path, device: torch.device | None = None,
     """Rebuild the trained model from the base it names and the stored trained parts; returned in eval mode."""
     manifest = read_manifest(directory)
     spec = get_method(manifest["method"])
-    task = manifest.get("task", "classification")  # checkpoints from before generation existed
-    base = load_base(manifest["model"], manifest["label_names"], spec=spec, device=device,
-                     trust_remote_code=trust_remote_code, task=task)
-    model = spec.load(base, Path(directory), manifest["hparams"], task)
+    kind = get_task(manifest.get("task", TaskName.CLASSIFICATION))  # checkpoints from before generation existed
+    base = load_base(manifest["model"], manifest["label_names"], task=kind, spec=spec, device=device,
+                     trust_remote_code=trust_remote_code)
+    model = spec.load(base, Path(directory), manifest["hparams"], kind.name)
     return model.eval(), manifest

@@ -11,6 +11,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader
 
+from peftsweep.spaces import TaskName
 from peftsweep.trainers.data import DataSpec, TokenizedData, load_splits, pad_id
 from peftsweep.trainers.loop import autocast, to_device
 from peftsweep.trainers.metrics import accuracy, confusion, macro_f1
@@ -34,7 +35,8 @@ def tokenize(spec: DataSpec, tokenizer: Any, max_positions: int = 0) -> Tokenize
     for name, frame in splits.items():
         ids = tokenizer(frame["text"].astype(str).tolist(), truncation=True, max_length=max_length)["input_ids"]
         tokenized[name] = Split(input_ids=ids, labels=frame["label"].tolist())
-    return TokenizedData(splits=tokenized, label_names=names, pad_token_id=pad_id(tokenizer), max_length=max_length)
+    return TokenizedData(splits=tokenized, label_names=names, pad_token_id=pad_id(tokenizer), max_length=max_length,
+                         task=TaskName.CLASSIFICATION)
 
 
 def collate(pad_token_id: int):
@@ -120,7 +122,7 @@ def majority_floor(data: TokenizedData, template: Any = None, device: Any = None
 
 
 TASK = TaskKind(
-    name="classification",
+    name=TaskName.CLASSIFICATION,
     summary="a new head predicts one of the labels; accuracy and macro-F1",
     model_class="AutoModelForSequenceClassification",
     head_kwargs=head_kwargs,

@@ -6,6 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from peftsweep.spaces import TaskName
+
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -56,7 +58,7 @@ class TrialConfig(Strict):
 
     model: str = Field(description="local model directory or hub name (resolved, see trainers.model)")
     trust_remote_code: bool = False
-    task: Literal["classification", "generation"] = "classification"
+    task: TaskName
     method: str
     hparams: dict[str, Any]
     num_labels: int = Field(ge=0)  # 0 for generation from prompt/target columns
@@ -72,7 +74,7 @@ class TrialTemplate(Strict):
 
     model: str
     trust_remote_code: bool = False
-    task: Literal["classification", "generation"] = "classification"
+    task: TaskName
     num_labels: int = Field(ge=0)
     label_names: list[str]
     max_length: int = Field(ge=2)

@@ -20,6 +20,7 @@ import pandas as pd
 from pydantic import Field, model_validator
 
 from peftsweep.errors import UserError
+from peftsweep.spaces import TaskName
 from peftsweep.trainers.config import Strict
 from peftsweep.trainers.presets import PRESETS
 
@@ -72,7 +73,7 @@ class TokenizedData:
     label_names: list[str]  # classes (classification), or the answer words of a template (generation)
     pad_token_id: int
     max_length: int
-    task: str = "classification"
+    task: TaskName  # the task kind it was tokenized for
     eos_token_id: int | None = None  # generation: ends every target, stops generation
     max_new_tokens: int = 0  # generation: the longest target with its end-of-sequence token
 

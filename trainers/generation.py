@@ -23,6 +23,8 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader
 
+from peftsweep.metric_names import GENERATION_SAMPLES_PER_SECOND
+from peftsweep.spaces import TaskName
 from peftsweep.trainers.data import TokenizedData
 from peftsweep.trainers.generation_data import GenerationSplit, tokenize_generation
 from peftsweep.trainers.sharding import shard_rows
@@ -152,7 +154,7 @@ def evaluate(model: nn.Module, split: GenerationSplit, *, decode: Callable[[list
         sums, slowest = sums.cpu(), slowest.cpu()
     correct_all, seen, loss_all, tokens_all = sums.tolist()
     return {"accuracy": correct_all / seen if seen else 0.0, "loss": loss_all / tokens_all if tokens_all else 0.0,
-            "generation_samples_per_second": seen / max(slowest.item(), 1e-9)}
+            GENERATION_SAMPLES_PER_SECOND: seen / max(slowest.item(), 1e-9)}
 
 
 def model_problem(config: Any) -> str | None:
@@ -178,10 +180,10 @@ def evaluate_split(model: nn.Module, split: GenerationSplit, data: TokenizedData
 def zero_shot_floor(data: TokenizedData, template: Any, device: torch.device) -> dict[str, float]:
     """Exact-match accuracy of the pre-trained model itself, nothing trained (same prompts, same generation)."""
     from peftsweep.trainers.loop import autocast, uses_bf16
-    from peftsweep.trainers.model import load_base, load_tokenizer
+    from peftsweep.trainers.model import load_base, load_tokenizer  # the model loads this module's kind: no cycle,
+    # but the floor is the only part of a task kind that loads a model
 
-    model = load_base(template.model, [], device=device, trust_remote_code=template.trust_remote_code,
-                      task="generation")
+    model = load_base(template.model, [], task=TASK, device=device, trust_remote_code=template.trust_remote_code)
     if uses_bf16(device, template.train.precision):  # nothing trains: every weight lean (an 8B model in 16 GB)
         model = model.to(torch.bfloat16)
     tokenizer = load_tokenizer(template.model, template.trust_remote_code)
@@ -194,8 +196,14 @@ def zero_shot_floor(data: TokenizedData, template: Any, device: torch.device) ->
             for name in ("validation", "test")}
 
 
+def data_problems(spec: Any) -> list[str]:
+    if spec.label_words is not None and spec.template is None:
+        return ["data.label_words: only with data.template (the targets are otherwise a column)"]
+    return []
+
+
 TASK = TaskKind(
-    name="generation",
+    name=TaskName.GENERATION,
     summary="a causal LM generates the answer to a prompt; exact-match accuracy of greedy generations",
     model_class="AutoModelForCausalLM",
     head_kwargs=lambda label_names: {},
@@ -205,6 +213,9 @@ TASK = TaskKind(
     evaluate=evaluate_split,
     extra_metric="loss",
     floor_name="zero-shot",
+    data_keys=("template", "label_words", "chat_template", "prompt_column", "target_column"),
+    has_settings=True,
+    data_problems=data_problems,
     floor=zero_shot_floor,
     floor_runs_model=True,
     decodes=True,

@@ -10,6 +10,7 @@ from typing import Any
 import pandas as pd
 
 from peftsweep.errors import UserError
+from peftsweep.spaces import TaskName
 from peftsweep.trainers.data import SPLITS, DataSpec, TokenizedData, load_splits, pad_id
 
 DEFAULT_LENGTH_CAP = 1024  # longest example kept when data.max_length is not set (and the model allows it)
@@ -111,5 +112,5 @@ def tokenize_generation(spec: DataSpec, tokenizer: Any, max_positions: int) -> T
                   for name, (prompt_ids, target_ids, targets) in tokenized.items()}
     longest_target = max(len(t) for split in splits_out.values() for t in split.target_ids)
     return TokenizedData(splits=splits_out, label_names=words if spec.template is not None else [],
-                         pad_token_id=pad_id(tokenizer), max_length=max_length, task="generation",
+                         pad_token_id=pad_id(tokenizer), max_length=max_length, task=TaskName.GENERATION,
                          eos_token_id=eos, max_new_tokens=longest_target)

@@ -16,18 +16,17 @@ from peftsweep.trainers.data import DataSpec, TokenizedData
 from peftsweep.trainers.faults import raise_if_fatal_recorded
 from peftsweep.trainers.model import load_model_config, load_tokenizer, model_files_problem
 from peftsweep.trainers.recipe import train_loop_per_worker
-from peftsweep.trainers.tasks import get_task
+from peftsweep.trainers.task_kind import TaskKind
 
 
 def model_info(model: str, max_length: int, trust_remote_code: bool = False) -> ModelInfo:
     return ModelInfo.from_config(load_model_config(model, trust_remote_code), max_length)
 
 
-def prepare_data(model: str, data: DataSpec, trust_remote_code: bool = False,
-                 task: str = "classification") -> TokenizedData:
+def prepare_data(model: str, data: DataSpec, *, task: TaskKind, trust_remote_code: bool = False) -> TokenizedData:
     """Load, check and tokenize the data once for a task kind; raises UserError naming the problem."""
     config = load_model_config(model, trust_remote_code)  # a missing model is reported before any data work
-    kind = get_task(task)
+    kind = task
     if (problem := kind.model_problem(config)) is not None:
         raise UserError(problem)
     positions = getattr(config, "max_position_embeddings", 0) or 0

@@ -24,7 +24,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # the plan runs before any model is built: torch is imported where a count needs it
+    from peftsweep.trainers.task_kind import TaskKind
 
 GIB = 2**30
 FP32, BF16 = 4, 2
@@ -128,7 +131,7 @@ def plan_worker(counts: ParameterCounts, shape: ModelShape, work: Workload, stra
     return WorkerPlan(strategy, workers, cpu_offload, parts, host)
 
 
-def count_parameters(model_config: Any, spec: Any, hparams: dict[str, Any], task: str,
+def count_parameters(model_config: Any, spec: Any, hparams: dict[str, Any], task: TaskKind,
                      label_names: tuple[str, ...] = ("0", "1")) -> ParameterCounts:
     """The method applied to the model built from its config on the meta device: exact counts, no memory used.
     A quantized method (QLoRA) is counted as its unquantized form (`MethodSpec.unquantized`: LoRA) on a
@@ -136,9 +139,7 @@ def count_parameters(model_config: Any, spec: Any, hparams: dict[str, Any], task
     import torch
     import transformers
 
-    from peftsweep.trainers.tasks import get_task
-
-    kind = get_task(task)
+    kind = task
     cls = getattr(transformers, kind.model_class)
     # the task kind's head (a classifier of len(label_names) classes; nothing for generation)
     config = model_config.__class__.from_dict(model_config.to_dict() | kind.head_kwargs(list(label_names)))
@@ -152,7 +153,7 @@ def count_parameters(model_config: Any, spec: Any, hparams: dict[str, Any], task
         if spec.quantized and spec.unquantized not in REGISTRY:
             raise ValueError(f"{spec.name}: a quantized method must name its unquantized form (MethodSpec.unquantized)")
         apply_spec = REGISTRY[spec.unquantized] if spec.quantized else spec
-        model = apply_spec.apply(model, hparams, task)
+        model = apply_spec.apply(model, hparams, kind.name)
     blocks = transformer_blocks(model)
     in_blocks = {id(p) for b in blocks for p in b.parameters()}
     params = list(model.parameters())
@@ -167,7 +168,7 @@ def count_parameters(model_config: Any, spec: Any, hparams: dict[str, Any], task
     return ParameterCounts(trainable, frozen, quantized, root, largest)
 
 
-def count_at_largest(model_config: Any, spec: Any, task: str,
+def count_at_largest(model_config: Any, spec: Any, task: TaskKind,
                      label_names: tuple[str, ...] = ("0", "1")) -> tuple[ParameterCounts, int]:
     """The method at the largest sizes its ranges allow (`MethodSpec.largest`): its parameter counts, and the most
     tokens it adds to every sequence (a soft prompt)."""

@@ -12,6 +12,7 @@ from peftsweep.spaces import MethodSpec, ParamCounts, count_base_params, count_p
 from peftsweep.errors import UserError
 from peftsweep.trainers.bundled import BUNDLED_MODELS, resolve_bundled
 from peftsweep.trainers.hub import cached_snapshot, hub_problem, not_found_message
+from peftsweep.trainers.task_kind import TaskKind
 
 
 def resolve_model(name_or_path: str) -> str:
@@ -108,15 +109,13 @@ def load_tokenizer(name_or_path: str, trust_remote_code: bool = False) -> Any:
 
 def load_base(name_or_path: str, label_names: list[str], *, spec: MethodSpec | None = None,
               device: torch.device | None = None, trust_remote_code: bool = False,
-              pad_token_id: int | None = None, task: str = "classification") -> nn.Module:
+              pad_token_id: int | None = None, task: TaskKind) -> nn.Module:
     """The pre-trained model with the task kind's head (a fresh classification head for these labels, or the
     pre-trained language-model head), loaded as the method asks (in 4 bits for QLoRA:
     `MethodSpec.base_quantization`)."""
     import transformers
 
-    from peftsweep.trainers.tasks import get_task
-
-    kind = get_task(task)
+    kind = task
     device = device or torch.device("cpu")
     kwargs: dict[str, Any] = kind.head_kwargs(label_names) | {"trust_remote_code": trust_remote_code}
     quantized = spec is not None and spec.base_quantization is not None
@@ -134,19 +133,19 @@ def load_base(name_or_path: str, label_names: list[str], *, spec: MethodSpec | N
 def build_model(model: str, method: str, hparams: dict[str, Any], label_names: list[str], *,
                 device: torch.device | None = None, trust_remote_code: bool = False,
                 pad_token_id: int | None = None,
-                task: str = "classification") -> tuple[nn.Module, ParamCounts, MethodSpec]:
+                task: TaskKind) -> tuple[nn.Module, ParamCounts, MethodSpec]:
     """Load the base, count it, apply the method, count what trains and what a checkpoint stores."""
     spec = get_method(method)
     base = load_base(model, label_names, spec=spec, device=device, trust_remote_code=trust_remote_code,
                      pad_token_id=pad_token_id, task=task)
     base_params = count_base_params(base)
-    adapted = spec.apply(base, hparams, task)
+    adapted = spec.apply(base, hparams, task.name)
     return adapted, count_params(adapted, base_params, spec.stored_params(adapted)), spec
 
 
 def build_skeleton(model: str, method: str, hparams: dict[str, Any], label_names: list[str], *,
                    trust_remote_code: bool = False, pad_token_id: int | None = None,
-                   task: str = "classification") -> nn.Module:
+                   task: TaskKind) -> nn.Module:
     """The adapted model's structure with its base on PyTorch's meta device (nothing read, nothing allocated but the
     method's own small parts): what rank 0 of a sharded trial puts the gathered trained tensors into to write the
     method's files (trainers.checkpoint.load_trained). A quantized method is built as its unquantized form
@@ -154,11 +153,10 @@ def build_skeleton(model: str, method: str, hparams: dict[str, Any], label_names
     import transformers
 
     from peftsweep.spaces import REGISTRY
-    from peftsweep.trainers.tasks import get_task
 
     spec = get_method(method)
     spec = REGISTRY[spec.unquantized] if spec.quantized else spec
-    kind = get_task(task)
+    kind = task
     config = load_model_config(model, trust_remote_code)
     config = config.__class__.from_dict(config.to_dict() | kind.head_kwargs(label_names))
     config._name_or_path = resolve_model(model)  # PEFT writes it into adapter_config.json as the base model
@@ -166,4 +164,4 @@ def build_skeleton(model: str, method: str, hparams: dict[str, Any], label_names
         config.pad_token_id = pad_token_id
     with torch.device("meta"):
         base = getattr(transformers, kind.model_class).from_config(config, trust_remote_code=trust_remote_code)
-    return spec.apply(base, hparams, task)
+    return spec.apply(base, hparams, kind.name)

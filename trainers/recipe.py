@@ -18,6 +18,9 @@ import ray.train.torch
 import torch
 import torch.distributed as dist
 
+from peftsweep.environment import quiet_libraries
+from peftsweep.metric_names import (DDP_PARAM_DIVERGENCE, EVAL_SAMPLES_PER_SECOND, NUM_NODES, PEAK_MEMORY_MB,
+                                    RESTARTS, SAMPLES_PER_SECOND, TRAIN_LOSS, TRAIN_SECONDS, split_scores)
 from peftsweep.spaces import get_method
 from peftsweep.trainers.checkpoint import save_checkpoint, save_gathered_checkpoint
 from peftsweep.trainers.config import TrialConfig
@@ -34,7 +37,9 @@ from peftsweep.trainers.task_kind import EvalContext
 from peftsweep.trainers.tasks import get_task
 
 
+
 def train_loop_per_worker(config: dict[str, Any]) -> None:
+    quiet_libraries()  # this worker's process: other libraries' notices stay out of its log
     # 1. What to do, typed; the data tokenized once by the driver, fetched from the object store.
     cfg = TrialConfig.model_validate(config["trial"])
     task = get_task(cfg.task)  # what the model learns to do and how it is scored (trainers.tasks)
@@ -62,7 +67,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     load_on = torch.device("cpu") if sharded and not get_method(cfg.method).quantized else device
     model, counts, _ = build_model(cfg.model, cfg.method, cfg.hparams, cfg.label_names, device=load_on,
                                    trust_remote_code=cfg.trust_remote_code, pad_token_id=data.pad_token_id,
-                                   task=cfg.task)
+                                   task=task)
     if lean:
         make_frozen_lean(model)
     where |= weight_dtypes(model)
@@ -73,7 +78,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         if saved else Progress()
     progress.restarts += 1 if saved else 0
     for past in progress.history if saved else []:  # a driver killed before it logged these results gets them now
-        ray.train.report(past | {"restarts": progress.restarts, "checkpoint_path": checkpoint.path})
+        ray.train.report(past | {RESTARTS: progress.restarts, "checkpoint_path": checkpoint.path})
     if progress.epoch >= cfg.train.epochs:  # it had finished: nothing left to train
         return
     if sharded:
@@ -102,17 +107,17 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                           decode=decode, max_new_tokens=cfg.generation.max_new_tokens or data.max_new_tokens,
                           match=cfg.generation.match, sharded=sharded)
 
-    def evaluate_split(split: str) -> dict[str, float]:
-        """{"accuracy", <the task's extra metric>, "samples_per_second"} of the whole split."""
+    def evaluate_split(split: str) -> tuple[dict[str, float], float]:
+        """({"accuracy", <the task's extra metric>, its throughputs}, examples per second) of the whole split."""
         start = time.perf_counter()
         scores = task.evaluate(model, data.splits[split], data, context)
         elapsed = _max_across_ranks(time.perf_counter() - start, device)
-        return scores | {"samples_per_second": len(data.splits[split]) / max(elapsed, 1e-9)}
+        return scores, len(data.splits[split]) / max(elapsed, 1e-9)
 
     # FSDP: the method's skeleton that rank 0 writes its files from, built once per trial (on the meta device)
     skeleton = functools.cache(lambda: build_skeleton(cfg.model, cfg.method, cfg.hparams, cfg.label_names,
                                                       trust_remote_code=cfg.trust_remote_code,
-                                                      pad_token_id=data.pad_token_id, task=cfg.task))
+                                                      pad_token_id=data.pad_token_id, task=task))
     train_started_at = time.time()  # wall clock: the trial's fixed cost is the time before this
     for epoch in range(progress.epoch + 1, cfg.train.epochs + 1):
         begin_epoch(loader, cfg.train.seed, epoch)
@@ -129,20 +134,20 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             raise
         progress.train_seconds += time.perf_counter() - start
         progress.examples += seen * world
-        val = evaluate_split("validation")
-        metrics = {"epoch": epoch, "train_loss": _mean_across_ranks(loss, device),
+        val, val_rate = evaluate_split("validation")
+        metrics = {"epoch": epoch, TRAIN_LOSS: _mean_across_ranks(loss, device),
                    # scores as val_<name>; throughputs (…_per_second) as they are, with eval_ for the whole pass
-                   **{f"val_{k}": v for k, v in val.items() if not k.endswith("per_second")},
-                   **{k: v for k, v in val.items() if k.endswith("per_second") and k != "samples_per_second"},
-                   "eval_samples_per_second": val["samples_per_second"],
-                   "train_seconds": progress.train_seconds, "restarts": progress.restarts,
-                   "samples_per_second": progress.examples / max(progress.train_seconds, 1e-9), **counts.as_metrics()}
+                   **split_scores("val", {k: v for k, v in val.items() if not k.endswith("per_second")}),
+                   **{k: v for k, v in val.items() if k.endswith("per_second")},
+                   EVAL_SAMPLES_PER_SECOND: val_rate,
+                   TRAIN_SECONDS: progress.train_seconds, RESTARTS: progress.restarts,
+                   SAMPLES_PER_SECOND: progress.examples / max(progress.train_seconds, 1e-9), **counts.as_metrics()}
         if epoch == cfg.train.epochs:
-            test = evaluate_split("test")
-            metrics |= {f"test_{k}": v for k, v in test.items() if not k.endswith("per_second")}
+            test, _ = evaluate_split("test")
+            metrics |= split_scores("test", {k: v for k, v in test.items() if not k.endswith("per_second")})
             if not sharded:  # FSDP holds one copy, sharded: nothing to diverge
-                metrics["ddp_param_divergence"] = _param_divergence(model, device)
-        metrics["peak_memory_mb"] = _max_across_ranks(peak_memory_mb(device), device)
+                metrics[DDP_PARAM_DIVERGENCE] = _param_divergence(model, device)
+        metrics[PEAK_MEMORY_MB] = _max_across_ranks(peak_memory_mb(device), device)
         metrics |= {"train_started_at": train_started_at, "reported_at": time.time(), "num_workers": world,
                     # the ranks that really synchronise (without a process group DDP's checks pass by construction)
                     "process_group_size": dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1,
@@ -156,7 +161,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             checkpoint = None
             files = dict(model_name=cfg.model, method=cfg.method, hparams=cfg.hparams, label_names=data.label_names,
-                         max_length=data.max_length, counts=counts, epoch=epoch, task=cfg.task)
+                         max_length=data.max_length, counts=counts, epoch=epoch, task=task)
             if sharded:
                 save_gathered_checkpoint(model, Path(tmp), rank=rank, skeleton=skeleton, **files)
                 save_sharded_training_state(Path(tmp), model, optimizer, scheduler, progress, rank)
@@ -178,7 +183,7 @@ def _placement() -> dict[str, Any]:
         dist.all_gather_object(ranks, mine)
     node_ids = sorted({node for node, _ in ranks})
     return {"node_ids": ",".join(node_ids), "node_ips": ",".join(sorted({ip for _, ip in ranks})),
-            "num_nodes": len(node_ids)}
+            NUM_NODES: len(node_ids)}
 
 
 def _last_training_state() -> tuple[ray.train.Checkpoint | None, dict[str, Any] | None]:

@@ -32,6 +32,10 @@ class EvalContext:
     sharded: bool = False  # FSDP: every rank runs as many batches (and generation steps) as the others
 
 
+def no_problems(spec: DataSpec) -> list[str]:
+    return []
+
+
 @dataclass(frozen=True)
 class TaskKind:
     """name: what users write (`task:`). model_class: the transformers auto class loaded for it.
@@ -47,7 +51,10 @@ class TaskKind:
         ..., "test": ...}): given the data and the sweep's trial template (model, evaluation settings) and a device.
     floor_runs_model: the floor needs the model (run where trials run); else it is computed from the data alone.
     logits_over_vocab: its loss is over the vocabulary's logits at every position (a causal LM): the memory plan
-        counts them."""
+        counts them.
+    data_keys: the `data:` keys only this task kind reads; has_settings: it reads a top-level config section of its
+        own name (`generation:`). Set under another task kind, they are refused by name.
+    data_problems: what is wrong with a `data:` section for this task kind (keys that need one another)."""
 
     name: str
     summary: str
@@ -63,3 +70,6 @@ class TaskKind:
     floor_runs_model: bool = False
     decodes: bool = False
     logits_over_vocab: bool = False
+    data_keys: tuple[str, ...] = ()
+    has_settings: bool = False
+    data_problems: Callable[[DataSpec], list[str]] = no_problems

@@ -30,7 +30,7 @@ from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
 from peftsweep.search.results.pareto import Point, pareto_front
 
-ACCURACY, COST, TIME = "val_accuracy", "trainable_pct", "epoch"
+TIME = "epoch"  # the time attribute: a trial reports once per epoch
 
 
 def fronts(points: list[Point]) -> list[list[Point]]:
@@ -119,9 +119,9 @@ class ParetoASHA(FIFOScheduler):
     finished). Tune does not save a scheduler with the sweep: put `self.saver` in the Tuner's callbacks, whose state
     Tune does save and restore."""
 
-    def __init__(self, max_t: int, grace_period: int = 1, reduction_factor: float = 3,
-                 objectives: tuple[str, str] = (ACCURACY, COST), modes: tuple[str, str] = ("max", "min"),
-                 floor: float | None = None, is_reference: Callable[[dict], bool] | None = None):
+    def __init__(self, max_t: int, *, objectives: tuple[str, str], modes: tuple[str, str], grace_period: int = 1,
+                 reduction_factor: float = 3, floor: float | None = None,
+                 is_reference: Callable[[dict], bool] | None = None):
         FIFOScheduler.__init__(self)
         if tuple(modes) != ("max", "min"):
             raise ValueError(f"ParetoASHA ranks a quality to maximize and a cost to minimize, got modes {modes}")

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 import time
 
 from ray.tune import Callback
 
+from peftsweep.metric_names import COST, QUALITY
 from peftsweep.search.points import unflat
 from peftsweep.search.tracking.trial_logger import trial_error_reason, trial_name
+
+log = logging.getLogger(__name__)
 
 
 # After this long without a line, say what the sweep is waiting for: each running trial, its epoch and how long ago
@@ -40,8 +44,8 @@ class ProgressPrinter(Callback):
         running = sum(1 for t in trials if t.status == "RUNNING" and t is not ended)
         best = f" | best val_acc {self.best[0]:.3f} ({self.best[1]})" if self.best else ""
         elapsed = time.monotonic() - self.start
-        print(f"[{elapsed:6.0f}s] {self.label}{self.done}/{self.total} done, {running} running, {self.failed} failed{best} "
-              f"| {message}", flush=True)
+        log.info(f"[{elapsed:6.0f}s] {self.label}{self.done}/{self.total} done, {running} running, "
+                 f"{self.failed} failed{best} | {message}")
         self.last_line = time.monotonic()
 
     def on_step(self, iteration, trials, **info):
@@ -72,7 +76,7 @@ class ProgressPrinter(Callback):
         self.done += 1
         result = trial.last_result or {}
         method = unflat(trial.config)[0]
-        accuracy, pct = result.get("val_accuracy", float("nan")), result.get("trainable_pct", float("nan"))
+        accuracy, pct = result.get(QUALITY, float("nan")), result.get(COST, float("nan"))
         epoch = int(result.get("epoch", 0))
         if epoch < self.planned_epochs:  # its scheduler stopped it: never on the front, so never the best
             self._line(trials, f"stopped early {trial_name(trial)} at epoch {epoch}/{self.planned_epochs}: "

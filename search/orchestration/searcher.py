@@ -12,12 +12,13 @@ from ray import tune
 from peftsweep.search.config import SearchSettings
 from peftsweep.search.orchestration.pareto_asha import ParetoASHA
 from peftsweep.search.plan import SweepPlan
+from peftsweep.metric_names import OBJECTIVES, QUALITY
 from peftsweep.search.orchestration.space import define_space, grid, start_points
 from peftsweep.search.points import unflat
 from peftsweep.search.orchestration.warm_start import WarmStart, seed_searcher
 
-OBJECTIVES = ["val_accuracy", "trainable_pct"]
-DIRECTIONS = ["max", "min"]
+METRIC_NAMES = [m.name for m in OBJECTIVES]  # what the searcher optimizes, and in which direction
+DIRECTIONS = [m.better for m in OBJECTIVES]
 
 
 def searcher_and_space(plan: SweepPlan, warm: WarmStart | None = None) -> tuple[Any, dict[str, Any], int]:
@@ -31,7 +32,7 @@ def searcher_and_space(plan: SweepPlan, warm: WarmStart | None = None) -> tuple[
 
     tried = warm.methods if warm else set()
     starts = [p for p in start_points(plan.methods, s.start_points) if p["method"] not in tried]
-    searcher = OptunaSearch(space=partial(define_space, methods=plan.methods), metric=OBJECTIVES, mode=DIRECTIONS,
+    searcher = OptunaSearch(space=partial(define_space, methods=plan.methods), metric=METRIC_NAMES, mode=DIRECTIONS,
                             points_to_evaluate=starts or None, sampler=make_sampler(s, len(starts)))
     if warm:
         seed_searcher(searcher, warm)
@@ -73,9 +74,9 @@ def scheduler_for(plan: SweepPlan, floor: float | None = None):
         return None
     if e.objective == "pareto":
         return ParetoASHA(max_t=plan.config.train.epochs, grace_period=e.grace_period,
-                          reduction_factor=e.reduction_factor, objectives=tuple(OBJECTIVES), modes=tuple(DIRECTIONS),
+                          reduction_factor=e.reduction_factor, objectives=tuple(METRIC_NAMES), modes=tuple(DIRECTIONS),
                           floor=floor, is_reference=is_reference_trial)
     # time_attr epoch, not training_iteration: a trial continued from a checkpoint keeps counting its epochs.
-    return tune.schedulers.ASHAScheduler(metric="val_accuracy", mode="max", time_attr="epoch",
+    return tune.schedulers.ASHAScheduler(metric=QUALITY, mode="max", time_attr="epoch",
                                          max_t=plan.config.train.epochs, grace_period=e.grace_period,
                                          reduction_factor=e.reduction_factor)

@@ -37,6 +37,8 @@ from ray.tune.stopper import Stopper
 
 from peftsweep.search.orchestration.ray_private import JobHooks, placement_groups_created_by
 
+log = logging.getLogger(__name__)
+
 ABORT_TIMEOUT_S = 30.0  # a graceful abort takes about a second; after this the controller is killed
 STOPPED, INTERRUPTED = "stopped", "interrupted"
 
@@ -106,8 +108,8 @@ class TrainJobs:
             await _drain(reports)
         ray.kill(controller)
         _release(actor_id, trial_id)
-        print(f"warning: the Ray Train job of trial {trial_id} did not stop within {ABORT_TIMEOUT_S:g} s and was "
-              f"killed", flush=True)
+        log.warning(f"the Ray Train job of trial {trial_id} did not stop within {ABORT_TIMEOUT_S:g} s and was "
+                    f"killed")
         return True
 
 
@@ -117,7 +119,7 @@ def _release(controller_id: str, trial_id: str) -> None:
         for group in placement_groups_created_by(controller_id):
             ray.util.remove_placement_group(group)
     except Exception as exc:  # the cluster is going away; nothing else to do
-        print(f"warning: could not release the placement group of trial {trial_id}: {exc}", flush=True)
+        log.warning(f"could not release the placement group of trial {trial_id}: {exc}")
 
 
 async def _drain(reports) -> None:
@@ -243,7 +245,7 @@ class EndTrainJobs(Callback, Stopper):
         try:
             return ray.get(getattr(jobs, method).remote(*args), timeout=ABORT_TIMEOUT_S + 10)
         except Exception as exc:  # never let this end Tune's loop: at worst a job outlives its trial
-            print(f"warning: could not end Ray Train jobs ({method}{args}): {type(exc).__name__}: {exc}", flush=True)
+            log.warning(f"could not end Ray Train jobs ({method}{args}): {type(exc).__name__}: {exc}")
             return None
 
     # Tune callback
@@ -257,8 +259,8 @@ class EndTrainJobs(Callback, Stopper):
         if EARLY_END.ctrl_c.is_set() and EARLY_END.reason is None:  # Tune ends its loop after this step
             EARLY_END.reason = "interrupted"
             stopped = self._stop_all(INTERRUPTED)
-            print(f"interrupted: stopped the Ray Train jobs of {len(stopped)} running trials; --resume continues them "
-                  f"from their last checkpoints", flush=True)
+            log.info(f"interrupted: stopped the Ray Train jobs of {len(stopped)} running trials; --resume continues "
+                     f"them from their last checkpoints")
 
     # Tune stopper
     def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
@@ -268,8 +270,8 @@ class EndTrainJobs(Callback, Stopper):
         if EARLY_END.reason is None and self.time_budget_s is not None and self.spent() >= self.time_budget_s:
             EARLY_END.reason = "time budget"
             stopped = self._stop_all(STOPPED)
-            print(f"time budget of {self.time_budget_s:g} s spent: no new trials; stopped {len(stopped)} running "
-                  f"trials early", flush=True)
+            log.info(f"time budget of {self.time_budget_s:g} s spent: no new trials; stopped {len(stopped)} running "
+                     f"trials early")
         return EARLY_END.reason == "time budget"
 
 
@@ -291,7 +293,7 @@ def interrupt_on_ctrl_c() -> Iterator[EarlyEnd]:
         if EARLY_END.ctrl_c.is_set():
             raise KeyboardInterrupt
         EARLY_END.ctrl_c.set()
-        print("Ctrl-C: ending the sweep after its running trials' jobs (Ctrl-C again to quit at once)", flush=True)
+        log.info("Ctrl-C: ending the sweep after its running trials' jobs (Ctrl-C again to quit at once)")
         tune_handler = signal.getsignal(signal.SIGUSR1)  # Tune's: ends its loop after the current step
         if not callable(tune_handler):
             raise KeyboardInterrupt

@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from peftsweep.metric_names import TEST_ACCURACY, VAL_ACCURACY
 from peftsweep.search.results.pareto import Point, hypervolume, pareto_front
 from peftsweep.search.results.records import Floor, TrialRecord, floor_accuracy
 from peftsweep.search.results.statistics import (ACCURACY_BOUNDS, Interval, PairedDifference, format_p, holm, is_undecided,
@@ -198,10 +199,10 @@ def confirm(search: list[TrialRecord], repeats: list[TrialRecord], references: s
         if reference is not None and c is not reference:
             runs, ref_runs = grouped[c.config_id], grouped[reference.config_id]
             val_at, test_at = (floor_val, floor_test) if at_floor else (None, None)
-            c.gap_val = paired_difference(by_seed(runs, "val_accuracy", val_at), by_seed(ref_runs, "val_accuracy", val_at),
+            c.gap_val = paired_difference(by_seed(runs, VAL_ACCURACY, val_at), by_seed(ref_runs, VAL_ACCURACY, val_at),
                                           rules.confidence, rules.margin)
-            c.gap_test = paired_difference(by_seed(runs, "test_accuracy", test_at),
-                                           by_seed(ref_runs, "test_accuracy", test_at), rules.confidence, rules.margin)
+            c.gap_test = paired_difference(by_seed(runs, TEST_ACCURACY, test_at),
+                                           by_seed(ref_runs, TEST_ACCURACY, test_at), rules.confidence, rules.margin)
     compared = sorted((c for c in configs if c.gap_test is not None), key=lambda c: c.config_id)
     adjusted = holm([c.gap_test for c in compared], rules.confidence, rules.looks)
     comparisons = adjusted[0].comparisons if adjusted else 0

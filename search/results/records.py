@@ -5,12 +5,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from peftsweep.metric_names import (GPU_SECONDS, PEAK_MEMORY_MB, STORED_PARAMS, TEST_ACCURACY, TRAINABLE_PARAMS, TRAINABLE_PCT, TRAIN_SECONDS, VAL_ACCURACY, WORKER_SECONDS)
 from peftsweep.trainers.faults import is_infrastructure_failure
 
 SEARCH, CONFIRM = "search", "confirm"  # the stages of a sweep: the search, then the confirm runs
 
-RECORD_METRICS = ("val_accuracy", "test_accuracy", "trainable_pct", "trainable_params", "stored_params",
-                  "train_seconds", "peak_memory_mb", "worker_seconds", "gpu_seconds")
+# The metrics a record holds (its float fields of the same names)
+RECORD_METRICS = (VAL_ACCURACY, TEST_ACCURACY, TRAINABLE_PCT, TRAINABLE_PARAMS, STORED_PARAMS, TRAIN_SECONDS, PEAK_MEMORY_MB, WORKER_SECONDS, GPU_SECONDS)
 
 
 @dataclass

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from peftsweep.metric_names import GPU_SECONDS, TRAINABLE_PCT, WORKER_SECONDS
 from peftsweep.search.results.confirmation import Confirmation, VerdictRules, confirm, format_confirmation, format_interval
 from peftsweep.search.results.pareto import Point, hypervolume, pareto_front
 from peftsweep.search.results.records import (CONFIRM, RECORD_METRICS, SEARCH, Floor, TrialRecord, best_of, floor_accuracy, is_front_candidate,
@@ -51,10 +52,10 @@ class Summary:
         def total(records: list[TrialRecord], metric: str) -> float:
             return math.fsum(v for r in records if math.isfinite(v := getattr(r, metric)))
 
-        out = {"search_worker_seconds": total(self.trials, "worker_seconds"),
-               "confirm_worker_seconds": total(self.repeats, "worker_seconds")}
+        out = {"search_worker_seconds": total(self.trials, WORKER_SECONDS),
+               "confirm_worker_seconds": total(self.repeats, WORKER_SECONDS)}
         out["total_worker_seconds"] = out["search_worker_seconds"] + out["confirm_worker_seconds"]
-        gpu = total(self.trials + self.repeats, "gpu_seconds")
+        gpu = total(self.trials + self.repeats, GPU_SECONDS)
         return out | ({"total_gpu_seconds": gpu} if gpu else {})
 
     @property
@@ -136,7 +137,7 @@ CONFIRMED_CSV = "confirmed.csv"  # one row per confirmed configuration
 
 
 def write_confirmed_csv(conf: Confirmation, path: Path) -> None:
-    fields = ["config_id", "method", "reasons", "trainable_pct", "runs", "failed", "failed_training", "failures",
+    fields = ["config_id", "method", "reasons", TRAINABLE_PCT, "runs", "failed", "failed_training", "failures",
               "val_mean", "val_low", "val_high", "val_interval", "test_mean", "test_low", "test_high", "test_interval",
               "search_val_accuracy", "selection_bias", "selection_bias_low", "selection_bias_high",
               "on_confirmed_front", "gap_val", "gap_val_low", "gap_val_high", "gap_test", "gap_test_low",
@@ -153,7 +154,7 @@ def write_confirmed_csv(conf: Confirmation, path: Path) -> None:
                          f"{name}_high": d.high if d else ""}
             t = c.gap_test
             writer.writerow({"config_id": c.config_id, "method": c.method, "reasons": ",".join(c.reasons),
-                             "trainable_pct": c.trainable_pct, "runs": c.attempted, "failed": c.failed,
+                             TRAINABLE_PCT: c.trainable_pct, "runs": c.attempted, "failed": c.failed,
                              "failed_training": c.failed_training, "failures": c.failures,
                              "val_mean": c.val.mean, "val_low": c.val.low, "val_high": c.val.high,
                              "val_interval": format_interval(c.val), "test_mean": c.test.mean,

@@ -9,17 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import logging
 from pathlib import Path
 from typing import Any
 
 from mlflow.entities import Param
 from mlflow.tracking import MlflowClient
-
-# MLflow announces each step of creating a new SQLite store ("Creating initial MLflow database tables...") at INFO:
-# the console shows peftsweep's own lines; problems still come through as warnings.
-for _name in ("mlflow.store.db.utils", "alembic.runtime.migration"):
-    logging.getLogger(_name).setLevel(logging.WARNING)
 
 ROLE_TAG = "peftsweep.role"  # "sweep" on the parent, "trial" on children
 TRIAL_TAG = "peftsweep.trial_id"

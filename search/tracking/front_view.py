@@ -16,6 +16,8 @@ from urllib.parse import urlencode
 
 from mlflow import MlflowClient
 
+from peftsweep.metric_names import (EPOCHS_COMPLETED, LOG10_TRAINABLE_PCT, QUALITY, STORED_PCT, TEST_ACCURACY,
+                                    TRAINABLE_PCT, VAL_ACCURACY)
 from peftsweep.search.tracking.client import METHOD_TAG, PARETO_TAG, ROLE_TAG, STATUS_TAG
 
 FRONT_FILTER = f"tags.`{PARETO_TAG}` = 'true'"  # the MLflow runs view's search box: the front alone
@@ -24,11 +26,11 @@ VIEW_TAG_PREFIX = "mlflow.sharedViewState."  # MLflow's own prefix for saved vie
 VIEW_ID, VIEW_NAME = "peftsweepfront", "peftsweep: the front"  # what the printed link opens
 # view id -> (name, runs it shows); both narrowed to the newest sweep of the experiment when saved
 VIEWS = {VIEW_ID: (VIEW_NAME, FRONT_FILTER), "peftsweeptrials": ("peftsweep: every trial", TRIALS_FILTER)}
-COLUMN_METRICS = ("val_accuracy", "test_accuracy", "trainable_pct", "stored_pct", "epochs_completed")
+COLUMN_METRICS = (VAL_ACCURACY, TEST_ACCURACY, TRAINABLE_PCT, STORED_PCT, EPOCHS_COMPLETED)
 COLUMN_TAGS = (METHOD_TAG, STATUS_TAG, PARETO_TAG)
 # MLflow's scatter chart has no log axis; trainable % spans 0.01 to 100, so the chart shows its log10 (a metric
 # every trial logs when it ends).
-CHART_X, CHART_Y = "log10_trainable_pct", "val_accuracy"
+CHART_X, CHART_Y = LOG10_TRAINABLE_PCT, QUALITY
 _SECTION = "peftsweep-front"
 
 
@@ -36,7 +38,7 @@ def view_state(search_filter: str = FRONT_FILTER) -> dict[str, Any]:
     """The runs page's state for the runs a filter selects: search facets and UI state as MLflow serialises them."""
     return {
         "searchFilter": search_filter,
-        "orderByKey": "metrics.`val_accuracy`",  # sorting by a metric also lists child runs flat, not under the parent
+        "orderByKey": f"metrics.`{QUALITY}`",  # sorting by a metric also lists child runs flat, not under the parent
         "orderByAsc": False,
         "startTime": "ALL",
         "lifecycleFilter": "Active",
@@ -96,7 +98,7 @@ def front_view_url(server: str, experiment_id: str, *, saved_view: bool = True, 
     if saved_view:
         query = urlencode({"viewStateShareKey": view_id, "compareRunsMode": "CHART"})
     else:
-        query = urlencode({"searchFilter": FRONT_FILTER, "orderByKey": "metrics.`val_accuracy`", "orderByAsc": "false"})
+        query = urlencode({"searchFilter": FRONT_FILTER, "orderByKey": f"metrics.`{QUALITY}`", "orderByAsc": "false"})
     return f"{server.rstrip('/')}/#/experiments/{experiment_id}/runs?{query}"
 
 

@@ -11,6 +11,7 @@ line, where any user of the machine could read them.
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 import signal
@@ -25,6 +26,8 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from peftsweep.errors import UserError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -196,7 +199,7 @@ def run_until_stopped(command: list[str], env: dict[str, str], health_url: str, 
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGHUP)}
     try:
         wait_healthy(health_url, process, start_timeout_s)
-        print(ready, flush=True)
+        log.info(ready)
         code = process.wait()
         return 0 if stopped else code
     except KeyboardInterrupt:
@@ -228,8 +231,8 @@ def serve(s: ServerSettings, extra: list[str]) -> int:
     env = server_env() | (auth_env(s, private) if s.auth else {})
     if "://" not in s.artifacts_destination:
         Path(s.artifacts_destination).mkdir(parents=True, exist_ok=True)
-    print(f"starting the MLflow tracking server on {s.url} with {s.workers} web worker(s) ... (a minute or more "
-          f"while a sweep keeps this machine's CPUs busy)", flush=True)
+    log.info(f"starting the MLflow tracking server on {s.url} with {s.workers} web worker(s) ... (a minute or more "
+             f"while a sweep keeps this machine's CPUs busy)")
     login = (" Every request needs a user: sweeps set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD; "
              "the admin adds users (docs/cluster.md)." if s.auth else "")
     try:

@@ -5,6 +5,7 @@ trial that is stopped early or crashes still gets its run closed with a status a
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 import time
@@ -15,6 +16,8 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 from ray.tune import Callback
 
+from peftsweep.metric_names import (EPOCH_METRICS, EPOCHS_COMPLETED, FINAL_METRICS, GPU_SECONDS, LOG10_TRAINABLE_PCT,
+                                    STARTUP_SECONDS, TRAINABLE_PCT, VAL_ACCURACY, WALL_SECONDS, WORKER_SECONDS)
 from peftsweep.search import storage
 from peftsweep.search.points import repeat_of, unflat
 from peftsweep.search.results.records import SEARCH
@@ -22,12 +25,7 @@ from peftsweep.search.tracking.client import (CHECKPOINT_TAG, CONFIG_TAG, FAILUR
                                               NODES_TAG, PLACE_TAGS, REPEATS_TAG, RETRIED_TAG, ROLE_TAG,
                                               SEED_TAG, STAGE_TAG, STATUS_TAG, TRIAL_TAG, client_for, trial_runs)
 
-EPOCH_METRICS = ("val_accuracy", "val_macro_f1", "val_loss", "train_loss")  # val_loss: generation
-# Logged once at the end (the per-epoch ones above are already there, their last step being the final value).
-FINAL_METRICS = ("test_accuracy", "test_macro_f1", "test_loss", "eval_samples_per_second",
-                 "generation_samples_per_second", "trainable_params",
-                 "trainable_pct", "stored_params", "stored_pct", "head_params", "base_params", "train_seconds",
-                 "samples_per_second", "peak_memory_mb", "ddp_param_divergence", "restarts", "num_nodes")
+log = logging.getLogger(__name__)
 
 
 def never() -> bool:
@@ -122,7 +120,7 @@ class MlflowTrialLogger(Callback):
         self.wall_before[run_id] = self._last_wall(run_id)
 
     def _last_wall(self, run_id: str) -> float:
-        history = self.client.get_metric_history(run_id, "wall_seconds")
+        history = self.client.get_metric_history(run_id, WALL_SECONDS)
         return max(history, key=lambda m: (m.step, m.timestamp)).value if history else 0.0
 
     def _wall(self, run_id: str, result: dict[str, Any]) -> float | None:
@@ -135,12 +133,12 @@ class MlflowTrialLogger(Callback):
         epoch = int(result.get("epoch", result.get("training_iteration", 0)))
         run_id = self.run_id(trial)
         if run_id not in self.logged_epoch:  # first result this driver sees: maybe a resumed trial
-            history = self.client.get_metric_history(run_id, "val_accuracy")
+            history = self.client.get_metric_history(run_id, VAL_ACCURACY)
             self.logged_epoch[run_id] = max((m.step for m in history), default=0)
         if epoch > self.logged_epoch[run_id]:
             metrics = finite_metrics(result, EPOCH_METRICS, epoch)
             if (wall := self._wall(run_id, result)) is not None:  # where a resumed driver's count continues
-                metrics.append(Metric("wall_seconds", wall, int(time.time() * 1000), epoch))
+                metrics.append(Metric(WALL_SECONDS, wall, int(time.time() * 1000), epoch))
             self.client.log_batch(run_id, metrics=metrics)
             self.logged_epoch[run_id] = epoch
 
@@ -161,10 +159,10 @@ class MlflowTrialLogger(Callback):
         run_id = self.run_id(trial)
         epochs = int(result.get("epoch", 0))
         metrics = finite_metrics(result, FINAL_METRICS, epochs)
-        pct = result.get("trainable_pct")
+        pct = result.get(TRAINABLE_PCT)
         if isinstance(pct, (int, float)) and 0 < pct < math.inf:  # MLflow's scatter charts have no log axis
-            metrics.append(Metric("log10_trainable_pct", math.log10(pct), int(time.time() * 1000), epochs))
-        metrics.append(Metric("epochs_completed", float(epochs), int(time.time() * 1000), epochs))
+            metrics.append(Metric(LOG10_TRAINABLE_PCT, math.log10(pct), int(time.time() * 1000), epochs))
+        metrics.append(Metric(EPOCHS_COMPLETED, float(epochs), int(time.time() * 1000), epochs))
         metrics += self._timing(run_id, result, epochs)
         tags = [RunTag(STATUS_TAG, status)] + ([RunTag(FAILURE_TAG, reason[:5000])] if reason else [])
         tags += [RunTag(tag, str(result[key])) for tag, key in
@@ -177,8 +175,8 @@ class MlflowTrialLogger(Callback):
             try:
                 self._log_checkpoint(run_id, location, unflat(trial.config)[0])
             except Exception as exc:  # an upload hiccup must not end the sweep: the checkpoint stays in storage
-                print(f"warning: {trial}: checkpoint not logged to MLflow ({type(exc).__name__}: {exc}); it is "
-                      f"still at {location}", flush=True)
+                log.warning(f"{trial}: checkpoint not logged to MLflow ({type(exc).__name__}: {exc}); it is "
+                            f"still at {location}")
                 self.client.set_tag(run_id, "peftsweep.checkpoint_log_error", f"{type(exc).__name__}: {exc}"[:500])
         self.client.set_terminated(run_id, mlflow_status)
 
@@ -209,14 +207,14 @@ class MlflowTrialLogger(Callback):
             start = None
         else:
             start = self.segment_start[run_id]
-        metrics = [Metric("wall_seconds", wall, now, step)]
+        metrics = [Metric(WALL_SECONDS, wall, now, step)]
         if start is not None:
-            metrics.append(Metric("startup_seconds", result["train_started_at"] - start, now, step))
+            metrics.append(Metric(STARTUP_SECONDS, result["train_started_at"] - start, now, step))
         workers, gpus = result.get("num_workers"), result.get("gpus_per_worker") or 0
         if isinstance(workers, (int, float)) and workers > 0:
-            metrics.append(Metric("worker_seconds", wall * workers, now, step))
+            metrics.append(Metric(WORKER_SECONDS, wall * workers, now, step))
             if gpus > 0:
-                metrics.append(Metric("gpu_seconds", wall * workers * gpus, now, step))
+                metrics.append(Metric(GPU_SECONDS, wall * workers * gpus, now, step))
         return metrics
 
     def on_experiment_end(self, trials, **info):

@@ -194,7 +194,7 @@ def test_confirm_command_passes_its_options_on(monkeypatch, tmp_path):
 
 
 def test_confirm_seeds_auto_adds_seeds_to_the_undecided_until_decided_or_the_budget(monkeypatch, tmp_path, capsys):
-    """`confirm.seeds: auto` as the sweep drives it (search.orchestration.sweep.run_confirm_stage), with each pass's runs made up:
+    """`confirm.seeds: auto` as the sweep drives it (search.orchestration.sweep.Sweep.confirm), each pass's runs made up:
     3 seeds for all; the undecided comparison and its reference get 5, 7, then 9, where it is decided (at alpha / 5:
     max_seeds 11 plans 5 looks) and the stage ends before its budget. A second time, never decided: it stops at
     max_seeds."""
@@ -203,6 +203,7 @@ def test_confirm_seeds_auto_adds_seeds_to_the_undecided_until_decided_or_the_bud
     from peftsweep.search.orchestration import sweep
     from peftsweep.search.config import SweepConfig
     from peftsweep.search.results.records import TrialRecord
+    from peftsweep.search.results.summary import summarize
     from peftsweep.search.orchestration.resume import SweepState
 
     def run(config_id: str, method: str, seed: int, test: float) -> TrialRecord:
@@ -217,23 +218,23 @@ def test_confirm_seeds_auto_adds_seeds_to_the_undecided_until_decided_or_the_bud
         runs: list[TrialRecord] = []
         passes = []
 
-        def fake_pass(client, state, plan, template, floor, best_per_method=None, only=None):
-            passes.append((state.confirm_seeds, sorted(only) if only else None))
-            for i in range(state.confirm_seeds):
+        def fake_pass(self, best_per_method=None, only=None):
+            passes.append((self.state.confirm_seeds, sorted(only) if only else None))
+            for i in range(self.state.confirm_seeds):
                 seed = 1000 * (i + 1)
                 for config_id, method, acc in (("f", "full", 0.80), ("l", "lora", 0.80 + gaps[i])):
                     if (only is None or config_id in only) and not any(r.run_id == f"{config_id}-{seed}" for r in runs):
                         runs.append(run(config_id, method, seed, acc))
             return "finished"
 
-        monkeypatch.setattr(sweep, "run_confirm_pass", fake_pass)
-        monkeypatch.setattr(sweep, "load_records", lambda *a: search + runs)
+        monkeypatch.setattr(sweep.Sweep, "confirm_pass", fake_pass)
+        monkeypatch.setattr(sweep.Sweep, "summarize", lambda self: summarize(search + runs, rules=config.confirm.rules()))
         monkeypatch.setattr(sweep, "write_state", lambda *a: None)
         config = SweepConfig.model_validate({"name": "x", "model": "m", "data": {"train_file": "t.csv"},
                                              "output_dir": str(tmp_path),
                                              "confirm": {"seeds": "auto", "max_seeds": max_seeds}})
         state = SweepState("parent", "exp", "sqlite:///x.db", str(tmp_path / "tune"), {}, confirm_seeds=3)
-        status = sweep.run_confirm_stage(None, state, SimpleNamespace(config=config), None, None)
+        status = sweep.Sweep(SimpleNamespace(config=config), state, None, None, None).confirm()
         assert status == "finished"
         return passes, capsys.readouterr().out
 

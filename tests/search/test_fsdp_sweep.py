@@ -12,7 +12,7 @@ import yaml
 
 from peftsweep.search.tracking.client import CHECKPOINT_TAG, STATUS_TAG
 from tests.search.test_faults import finish, history, kill_group, log_tail, start, trial_runs, wait_until
-from tests.tiny import make_csv
+from tests.tiny import CLASSIFY, make_csv
 
 EPOCHS = 3
 HANG_BOUND_S = 420
@@ -64,7 +64,7 @@ def test_an_fsdp_sweep_killed_and_resumed_runs_its_trial_once_from_the_shards(tm
         assert history(config, run.info.run_id) == list(range(1, EPOCHS + 1))  # every epoch once
         method = run.data.params["method"]
         hparams = yaml.safe_load(config.read_text())["methods"][method]
-        _, counts, _ = build_model(tiny_decoder, method, hparams, sorted(LABELS), task="classification")
+        _, counts, _ = build_model(tiny_decoder, method, hparams, sorted(LABELS), task=CLASSIFY)
         assert run.data.metrics["trainable_params"] == counts.trainable_params  # the whole model's, as under DDP
         # retention as under DDP: checkpoints_to_keep (2) of the 3 epochs' checkpoints, each whole (the method's
         # files and both ranks' shards)

@@ -10,6 +10,7 @@ from peftsweep.search.results.pareto import Point
 from peftsweep.search.orchestration.pareto_asha import ParetoASHA, continues, epsilon_net, fronts, rank
 
 GO, STOP = TrialScheduler.CONTINUE, TrialScheduler.STOP
+OBJECTIVES = {"objectives": ("val_accuracy", "trainable_pct"), "modes": ("max", "min")}
 
 
 def result(epoch: int, accuracy: float, pct: float) -> dict:
@@ -17,16 +18,16 @@ def result(epoch: int, accuracy: float, pct: float) -> dict:
 
 
 def test_rungs_are_below_the_planned_epochs():
-    assert ParetoASHA(max_t=9, grace_period=1, reduction_factor=3).milestones == [1, 3]
-    assert ParetoASHA(max_t=3, grace_period=1, reduction_factor=3).milestones == [1]
-    assert ParetoASHA(max_t=8, grace_period=2, reduction_factor=2).milestones == [2, 4]
+    assert ParetoASHA(**OBJECTIVES, max_t=9, grace_period=1, reduction_factor=3).milestones == [1, 3]
+    assert ParetoASHA(**OBJECTIVES, max_t=3, grace_period=1, reduction_factor=3).milestones == [1]
+    assert ParetoASHA(**OBJECTIVES, max_t=8, grace_period=2, reduction_factor=2).milestones == [2, 4]
 
 
 def test_a_cheap_mediocre_trial_no_cheaper_trial_beats_goes_on_a_dominated_one_stops():
     """The hung reproduction's case: IA3 at 0.823 with 0.081 % trainable is at the rung; prompt tuning arrives with
     0.683 at 0.020 %. Accuracy-only ASHA stops it (0.683 is below the rung's cutoff, 0.823); here it is on the first
     front and the cheapest there, so it goes on. An adapter at 0.70 with 0.35 % is dominated by IA3: stopped."""
-    scheduler = ParetoASHA(max_t=3, grace_period=1, reduction_factor=3)
+    scheduler = ParetoASHA(**OBJECTIVES, max_t=3, grace_period=1, reduction_factor=3)
     assert scheduler.decide("ia3", result(1, 0.823, 0.081)) == GO  # the first at a rung always goes on
     assert scheduler.decide("prompt", result(1, 0.683, 0.020)) == GO
     assert scheduler.decide("adapter", result(1, 0.70, 0.35)) == STOP
@@ -57,13 +58,13 @@ def test_a_resumed_scheduler_decides_as_an_uninterrupted_one():
               ("t1", result(2, 0.62, 0.1)), ("t1", result(3, 0.66, 0.1)), ("t4", result(1, 0.90, 0.05)),
               ("t2", result(3, 0.85, 1.0)), ("t5", result(1, 0.58, 0.2)), ("t4", result(3, 0.91, 0.05)),
               ("t5", result(3, 0.59, 0.2)), ("t6", result(1, 0.95, 0.01))]
-    whole = ParetoASHA(max_t=9, grace_period=1, reduction_factor=3)
+    whole = ParetoASHA(**OBJECTIVES, max_t=9, grace_period=1, reduction_factor=3)
     expected = [whole.decide(t, r) for t, r in stream]
     assert STOP in expected and GO in expected
-    first = ParetoASHA(max_t=9, grace_period=1, reduction_factor=3)
+    first = ParetoASHA(**OBJECTIVES, max_t=9, grace_period=1, reduction_factor=3)
     got = [first.decide(t, r) for t, r in stream[:5]]
     saved = pickle.loads(pickle.dumps(first.saver.get_state()))
-    resumed = ParetoASHA(max_t=9, grace_period=1, reduction_factor=3)  # as Tune builds it again from the Tuner
+    resumed = ParetoASHA(**OBJECTIVES, max_t=9, grace_period=1, reduction_factor=3)  # as Tune builds it again from the Tuner
     resumed.saver.set_state(saved)
     # a continued trial replays its last epoch: already recorded at that rung, so no second decision
     assert resumed.decide("t1", result(3, 0.66, 0.1)) == GO
@@ -84,7 +85,7 @@ def test_tune_saves_the_rung_records_and_restore_brings_them_back(tmp_path):
 
     ray.init(num_cpus=1, include_dashboard=False, configure_logging=False, log_to_driver=False)
     try:
-        scheduler = ParetoASHA(max_t=3, grace_period=1, reduction_factor=2)
+        scheduler = ParetoASHA(**OBJECTIVES, max_t=3, grace_period=1, reduction_factor=2)
         tune.Tuner(trainable, param_space={"accuracy": tune.grid_search([0.5, 0.9, 0.4])},
                    tune_config=tune.TuneConfig(scheduler=scheduler),
                    run_config=tune.RunConfig(name="x", storage_path=str(tmp_path), verbose=0,
@@ -103,7 +104,7 @@ def test_the_most_accurate_end_of_the_front_goes_on_n_2():
     """The issue's rung: prompt tuning 0.20 at 0.01 %, full fine-tuning 0.85 at 100 %. Both are on the first front;
     it used to keep only the cheapest (ceil(2/3) = 1) and stop the full fine-tune."""
     for first, second in (("prompt", "full"), ("full", "prompt")):
-        scheduler = ParetoASHA(max_t=3, grace_period=1, reduction_factor=3)
+        scheduler = ParetoASHA(**OBJECTIVES, max_t=3, grace_period=1, reduction_factor=3)
         points = {"prompt": result(1, 0.20, 0.01), "full": result(1, 0.85, 100.0)}
         assert scheduler.decide(first, points[first]) == GO
         assert scheduler.decide(second, points[second]) == GO
@@ -122,7 +123,7 @@ def test_a_trial_at_the_floor_ranks_last_and_the_most_accurate_goes_on_n_6():
     assert not continues("at-floor", recorded, 3, floor=0.50)
     assert not continues("adapter", recorded, 3, floor=0.50)  # dominated by ia3
     # through the scheduler, results arriving one by one: the floor-level one is stopped once others arrive
-    scheduler = ParetoASHA(max_t=3, grace_period=1, reduction_factor=3, floor=0.50)
+    scheduler = ParetoASHA(**OBJECTIVES, max_t=3, grace_period=1, reduction_factor=3, floor=0.50)
     decisions = {i: scheduler.decide(i, result(1, *v)) for i, v in recorded.items()}
     assert decisions["full"] == GO and decisions["ia3"] == GO and decisions["adapter"] == STOP
 
@@ -147,7 +148,7 @@ def test_the_last_running_full_fine_tune_is_kept_until_one_has_finished():
     def is_full(config):
         return config.get("method") == "full"
 
-    scheduler = ParetoASHA(max_t=3, grace_period=1, reduction_factor=3, is_reference=is_full)
+    scheduler = ParetoASHA(**OBJECTIVES, max_t=3, grace_period=1, reduction_factor=3, is_reference=is_full)
     lora, full_a, full_b = trial("lora", "lora"), trial("full-a", "full"), trial("full-b", "full")
     live = Live(lora, full_a, full_b)
     assert scheduler.on_trial_result(live, lora, result(1, 0.90, 0.5)) == GO
@@ -162,16 +163,17 @@ def test_the_last_running_full_fine_tune_is_kept_until_one_has_finished():
     live.trials.append(full_c)
     assert scheduler.on_trial_result(live, full_c, result(1, 0.70, 100.0)) == STOP  # a reference has finished
     state = pickle.loads(pickle.dumps(scheduler.saver.get_state()))
-    again = ParetoASHA(max_t=3, grace_period=1, reduction_factor=3, is_reference=is_full)
+    again = ParetoASHA(**OBJECTIVES, max_t=3, grace_period=1, reduction_factor=3, is_reference=is_full)
     again.saver.set_state(state)
     assert again.reference_finished
 
 
 def test_the_objectives_are_parameters():
-    scheduler = ParetoASHA(max_t=3, grace_period=1, reduction_factor=3, objectives=("val_f1", "checkpoint_mb"))
+    scheduler = ParetoASHA(max_t=3, grace_period=1, reduction_factor=3, objectives=("val_f1", "checkpoint_mb"),
+                           modes=("max", "min"))
     scheduler.decide("a", {"epoch": 1, "val_f1": 0.9, "checkpoint_mb": 10.0, "val_accuracy": 0.1})
     assert scheduler.rungs[1]["a"] == (0.9, 10.0)
     import pytest
 
     with pytest.raises(ValueError):
-        ParetoASHA(max_t=3, modes=("min", "min"))
+        ParetoASHA(max_t=3, objectives=("val_accuracy", "trainable_pct"), modes=("min", "min"))

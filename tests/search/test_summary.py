@@ -4,6 +4,7 @@ import pytest
 
 from peftsweep.search.results.records import TrialRecord
 from peftsweep.search.results.summary import format_table, summarize
+from tests.tiny import CLASSIFY
 
 
 def record(run_id, method, acc, pct, status="completed", test=0.5):
@@ -85,7 +86,7 @@ def test_majority_floor_by_hand():
     data = TokenizedData(splits={"train": Split([[1]] * 5, [2, 2, 2, 0, 1]),
                                  "validation": Split([[1]] * 4, [2, 0, 0, 2]),
                                  "test": Split([[1]] * 5, [1, 1, 1, 1, 2])},
-                         label_names=["a", "b", "c"], pad_token_id=0, max_length=8)
+                         label_names=["a", "b", "c"], pad_token_id=0, max_length=8, task=CLASSIFY.name)
     assert majority_floor(data) == {"validation": 0.5, "test": 0.2}
 
 

@@ -85,9 +85,37 @@ def loha(s: Shape, hp) -> tuple[int, int]:
     return n, n
 
 
+def dora(s: Shape, hp) -> tuple[int, int]:
+    # LoRA's, plus a magnitude per output feature of every adapted linear layer
+    h, i = s.hidden, s.intermediate
+    if hp["targets"] == "attention":  # query and value: h outputs each
+        magnitudes = s.layers * 2 * h
+    else:  # q, k, v, attention output (h), FFN in (i), FFN out (h) in every layer, and the pooler (h)
+        magnitudes = s.layers * (5 * h + i) + h
+    n = lora(s, hp)[0] + magnitudes
+    return n, n
+
+
+def vera(s: Shape, hp) -> tuple[int, int]:
+    # on query and value: lambda_d (r) and lambda_b (h outputs); the shared frozen A (r x h) and B (h x r) stored once
+    r, h = hp["r"], s.hidden
+    trained = s.layers * 2 * (r + h) + s.head
+    return trained, trained + 2 * r * h
+
+
+def lokr(s: Shape, hp) -> tuple[int, int]:
+    # query and value, h x h each: h = 32 factors as 4 x 8 (the pair nearest its square root), so dW = W1 (x) W2 with
+    # W1 4 x 4 (full) and W2 8 x 8, full when r >= 8 / 2, else two rank-r factors (8 x r)(r x 8)
+    small, large = 4, 8
+    assert small * large == s.hidden, "the hand count is for the tiny BERT's hidden size 32"
+    w2 = large * large if hp["r"] >= large / 2 else hp["r"] * (large + large)
+    n = s.layers * 2 * (small * small + w2) + s.head
+    return n, n
+
+
 def full(s: Shape, hp) -> tuple[int, int]:
     return s.body + s.head, s.body + s.head
 
 
 HAND_COUNTS = {"lora": lora, "qlora": lora, "ia3": ia3, "prefix": prefix, "prompt": prompt, "ptuning": ptuning,
-               "adapter": adapter, "loha": loha, "full": full}
+               "adapter": adapter, "loha": loha, "dora": dora, "vera": vera, "lokr": lokr, "full": full}

@@ -15,6 +15,7 @@ from peftsweep.trainers.config import TrainSettings
 from peftsweep.trainers.classification import predict, train_loader
 from peftsweep.trainers.loop import optimizer_for, train_epoch
 from peftsweep.trainers.model import build_model
+from tests.tiny import CLASSIFY
 
 CPU = torch.device("cpu")
 
@@ -78,7 +79,7 @@ def test_hyperparameters_are_valid(name, variant):
 @pytest.mark.parametrize("name,variant", CASES)
 def test_training_changes_only_trainable_parameters(name, variant, arch_model, tiny_data):
     hp = hparams_for(name, variant)
-    model, counts, _ = build_model(arch_model, name, hp, tiny_data.label_names, pad_token_id=tiny_data.pad_token_id)
+    model, counts, _ = build_model(arch_model, name, hp, tiny_data.label_names, pad_token_id=tiny_data.pad_token_id, task=CLASSIFY)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     # Train, evaluate, train again: evaluation must not break further training (bitsandbytes CPU trap for QLoRA).
     steps(model, tiny_data, hp, 3, seed=0)
@@ -97,7 +98,7 @@ def test_training_changes_only_trainable_parameters(name, variant, arch_model, t
 def test_parameter_counts_match_hand_count(name, variant, tiny_model, tiny_data):
     assert name in HAND_COUNTS, f"add a hand count for the new method {name!r} in tests/spaces/hand_counts.py"
     hp = hparams_for(name, variant)
-    model, counts, _ = build_model(tiny_model, name, hp, tiny_data.label_names, pad_token_id=tiny_data.pad_token_id)
+    model, counts, _ = build_model(tiny_model, name, hp, tiny_data.label_names, pad_token_id=tiny_data.pad_token_id, task=CLASSIFY)
     shape = Shape.of(model.config if not hasattr(model, "peft_config") else model.base_model.config)
     trainable, stored = HAND_COUNTS[name](shape, hp)
     assert counts.base_params == shape.body  # one denominator, the same for every method (4-bit too)
@@ -110,11 +111,11 @@ def test_parameter_counts_match_hand_count(name, variant, tiny_model, tiny_data)
 @pytest.mark.parametrize("name,variant", CASES)
 def test_checkpoint_reloads_with_same_predictions(name, variant, arch_model, tiny_data, tmp_path: Path):
     hp = hparams_for(name, variant)
-    model, counts, _ = build_model(arch_model, name, hp, tiny_data.label_names, pad_token_id=tiny_data.pad_token_id)
+    model, counts, _ = build_model(arch_model, name, hp, tiny_data.label_names, pad_token_id=tiny_data.pad_token_id, task=CLASSIFY)
     steps(model, tiny_data, hp, 4, seed=0)
     expected = logits(model, tiny_data)
     save_checkpoint(model, tmp_path, model_name=arch_model, method=name, hparams=hp,
-                    label_names=tiny_data.label_names, max_length=16, counts=counts, epoch=1)
+                    label_names=tiny_data.label_names, max_length=16, counts=counts, epoch=1, task=CLASSIFY)
     stored = sum(t.numel() for f in tmp_path.glob("*.safetensors") for t in load_file(str(f)).values())
     assert stored == counts.stored_params  # the checkpoint holds exactly what we say it stores: no frozen base
     reloaded, manifest = load_checkpoint(tmp_path)
@@ -146,7 +147,7 @@ def test_declared_capabilities_match_what_the_method_does(name, tiny_model, tiny
     """What callers ask a MethodSpec (FLOP factor, added input tokens, every weight stored) is what the method does."""
     spec = REGISTRY[name]
     hp = spec.defaults()
-    model, counts, _ = build_model(tiny_model, name, hp, tiny_data.label_names, pad_token_id=tiny_data.pad_token_id)
+    model, counts, _ = build_model(tiny_model, name, hp, tiny_data.label_names, pad_token_id=tiny_data.pad_token_id, task=CLASSIFY)
     base_trains = all(p.requires_grad for p in model.parameters())  # every pre-trained weight gets a gradient
     assert spec.flop_factor == (6 if base_trains else 4)
     assert spec.stores_every_weight == (counts.stored_params >= counts.base_params)

@@ -4,13 +4,14 @@ import pytest
 import torch
 
 from peftsweep.trainers.model import build_model
+from tests.tiny import CLASSIFY
 
 bnb = pytest.importorskip("bitsandbytes")
 
 
 def test_qlora_quantizes_every_body_linear_to_4_bit(tiny_model, tiny_data):
     model, counts, _ = build_model(tiny_model, "qlora", {"r": 4, "alpha_multiple": 2, "dropout": 0.0, "targets": "attention", "lr": 1e-3},
-                                   tiny_data.label_names)
+                                   tiny_data.label_names, task=CLASSIFY)
     four_bit = [n for n, m in model.named_modules() if isinstance(m, bnb.nn.Linear4bit)]
     linears = [n for n, m in model.named_modules()
                if isinstance(m, torch.nn.Linear) and "lora_" not in n and "classifier" not in n]

@@ -55,8 +55,9 @@ def _build(case: Case, rank: int, world: int):
 
     device = torch.device("cpu")
     seed_everything(0)
+    kind = get_task(case.task)
     model, counts, _ = build_model(case.model, case.method, case.hparams, case.data.label_names, device=device,
-                                   pad_token_id=case.data.pad_token_id, task=case.task)
+                                   pad_token_id=case.data.pad_token_id, task=kind)
     lean = uses_bf16(device, case.precision)
     if lean:
         make_frozen_lean(model)
@@ -64,7 +65,6 @@ def _build(case: Case, rank: int, world: int):
         model = wrapped = shard(model, device, lean=lean)
     else:
         wrapped = DistributedDataParallel(model)
-    kind = get_task(case.task)
     plain = kind.train_loader(case.data.splits["train"], case.batch_size // world, case.data.pad_token_id, 0)
     loader = DataLoader(plain.dataset, batch_size=plain.batch_size, collate_fn=plain.collate_fn,
                         sampler=DistributedSampler(plain.dataset, num_replicas=world, rank=rank, shuffle=True, seed=0))
@@ -126,13 +126,13 @@ def run_case(case: Case, rank: int, world: int, scratch: Path) -> dict[str, Any]
     if case.save_to:
         files = dict(model_name=case.model, method=case.method, hparams=case.hparams,
                      label_names=case.data.label_names, max_length=case.data.max_length, counts=counts, epoch=1,
-                     task=case.task)
+                     task=kind)
         if case.strategy == "fsdp":
             save_gathered_checkpoint(model, Path(case.save_to), rank=rank, **files,
                                      skeleton=lambda: build_skeleton(case.model, case.method, case.hparams,
                                                                      case.data.label_names,
                                                                      pad_token_id=case.data.pad_token_id,
-                                                                     task=case.task))
+                                                                     task=kind))
         elif rank == 0:
             save_checkpoint(model, Path(case.save_to), **files)
         dist.barrier()

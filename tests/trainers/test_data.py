@@ -6,6 +6,7 @@ from peftsweep.trainers.classification import tokenize
 from peftsweep.trainers.data import DataSpec, load_splits
 from peftsweep.trainers.launch import prepare_data
 from peftsweep.trainers.model import load_tokenizer
+from tests.tiny import CLASSIFY
 
 
 def write(tmp_path, frame, name="d.csv"):
@@ -61,7 +62,7 @@ def test_missing_file_and_missing_model_are_user_errors(tmp_path, tiny_model):
     with pytest.raises(UserError, match="file not found"):
         load_splits(DataSpec(train_file=str(tmp_path / "nope.csv")))
     with pytest.raises(UserError, match="directory not found"):
-        prepare_data(str(tmp_path / "no-model"), DataSpec(train_file=str(tmp_path / "nope.csv")))
+        prepare_data(str(tmp_path / "no-model"), DataSpec(train_file=str(tmp_path / "nope.csv")), task=CLASSIFY)
 
 
 def test_exactly_one_source():

@@ -11,7 +11,7 @@ import torch
 from peftsweep.spaces import REGISTRY
 from peftsweep.trainers.data import DataSpec
 from peftsweep.trainers.launch import prepare_data
-from tests.tiny import ANSWER_TEMPLATE
+from tests.tiny import ANSWER_TEMPLATE, CLASSIFY, GENERATE
 from tests.trainers.sharded_run import Case, run_two_ranks
 
 # Both strategies compute the same sums in another order (reduce-scatter of shards against one all-reduce): the
@@ -31,9 +31,9 @@ SHARDS_EVERYTHING = [m for m in METHODS if m != "qlora"]
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, tiny_decoder, tiny_causal, tiny_csv):
-    classes = prepare_data(tiny_decoder, DataSpec(train_file=tiny_csv, max_length=16, seed=0))
+    classes = prepare_data(tiny_decoder, DataSpec(train_file=tiny_csv, max_length=16, seed=0), task=CLASSIFY)
     answers = prepare_data(tiny_causal, DataSpec(train_file=tiny_csv, template=ANSWER_TEMPLATE, seed=0),
-                           task="generation")
+                           task=GENERATE)
     scratch = tmp_path_factory.mktemp("fsdp")
     cases = []
     for task, model, data in (("classification", tiny_decoder, classes), ("generation", tiny_causal, answers)):
@@ -138,7 +138,7 @@ def test_the_memory_plan_matches_what_each_rank_holds(runs, method, tiny_decoder
 
     ranks, _, classes = runs
     config = load_model_config(tiny_decoder)
-    counts = count_parameters(config, get_method(method), METHODS[method], "classification",
+    counts = count_parameters(config, get_method(method), METHODS[method], CLASSIFY,
                               tuple(classes.label_names))
     for strategy in ("ddp", "fsdp"):
         plan = plan_worker(counts, ModelShape.from_config(config), Workload(4, 16, False, lean=False), strategy, 2)

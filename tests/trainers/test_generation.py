@@ -17,7 +17,7 @@ from peftsweep.trainers.generation import (IGNORE_INDEX, collate_train, evaluate
 from peftsweep.trainers.launch import prepare_data
 from peftsweep.trainers.loop import optimizer_for, train_epoch
 from peftsweep.trainers.model import build_model, load_tokenizer
-from tests.tiny import ANSWER_TEMPLATE
+from tests.tiny import ANSWER_TEMPLATE, GENERATE
 
 CPU = torch.device("cpu")
 
@@ -25,7 +25,7 @@ CPU = torch.device("cpu")
 @pytest.fixture(scope="module")
 def gen_data(tiny_causal, tiny_csv):
     return prepare_data(tiny_causal, DataSpec(train_file=tiny_csv, template=ANSWER_TEMPLATE, seed=0),
-                        task="generation")
+                        task=GENERATE)
 
 
 def test_exact_match_normalises_case_space_and_ends():
@@ -55,7 +55,7 @@ def test_loss_covers_target_tokens_only(tiny_causal):
     short = collate_train(pad_token_id=0)([([5, 6], [8, 3]), ([9, 10, 4, 4], [11, 12, 3])])
     assert short["attention_mask"][0].tolist() == [1, 1, 1, 1, 0, 0, 0] and short["labels"][0, 4:].tolist() == [
         IGNORE_INDEX] * 3
-    model, _, _ = build_model(tiny_causal, "full", {"lr": 1e-3}, [], task="generation")
+    model, _, _ = build_model(tiny_causal, "full", {"lr": 1e-3}, [], task=GENERATE)
     with torch.no_grad():
         out = model(**batch)
     logits = out.logits[:, :-1]
@@ -89,7 +89,7 @@ def test_every_method_learns_generates_and_reloads(name, tiny_causal, gen_data, 
     spec = REGISTRY[name]
     hp = small(spec)
     torch.manual_seed(0)
-    model, counts, _ = build_model(tiny_causal, name, hp, gen_data.label_names, task="generation")
+    model, counts, _ = build_model(tiny_causal, name, hp, gen_data.label_names, task=GENERATE)
     assert counts.head_params == 0  # a causal LM gets no new head: its output layer is pre-trained
     before = mean_loss(model, gen_data)
     settings = TrainSettings(batch_size=8, warmup_ratio=0.0)
@@ -104,7 +104,7 @@ def test_every_method_learns_generates_and_reloads(name, tiny_causal, gen_data, 
     assert all(len(ids) <= gen_data.max_new_tokens for ids in generated)
     save_checkpoint(model, tmp_path, model_name=tiny_causal, method=name, hparams=hp,
                     label_names=gen_data.label_names, max_length=gen_data.max_length, counts=counts, epoch=1,
-                    task="generation")
+                    task=GENERATE)
     reloaded, manifest = load_checkpoint(tmp_path)
     assert manifest["task"] == "generation"
     assert answers(reloaded, gen_data) == generated  # the KV-cache generation of the reloaded model is the same
@@ -113,7 +113,7 @@ def test_every_method_learns_generates_and_reloads(name, tiny_causal, gen_data, 
 def test_evaluate_counts_exact_matches(tiny_causal, gen_data):
     """The count is over what was decoded, whatever the model generated: a decoder that reads the right answer for
     the first k examples (in capitals between spaces: the normalised match takes it, the exact one does not) and a wrong one for the rest scores k/n; the loss is the target's, not zero."""
-    model, _, _ = build_model(tiny_causal, "full", {"lr": 1e-3}, [], task="generation")
+    model, _, _ = build_model(tiny_causal, "full", {"lr": 1e-3}, [], task=GENERATE)
     split = gen_data.splits["validation"]
     n, k = len(split), len(split) // 3
     assert 0 < k < n
@@ -134,19 +134,19 @@ def test_evaluate_counts_exact_matches(tiny_causal, gen_data):
 
 def test_bad_generation_inputs_are_named(tiny_causal, tiny_model, tiny_csv, tmp_path):
     with pytest.raises(UserError) as missing:
-        prepare_data(tiny_causal, DataSpec(train_file=tiny_csv), task="generation")
+        prepare_data(tiny_causal, DataSpec(train_file=tiny_csv), task=GENERATE)
     assert "prompt" in str(missing.value) and "data.prompt_column" in str(missing.value)
     with pytest.raises(UserError) as unknown:
-        prepare_data(tiny_causal, DataSpec(train_file=tiny_csv, template="{question} type:"), task="generation")
+        prepare_data(tiny_causal, DataSpec(train_file=tiny_csv, template="{question} type:"), task=GENERATE)
     assert "question" in str(unknown.value) and "data.template" in str(unknown.value)
     empty = tmp_path / "empty.csv"
     empty.write_text("prompt,target\n" + "".join(f"q{i},{'' if i % 3 == 0 else 'a'}\n" for i in range(40)))
     with pytest.raises(UserError) as empties:
-        prepare_data(tiny_causal, DataSpec(train_file=str(empty)), task="generation")
+        prepare_data(tiny_causal, DataSpec(train_file=str(empty)), task=GENERATE)
     assert "empty target" in str(empties.value)
     with pytest.raises(UserError) as long_target:
         prepare_data(tiny_causal, DataSpec(train_file=tiny_csv, template=ANSWER_TEMPLATE, max_length=2),
-                     task="generation")
+                     task=GENERATE)
     assert "do not fit data.max_length" in str(long_target.value)
 
 
@@ -155,7 +155,7 @@ def _evaluate_on_rank(rank: int, world: int, port: int, model_dir: str, data, ou
 
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     torch.set_num_threads(1)
-    model, _, _ = build_model(model_dir, "lora", REGISTRY["lora"].defaults(), [], task="generation")
+    model, _, _ = build_model(model_dir, "lora", REGISTRY["lora"].defaults(), [], task=GENERATE)
     tokenizer = load_tokenizer(model_dir)
     result = evaluate(model, data.splits["validation"], decode=lambda ids: tokenizer.decode(ids, skip_special_tokens=True),
                       pad_token_id=data.pad_token_id, eos_token_id=data.eos_token_id,
@@ -173,7 +173,7 @@ def test_two_process_evaluation_equals_one_process(tiny_causal, gen_data, tmp_pa
 
     trained = tmp_path / "model"
     torch.manual_seed(3)
-    model, _, _ = build_model(tiny_causal, "full", {"lr": 1e-2}, [], task="generation")
+    model, _, _ = build_model(tiny_causal, "full", {"lr": 1e-2}, [], task=GENERATE)
     settings = TrainSettings(batch_size=8, warmup_ratio=0.0)
     optimizer, scheduler = optimizer_for(model, 1e-2, settings, total_steps=44)
     for epoch in range(4):  # a model that gets some answers right and some wrong
@@ -193,7 +193,7 @@ def test_two_process_evaluation_equals_one_process(tiny_causal, gen_data, tmp_pa
             pytest.fail("the two evaluation processes did not finish within 300 s")
     ddp = torch.load(tmp_path / "ddp.pt")
     torch.manual_seed(0)
-    single_model, _, _ = build_model(str(trained), "lora", REGISTRY["lora"].defaults(), [], task="generation")
+    single_model, _, _ = build_model(str(trained), "lora", REGISTRY["lora"].defaults(), [], task=GENERATE)
     tokenizer = load_tokenizer(str(trained))
     single = evaluate(single_model, gen_data.splits["validation"],
                       decode=lambda ids: tokenizer.decode(ids, skip_special_tokens=True),
@@ -214,8 +214,8 @@ def test_chat_template_wraps_each_prompt_when_asked(tiny_causal, tiny_csv, tmp_p
                                "{% if add_generation_prompt %} type :{% endif %}")
     tokenizer.save_pretrained(chat_model)
     spec = dict(train_file=tiny_csv, template="{text}", seed=0)
-    plain = prepare_data(str(chat_model), DataSpec(**spec), task="generation")
-    chat = prepare_data(str(chat_model), DataSpec(**spec, chat_template=True), task="generation")
+    plain = prepare_data(str(chat_model), DataSpec(**spec), task=GENERATE)
+    chat = prepare_data(str(chat_model), DataSpec(**spec, chat_template=True), task=GENERATE)
     for before, after in zip(plain.splits["train"].prompt_ids, chat.splits["train"].prompt_ids):
         assert tokenizer.decode(after) == f"[UNK] : {tokenizer.decode(before)} type :"  # "user" is not in the vocab
     assert chat.splits["train"].target_ids == plain.splits["train"].target_ids
@@ -238,7 +238,7 @@ def test_one_denominator_with_tied_embeddings_counted_once(tiny_causal):
     h, i, v, layers = config.hidden_size, config.intermediate_size, config.vocab_size, config.num_hidden_layers
     kv = h // config.num_attention_heads * config.num_key_value_heads
     by_hand = v * h + layers * (h * h + 2 * h * kv + h * h + 3 * h * i + 2 * h) + h  # embeddings once; norms
-    bases = {name: build_model(tiny_causal, name, small(REGISTRY[name]), [], task="generation")[1].base_params
+    bases = {name: build_model(tiny_causal, name, small(REGISTRY[name]), [], task=GENERATE)[1].base_params
              for name in REGISTRY}
     assert set(bases.values()) == {by_hand}, bases
 

@@ -6,6 +6,7 @@ import pytest
 
 from peftsweep.trainers.memory_plan import (ADAMW_STATE_BYTES, BF16, FP32, NF4_BYTES, OVERHEAD_BYTES, ModelShape,
                                             ParameterCounts, Workload, count_parameters, plan_worker)
+from tests.tiny import GENERATE
 
 SHAPE = ModelShape(hidden_size=64, num_layers=2, intermediate_size=128, vocab_size=1000)
 LEAN = Workload(batch_per_worker=4, sequence_length=16, causal_lm=True, lean=True)
@@ -57,7 +58,7 @@ def test_a_strategy_is_checked():
         plan_worker(ParameterCounts(1, 1), SHAPE, LEAN, "ddp", cpu_offload=True)
 
 
-@pytest.mark.parametrize("method", ["full", "lora", "prompt", "qlora"])
+@pytest.mark.parametrize("method", ["full", "lora", "prompt", "qlora", "vera"])
 def test_counts_on_the_meta_device_match_the_real_model(method, tiny_causal):
     """The plan counts without weights; the trainer's real model (weights loaded, method applied) has as many."""
     from peftsweep.spaces import REGISTRY
@@ -65,15 +66,15 @@ def test_counts_on_the_meta_device_match_the_real_model(method, tiny_causal):
 
     spec = REGISTRY[method]
     config = load_model_config(tiny_causal)
-    counts = count_parameters(config, spec, spec.defaults(), "generation")
+    counts = count_parameters(config, spec, spec.defaults(), GENERATE)
     if spec.quantized:  # its unquantized form's counts (QLoRA: LoRA's), the block linear weights quantized
-        lora = count_parameters(config, REGISTRY[spec.unquantized], spec.defaults(), "generation")
+        lora = count_parameters(config, REGISTRY[spec.unquantized], spec.defaults(), GENERATE)
         assert counts.trainable == lora.trainable and counts.quantized > 0
         assert counts.quantized + counts.frozen == lora.frozen
         return
     from peftsweep.trainers.model import build_model
 
-    model, _, _ = build_model(tiny_causal, method, spec.defaults(), [], task="generation")
+    model, _, _ = build_model(tiny_causal, method, spec.defaults(), [], task=GENERATE)
     real = list(model.parameters())
     assert counts.trainable == sum(p.numel() for p in real if p.requires_grad)
     assert counts.total == sum(p.numel() for p in real)

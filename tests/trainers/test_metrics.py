@@ -1,6 +1,7 @@
 import torch
 
 from peftsweep.trainers.metrics import accuracy, confusion, macro_f1
+from tests.tiny import CLASSIFY
 
 
 def test_confusion_accuracy_and_macro_f1_by_hand():
@@ -29,7 +30,7 @@ def test_eval_batch_size_sets_the_forward_passes_of_an_evaluation(tiny_model, ti
 
     from peftsweep.spaces import REGISTRY
 
-    model, _, _ = build_model(tiny_model, "lora", REGISTRY["lora"].defaults(), tiny_data.label_names)
+    model, _, _ = build_model(tiny_model, "lora", REGISTRY["lora"].defaults(), tiny_data.label_names, task=CLASSIFY)
     calls = []
     model.register_forward_hook(lambda module, args, kwargs_or_out: calls.append(1))
     split = tiny_data.splits["validation"]

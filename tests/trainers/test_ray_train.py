@@ -26,7 +26,7 @@ def test_two_workers_keep_trainable_parameters_identical(method, local_ray, tiny
 
     hp = get_method(method).defaults() | ({"num_virtual_tokens": 4} if "num_virtual_tokens" in
                                           get_method(method).params else {})
-    cfg = TrialConfig(model=tiny_model, method=method, hparams=hp, num_labels=tiny_data.num_labels,
+    cfg = TrialConfig(model=tiny_model, task=tiny_data.task, method=method, hparams=hp, num_labels=tiny_data.num_labels,
                       label_names=tiny_data.label_names, max_length=tiny_data.max_length,
                       train=TrainSettings(epochs=2, batch_size=8), resources=Resources(num_workers=2, cpus_per_worker=1))
     result = run_trial(cfg, ray.put(tiny_data), storage_path=str(tmp_path), name=method)

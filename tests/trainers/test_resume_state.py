@@ -13,6 +13,7 @@ from peftsweep.trainers.loop import begin_epoch, optimizer_for, seed_everything,
 from peftsweep.trainers.model import build_model
 from peftsweep.trainers.state import (TRAINING_STATE_FILE, Progress, read_training_state, restore_optimizer, restore_trainable,
                             save_training_state)
+from tests.tiny import CLASSIFY
 
 CPU = torch.device("cpu")
 SETTINGS = TrainSettings(batch_size=8, seed=3)
@@ -23,7 +24,7 @@ def fresh(tiny_model, data, method):
     seed_everything(SETTINGS.seed)
     hp = REGISTRY[method].defaults() | ({"num_virtual_tokens": 4} if "num_virtual_tokens" in REGISTRY[method].params
                                         else {})
-    model, _, _ = build_model(tiny_model, method, hp, data.label_names, device=CPU, pad_token_id=data.pad_token_id)
+    model, _, _ = build_model(tiny_model, method, hp, data.label_names, device=CPU, pad_token_id=data.pad_token_id, task=CLASSIFY)
     loader = train_loader(data.splits["train"], SETTINGS.batch_size, data.pad_token_id, SETTINGS.seed)
     optimizer, scheduler = optimizer_for(model, hp["lr"], SETTINGS, total_steps=3 * STEPS_PER_EPOCH)
     return model, loader, optimizer, scheduler
@@ -84,9 +85,9 @@ def test_a_checkpoint_of_another_shape_is_refused_as_fatal(tiny_model, tiny_data
     """Restoring r=16 LoRA tensors into an r=8 model: a FatalTrialError naming the shapes (a restart would only fail
     again), not a tensor-size traceback from copy_."""
     wide, _, _ = build_model(tiny_model, "lora", REGISTRY["lora"].defaults() | {"r": 16}, tiny_data.label_names,
-                             device=CPU)
+                             device=CPU, task=CLASSIFY)
     narrow, _, _ = build_model(tiny_model, "lora", REGISTRY["lora"].defaults() | {"r": 8}, tiny_data.label_names,
-                               device=CPU)
+                               device=CPU, task=CLASSIFY)
     saved = {"trainable": {n: p.detach() for n, p in wide.named_parameters() if p.requires_grad},
              "progress": {}}
     with pytest.raises(FatalTrialError, match=r"other shapes \[.*\(16, .*-> \(8, "):

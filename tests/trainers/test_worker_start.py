@@ -15,7 +15,7 @@ from ray.train import TrainingFailedError
 from ray.util.placement_group import placement_group, remove_placement_group
 
 from peftsweep.errors import UserError
-from peftsweep.search.orchestration.sweep import connect_ray
+from peftsweep.search.orchestration.cluster import connect_ray
 from peftsweep.trainers.config import Resources, TrainSettings, TrialConfig
 from peftsweep.trainers.faults import training_failure
 from peftsweep.trainers.launch import WORKER_START_TRIES, run_trial
@@ -52,7 +52,8 @@ def test_a_trial_whose_workers_cannot_be_placed_fails_with_the_reason(local_ray,
     monkeypatch.setenv("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", str(START_TIMEOUT_S))
     held = placement_group([{"CPU": 2}])  # every CPU of this Ray held by other work
     ray.get(held.ready(), timeout=60)
-    cfg = TrialConfig(model=tiny_model, method="lora", hparams={"r": 2, "lr": 1e-3}, num_labels=tiny_data.num_labels,
+    cfg = TrialConfig(model=tiny_model, task=tiny_data.task, method="lora", hparams={"r": 2, "lr": 1e-3},
+                      num_labels=tiny_data.num_labels,
                       label_names=tiny_data.label_names, max_length=tiny_data.max_length,
                       train=TrainSettings(epochs=1, batch_size=8), resources=Resources(num_workers=1, cpus_per_worker=1))
     start = time.monotonic()
