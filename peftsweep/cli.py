@@ -13,7 +13,6 @@ import yaml
 from peftsweep import console
 from peftsweep.environment import apply_defaults
 from peftsweep.errors import UserError
-from peftsweep.task_names import TaskName
 
 
 def parse_assignments(items: list[str], flag: str) -> dict[str, Any]:
@@ -44,58 +43,38 @@ def cmd_methods(args: argparse.Namespace) -> int:
     return 0
 
 
+# `peftsweep train` without a config: the demo's model and data (the bundled TREC-6 questions), sized for one trial
+TRAIN_DEFAULT = {"name": "train", "model": "all-MiniLM-L6-v2",
+                 "data": {"preset": "trec6", "train_size": 800, "validation_size": 500, "test_size": 500}}
+
+
 def cmd_train(args: argparse.Namespace) -> int:
-    """One trial, outside a sweep: the method with its defaults, overridden by --hp."""
-    from pydantic import ValidationError
-
-    from peftsweep.search.plan import local_resources, plan_trial
-    from peftsweep.spaces import REGISTRY, get_method
-    from peftsweep.trainers.config import Resources, TrainSettings
-    from peftsweep.trainers.data import DataSpec
+    """One trial, outside a sweep: a one-method plan of the config (its model, task, data, training settings and
+    resources), through the same preflight as `run`; the method's defaults, overridden by --hp."""
+    from peftsweep.search.orchestration.sweep import trial_template
+    from peftsweep.search.plan import plan_trial
     from peftsweep.trainers.launch import run_name_for, run_trial
-    from peftsweep.trainers.tasks import TASKS
 
-    try:
-        defaults = get_method(args.method).defaults() if args.method in REGISTRY else {}
-        hparams = defaults | parse_assignments(args.hp, "--hp")
-        given = {"template": args.template, "prompt_column": args.prompt_column, "target_column": args.target_column,
-                 "chat_template": args.chat_template or None,
-                 "label_words": args.label_words.split(",") if args.label_words else None}
-        generation = {k: v for k, v in given.items() if v is not None}
-        owner = {key: kind.name for kind in TASKS.values() for key in kind.data_keys}  # who reads each data key
-        if foreign := [k for k in generation if owner.get(k, args.task) != args.task]:
-            raise UserError(f"--{foreign[0].replace('_', '-')}: only with --task {owner[foreign[0]]}")
-        data_spec = DataSpec(preset=args.preset, train_file=args.train_file, text_column=args.text_column,
-                             label_column=args.label_column, max_length=args.max_length, train_size=args.train_size,
-                             validation_size=args.validation_size, test_size=args.test_size, seed=args.seed,
-                             **generation)
-        settings = TrainSettings(epochs=args.epochs, batch_size=args.batch_size, seed=args.seed)
-        if args.cpu_offload and args.strategy != "fsdp":
-            raise UserError("--cpu-offload: only with --strategy fsdp")
-        resources = Resources(num_workers=args.workers, cpus_per_worker=args.cpus_per_worker,
-                              gpus_per_worker=args.gpus_per_worker, strategy=args.strategy,
-                              cpu_offload=args.cpu_offload)
-    except ValidationError as exc:
-        raise UserError([f"{'.'.join(map(str, e['loc'])) or 'input'}: {e['msg']}" for e in exc.errors()]) from None
-    # The sweep's preflight, for one trial: on a cluster ($RAY_ADDRESS) its capacity is checked by Ray itself.
-    planned = plan_trial(args.model, args.method, hparams, data_spec, settings, resources,
-                         available=None if os.environ.get("RAY_ADDRESS") else local_resources(), task=args.task)
-    cfg, data = planned.config, planned.data
+    config = load_config(args, default=TRAIN_DEFAULT)
+    planned = plan_trial(config, args.method, parse_assignments(args.hp, "--hp"),
+                         available=local_resources_unless(args))
+    show_plan(planned.plan)
     import ray
 
     from peftsweep.search.orchestration.cluster import connect_ray
 
     connect_ray()  # as a sweep does: worker logs stay in Ray's session log directory, not on the terminal
+    cfg = trial_template(planned.plan).for_trial(args.method, planned.hparams)
     output = Path(args.output).resolve()
-    print(f"training {args.method} with {args.workers} Ray Train worker(s) ({args.strategy}); worker logs: "
-          f"/tmp/ray/session_latest/logs")
+    print(f"training {args.method} with {cfg.resources.num_workers} Ray Train worker(s) ({cfg.resources.strategy}); "
+          f"worker logs: /tmp/ray/session_latest/logs")
     from ray.train import TrainingFailedError
 
     from peftsweep.trainers.faults import FatalTrialError, training_failure
 
     name = run_name_for(cfg, f"{args.method}-train")  # another configuration never continues this one's checkpoint
     try:
-        result = run_trial(cfg, ray.put(data), storage_path=str(output), name=name)
+        result = run_trial(cfg, ray.put(planned.plan.data), storage_path=str(output), name=name)
     except TrainingFailedError as exc:
         print(f"peftsweep train: training failed: {training_failure(exc)}", file=sys.stderr)
         return 1
@@ -107,22 +86,35 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def load_plan(args: argparse.Namespace):
+def load_config(args: argparse.Namespace, default: dict[str, Any] | None = None):
     from peftsweep.search.config import load_sweep_config
-    from peftsweep.search.plan import build_plan
+
+    return load_sweep_config(args.config, parse_assignments(args.set, "--set"), default)
+
+
+def local_resources_unless(args: argparse.Namespace) -> dict[str, float] | None:
+    """A local Ray gets this machine's resources; a cluster's are checked once connected (by Ray for `train`)."""
     from peftsweep.search.plan import local_resources
 
-    config = load_sweep_config(args.config, parse_assignments(args.set, "--set"))
-    # A local Ray gets this machine's resources; a cluster's are checked by `run` once connected.
     on_cluster = getattr(args, "address", None) or os.environ.get("RAY_ADDRESS")
-    plan = build_plan(config, available=None if on_cluster else local_resources())
+    return None if on_cluster else local_resources()
+
+
+def load_plan(args: argparse.Namespace):
+    from peftsweep.search.plan import build_plan
+
+    plan = build_plan(load_config(args), available=local_resources_unless(args))
+    show_plan(plan)
+    return plan
+
+
+def show_plan(plan) -> None:
     for note in plan.notes:
         print(f"note: {note}")
     if plan.memory is not None:
         from peftsweep.search.memory_check import format_plan
 
         print("\n".join(format_plan(plan.memory)))
-    return plan
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -344,36 +336,17 @@ def build_parser() -> argparse.ArgumentParser:
                         help="with --auth: where users and permissions are kept (default: the backend store)")
     server.add_argument("mlflow_args", nargs=argparse.REMAINDER, help="after --: more `mlflow server` options")
 
-    train = sub.add_parser("train", help="train one method once (a single trial, outside a sweep)")
-    train.add_argument("--model", default="all-MiniLM-L6-v2", help="local directory, bundled name or hub id")
+    train = sub.add_parser("train", help="train one method once (a single trial, outside a sweep)",
+                           description="One trial of one method on a sweep config's model, task, data, training "
+                                       "settings and resources, checked as `run` checks a sweep. Without a config: "
+                                       "all-MiniLM-L6-v2 on the bundled TREC-6 questions, 2 workers.")
+    train.add_argument("config", nargs="?", default=None, help="sweep YAML (its methods: and search: are not used)")
     train.add_argument("--method", required=True, help="the method to train (`peftsweep methods` lists them)")
     train.add_argument("--hp", action="append", default=[], metavar="KEY=VALUE",
                        help="hyperparameter (repeatable); others take the method's defaults")
-    source = train.add_mutually_exclusive_group()
-    source.add_argument("--preset", choices=["trec6", "rotten_tomatoes"], default=None,
-                        help="a bundled data set (default trec6)")
-    source.add_argument("--train-file", default=None, help="CSV/JSON/Parquet; validation and test are carved from it")
-    train.add_argument("--text-column", default="text")
-    train.add_argument("--label-column", default="label")
-    train.add_argument("--task", choices=list(TaskName), default=TaskName.CLASSIFICATION)
-    train.add_argument("--template", default=None, help="generation: the prompt, with {column} placeholders")
-    train.add_argument("--label-words", default=None, help="generation with a template: answers, comma-separated")
-    train.add_argument("--prompt-column", default=None, help="generation: the prompt column (default prompt)")
-    train.add_argument("--target-column", default=None, help="generation: the answer column (default target)")
-    train.add_argument("--chat-template", action="store_true", help="generation: use the model's chat template")
-    train.add_argument("--max-length", type=int, default=None)
-    train.add_argument("--train-size", type=int, default=800)
-    train.add_argument("--validation-size", type=int, default=500)
-    train.add_argument("--test-size", type=int, default=500)
-    train.add_argument("--epochs", type=int, default=3)
-    train.add_argument("--batch-size", type=int, default=32)
-    train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--workers", type=int, default=2)
-    train.add_argument("--cpus-per-worker", type=float, default=1.0)
-    train.add_argument("--gpus-per-worker", type=float, default=0.0)
-    train.add_argument("--strategy", choices=["ddp", "fsdp"], default="ddp",
-                       help="ddp: every worker holds the whole model; fsdp: sharded across the workers (docs/scale.md)")
-    train.add_argument("--cpu-offload", action="store_true", help="with --strategy fsdp: sharded state in host memory")
+    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a config key (repeatable), e.g. train.epochs=1, resources.num_workers=1, "
+                            "model=./my-model, data.train_file=data.csv, resources.strategy=fsdp")
     train.add_argument("--output", default="runs/train", help="where Ray keeps the trial's checkpoints")
     return parser
 
@@ -395,8 +368,6 @@ def main(argv: list[str] | None = None) -> int:
     apply_defaults()
     console.install()
     args = build_parser().parse_args(argv)
-    if args.command == "train" and args.preset is None and args.train_file is None:
-        args.preset = "trec6"
     try:
         return COMMANDS[args.command](args)
     except UserError as exc:

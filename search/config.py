@@ -338,11 +338,14 @@ def describe_errors(exc: ValidationError) -> list[str]:
     return problems
 
 
-def load_sweep_config(path: str | Path, overrides: dict[str, Any] | None = None) -> SweepConfig:
-    path = Path(path)
-    raw = apply_overrides(read_yaml(path), overrides or {})
-    raw.setdefault("name", path.stem)
+def load_sweep_config(path: str | Path | None, overrides: dict[str, Any] | None = None,
+                      default: dict[str, Any] | None = None) -> SweepConfig:
+    """The config in the YAML file at `path` (or the mapping `default` when there is no path), with `overrides`
+    (`--set key=value`) applied, validated."""
+    raw = apply_overrides(read_yaml(Path(path)) if path is not None else dict(default or {}), overrides or {})
+    if path is not None:
+        raw.setdefault("name", Path(path).stem)
     try:
         return SweepConfig.model_validate(raw)
     except ValidationError as exc:
-        raise UserError(describe_errors(exc), f"{path}: invalid sweep config") from None
+        raise UserError(describe_errors(exc), f"{path or 'the default config'}: invalid sweep config") from None

@@ -18,12 +18,10 @@ from peftsweep.errors import UserError
 from peftsweep.search.config import SweepConfig
 from peftsweep.search.memory_check import MemoryPlan, plan_sweep
 from peftsweep.search.tracking.client import check_reachable
-from peftsweep.spaces import (REGISTRY, ChoiceParam, MethodSpec, ModelInfo, Param, TaskName, UnknownMethodError,
-                              get_method)
-from peftsweep.trainers.config import Resources, TrainSettings, TrialConfig
-from peftsweep.trainers.data import DataSpec, TokenizedData
+from peftsweep.spaces import REGISTRY, ChoiceParam, MethodSpec, ModelInfo, Param, UnknownMethodError, get_method
+from peftsweep.trainers.config import Resources
+from peftsweep.trainers.data import TokenizedData
 from peftsweep.trainers.launch import model_info, prepare_data
-from peftsweep.trainers.model import load_model_config
 from peftsweep.trainers.tasks import TASKS, get_task
 
 
@@ -245,29 +243,31 @@ def capacity_problems(needs: dict[str, Resources], available: dict[str, float], 
 
 @dataclass
 class TrialPlan:
-    """A single trial (`peftsweep train`), checked: its config and its tokenized data."""
+    """A single trial (`peftsweep train`), checked: the one-method sweep plan it belongs to and its hyperparameters
+    (the method's defaults, overridden by those given)."""
 
-    config: TrialConfig
-    data: TokenizedData
+    plan: SweepPlan
+    method: str
+    hparams: dict[str, Any]
 
 
-def plan_trial(model: str, method: str, hparams: dict[str, Any], data: DataSpec, train: TrainSettings,
-               resources: Resources, task: TaskName, available: dict[str, float] | None = None) -> TrialPlan:
-    """Every check of a sweep that applies to one trial; `available`: the cluster's resources, when known."""
-    problems = method_problems(method, hparams, None, where="")
-    try:
-        load_model_config(model)
-    except UserError as exc:
-        problems += exc.problems
-    if available is not None:
-        problems += capacity_problems({method: resources}, available, where="--workers/--cpus-per-worker/--gpus")
+def plan_trial(config: SweepConfig, method: str, hparams: dict[str, Any],
+               available: dict[str, float] | None = None) -> TrialPlan:
+    """Every check of a sweep, for a sweep of one method (`config`'s methods replaced by it), and the trial's
+    hyperparameters against the model and data; every problem at once. `available`: the cluster's resources, when
+    known. Hyperparameters the user gave (`--hp`) are named as `<method>.<key>`."""
+    spec = REGISTRY.get(method)
+    hparams = (spec.defaults() if spec else {}) | hparams
+    problems = method_problems(method, hparams, None)
+    plan = None
+    if spec is not None:
+        try:
+            plan = build_plan(config.model_copy(update={"methods": {method: {}}}), available)
+        except UserError as exc:
+            said = set(requirement_problems(method, spec, where="methods."))  # method_problems said them
+            problems += [p for p in exc.problems if p not in said]
+    if plan is not None:
+        problems += method_problems(method, hparams, plan.info)  # virtual tokens against max_length
     if problems:
-        raise UserError(problems, "invalid trial")
-    tokenized = prepare_data(model, data, task=get_task(task))
-    info = model_info(model, tokenized.max_length)
-    if problems := method_problems(method, hparams, info, where=""):  # virtual tokens against max_length
-        raise UserError(problems, "invalid trial")
-    config = TrialConfig(model=model, task=task, method=method, hparams=hparams, num_labels=tokenized.num_labels,
-                         label_names=tokenized.label_names, max_length=tokenized.max_length, train=train,
-                         resources=resources)
-    return TrialPlan(config, tokenized)
+        raise UserError(list(dict.fromkeys(problems)), "invalid trial")
+    return TrialPlan(plan, method, hparams)

@@ -53,8 +53,7 @@ def test_every_command_refuses_qlora_without_bitsandbytes(tmp_path, tiny_model, 
         assert f"methods.qlora: QLoRA needs bitsandbytes: {HINT}" in proc.stderr
         assert "Traceback" not in proc.stderr
     assert not (tmp_path / "out").exists()  # nothing written, Ray never started
-    proc = peftsweep(["train", "--model", tiny_model, "--train-file", tiny_csv, "--method", "qlora"],
-                     no_bitsandbytes, tmp_path)
+    proc = peftsweep(["train", str(config), "--method", "qlora"], no_bitsandbytes, tmp_path)
     assert proc.returncode == 2 and f"qlora: QLoRA needs bitsandbytes: {HINT}" in proc.stderr
     assert "Traceback" not in proc.stderr
     # the same sweep without QLoRA passes the same preflight
@@ -72,8 +71,7 @@ def test_a_trial_larger_than_this_machine_is_refused_by_every_command(tmp_path, 
         assert main(command) == 2
         assert f"resources: a lora trial needs {cpus + 1} CPUs ({cpus + 1} workers x 1) but the Ray cluster has " \
                f"{cpus}" in capsys.readouterr().err
-    assert main(["train", "--model", tiny_model, "--train-file", tiny_csv, "--method", "lora",
-                 "--workers", str(cpus + 1)]) == 2
+    assert main(["train", str(config), "--method", "lora"]) == 2
     assert f"a lora trial needs {cpus + 1} CPUs" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
 
