@@ -105,10 +105,10 @@ def _offload_worker(method: str, hparams: dict, shape: dict, batch: int, seq: in
     start = time.perf_counter()
     model = LlamaForCausalLM._from_config(config, attn_implementation="sdpa")  # on the host: it does not fit the GPU
     built = time.perf_counter() - start
-    from peftsweep.spaces import get_method
+    from peftsweep.spaces import TaskName, get_method
 
     spec = get_method(method)
-    model = spec.apply(model, spec.defaults() | hparams, "generation")
+    model = spec.apply(model, spec.defaults() | hparams, TaskName.GENERATION)
     if cuda:
         make_frozen_lean(model)  # as the recipe does (full fine-tuning freezes nothing)
     model = shard(model, device, lean=cuda, cpu_offload=cuda)

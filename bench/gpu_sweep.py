@@ -67,6 +67,7 @@ def sweep_check(out: Path, dry_run: bool) -> dict:
     """A real sweep, every registered method once; its trials checked from MLflow."""
     sys.path.insert(0, str(ROOT))
     from peftsweep import console
+    from peftsweep import metric_names as names
     from peftsweep.environment import apply_defaults
 
     apply_defaults()
@@ -104,14 +105,14 @@ def sweep_check(out: Path, dry_run: bool) -> dict:
         m, tags = run.data.metrics, run.data.tags
         place = {k: tags.get(k) for k in PLACE_TAGS}
         rows.append({"method": run.data.params["method"], "status": tags.get("peftsweep.status"),
-                     "val_accuracy": m.get("val_accuracy"), "peak_memory_mb": m.get("peak_memory_mb"),
-                     "gpu_seconds": m.get("gpu_seconds"), "worker_seconds": m.get("worker_seconds")} | place)
+                     **{k: m.get(k) for k in (names.VAL_ACCURACY, names.PEAK_MEMORY_MB, names.GPU_SECONDS,
+                                              names.WORKER_SECONDS)}} | place)
         if tags.get("peftsweep.status") != "completed" or run.info.status != "FINISHED":
             problems.append(f"{run.data.params['method']}: {tags.get('peftsweep.status')} "
                             f"{tags.get('peftsweep.failure', '')[:300]}")
         if place != expected:
             problems.append(f"{run.data.params['method']}: trained on {place}, expected {expected}")
-        if not m.get("peak_memory_mb", 0) > 0 or (not dry_run and not m.get("gpu_seconds", 0) > 0):
+        if not m.get(names.PEAK_MEMORY_MB, 0) > 0 or (not dry_run and not m.get(names.GPU_SECONDS, 0) > 0):
             problems.append(f"{run.data.params['method']}: no peak memory or GPU-seconds recorded")
     missing = set(methods) - {r["method"] for r in rows}
     problems += [f"{name}: no trial" for name in sorted(missing)]
@@ -133,7 +134,7 @@ def step_timing(method: str, hparams: dict, shape: dict, batch: int, seq: int, s
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from peftsweep.spaces import get_method
+    from peftsweep.spaces import TaskName, get_method
     from peftsweep.trainers.config import TrainSettings
     from peftsweep.trainers.loop import optimizer_for, train_epoch
 
@@ -145,7 +146,7 @@ def step_timing(method: str, hparams: dict, shape: dict, batch: int, seq: int, s
     embedding = sum(p.numel() for n, p in model.named_parameters() if "embed_tokens" in n or "lm_head" in n)
     non_embedding = sum(p.numel() for p in model.parameters()) - embedding
     spec = get_method(method)
-    model = spec.apply(model, spec.defaults() | hparams, "generation")
+    model = spec.apply(model, spec.defaults() | hparams, TaskName.GENERATION)
     factor = spec.flop_factor
     settings = TrainSettings(precision="auto")
     from peftsweep.trainers.loop import uses_bf16

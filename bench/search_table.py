@@ -60,6 +60,7 @@ def grid_floor(config: dict) -> float:
 
 def rows_of(client, experiment_id: str, parent_run_id: str) -> list[GridRow]:
     from peftsweep.dashboards.sweep_data import hyperparameters
+    from peftsweep.metric_names import QUALITY
     from peftsweep.search.tracking.runs import load_records
 
     rows = []
@@ -67,7 +68,7 @@ def rows_of(client, experiment_id: str, parent_run_id: str) -> list[GridRow]:
         if record.status != "completed":
             continue
         run = client.get_run(record.run_id)
-        history = sorted(client.get_metric_history(record.run_id, "val_accuracy"), key=lambda m: m.step)
+        history = sorted(client.get_metric_history(record.run_id, QUALITY), key=lambda m: m.step)
         total = record.worker_seconds
         if not history or not math.isfinite(total):
             raise SystemExit(f"grid run {record.run_id} has no per-epoch validation accuracy or worker_seconds: "

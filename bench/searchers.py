@@ -99,13 +99,15 @@ def run_trial(row: GridRow, scheduler, trial_id: str) -> int:
     epoch at a time, as Tune sends them."""
     from ray.tune.schedulers import TrialScheduler
 
+    from peftsweep.metric_names import COST, QUALITY
+
     epochs = len(row.history)
     if scheduler is None:
         return epochs
     trial = SimpleNamespace(trial_id=trial_id, config={"method": row.method}, status="RUNNING")
     scheduler.on_trial_add(None, trial)
     for epoch, accuracy in enumerate(row.history, start=1):
-        result = {"epoch": epoch, "training_iteration": epoch, "val_accuracy": accuracy, "trainable_pct": row.cost}
+        result = {"epoch": epoch, "training_iteration": epoch, QUALITY: accuracy, COST: row.cost}
         if epoch == epochs:
             scheduler.on_trial_complete(None, trial, result)
         elif scheduler.on_trial_result(None, trial, result) == TrialScheduler.STOP:

@@ -27,8 +27,8 @@ PeftConfigFn = Callable[[dict[str, Any], Any], Any]  # (hyperparameters, PEFT's 
 def peft_method(name: str, summary: str, params: dict[str, Param], config: PeftConfigFn, **spec: Any) -> MethodSpec:
     """A method that PEFT applies (`get_peft_model` with `config`), saves (the adapter alone), loads and counts;
     `spec`: any other `MethodSpec` field (requirements, a prompt's checks, an `apply` or `load` of its own)."""
-    fields = {"apply": partial(peft_apply, config), "save": peft_save, "load": peft_load,
-              "stored_params": peft_stored_params} | spec
+    fields = dict(apply=partial(peft_apply, config), save=peft_save, load=peft_load,
+                  stored_params=peft_stored_params) | spec
     return MethodSpec(name=name, summary=summary, params=params, **fields)
 
 
