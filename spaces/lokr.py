@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from peftsweep.spaces.params import FloatParam, IntParam
-from peftsweep.spaces.peft_common import learning_rate, peft_method
+from peftsweep.spaces.loha import LYCORIS_PARAMS
+from peftsweep.spaces.params import IntParam
+from peftsweep.spaces.peft_common import peft_method
 
 
 def config(hparams: dict[str, Any], task_type: Any):
@@ -22,14 +23,7 @@ def config(hparams: dict[str, Any], task_type: Any):
 
 SPEC = peft_method(
     "lokr", "LoKr: low-rank Kronecker-product updates on the attention projections (LyCORIS)",
-    {
-        "r": IntParam(2, 32, 8, "rank of the second Kronecker factor (full when r is large against its sides)",
-                      log=True, min=1, size=True),
-        "alpha_multiple": FloatParam(0.5, 4.0, 1.0, "alpha = alpha_multiple * r (the update is scaled by alpha/r)",
-                                     log=True, min=0.01, max=100.0),
-        "module_dropout": FloatParam(0.0, 0.2, 0.0, "probability of dropping a module's update in a step", min=0.0,
-                                     max=0.9),
-        "lr": learning_rate(1e-4, 3e-2, 5e-3),
-    },
+    {"r": IntParam(2, 32, 8, "rank of the second Kronecker factor (full when r is large against its sides)", log=True,
+                   min=1, size=True), **LYCORIS_PARAMS},
     config,
 )
