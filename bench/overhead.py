@@ -9,7 +9,12 @@ report to return). Ray is started once before (b) and (c) and timed on its own; 
 store, parent run, Tune start) is shown apart from the per-trial cost.
 
     .venv/bin/python bench/overhead.py            # MiniLM-L6 + TREC-6 (800 train), LoRA, 2 epochs, 2 workers
+    .venv/bin/python bench/overhead.py --workers 1 --breakdown   # 1 worker; (c)'s start-up split into its parts
     .venv/bin/python bench/overhead.py --quick    # tiny BERT, toy data: proves the script runs (no timing claims)
+
+`--breakdown` turns on peftsweep's start-up marks (peftsweep.startup_marks) for (c) and prints where its trial's
+start-up went, from Tune starting the trial to the first optimizer step, and what importing the recipe's modules
+costs a fresh process (what each new worker process pays).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import tempfile
 import time
 from dataclasses import asdict, dataclass
@@ -33,6 +39,7 @@ class Setup:
     epochs: int = 2
     batch_size: int = 32
     workers: int = 2
+    group_by_length: bool = True  # train.group_by_length, in all three
 
 
 @dataclass
@@ -85,15 +92,17 @@ def bare_loop(setup: Setup, data) -> Timing:
     model, _, _ = build_model(setup.model, setup.method, hp, data.label_names, pad_token_id=data.pad_token_id,
                               task=CLASSIFY)
     settings = TrainSettings(epochs=setup.epochs, batch_size=setup.batch_size)
-    loader = train_loader(data.splits["train"], setup.batch_size, data.pad_token_id, 0)
+    grouped = setup.group_by_length
+    loader = train_loader(data.splits["train"], setup.batch_size, data.pad_token_id, 0, grouped)
     optimizer, scheduler = optimizer_for(model, hp["lr"], settings, len(loader) * setup.epochs)
     first_step = time.perf_counter()
     cpu = torch.device("cpu")
     for epoch in range(1, setup.epochs + 1):
         begin_epoch(loader, 0, epoch)
         train_epoch(model, loader, optimizer, scheduler, settings, cpu)
-        evaluate(model, data.splits["validation"], data.num_labels, data.pad_token_id, 128, cpu)
-    evaluate(model, data.splits["test"], data.num_labels, data.pad_token_id, 128, cpu)
+        evaluate(model, data.splits["validation"], data.num_labels, data.pad_token_id, 128, cpu,
+                 in_length_order=grouped)
+    evaluate(model, data.splits["test"], data.num_labels, data.pad_token_id, 128, cpu, in_length_order=grouped)
     return Timing(first_step - start, time.perf_counter() - first_step, 0.0)
 
 
@@ -121,8 +130,10 @@ def raw_train_fn(config: dict) -> None:
                               task=CLASSIFY)
     ddp = ray.train.torch.prepare_model(model)
     settings = TrainSettings(epochs=setup.epochs, batch_size=setup.batch_size)
+    grouped = setup.group_by_length
     loader = ray.train.torch.prepare_data_loader(
-        train_loader(data.splits["train"], setup.batch_size // world, data.pad_token_id, 0))
+        train_loader(data.splits["train"], setup.batch_size // world, data.pad_token_id, 0, grouped, rank, world),
+        add_dist_sampler=not grouped)
     optimizer, scheduler = optimizer_for(ddp, hp["lr"], settings, len(loader) * setup.epochs)
     started = time.time()
     cpu = torch.device("cpu")
@@ -130,9 +141,10 @@ def raw_train_fn(config: dict) -> None:
         begin_epoch(loader, 0, epoch)
         train_epoch(ddp, loader, optimizer, scheduler, settings, cpu)
         metrics = {"val": evaluate(model, data.splits["validation"], data.num_labels, data.pad_token_id, 128,
-                                   cpu)["accuracy"]}
+                                   cpu, in_length_order=grouped)["accuracy"]}
         if epoch == setup.epochs:
-            evaluate(model, data.splits["test"], data.num_labels, data.pad_token_id, 128, cpu)
+            evaluate(model, data.splits["test"], data.num_labels, data.pad_token_id, 128, cpu,
+                     in_length_order=grouped)
         with tempfile.TemporaryDirectory() as tmp:
             checkpoint = None
             if rank == 0:
@@ -154,8 +166,9 @@ def raw_ray_train(setup: Setup, data_ref, storage: Path) -> Timing:
     return Timing(m["started"] - start, m["reported_at"] - m["started"], end - m["reported_at"])
 
 
-def peftsweep_sweep(setup: Setup, out: Path) -> tuple[Timing, dict]:
-    """(c) The same trial as a one-trial sweep; returns its timing and the sweep-level parts."""
+def peftsweep_sweep(setup: Setup, out: Path, in_process: bool = True) -> tuple[Timing, dict]:
+    """(c) The same trial as a one-trial sweep; returns its timing and the sweep-level parts. `in_process`: a
+    1-worker trial trains in its Tune trial's process (the default), else as a Ray Train job."""
     from mlflow.tracking import MlflowClient
 
     from peftsweep.search.config import SweepConfig
@@ -165,9 +178,10 @@ def peftsweep_sweep(setup: Setup, out: Path) -> tuple[Timing, dict]:
     config = SweepConfig.model_validate({
         "name": "overhead", "model": setup.model, "data": setup.data, "output_dir": str(out),
         "methods": {setup.method: {k: v for k, v in hparams(setup).items()}},
-        "train": {"epochs": setup.epochs, "batch_size": setup.batch_size},
+        "train": {"epochs": setup.epochs, "batch_size": setup.batch_size,
+                  "group_by_length": setup.group_by_length},
         "search": {"algorithm": "random", "num_samples": 1},
-        "resources": {"num_workers": setup.workers, "cpus_per_worker": 1}})
+        "resources": {"num_workers": setup.workers, "cpus_per_worker": 1, "in_process": in_process}})
     t0 = time.time()
     plan = build_plan(config)  # validation and tokenization: once per sweep
     t_plan = time.time()
@@ -200,11 +214,23 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="tiny model and data; skips the settings comparison")
     parser.add_argument("--json", default=None, help="also write the figures to this JSON file")
+    parser.add_argument("--workers", type=int, default=2, help="workers per trial (1 CPU each); bare PyTorch gets "
+                        "as many threads")
+    parser.add_argument("--breakdown", action="store_true", help="split (c)'s trial start-up into its parts")
+    parser.add_argument("--no-group-by-length", action="store_true",
+                        help="uniformly shuffled batches in all three (train.group_by_length: false)")
     args = parser.parse_args(argv)
     import ray
 
+    from peftsweep import startup_marks
+
     work = Path(tempfile.mkdtemp(prefix="peftsweep-overhead-"))
     setup = quick_setup(work) if args.quick else full_setup()
+    setup.workers = args.workers
+    setup.group_by_length = not args.no_group_by_length
+    marks_dir = work / "marks"
+    if args.breakdown:  # read by every process the sweep starts (Ray's inherit the environment of ray.init)
+        os.environ[startup_marks.ENV] = str(marks_dir)
     t = time.perf_counter()
     data = tokenized(setup)
     tokenize_s = time.perf_counter() - t
@@ -216,23 +242,97 @@ def main(argv: list[str] | None = None) -> dict:
         figures["raw_default_health_check"] = asdict(raw_ray_train(setup, ray.put(data), work / "ray"))
     figures["ray_init_seconds"] = ray_session("0.2")
     b = raw_ray_train(setup, ray.put(data), work / "ray")
+    if setup.workers == 1:  # (c) as it ran before trials trained in process: a Ray Train job of 1 worker
+        c0, parts0 = peftsweep_sweep(setup, work / "sweep-train-job", in_process=False)
+        figures |= {"peftsweep_train_job": asdict(c0), "peftsweep_train_job_parts": parts0}
+        if args.breakdown:
+            figures["breakdown_train_job"] = breakdown(startup_marks.read_marks(marks_dir))
+            shutil.rmtree(marks_dir, ignore_errors=True)
     c, parts = peftsweep_sweep(setup, work / "sweep")
     ray.shutdown()
+    if args.breakdown:
+        figures["breakdown"] = breakdown(startup_marks.read_marks(marks_dir))
+        figures["recipe_import_seconds"] = recipe_import_seconds()
     figures |= {"bare": asdict(a), "raw_ray_train": asdict(b), "peftsweep": asdict(c), "peftsweep_parts": parts,
                 "c_over_a": c.total / a.total, "c_over_b": c.total / b.total,
                 "trial_c_over_b": (parts["trial_startup_seconds"] + c.training + parts["after_trial_seconds"])
                 / b.total}
     print_table(figures, a, b, c)
+    if args.breakdown:
+        print_breakdown(figures, setup.workers)
     if args.json:
         Path(args.json).write_text(json.dumps(figures, indent=2))
     return figures
+
+
+# What each part of the start-up is: the part that ends at each mark (peftsweep.startup_marks).
+PARTS = {
+    "trial_logged": "Tune starts the trial: the trial logger's MLflow calls",
+    "trial_function": "the trial's process runs its function (Tune)",
+    "fit_called": "the trial hands its job to Ray Train",
+    "controller_started": "Ray Train's controller actor starts",
+    "worker_group_starting": "the controller starts its worker group",
+    "workers_created": "placement group + worker processes",
+    "workers_ready": "train context + process group (imports torch)",
+    "recipe_started": "the train function reaches the workers (imports transformers, peft)",
+    "data_ready": "tokenized data from the object store",
+    "model_ready": "model load + method applied + DDP",
+    "first_step": "data loader, optimizer, first training step",
+}
+
+
+def breakdown(marks: dict[str, float]) -> list[dict]:
+    """The start-up's parts, each from the previous mark present to its own (a mark a path does not pass is absent:
+    its time falls into the next part)."""
+    if "trial_start" not in marks:
+        return []
+    rows, previous = [], marks["trial_start"]
+    for what, label in PARTS.items():
+        if what in marks:
+            rows.append({"part": label, "ends_at": what, "seconds": marks[what] - previous})
+            previous = marks[what]
+    rows.append({"part": "total, Tune starting the trial to its first step", "ends_at": "",
+                 "seconds": previous - marks["trial_start"]})
+    if "tune_fit" in marks:
+        rows.append({"part": "(once per sweep: Tune's start to its first trial's start, the trial's process)",
+                     "ends_at": "trial_start", "seconds": marks["trial_start"] - marks["tune_fit"]})
+    if "process_created" in marks and "fit_called" in marks:
+        rows.append({"part": "(the newest worker process started after fit() by)", "ends_at": "process_created",
+                     "seconds": marks["process_created"] - marks["fit_called"]})
+    return rows
+
+
+def recipe_import_seconds() -> float:
+    """What a fresh Python process spends importing the recipe's modules (torch, transformers, peft, Ray Train)."""
+    import subprocess
+    import sys
+
+    probe = "import time; t = time.perf_counter(); import peftsweep.trainers.recipe; print(time.perf_counter() - t)"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[1])
+    return float(out.stdout.split()[-1])
+
+
+def print_breakdown(f: dict, workers: int) -> None:
+    for key, what in (("breakdown_train_job", "(c0)'s trial start-up, a Ray Train job of 1 worker"),
+                      ("breakdown", f"(c)'s trial start-up, {workers} worker(s)")):
+        if key not in f:
+            continue
+        print(f"\n{what} (latest rank at each mark), seconds:")
+        for row in f[key]:
+            print(f"  {row['part']:76}{row['seconds']:6.2f}")
+    print(f"  importing the recipe's modules in a fresh process: {f['recipe_import_seconds']:.2f} s")
 
 
 def print_table(f: dict, a: Timing, b: Timing, c: Timing) -> None:
     print(f"\nsetup: {f['setup']}")
     print(f"tokenize once: {f['tokenize_seconds']:.1f} s; ray.init: {f['ray_init_seconds']:.1f} s")
     print(f"{'':28}{'start-up':>10}{'training':>10}{'teardown':>10}{'total':>10}")
-    for name, t in (("(a) bare PyTorch+PEFT", a), ("(b) raw Ray Train", b), ("(c) peftsweep, 1 trial", c)):
+    rows = [("(a) bare PyTorch+PEFT", a), ("(b) raw Ray Train", b)]
+    if "peftsweep_train_job" in f:
+        rows.append(("(c0) peftsweep, Train job", Timing(**f["peftsweep_train_job"])))
+    rows.append(("(c) peftsweep, 1 trial", c))
+    for name, t in rows:
         print(f"{name:28}{t.startup:10.1f}{t.training:10.1f}{t.teardown:10.1f}{t.total:10.1f}")
     p = f["peftsweep_parts"]
     print(f"(c) split: validate+tokenize {p['plan_seconds']:.1f} s (before Ray work, once per sweep), "
@@ -241,6 +341,10 @@ def print_table(f: dict, a: Timing, b: Timing, c: Timing) -> None:
           f"(MLflow, summary)")
     print(f"c/a = {f['c_over_a']:.2f}   c/b = {f['c_over_b']:.2f}   "
           f"per-trial c/b (once-per-sweep set-up left out) = {f['trial_c_over_b']:.2f}")
+    if "peftsweep_train_job" in f:
+        c0, p0 = Timing(**f["peftsweep_train_job"]), f["peftsweep_train_job_parts"]
+        print(f"(c0) as a Ray Train job: c0/a = {c0.total / a.total:.2f}   c0/b = {c0.total / b.total:.2f}; its "
+              f"trial start-up {p0['trial_startup_seconds']:.1f} s against (c)'s {p['trial_startup_seconds']:.1f} s")
     if "raw_default_health_check" in f:
         d = Timing(**f["raw_default_health_check"])
         print(f"Ray Train default health-check interval: (b) total {d.total:.1f} s (start-up {d.startup:.1f}, "

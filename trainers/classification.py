@@ -12,6 +12,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from peftsweep.spaces import TaskName
+from peftsweep.trainers.batching import LengthGroupedBatches, by_length
 from peftsweep.trainers.data import DataSpec, TokenizedData, load_splits, pad_id
 from peftsweep.trainers.loop import autocast, to_device
 from peftsweep.trainers.metrics import accuracy, confusion, macro_f1
@@ -55,8 +56,14 @@ def collate(pad_token_id: int):
     return pad
 
 
-def train_loader(split: Split, batch_size: int, pad_token_id: int, seed: int) -> DataLoader:
+def train_loader(split: Split, batch_size: int, pad_token_id: int, seed: int, grouped: bool = False, rank: int = 0,
+                 world: int = 1) -> DataLoader:
+    """`grouped`: batches of similar lengths, this rank's share of each (trainers.batching); else shuffled batches
+    (sharded across workers by Ray Train's DistributedSampler)."""
     pairs = list(zip(split.input_ids, split.labels))
+    if grouped:
+        batches = LengthGroupedBatches([len(ids) for ids in split.input_ids], batch_size, seed, rank, world)
+        return DataLoader(pairs, batch_sampler=batches, collate_fn=collate(pad_token_id))
     generator = torch.Generator().manual_seed(seed)
     return DataLoader(pairs, batch_size=batch_size, shuffle=True, generator=generator, collate_fn=collate(pad_token_id))
 
@@ -64,11 +71,14 @@ def train_loader(split: Split, batch_size: int, pad_token_id: int, seed: int) ->
 @torch.no_grad()
 def predict(model: nn.Module, split: Split, pad_token_id: int, batch_size: int, device: torch.device,
             precision: str = "fp32", rank: int = 0, world_size: int = 1,
-            even: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+            even: bool = False, in_length_order: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Predicted and true labels for this rank's shard (every world_size-th example: no duplicates). `even` (FSDP):
-    every rank runs as many rows as the rank with the most (trainers.sharding.shard_rows); the padding is dropped."""
+    every rank runs as many rows as the rank with the most (trainers.sharding.shard_rows); the padding is dropped.
+    `in_length_order`: the rows longest first (less padding; the labels come back in the same order)."""
     model.eval()
     rows, own = shard_rows(len(split.labels), rank, world_size, even)
+    if in_length_order:
+        rows = by_length(rows[:own], [len(ids) for ids in split.input_ids]) + rows[own:]
     pairs = [(split.input_ids[i], split.labels[i]) for i in rows]
     preds, labels = [], []
     for batch in DataLoader(pairs, batch_size=batch_size, collate_fn=collate(pad_token_id)):
@@ -82,11 +92,13 @@ def predict(model: nn.Module, split: Split, pad_token_id: int, batch_size: int, 
 
 
 def evaluate(model: nn.Module, split: Split, num_labels: int, pad_token_id: int, batch_size: int,
-             device: torch.device, precision: str = "fp32", even: bool = False) -> dict[str, float]:
+             device: torch.device, precision: str = "fp32", even: bool = False,
+             in_length_order: bool = False) -> dict[str, float]:
     """Accuracy and macro-F1 over the whole split, each rank evaluating a shard; confusion matrices are summed."""
     distributed = dist.is_available() and dist.is_initialized()
     rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
-    preds, labels = predict(model, split, pad_token_id, batch_size, device, precision, rank, world, even)
+    preds, labels = predict(model, split, pad_token_id, batch_size, device, precision, rank, world, even,
+                            in_length_order)
     matrix = confusion(preds, labels, num_labels)
     if distributed:
         matrix = matrix.to(device)
@@ -110,7 +122,7 @@ def model_problem(config: Any) -> str | None:
 
 def evaluate_split(model: nn.Module, split: Split, data: TokenizedData, context: EvalContext) -> dict[str, float]:
     return evaluate(model, split, data.num_labels, data.pad_token_id, context.batch_size, context.device,
-                    context.precision, context.sharded)
+                    context.precision, context.sharded, context.in_length_order)
 
 
 def majority_floor(data: TokenizedData, template: Any = None, device: Any = None) -> dict[str, float]:

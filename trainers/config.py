@@ -21,6 +21,10 @@ class TrainSettings(Strict):
     warmup_ratio: float = Field(0.06, ge=0, le=1, description="fraction of steps with linear LR warm-up")
     max_grad_norm: float = Field(1.0, gt=0, description="gradient clipping norm")
     seed: int = Field(0, description="seed for model init, data order and dropout")
+    group_by_length: bool = Field(
+        True, description="training batches of examples of similar length (less padding; the batches and their order "
+                          "still shuffled by seed and epoch, trainers/batching.py) and evaluation in length order; "
+                          "false: uniformly shuffled batches")
     precision: Literal["auto", "fp32", "bf16"] = Field(
         "auto", description="auto = bf16 where the device supports it (a GPU), else fp32; bf16 = bf16 compute "
                             "(autocast) with frozen weights stored in bf16, trainable ones in fp32")
@@ -47,10 +51,20 @@ class Resources(Strict):
         "ddp", description="ddp: every worker holds the whole model; fsdp: parameters, gradients and optimizer state "
                            "sharded across the trial's workers (FSDP2)")
     cpu_offload: bool = Field(False, description="with fsdp: keep the sharded state in host memory (FSDP2 CPU offload)")
+    in_process: bool = Field(
+        True, description="a trial of one worker (ddp) trains in the process that runs it (the Tune trial's, which Tune "
+                          "reuses from trial to trial), with no Ray Train controller, worker processes or process "
+                          "group: seconds less start-up per trial (docs/performance.md); false: every trial is a Ray "
+                          "Train job")
 
     @property
     def use_gpu(self) -> bool:
         return self.gpus_per_worker > 0
+
+    @property
+    def trains_in_process(self) -> bool:
+        """The trial runs its one worker in its own process (see `in_process`); FSDP needs a process group."""
+        return self.in_process and self.num_workers == 1 and self.strategy == "ddp"
 
 
 class TrialConfig(Strict):

@@ -34,7 +34,10 @@ INFRASTRUCTURE_FAILURES = ("ActorDiedError", "RayActorError", "ActorUnavailableE
                            "WorkerCrashedError", "ObjectLostError", "OwnerDiedError", "RaySystemError",
                            "WorkerGroupStartupTimeoutError", "WorkerGroupStartupFailedError", "WorkerHealthCheckFailedError",
                            "WorkerHealthCheckTimeoutError", "PreemptionError", "NCCLHangError",
-                           "CollectiveTimeoutError", "the Ray Train workers did not start")
+                           "CollectiveTimeoutError", "the Ray Train workers did not start",
+                           # a trial that trained in its own process (resources.in_process) and lost it: Tune says so
+                           # with Ray's message, without the error's type
+                           "its worker process has died", "The actor died unexpectedly")
 
 
 def is_infrastructure_failure(reason: str | None) -> bool:

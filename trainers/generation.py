@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader
 
 from peftsweep.metric_names import GENERATION_SAMPLES_PER_SECOND
 from peftsweep.spaces import TaskName
+from peftsweep.trainers.batching import LengthGroupedBatches, by_length
 from peftsweep.trainers.data import TokenizedData
 from peftsweep.trainers.generation_data import GenerationSplit, tokenize_generation
 from peftsweep.trainers.sharding import shard_rows
@@ -60,8 +61,14 @@ def collate_train(pad_token_id: int):
     return pad
 
 
-def train_loader(split: GenerationSplit, batch_size: int, pad_token_id: int, seed: int) -> DataLoader:
+def train_loader(split: GenerationSplit, batch_size: int, pad_token_id: int, seed: int, grouped: bool = False,
+                 rank: int = 0, world: int = 1) -> DataLoader:
+    """`grouped`: batches of similar prompt + target lengths, this rank's share of each (trainers.batching)."""
     pairs = list(zip(split.prompt_ids, split.target_ids))
+    if grouped:
+        lengths = [len(p) + len(t) for p, t in pairs]
+        return DataLoader(pairs, batch_sampler=LengthGroupedBatches(lengths, batch_size, seed, rank, world),
+                          collate_fn=collate_train(pad_token_id))
     generator = torch.Generator().manual_seed(seed)
     return DataLoader(pairs, batch_size=batch_size, shuffle=True, generator=generator,
                       collate_fn=collate_train(pad_token_id))
@@ -131,13 +138,16 @@ def target_loss(model: nn.Module, split: GenerationSplit, pad_token_id: int, bat
 
 def evaluate(model: nn.Module, split: GenerationSplit, *, decode: Callable[[list[int]], str], pad_token_id: int,
              eos_token_id: int, max_new_tokens: int, batch_size: int, device: torch.device,
-             match: MatchRule = "normalized", autocast=None, even: bool = False) -> dict[str, float]:
+             match: MatchRule = "normalized", autocast=None, even: bool = False,
+             in_length_order: bool = False) -> dict[str, float]:
     """Exact-match accuracy of greedy generations and the target-only loss, over the whole split: each rank takes
     every world_size-th example and the sums are added across ranks. `even` (FSDP): every rank runs as many rows
-    and generation steps as the others, and drops its padding."""
+    and generation steps as the others, and drops its padding. `in_length_order`: longest prompts first."""
     distributed = dist.is_available() and dist.is_initialized()
     rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
     rows, own = shard_rows(len(split), rank, world, even and distributed)
+    if in_length_order:
+        rows = by_length(rows[:own], [len(p) for p in split.prompt_ids]) + rows[own:]
     start = time.perf_counter()
     answers = generate(model, [split.prompt_ids[i] for i in rows], pad_token_id=pad_token_id,
                        eos_token_id=eos_token_id, max_new_tokens=max_new_tokens, batch_size=batch_size,
@@ -174,7 +184,8 @@ def evaluate_split(model: nn.Module, split: GenerationSplit, data: TokenizedData
     return evaluate(model, split, decode=context.decode, pad_token_id=data.pad_token_id,
                     eos_token_id=data.eos_token_id, max_new_tokens=context.max_new_tokens or data.max_new_tokens,
                     batch_size=context.batch_size, device=context.device, match=context.match,
-                    autocast=lambda: autocast(context.device, context.precision), even=context.sharded)
+                    autocast=lambda: autocast(context.device, context.precision), even=context.sharded,
+                    in_length_order=context.in_length_order)
 
 
 def zero_shot_floor(data: TokenizedData, template: Any, device: torch.device) -> dict[str, float]:

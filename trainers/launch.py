@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+import logging
+from typing import Any, Callable
 
 import ray
 from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
@@ -13,10 +14,13 @@ from peftsweep.spaces import ModelInfo
 from peftsweep.trainers.config import Resources, TrialConfig
 from peftsweep.errors import UserError
 from peftsweep.trainers.data import DataSpec, TokenizedData
-from peftsweep.trainers.faults import raise_if_fatal_recorded
+from peftsweep.trainers.faults import describe, is_fatal, raise_if_fatal_recorded
 from peftsweep.trainers.model import load_model_config, load_tokenizer, model_files_problem
-from peftsweep.trainers.recipe import train_loop_per_worker
+from peftsweep.trainers.recipe import run_recipe, train_loop_per_worker
+from peftsweep.trainers.session import InProcessSession
 from peftsweep.trainers.task_kind import TaskKind
+
+log = logging.getLogger(__name__)
 
 
 def model_info(model: str, max_length: int, trust_remote_code: bool = False) -> ModelInfo:
@@ -63,6 +67,42 @@ def make_trainer(cfg: TrialConfig, data: TokenizedData | ray.ObjectRef, *, stora
                              failure_config=FailureConfig(max_failures=cfg.train.max_failures,
                                                           controller_failure_limit=WORKER_START_TRIES - 1)),
     )
+
+
+def train_in_process(cfg: TrialConfig, data: TokenizedData | ray.ObjectRef, *, run_dir: str,
+                     forward: Callable[[dict[str, Any]], None]) -> None:
+    """A trial's only worker, in this process (`cfg.resources.trains_in_process`): each epoch's report goes to
+    `forward`, checkpoints to `run_dir`. After an error it restarts from the last checkpoint, as Ray Train restarts a
+    worker group (`train.max_failures` times; a NaN loss or running out of memory is not retried); then it raises
+    `InProcessTrainingError` with the reason."""
+    session = InProcessSession(run_dir, cfg.train.checkpoints_to_keep, forward, cfg.resources.use_gpu)
+    config = {"trial": cfg.model_dump(), "data": data, "run_dir": run_dir}
+    for attempt in range(cfg.train.max_failures + 1):
+        try:
+            run_recipe(config, session)
+            return
+        except Exception as exc:
+            if is_fatal(exc) or attempt == cfg.train.max_failures:
+                raise InProcessTrainingError(f"rank 0: {describe(exc)}") from exc
+            log.warning(f"the trial's training failed ({describe(exc)}); restarting it from its last checkpoint "
+                        f"({attempt + 1} of {cfg.train.max_failures})")
+        finally:
+            release_memory()
+
+
+class InProcessTrainingError(RuntimeError):
+    """A trial trained in its own process failed for good; the message is the reason, on one line."""
+
+
+def release_memory() -> None:
+    """What a finished trial held, given back before the process runs the next one (Tune reuses it)."""
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def run_name_for(cfg: TrialConfig, prefix: str) -> str:

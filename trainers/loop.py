@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import math
 import random
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -29,6 +29,8 @@ def begin_epoch(loader: DataLoader, seed: int, epoch: int) -> None:
     seed_everything(seed + epoch)
     if hasattr(loader.sampler, "set_epoch"):  # DistributedSampler (more than one worker)
         loader.sampler.set_epoch(epoch)
+    if hasattr(loader.batch_sampler, "set_epoch"):  # LengthGroupedBatches (train.group_by_length)
+        loader.batch_sampler.set_epoch(epoch)
     generator = getattr(loader, "generator", None)  # RandomSampler (one worker)
     if generator is not None:
         generator.manual_seed(seed + epoch)
@@ -75,8 +77,10 @@ def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str,
 
 
 def train_epoch(model: nn.Module, batches: Iterator[dict[str, torch.Tensor]], optimizer, scheduler,
-                settings: TrainSettings, device: torch.device, max_steps: int | None = None) -> tuple[float, int]:
-    """One pass (or `max_steps` steps); returns the mean loss and the number of examples this worker saw."""
+                settings: TrainSettings, device: torch.device, max_steps: int | None = None,
+                after_first_step: Callable[[], None] | None = None) -> tuple[float, int]:
+    """One pass (or `max_steps` steps); returns the mean loss and the number of examples this worker saw.
+    `after_first_step` is called once the first optimizer step is done."""
     model.train()
     total_loss, steps, seen = 0.0, 0, 0
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -96,6 +100,8 @@ def train_epoch(model: nn.Module, batches: Iterator[dict[str, torch.Tensor]], op
         total_loss += loss.item()
         steps += 1
         seen += len(batch["labels"])
+        if steps == 1 and after_first_step is not None:
+            after_first_step()
         if max_steps is not None and steps >= max_steps:
             break
     return total_loss / max(1, steps), seen

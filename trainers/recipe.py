@@ -22,6 +22,7 @@ from peftsweep.environment import quiet_libraries
 from peftsweep.metric_names import (DDP_PARAM_DIVERGENCE, EVAL_SAMPLES_PER_SECOND, NUM_NODES, PEAK_MEMORY_MB,
                                     RESTARTS, SAMPLES_PER_SECOND, TRAIN_LOSS, TRAIN_SECONDS, split_scores)
 from peftsweep.spaces import get_method
+from peftsweep.startup_marks import enabled as marking, mark, process_created_at
 from peftsweep.trainers.checkpoint import save_checkpoint, save_gathered_checkpoint
 from peftsweep.trainers.config import TrialConfig
 from peftsweep.trainers.data import TokenizedData
@@ -33,13 +34,23 @@ from peftsweep.trainers.sharding import make_frozen_lean, shard, weight_dtypes
 from peftsweep.trainers.state import (Progress, check_same_strategy, is_sharded_state, read_training_state,
                                       restore_optimizer, restore_sharded_training_state, restore_trainable,
                                       save_sharded_training_state, save_training_state)
+from peftsweep.trainers.session import InProcessSession, RayTrainSession
 from peftsweep.trainers.task_kind import EvalContext
 from peftsweep.trainers.tasks import get_task
 
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
+    """Each worker of a trial's Ray Train job."""
+    run_recipe(config, RayTrainSession())
+
+
+def run_recipe(config: dict[str, Any], session: RayTrainSession | InProcessSession) -> None:
+    """One worker's training: `config` as `trainers.launch.make_trainer` builds it; `session`: where it runs."""
     quiet_libraries()  # this worker's process: other libraries' notices stay out of its log
+    if marking():  # bench/overhead.py --breakdown (peftsweep.startup_marks)
+        mark("process_created", at=process_created_at())
+        mark("recipe_started")
     # 1. What to do, typed; the data tokenized once by the driver, fetched from the object store.
     cfg = TrialConfig.model_validate(config["trial"])
     task = get_task(cfg.task)  # what the model learns to do and how it is scored (trainers.tasks)
@@ -48,8 +59,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     data: TokenizedData = config["data"]
     if isinstance(data, ray.ObjectRef):
         data = ray.get(data)
-    rank, world = ray.train.get_context().get_world_rank(), ray.train.get_context().get_world_size()
-    device = ray.train.torch.get_device()
+    rank, world, device = session.rank, session.world, session.device
+    mark("data_ready", rank=rank)
     torch.set_num_threads(max(1, int(cfg.resources.cpus_per_worker)))
     seed_everything(cfg.train.seed)
     placement = _placement()  # which Ray nodes this trial's workers run on (a restart may move them)
@@ -59,7 +70,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     lean = uses_bf16(device, cfg.train.precision)
     where = {"device": device.type, "dist_backend": dist.get_backend() if dist.is_initialized() else "none",
              "autocast": "bf16" if lean else "fp32", "strategy": "fsdp" if sharded else "ddp",
-             "cpu_offload": "yes" if sharded and cfg.resources.cpu_offload else "no"}
+             "cpu_offload": "yes" if sharded and cfg.resources.cpu_offload else "no", "trains_in": session.kind}
 
     # 2. The pre-trained model with the method applied; parameters counted before DDP or FSDP wraps it. FSDP shards it
     #    from host memory onto the device (a 4-bit base is placed by bitsandbytes and stays). After a restart (a worker
@@ -71,25 +82,28 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     if lean:
         make_frozen_lean(model)
     where |= weight_dtypes(model)
-    checkpoint, saved = _last_training_state()
+    checkpoint, saved = _last_training_state(session)
     if saved:
         check_same_strategy(saved, sharded)
     progress = (Progress(**saved["progress"]) if is_sharded_state(saved) else restore_trainable(saved, model)) \
         if saved else Progress()
     progress.restarts += 1 if saved else 0
     for past in progress.history if saved else []:  # a driver killed before it logged these results gets them now
-        ray.train.report(past | {RESTARTS: progress.restarts, "checkpoint_path": checkpoint.path})
+        session.report(past | {RESTARTS: progress.restarts, "checkpoint_path": checkpoint.path}, None)
     if progress.epoch >= cfg.train.epochs:  # it had finished: nothing left to train
         return
     if sharded:
         model = ddp_model = shard(model, device, lean=lean, cpu_offload=cfg.resources.cpu_offload)
     else:  # a 4-bit model is already placed on its device by bitsandbytes and must not be moved again
-        ddp_model = ray.train.torch.prepare_model(model, move_to_device=not getattr(model, "is_quantized", False))
+        ddp_model = session.wrap_model(model, move_to_device=not getattr(model, "is_quantized", False))
+    mark("model_ready", rank=rank)
 
     # 3. Batches: each worker gets its shard (DistributedSampler); the global batch is split across workers.
     per_worker_batch = max(1, cfg.train.batch_size // world)
-    loader = ray.train.torch.prepare_data_loader(
-        task.train_loader(data.splits["train"], per_worker_batch, data.pad_token_id, cfg.train.seed))
+    grouped = cfg.train.group_by_length  # then the loader deals each rank its share itself
+    loader = session.wrap_loader(
+        task.train_loader(data.splits["train"], per_worker_batch, data.pad_token_id, cfg.train.seed, grouped, rank,
+                          world), shards_itself=grouped)
     optimizer, scheduler = optimizer_for(ddp_model, cfg.hparams["lr"], cfg.train, len(loader) * cfg.train.epochs,
                                          fused=False if sharded else None)
     if saved and sharded:
@@ -105,7 +119,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         decode = lambda ids: tokenizer.decode(ids, skip_special_tokens=True)  # noqa: E731
     context = EvalContext(batch_size=cfg.train.eval_batch_size, device=device, precision=cfg.train.precision,
                           decode=decode, max_new_tokens=cfg.generation.max_new_tokens or data.max_new_tokens,
-                          match=cfg.generation.match, sharded=sharded)
+                          match=cfg.generation.match, sharded=sharded, in_length_order=grouped)
 
     def evaluate_split(split: str) -> tuple[dict[str, float], float]:
         """({"accuracy", <the task's extra metric>, its throughputs}, examples per second) of the whole split."""
@@ -123,7 +137,10 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         begin_epoch(loader, cfg.train.seed, epoch)
         start = time.perf_counter()
         try:
-            loss, seen = train_epoch(ddp_model, loader, optimizer, scheduler, cfg.train, device)
+            first = epoch == 1  # the trial's first step (startup_marks)
+            loss, seen = train_epoch(ddp_model, loader, optimizer, scheduler, cfg.train, device,
+                                     after_first_step=functools.partial(mark, "first_step", rank=rank) if first
+                                     else None)
         except NonFiniteLossError as exc:  # every rank stops here together: no error for Ray Train to retry
             if rank == 0:
                 record_fatal(run_dir, exc, f"epoch {epoch}")
@@ -159,18 +176,18 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         #    under FSDP every rank adds its shard of the training state and rank 0 writes the method's files from the
         #    gathered trained tensors (into the method's skeleton: its base on the meta device).
         with tempfile.TemporaryDirectory() as tmp:
-            checkpoint = None
+            written = False
             files = dict(model_name=cfg.model, method=cfg.method, hparams=cfg.hparams, label_names=data.label_names,
                          max_length=data.max_length, counts=counts, epoch=epoch, task=task)
             if sharded:
                 save_gathered_checkpoint(model, Path(tmp), rank=rank, skeleton=skeleton, **files)
                 save_sharded_training_state(Path(tmp), model, optimizer, scheduler, progress, rank)
-                checkpoint = ray.train.Checkpoint.from_directory(tmp)
+                written = True
             elif rank == 0:
                 save_checkpoint(model, Path(tmp), **files)
                 save_training_state(Path(tmp), model, optimizer, scheduler, progress)
-                checkpoint = ray.train.Checkpoint.from_directory(tmp)
-            ray.train.report(metrics, checkpoint=checkpoint)
+                written = True
+            session.report(metrics, Path(tmp) if written else None)
 
 
 def _placement() -> dict[str, Any]:
@@ -186,9 +203,9 @@ def _placement() -> dict[str, Any]:
             NUM_NODES: len(node_ids)}
 
 
-def _last_training_state() -> tuple[ray.train.Checkpoint | None, dict[str, Any] | None]:
-    """The latest reported checkpoint of this run (Ray Train keeps it across worker restarts and re-launches)."""
-    checkpoint = ray.train.get_checkpoint()
+def _last_training_state(session) -> tuple[ray.train.Checkpoint | None, dict[str, Any] | None]:
+    """The latest reported checkpoint of this run (kept across worker restarts and re-launches)."""
+    checkpoint = session.last_checkpoint()
     if checkpoint is None:
         return None, None
     with checkpoint.as_directory() as directory:

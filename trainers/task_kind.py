@@ -30,6 +30,7 @@ class EvalContext:
     max_new_tokens: int = 0
     match: MatchRule = "normalized"
     sharded: bool = False  # FSDP: every rank runs as many batches (and generation steps) as the others
+    in_length_order: bool = False  # each rank's examples longest first (train.group_by_length)
 
 
 def no_problems(spec: DataSpec) -> list[str]:
@@ -42,7 +43,8 @@ class TaskKind:
     head_kwargs: from_pretrained arguments given the label names (a classifier's size and label maps).
     model_problem: why a model (its transformers config) cannot do this task, or None.
     tokenize: (data spec, tokenizer, the model's positions) -> the tokenized splits, once per sweep.
-    train_loader: (split, per-worker batch size, pad id, seed) -> shuffled, dynamically padded batches with labels.
+    train_loader: (split, per-worker batch size, pad id, seed, grouped, rank, world) -> shuffled, dynamically padded
+        batches with labels; `grouped`: of similar lengths, this rank's share (trainers.batching).
     evaluate: (model, split, data, context) -> {"accuracy": ..., <extra_metric>: ...} over the whole split, each
         rank taking a shard.
     extra_metric: the second number evaluate reports (logged as val_<it> / test_<it>).
@@ -62,7 +64,7 @@ class TaskKind:
     head_kwargs: Callable[[list[str]], dict[str, Any]]
     model_problem: Callable[[Any], str | None]
     tokenize: Callable[[DataSpec, Any, int], TokenizedData]
-    train_loader: Callable[[Any, int, int, int], DataLoader]
+    train_loader: Callable[..., DataLoader]
     evaluate: Callable[[nn.Module, Any, TokenizedData, EvalContext], dict[str, float]]
     extra_metric: str
     floor_name: str

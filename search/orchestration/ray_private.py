@@ -26,7 +26,9 @@ from __future__ import annotations
 import inspect
 
 import ray
-from ray.train.v2._internal.execution.callback import ControllerCallback
+from ray.train.v2._internal.execution.callback import ControllerCallback, WorkerGroupCallback
+
+from peftsweep.startup_marks import mark
 
 TESTED_RAY = "2.60.0"  # requirements-lock.txt's pin
 
@@ -42,6 +44,27 @@ class JobHooks(ControllerCallback):
     def after_controller_start(self, train_run_context) -> None:
         context = ray.get_runtime_context()
         self.controller_started(context.current_actor, context.get_actor_id())
+
+
+class StartupMarker(ControllerCallback, WorkerGroupCallback):
+    """Runs in a trial's Train controller when startup marks are on (peftsweep.startup_marks): marks each step of
+    starting the worker group (Ray Train's private hooks, called in this order)."""
+
+    def after_controller_start(self, train_run_context) -> None:
+        mark("controller_started")
+
+    def before_worker_group_start(self, worker_group_context) -> None:
+        mark("worker_group_starting")
+
+    def before_init_train_context(self, workers) -> dict:  # the placement group is ready, the worker processes up
+        mark("workers_created")
+        return {}
+
+    def after_worker_group_start(self, worker_group) -> None:  # after Ray's own callbacks: the process group is up
+        mark("workers_ready")
+
+    def after_worker_group_training_start(self, worker_group) -> None:
+        mark("training_launched")
 
 
 def placement_groups_created_by(actor_id: str) -> list:
@@ -106,7 +129,12 @@ def api_problems() -> list[str]:
 
     expected = {(ControllerCallback, "after_controller_start"): ["self", "train_run_context"],
                 (_FilesystemSyncer, "_sync_up_command"): ["self", "local_path", "uri", "exclude"],
-                (TrainController, "abort"): ["self"], (GlobalState, "_connect_and_get_accessor"): ["self"]}
+                (TrainController, "abort"): ["self"],
+                (WorkerGroupCallback, "before_worker_group_start"): ["self", "worker_group_context"],
+                (WorkerGroupCallback, "before_init_train_context"): ["self", "workers"],
+                (WorkerGroupCallback, "after_worker_group_start"): ["self", "worker_group"],
+                (WorkerGroupCallback, "after_worker_group_training_start"): ["self", "worker_group"],
+                (GlobalState, "_connect_and_get_accessor"): ["self"]}
     for (cls, name), params in expected.items():
         method = getattr(cls, name, None)
         if method is None:

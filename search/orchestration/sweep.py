@@ -8,6 +8,7 @@ for `peftsweep confirm`) and runs in steps: `search`, `confirm`, `finish`.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,7 @@ from ray import tune
 
 from peftsweep.errors import UserError
 from peftsweep.search import storage
+from peftsweep.startup_marks import mark
 from peftsweep.search.orchestration.cluster import check_capacity, check_storage, cluster_has_gpus, connect_ray
 from peftsweep.search.orchestration.confirm_stage import (confirm_tuner, discard_runs, log_confirmation, next_look,
                                                           plan_work, tune_path_for)
@@ -28,7 +30,7 @@ from peftsweep.search.orchestration.ray_private import exclude_tmp_files_from_tu
 from peftsweep.search.orchestration.resume import SweepState, read_state, sweep_to_resume, write_state
 from peftsweep.search.orchestration.searcher import scheduler_for, searcher_and_space
 from peftsweep.search.orchestration.train_jobs import EARLY_END, EndTrainJobs, interrupt_on_ctrl_c, start_jobs_actor
-from peftsweep.search.orchestration.trial import DRIVER_RESOURCES, sweep_trial
+from peftsweep.search.orchestration.trial import resources_of_point, sweep_trial
 from peftsweep.search.orchestration.warm_start import WarmStart, gather
 from peftsweep.search.plan import SweepPlan
 from peftsweep.search.results.records import CONFIRM, SEARCH, Floor
@@ -289,7 +291,7 @@ class Sweep:
         trials_path = storage.join(storage_root(self.plan), "trials", storage.name_of(tune_path))
         return tune.with_resources(
             tune.with_parameters(sweep_trial, data=data_ref, template=self.template, storage_path=trials_path),
-            DRIVER_RESOURCES)
+            functools.partial(resources_of_point, template=self.template))
 
     def trial_logger(self, stage: str = SEARCH) -> MlflowTrialLogger:
         c = self.plan.config
@@ -334,6 +336,7 @@ def fit(tuner: tune.Tuner, tune_path: str) -> str:
     exclude_tmp_files_from_tune_sync()  # a race in Tune's upload of its state: see search.orchestration.ray_private
     try:
         with interrupt_on_ctrl_c() as early_end:
+            mark("tune_fit")
             results = tuner.fit()
         # Tune returns normally after a Ctrl-C, with the trials it cut marked as ended: our record tells.
         ended = results.num_terminated + results.num_errors == len(results)

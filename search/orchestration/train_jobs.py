@@ -258,9 +258,10 @@ class EndTrainJobs(Callback, Stopper):
     def on_step_end(self, iteration, trials, **info):
         if EARLY_END.ctrl_c.is_set() and EARLY_END.reason is None:  # Tune ends its loop after this step
             EARLY_END.reason = "interrupted"
-            stopped = self._stop_all(INTERRUPTED)
-            log.info(f"interrupted: stopped the Ray Train jobs of {len(stopped)} running trials; --resume continues "
-                     f"them from their last checkpoints")
+            self._stop_all(INTERRUPTED)  # the Ray Train jobs; a trial training in its own process ends with it
+            running = [t for t in trials if t.status == "RUNNING"]
+            log.info(f"interrupted: stopped {len(running)} running trials; --resume continues them from their last "
+                     f"checkpoints")
 
     # Tune stopper
     def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:

@@ -1,7 +1,10 @@
-"""The Tune trial: turns one sampled point of the space into a Ray Train job (Train V2 pattern).
+"""The Tune trial: trains one sampled point of the space.
 
-It runs in a Tune trial process that holds no CPU (only a little memory): the CPUs belong to the Train workers, so a
-2-worker trial fits on a 2-core laptop.
+A trial of several workers (or sharded) is a Ray Train job (Train V2 pattern), run from a Tune trial process that
+holds no CPU (only a little memory): the CPUs belong to the Train workers, so a 2-worker trial fits on a 2-core
+laptop. A trial of one worker trains in the Tune trial's own process, which then holds the worker's CPUs and GPUs
+(`resources.in_process`; trainers.session): no controller, no worker processes, no process group, and Tune reuses the
+process, its imports and its loaded libraries, for the next trial.
 """
 
 from __future__ import annotations
@@ -14,35 +17,64 @@ from ray.train import TrainingFailedError
 from ray.tune.integration.ray_train import TuneReportCallback
 
 from peftsweep.search.points import repeat_of, unflat
+from peftsweep.startup_marks import enabled as marking, mark
 from peftsweep.search.storage import delete_checkpoints
+from peftsweep.search.orchestration.ray_private import StartupMarker
 from peftsweep.search.orchestration.train_jobs import INTERRUPTED, JobOfTrial
-from peftsweep.trainers.config import TrialTemplate
+from peftsweep.trainers.config import Resources, TrialTemplate
 from peftsweep.trainers.faults import (is_infrastructure_failure, record_reason, recorded_failure,
                                        training_failure)
-from peftsweep.trainers.launch import make_trainer, run_dir_of
+from peftsweep.trainers.launch import InProcessTrainingError, make_trainer, run_dir_of, train_in_process
 
-# The trial driver only waits on the Train controller: it needs no CPU, and `memory` exists on every Ray node.
+# A trial that is a Ray Train job only waits on its controller: it needs no CPU, and `memory` exists on every Ray node.
 DRIVER_RESOURCES = {"CPU": 0, "memory": 256 * 2**20}
+
+
+def trial_resources(resources: Resources) -> dict[str, float]:
+    """What Tune reserves for a trial's own process: the worker's CPUs and GPUs when it trains there."""
+    if not resources.trains_in_process:
+        return DRIVER_RESOURCES
+    return {"CPU": resources.cpus_per_worker} | ({"GPU": resources.gpus_per_worker} if resources.use_gpu else {})
+
+
+def resources_of_point(config: dict[str, Any], *, template: TrialTemplate):
+    """Tune's resources for the trial of one sampled point (they depend on its method)."""
+    from ray.tune.execution.placement_groups import resource_dict_to_pg_factory
+
+    return resource_dict_to_pg_factory(trial_resources(template.resources_by_method[unflat(config)[0]]))
 
 
 def sweep_trial(config: dict[str, Any], *, data: dict[str, Any], template: TrialTemplate, storage_path: str) -> None:
     """`config`: the point Tune sampled; `template`: what every trial of the sweep shares; `data["tokenized"]`: the
     object-store reference of the tokenized data, handed on to the workers unresolved; `storage_path`: where the
     trials' Ray Train runs keep their checkpoints."""
+    mark("trial_function")
     repeat = repeat_of(config)  # a confirm run trains the configuration with its own seed
     trial = template.for_trial(*unflat(config), seed=repeat["seed"] if repeat else None)
     context = tune.get_context()
     name = context.get_trial_name()
     run_dir = run_dir_of(storage_path, name)
-    if (reason := recorded_failure(run_dir)) is None:  # a resumed sweep does not retry a NaN trial
+    if (reason := recorded_failure(run_dir)) is None and trial.resources.trains_in_process:
+        try:
+            mark("fit_called")
+            train_in_process(trial, data["tokenized"], run_dir=run_dir, forward=tune.report)
+        except InProcessTrainingError as exc:
+            reason = str(exc)
+            if not is_infrastructure_failure(reason):
+                record_reason(run_dir, reason)
+            raise TrialFailedError(reason) from None
+        reason = recorded_failure(run_dir)  # NaN loss: the recipe stopped without an error
+        delete_checkpoints(run_dir, keep=trial.train.checkpoints_to_keep)
+    elif reason is None:  # a resumed sweep does not retry a NaN trial
         to_tune = TuneReportCallback()
         # The sweep ends this job when the trial ends early; the queue of reports to Tune is handed along so that a
         # controller blocked on it can be unblocked (see search.orchestration.train_jobs).
         job = JobOfTrial(context.get_experiment_name(), context.get_trial_id(),
                          getattr(to_tune, "_training_actor_item_queue", None))
         trainer = make_trainer(trial, data["tokenized"], storage_path=storage_path, name=name,
-                               callbacks=[to_tune, job.callback])
+                               callbacks=[to_tune, job.callback, *([StartupMarker()] if marking() else [])])
         try:
+            mark("fit_called")
             trainer.fit()
         except Exception as exc:
             outcome = job.outcome()

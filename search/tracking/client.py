@@ -33,7 +33,8 @@ NODE_IPS_TAG = "peftsweep.node_ips"
 # (bf16 | fp32), strategy (ddp | fsdp), CPU offload (yes | no), the storage dtypes of trainable and frozen weights
 PLACE_TAGS = {"peftsweep.device": "device", "peftsweep.dist_backend": "dist_backend", "peftsweep.autocast": "autocast",
               "peftsweep.strategy": "strategy", "peftsweep.cpu_offload": "cpu_offload",
-              "peftsweep.trainable_dtype": "trainable_dtype", "peftsweep.frozen_dtype": "frozen_dtype"}
+              "peftsweep.trainable_dtype": "trainable_dtype", "peftsweep.frozen_dtype": "frozen_dtype",
+              "peftsweep.trains_in": "trains_in"}
 
 _READY_STORES: set[str] = set()  # SQLite stores this process has opened once (their tables exist)
 

@@ -18,6 +18,7 @@ from ray.tune import Callback
 
 from peftsweep.metric_names import (EPOCH_METRICS, EPOCHS_COMPLETED, FINAL_METRICS, GPU_SECONDS, LOG10_TRAINABLE_PCT,
                                     STARTUP_SECONDS, TRAINABLE_PCT, VAL_ACCURACY, WALL_SECONDS, WORKER_SECONDS)
+from peftsweep.startup_marks import mark
 from peftsweep.search import storage
 from peftsweep.search.points import repeat_of, unflat
 from peftsweep.search.results.records import SEARCH
@@ -115,9 +116,11 @@ class MlflowTrialLogger(Callback):
         return run.info.run_id
 
     def on_trial_start(self, iteration, trials, trial, **info):
+        mark("trial_start")
         run_id = self.run_id(trial)
         self.segment_start[run_id] = time.time()
         self.wall_before[run_id] = self._last_wall(run_id)
+        mark("trial_logged")
 
     def _last_wall(self, run_id: str) -> float:
         history = self.client.get_metric_history(run_id, WALL_SECONDS)

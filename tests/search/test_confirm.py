@@ -119,9 +119,9 @@ def test_confirm_stage_survives_a_driver_kill_and_confirms_more_seeds_later(tmp_
         r.info.run_id for r in runs if r.data.tags[CONFIG_TAG] in front}
     assert client.get_run(origin[full_id].info.run_id).data.metrics["confirm_runs"] == 2
 
-    # More seeds later: only the third seed's runs are trained; the first four stay as they are. The Train controller
-    # of one of them is SIGKILLed (its process lost, as to the OOM killer): that run fails, is tried again with the
-    # same seed, and completes.
+    # More seeds later: only the third seed's runs are trained; the first four stay as they are. The process of one of
+    # them (one worker: its Tune trial's process, resources.in_process) is SIGKILLed, as by the OOM killer: that run
+    # fails, is tried again with the same seed, and completes.
     log = tmp_path / "confirm.log"
     with log.open("w") as out:
         more = subprocess.Popen([sys.executable, "-m", "peftsweep.cli", "confirm", "--experiment", "faults", "--seeds",
@@ -129,9 +129,9 @@ def test_confirm_stage_survives_a_driver_kill_and_confirms_more_seeds_later(tmp_
                                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     more.log_path = log
     try:
-        controllers = wait_until(lambda: processes_named("TrainController", more), more, 300,
-                                 "a Train controller of the new confirm runs")
-        os.kill(controllers[0], signal.SIGKILL)
+        trials = wait_until(lambda: processes_named("ImplicitFunc", more), more, 300,
+                            "the process of a new confirm run")
+        os.kill(trials[0], signal.SIGKILL)
         assert finish(more, timeout=400) == 0, log_tail(more)
     finally:
         kill_group(more)

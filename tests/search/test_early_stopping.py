@@ -149,6 +149,9 @@ def test_asha_stops_trials_a_trial_fails_their_jobs_end_and_every_trial_runs(tmp
     outcome, seconds = run_on_local_ray(config)
     runs = {r.data.params["method"]: r for r in trial_runs(config)}
     assert sorted(runs) == ["adapter", "ia3", "lora", "prompt"]  # none lost to a failed actor reuse
+    # one worker each: trained in the trials' own processes, which Tune reused (resources.in_process)
+    assert {r.data.tags.get("peftsweep.trains_in") for r in runs.values() if "val_accuracy" in r.data.metrics} == {
+        "trial process"}
     # search.max_concurrent_trials: 2 at a time (2 CPUs, 1 worker each), never more
     assert max_overlap([(r.info.start_time, r.info.end_time) for r in runs.values()]) == 2
     assert runs["lora"].data.tags[STATUS_TAG] == "completed"
@@ -211,15 +214,19 @@ def test_pareto_early_stopping_keeps_the_full_fine_tune_and_stops_the_dominated_
 def test_sigkilled_driver_resumes_without_losing_or_repeating_trials_and_asha_goes_on(tmp_path, tiny_model):
     """One trial at a time, one worker each; ia3 (cannot learn), LoRA (learns), prompt (cannot learn). The driver is
     SIGKILLed while LoRA runs, after ia3 finished. The resumed sweep runs nothing twice, continues LoRA from its
-    checkpoint in its own run (its replayed epochs are what ASHA's rungs hold after a resume) and stops prompt."""
-    csv = str(make_csv(tmp_path / "data.csv", n=600))
+    checkpoint in its own run (its replayed epochs are what ASHA's rungs hold after a resume) and stops prompt.
+    The kill comes once Tune has saved that ia3 ended (it saves its state about once a second: a driver killed within
+    that second of a trial's end would run the trial again); the data is large enough for LoRA, trained in its trial's
+    process, to be still running then."""
+    csv = str(make_csv(tmp_path / "data.csv", n=2400))
     config = write_config(tmp_path, tiny_model, csv, **first_trials([("ia3", BAD), ("lora", GOOD), ("prompt", BAD)]),
                           train={"epochs": EPOCHS, "batch_size": 16, "checkpoints_to_keep": 2},
                           delete_dominated_checkpoints=True, resources={"num_workers": 1, "cpus_per_worker": 1})
     first = start(config)
     try:
         wait_until(lambda: any(r.data.params.get("method") == "lora" and "val_accuracy" in r.data.metrics
-                               for r in trial_runs(config)), first, 240, "LoRA's first epoch")
+                               for r in trial_runs(config)) and "TERMINATED" in tune_saved_statuses(config),
+                   first, 240, "LoRA's first epoch, after Tune saved that ia3 ended")
         first.kill()  # SIGKILL: nothing of the driver's runs; Ray, in its process group, goes below
         first.wait(timeout=30)
     finally:
@@ -260,14 +267,29 @@ def test_sigkilled_driver_resumes_without_losing_or_repeating_trials_and_asha_go
     assert not ray_train_workers(first, resumed)
 
 
+def tune_saved_statuses(config: Path) -> list[str]:
+    """The trial statuses in the newest Tune experiment state saved to the sweep's storage."""
+    import json
+
+    saved = sorted((config.parent / "out" / "ray").glob("*/experiment_state-*.json"))
+    if not saved:
+        return []
+    try:
+        state = json.loads(saved[-1].read_text())
+    except ValueError:  # being written
+        return []
+    return [json.loads(trial[0]).get("status") for trial in state["trial_data"]]
+
+
 def test_time_budget_ends_the_running_trial_and_its_job(tmp_path, tiny_model):
-    """A trial that would train for long is cut by the budget: stopped early, its job ended, the sweep finished."""
+    """A trial that would train for long is cut by the budget: stopped early, its job ended, the sweep finished. Its
+    one worker is a Ray Train job (`resources.in_process: false`); the other tests here train in the trial's process."""
     csv = str(make_csv(tmp_path / "data.csv", n=300))
     config = write_config(tmp_path, tiny_model, csv, methods={"ia3": {}},
                           train={"epochs": 1000, "batch_size": 16}, early_stopping={"enabled": False},
                           search={"algorithm": "random", "num_samples": 2, "start_points": "none",
                                   "time_budget_s": 25},
-                          resources={"num_workers": 1, "cpus_per_worker": 1})
+                          resources={"num_workers": 1, "cpus_per_worker": 1, "in_process": False})
     outcome, seconds = run_on_local_ray(config)
     # 1000 epochs take far longer than this (several s each beside another test file): the budget ended the trial,
     # with room for a loaded machine (it once needed more than 85 s)
@@ -275,6 +297,7 @@ def test_time_budget_ends_the_running_trial_and_its_job(tmp_path, tiny_model):
     (run,) = trial_runs(config)  # the second trial never started
     assert run.data.tags[STATUS_TAG] == "early_stopped" and run.info.status == "FINISHED"
     assert run.data.metrics.get("epochs_completed", 0) < 1000
+    assert run.data.tags["peftsweep.trains_in"] == "ray train job"
     assert outcome.summary.counts == {"completed": 0, "early_stopped": 1, "failed": 0, "interrupted": 0,
                                       "running": 0, "total": 1}
     assert read_state(tmp_path / "out").status == "finished"
@@ -297,7 +320,7 @@ def test_ctrl_c_ends_the_jobs_and_resume_continues_the_trial(tmp_path, tiny_mode
         (interrupted,) = trial_runs(config)
         assert interrupted.info.status == "KILLED" and interrupted.data.tags[STATUS_TAG] == "interrupted"
         log = (config.parent / "driver0.log").read_text()
-        assert "interrupted: stopped the Ray Train jobs of 1 running trials" in log, log[-3000:]
+        assert "interrupted: stopped 1 running trials" in log, log[-3000:]
         assert "--resume" in log and not ray_train_workers(first)
         assert read_state(tmp_path / "out").status == "running"
     finally:
