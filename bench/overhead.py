@@ -3,10 +3,15 @@
 The same training (model, data, method, epochs, batch, workers) run three ways:
   (a) a bare PyTorch + PEFT loop in one process (threads = the workers' CPUs together),
   (b) a raw Ray Train job: `TorchTrainer.fit()` with a hand-written train function (DDP, a checkpoint per epoch),
-  (c) a one-trial peftsweep sweep (`search.orchestration.sweep.run_sweep`: Tune, Ray Train, MLflow, summary),
+      and (b') the same job without the two helper actors a sweep's trials leave out (ray_private.LeanTorchTrainer),
+  (c) a one-trial peftsweep sweep (`search.orchestration.sweep.run_sweep`: Tune, Ray Train, MLflow, summary); with
+      one worker the trial trains in its Tune trial's process, and (c0), the same sweep with `resources.in_process:
+      false` (a Ray Train job), is run too,
 each split into start-up (call to first training step), training (first step to last report) and teardown (last
 report to return). Ray is started once before (b) and (c) and timed on its own; (c)'s once-per-sweep set-up (MLflow
-store, parent run, Tune start) is shown apart from the per-trial cost.
+store, parent run, Tune start) is shown apart from the per-trial cost. Ray's own processes run with peftsweep's
+settings (peftsweep.environment: health checks every 0.2 s, no preemption watcher) in (b) as in (c); the default
+health-check interval is measured apart.
 
     .venv/bin/python bench/overhead.py            # MiniLM-L6 + TREC-6 (800 train), LoRA, 2 epochs, 2 workers
     .venv/bin/python bench/overhead.py --workers 1 --breakdown   # 1 worker; (c)'s start-up split into its parts
@@ -153,12 +158,16 @@ def raw_train_fn(config: dict) -> None:
             ray.train.report(metrics | {"started": started, "reported_at": time.time()}, checkpoint=checkpoint)
 
 
-def raw_ray_train(setup: Setup, data_ref, storage: Path) -> Timing:
+def raw_ray_train(setup: Setup, data_ref, storage: Path, lean: bool = False) -> Timing:
+    """`lean`: the same job without Ray Train's DatasetManager and PlacementGroupCleaner actors (peftsweep's
+    LeanTorchTrainer, what a sweep's trials run)."""
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
+    from peftsweep.search.orchestration.ray_private import LeanTorchTrainer
+
     start = time.time()
-    result = TorchTrainer(raw_train_fn, train_loop_config={"data": data_ref, "setup": asdict(setup)},
+    result = (LeanTorchTrainer if lean else TorchTrainer)(raw_train_fn, train_loop_config={"data": data_ref, "setup": asdict(setup)},
                           scaling_config=ScalingConfig(num_workers=setup.workers),
                           run_config=RunConfig(name=f"raw-{time.time_ns()}", storage_path=str(storage))).fit()
     end = time.time()
@@ -242,6 +251,7 @@ def main(argv: list[str] | None = None) -> dict:
         figures["raw_default_health_check"] = asdict(raw_ray_train(setup, ray.put(data), work / "ray"))
     figures["ray_init_seconds"] = ray_session("0.2")
     b = raw_ray_train(setup, ray.put(data), work / "ray")
+    figures["raw_lean"] = asdict(raw_ray_train(setup, ray.put(data), work / "ray", lean=True))
     if setup.workers == 1:  # (c) as it ran before trials trained in process: a Ray Train job of 1 worker
         c0, parts0 = peftsweep_sweep(setup, work / "sweep-train-job", in_process=False)
         figures |= {"peftsweep_train_job": asdict(c0), "peftsweep_train_job_parts": parts0}
@@ -328,7 +338,7 @@ def print_table(f: dict, a: Timing, b: Timing, c: Timing) -> None:
     print(f"\nsetup: {f['setup']}")
     print(f"tokenize once: {f['tokenize_seconds']:.1f} s; ray.init: {f['ray_init_seconds']:.1f} s")
     print(f"{'':28}{'start-up':>10}{'training':>10}{'teardown':>10}{'total':>10}")
-    rows = [("(a) bare PyTorch+PEFT", a), ("(b) raw Ray Train", b)]
+    rows = [("(a) bare PyTorch+PEFT", a), ("(b) raw Ray Train", b), ("(b') (b), lean", Timing(**f["raw_lean"]))]
     if "peftsweep_train_job" in f:
         rows.append(("(c0) peftsweep, Train job", Timing(**f["peftsweep_train_job"])))
     rows.append(("(c) peftsweep, 1 trial", c))

@@ -19,6 +19,9 @@ DEFAULTS = {
     # that a local sweep starts; a cluster's nodes keep what `ray start` was given.
     "RAY_worker_niceness": "0",
     "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2",  # the Train controller polls its workers: ~6 s less per trial
+    # Ray Train starts a PreemptionWatcher actor (a process) per job, to report spot-instance preemption; peftsweep
+    # reports a lost node as an infrastructure failure without it
+    "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0",
     # A reused trial actor waits this long for the previous trial's thread (Tune's default, 2 s, can be shorter than
     # a stopped trial's Train job takes to end; a reuse that gives up fails the next trial).
     "TUNE_FUNCTION_THREAD_TIMEOUT_S": "60",
@@ -37,7 +40,8 @@ DEFAULTS = {
     "TOKENIZERS_PARALLELISM": "false",  # no fork warning from the tokenizers library in Ray's workers
 }
 # Read by Ray's actors, not only by the driver: passed to them in the job's runtime environment.
-ACTOR_ENV = ("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "TUNE_FUNCTION_THREAD_TIMEOUT_S", "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S")
+ACTOR_ENV = ("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "TUNE_FUNCTION_THREAD_TIMEOUT_S",
+             "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S")
 
 
 # Other libraries' loggers, and the level below which they are not shown: the console is peftsweep's own lines.

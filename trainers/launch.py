@@ -53,9 +53,10 @@ def scaling_for(resources: Resources) -> ScalingConfig:
 
 
 def make_trainer(cfg: TrialConfig, data: TokenizedData | ray.ObjectRef, *, storage_path: str, name: str,
-                 callbacks: list | None = None) -> TorchTrainer:
-    """The Ray Train job for one trial: N workers, gloo on CPU, NCCL on GPU."""
-    return TorchTrainer(
+                 callbacks: list | None = None, trainer: type[TorchTrainer] = TorchTrainer) -> TorchTrainer:
+    """The Ray Train job for one trial: N workers, gloo on CPU, NCCL on GPU. `trainer`: TorchTrainer or a subclass
+    (a sweep's trials leave out helper actors they do not need, search.orchestration.ray_private)."""
+    return trainer(
         train_loop_per_worker,
         # run_dir: where a worker leaves a note that its failure must not be retried (trainers.faults)
         train_loop_config={"trial": cfg.model_dump(), "data": data, "run_dir": run_dir_of(storage_path, name)},

@@ -26,6 +26,9 @@ from __future__ import annotations
 import inspect
 
 import ray
+from ray.train.torch import TorchTrainer
+from ray.train.v2._internal.callbacks import DatasetsCallback
+from ray.train.v2._internal.callbacks.placement_group_callback import PlacementGroupCleanerCallback
 from ray.train.v2._internal.execution.callback import ControllerCallback, WorkerGroupCallback
 
 from peftsweep.startup_marks import mark
@@ -44,6 +47,17 @@ class JobHooks(ControllerCallback):
     def after_controller_start(self, train_run_context) -> None:
         context = ray.get_runtime_context()
         self.controller_started(context.current_actor, context.get_actor_id())
+
+
+class LeanTorchTrainer(TorchTrainer):
+    """Ray Train's TorchTrainer without two helper actors that each job starts and a sweep's trial does not need, each
+    a new Python process on the trial's path: the DatasetManager (Ray Data shards, started even without datasets;
+    peftsweep hands the tokenized data through the object store) and the detached PlacementGroupCleaner (removes the
+    placement group of a controller that died; in a sweep `TrainJobs` does that, search.orchestration.train_jobs)."""
+
+    def _create_default_callbacks(self):
+        unneeded = (PlacementGroupCleanerCallback,) + (() if self.datasets else (DatasetsCallback,))
+        return [c for c in super()._create_default_callbacks() if not isinstance(c, unneeded)]
 
 
 class StartupMarker(ControllerCallback, WorkerGroupCallback):
@@ -130,6 +144,7 @@ def api_problems() -> list[str]:
     expected = {(ControllerCallback, "after_controller_start"): ["self", "train_run_context"],
                 (_FilesystemSyncer, "_sync_up_command"): ["self", "local_path", "uri", "exclude"],
                 (TrainController, "abort"): ["self"],
+                (TorchTrainer, "_create_default_callbacks"): ["self"],
                 (WorkerGroupCallback, "before_worker_group_start"): ["self", "worker_group_context"],
                 (WorkerGroupCallback, "before_init_train_context"): ["self", "workers"],
                 (WorkerGroupCallback, "after_worker_group_start"): ["self", "worker_group"],

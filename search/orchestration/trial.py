@@ -19,7 +19,7 @@ from ray.tune.integration.ray_train import TuneReportCallback
 from peftsweep.search.points import repeat_of, unflat
 from peftsweep.startup_marks import enabled as marking, mark
 from peftsweep.search.storage import delete_checkpoints
-from peftsweep.search.orchestration.ray_private import StartupMarker
+from peftsweep.search.orchestration.ray_private import LeanTorchTrainer, StartupMarker
 from peftsweep.search.orchestration.train_jobs import INTERRUPTED, JobOfTrial
 from peftsweep.trainers.config import Resources, TrialTemplate
 from peftsweep.trainers.faults import (is_infrastructure_failure, record_reason, recorded_failure,
@@ -71,7 +71,7 @@ def sweep_trial(config: dict[str, Any], *, data: dict[str, Any], template: Trial
         # controller blocked on it can be unblocked (see search.orchestration.train_jobs).
         job = JobOfTrial(context.get_experiment_name(), context.get_trial_id(),
                          getattr(to_tune, "_training_actor_item_queue", None))
-        trainer = make_trainer(trial, data["tokenized"], storage_path=storage_path, name=name,
+        trainer = make_trainer(trial, data["tokenized"], storage_path=storage_path, name=name, trainer=LeanTorchTrainer,
                                callbacks=[to_tune, job.callback, *([StartupMarker()] if marking() else [])])
         try:
             mark("fit_called")
