@@ -31,11 +31,26 @@ def run(script: str, *args: str, quick: bool = True) -> str:
 
 
 def test_overhead_quick(tmp_path):
-    out = run("overhead.py", "--json", str(tmp_path / "o.json"))
+    """One worker: (c) trains in its trial's process, (c0) is the same sweep as a Ray Train job; the breakdown of
+    each names the parts its path went through."""
+    out = run("overhead.py", "--workers", "1", "--breakdown", "--no-group-by-length", "--json", str(tmp_path / "o.json"))
     figures = json.loads((tmp_path / "o.json").read_text())
-    assert "c/a =" in out and "c/b =" in out
-    for way in ("bare", "raw_ray_train", "peftsweep"):
+    assert "c/a =" in out and "c/b =" in out and "(c0) as a Ray Train job" in out
+    assert figures["setup"]["workers"] == 1 and figures["setup"]["group_by_length"] is False
+    for way in ("bare", "raw_ray_train", "raw_lean", "peftsweep", "peftsweep_train_job"):
         assert figures[way]["training"] > 0 and figures[way]["startup"] > 0
+    in_process = {row["ends_at"] for row in figures["breakdown"]}
+    train_job = {row["ends_at"] for row in figures["breakdown_train_job"]}
+    assert {"trial_logged", "model_ready", "first_step"} <= in_process & train_job
+    assert "controller_started" in train_job and "controller_started" not in in_process
+    assert figures["recipe_import_seconds"] > 0
+
+
+def test_padding_quick(tmp_path):
+    run("padding.py", "--json", str(tmp_path / "p.json"))
+    rows = json.loads((tmp_path / "p.json").read_text())["rows"]
+    assert rows["grouped"]["train_padded_share"] < rows["shuffled"]["train_padded_share"]
+    assert rows["grouped"]["step_seconds"] > 0 and rows["shuffled"]["eval_seconds"] > 0
 
 
 def test_throughput_quick(tmp_path):
