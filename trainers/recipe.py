@@ -28,7 +28,7 @@ from peftsweep.trainers.config import TrialConfig
 from peftsweep.trainers.data import TokenizedData
 from peftsweep.trainers.faults import NonFiniteLossError, is_fatal, raise_if_fatal_recorded, record_fatal
 from peftsweep.trainers.loop import begin_epoch, optimizer_for, seed_everything, train_epoch, uses_bf16
-from peftsweep.trainers.metrics import peak_memory_mb
+from peftsweep.trainers.metrics import peak_memory_mb, reset_peak_memory
 from peftsweep.trainers.model import build_model, build_skeleton, load_tokenizer
 from peftsweep.trainers.sharding import make_frozen_lean, shard, weight_dtypes
 from peftsweep.trainers.state import (Progress, check_same_strategy, is_sharded_state, read_training_state,
@@ -60,6 +60,7 @@ def run_recipe(config: dict[str, Any], session: RayTrainSession | InProcessSessi
     if isinstance(data, ray.ObjectRef):
         data = ray.get(data)
     rank, world, device = session.rank, session.world, session.device
+    reset_peak_memory(device)  # this trial's own peak, also in a process that ran others before
     mark("data_ready", rank=rank)
     torch.set_num_threads(max(1, int(cfg.resources.cpus_per_worker)))
     seed_everything(cfg.train.seed)

@@ -18,6 +18,7 @@ from peftsweep.trainers.checkpoint import load_checkpoint
 from peftsweep.trainers.config import Resources, TrainSettings, TrialConfig
 from peftsweep.trainers.faults import recorded_failure
 from peftsweep.trainers.launch import InProcessTrainingError, train_in_process
+from peftsweep.trainers.metrics import peak_memory_mb
 from peftsweep.trainers.session import PARTIAL
 
 
@@ -107,3 +108,16 @@ def test_an_error_that_repeats_fails_after_max_failures_restarts(local_ray, tiny
     with pytest.raises(InProcessTrainingError, match="rank 0: ValueError: bad batch"):
         train_in_process(cfg, tiny_data, run_dir=str(tmp_path / "r"), forward=lambda m: None)
     assert calls["n"] == cfg.train.max_failures + 1
+
+
+def test_each_trial_reports_its_own_peak_memory_in_a_reused_process(local_ray, tiny_model, tiny_data, tmp_path):
+    """On CPU the peak is the process's resident memory: a process that ran a bigger trial before (here: held 600 MB
+    more) reports the later trial's own peak, not its lifetime's."""
+    big = bytearray(600 * 2**20)
+    big[::4096] = b"x" * len(big[::4096])  # touched: resident
+    before = peak_memory_mb(torch.device("cpu"))
+    del big
+    reports: list[dict] = []
+    train_in_process(lora_trial(tiny_model, tiny_data), tiny_data, run_dir=str(tmp_path / "p"),
+                     forward=reports.append)
+    assert 0 < reports[-1]["peak_memory_mb"] < before - 400
