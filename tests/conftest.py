@@ -85,17 +85,20 @@ def once_per_run(tmp_path_factory, name: str, build):
 
 
 @pytest.fixture(scope="session")
-def finished_sweep(tmp_path_factory, tiny_model, tiny_csv):
+def finished_sweep(tmp_path_factory, tiny_model):
     """A real small sweep: tiny BERT, 5 trials over 3 methods, 2-worker Ray Train trials, local SQLite MLflow (one
     for the whole test run: tests/search/test_sweep.py and tests/dashboards/ share it)."""
-    return once_per_run(tmp_path_factory, "finished_sweep", lambda: small_sweep(tmp_path_factory, tiny_model, tiny_csv))
+    return once_per_run(tmp_path_factory, "finished_sweep", lambda: small_sweep(tmp_path_factory, tiny_model))
 
 
-def small_sweep(tmp_path_factory, tiny_model: str, tiny_csv: str):
+def small_sweep(tmp_path_factory, tiny_model: str):
     out = tmp_path_factory.mktemp("sweep")
+    # 400 rows: enough steps in 2 epochs for a trial to learn the toy task (the session's 96 rows gave 10 steps, after
+    # which every trial could still answer the majority class, and the front was empty)
+    csv = str(make_csv(out / "toy.csv", n=400))
     config = {
         "name": "tiny", "model": tiny_model, "output_dir": str(out),
-        "data": {"train_file": tiny_csv, "max_length": 16},
+        "data": {"train_file": csv, "max_length": 16},
         "methods": {"lora": {"r": [2, 8]}, "ia3": {}, "prompt": {"num_virtual_tokens": [2, 8]}},
         "train": {"epochs": 2, "batch_size": 16},
         "search": {"algorithm": "tpe", "num_samples": SWEEP_TRIALS, "seed": 1},

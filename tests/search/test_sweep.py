@@ -54,7 +54,8 @@ def test_each_trial_and_the_sweep_record_their_compute(finished_sweep):
         assert {k: child.data.tags.get(k) for k in PLACE_TAGS} == {
             "peftsweep.device": "cpu", "peftsweep.dist_backend": "gloo", "peftsweep.autocast": "fp32",
             "peftsweep.strategy": "ddp", "peftsweep.cpu_offload": "no", "peftsweep.trainable_dtype": "fp32",
-            "peftsweep.frozen_dtype": "fp32"}  # auto on CPU: ddp, and no lean weights
+            "peftsweep.frozen_dtype": "fp32",  # auto on CPU: ddp, and no lean weights
+            "peftsweep.trains_in": "ray train job"}  # 2 workers: a Ray Train job (one worker: its trial's process)
     parent = client.get_run(finished_sweep.parent_run_id).data.metrics
     total = sum(c.data.metrics["worker_seconds"] for c in children)
     assert math.isclose(parent["total_worker_seconds"], total) and parent["confirm_worker_seconds"] == 0
