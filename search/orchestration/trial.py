@@ -21,7 +21,7 @@ from peftsweep.startup_marks import enabled as marking, mark
 from peftsweep.search.storage import delete_checkpoints
 from peftsweep.search.orchestration.ray_private import LeanTorchTrainer, StartupMarker
 from peftsweep.search.orchestration.train_jobs import INTERRUPTED, JobOfTrial
-from peftsweep.trainers.config import Resources, TrialTemplate
+from peftsweep.trainers.config import Resources, TrialConfig, TrialTemplate
 from peftsweep.trainers.faults import (is_infrastructure_failure, record_reason, recorded_failure,
                                        training_failure)
 from peftsweep.trainers.launch import InProcessTrainingError, make_trainer, run_dir_of, train_in_process
@@ -54,49 +54,58 @@ def sweep_trial(config: dict[str, Any], *, data: dict[str, Any], template: Trial
     context = tune.get_context()
     name = context.get_trial_name()
     run_dir = run_dir_of(storage_path, name)
-    if (reason := recorded_failure(run_dir)) is None and trial.resources.trains_in_process:
-        try:
-            mark("fit_called")
-            train_in_process(trial, data["tokenized"], run_dir=run_dir, forward=tune.report)
-        except InProcessTrainingError as exc:
-            reason = str(exc)
-            if not is_infrastructure_failure(reason):
-                record_reason(run_dir, reason)
-            raise TrialFailedError(reason) from None
-        reason = recorded_failure(run_dir)  # NaN loss: the recipe stopped without an error
-        delete_checkpoints(run_dir, keep=trial.train.checkpoints_to_keep)
-    elif reason is None:  # a resumed sweep does not retry a NaN trial
-        to_tune = TuneReportCallback()
-        # The sweep ends this job when the trial ends early; the queue of reports to Tune is handed along so that a
-        # controller blocked on it can be unblocked (see search.orchestration.train_jobs).
-        job = JobOfTrial(context.get_experiment_name(), context.get_trial_id(),
-                         getattr(to_tune, "_training_actor_item_queue", None))
-        trainer = make_trainer(trial, data["tokenized"], storage_path=storage_path, name=name, trainer=LeanTorchTrainer,
-                               callbacks=[to_tune, job.callback, *([StartupMarker()] if marking() else [])])
-        try:
-            mark("fit_called")
-            trainer.fit()
-        except Exception as exc:
-            outcome = job.outcome()
-            if outcome == INTERRUPTED:  # Ctrl-C: stay unfinished (Tune removes this actor), to be resumed
-                threading.Event().wait()
-            if outcome is None and isinstance(exc, TrainingFailedError):
-                # One line for MLflow's failure_reason and the progress printer, not Ray's nested tracebacks.
-                reason = training_failure(exc)
-                if not is_infrastructure_failure(reason):  # the training's own error: a retry would repeat it
-                    record_reason(run_dir, reason)
-                raise TrialFailedError(reason) from None
-            if outcome is None:
-                raise
-            # stopped: its scheduler or the time budget ended the trial, then its job; Tune has what it reported
-        finally:
-            job.ended()
-        reason = recorded_failure(run_dir)  # NaN loss: the workers stopped together, without an error
+    if (reason := recorded_failure(run_dir)) is None:  # a resumed sweep does not retry a NaN trial
+        mark("fit_called")
+        if trial.resources.trains_in_process:
+            _train_here(trial, data["tokenized"], run_dir)
+        else:
+            _train_as_job(trial, data["tokenized"], context, storage_path, name)
+        reason = recorded_failure(run_dir)  # NaN loss: the training stopped without an error
         delete_checkpoints(run_dir, keep=trial.train.checkpoints_to_keep)
     if reason is not None:
         raise TrialFailedError(reason)
 
 
+def _train_here(trial: TrialConfig, data, run_dir: str) -> None:
+    """One worker, in this process: each epoch's report goes straight to Tune."""
+    try:
+        train_in_process(trial, data, run_dir=run_dir, forward=tune.report)
+    except InProcessTrainingError as exc:
+        _fail(run_dir, str(exc))
+
+
+def _train_as_job(trial: TrialConfig, data, context, storage_path: str, name: str) -> None:
+    """A Ray Train job, which the sweep ends when the trial ends (search.orchestration.train_jobs)."""
+    to_tune = TuneReportCallback()
+    # The queue of reports to Tune is handed along so that a controller blocked on it can be unblocked.
+    job = JobOfTrial(context.get_experiment_name(), context.get_trial_id(),
+                     getattr(to_tune, "_training_actor_item_queue", None))
+    trainer = make_trainer(trial, data, storage_path=storage_path, name=name, trainer=LeanTorchTrainer,
+                           callbacks=[to_tune, job.callback, *([StartupMarker()] if marking() else [])])
+    try:
+        trainer.fit()
+    except Exception as exc:
+        outcome = job.outcome()
+        if outcome == INTERRUPTED:  # Ctrl-C: stay unfinished (Tune removes this actor), to be resumed
+            threading.Event().wait()
+        if outcome is None and isinstance(exc, TrainingFailedError):
+            # One line for MLflow's failure_reason and the progress printer, not Ray's nested tracebacks.
+            _fail(run_dir_of(storage_path, name), training_failure(exc))
+        if outcome is None:
+            raise
+        # stopped: its scheduler or the time budget ended the trial, then its job; Tune has what it reported
+    finally:
+        job.ended()
+
+
+def _fail(run_dir: str, reason: str) -> None:
+    """The trial failed for good: the training's own error is recorded (a resumed sweep would only repeat it); a lost
+    process or node is not (a resume tries again)."""
+    if not is_infrastructure_failure(reason):
+        record_reason(run_dir, reason)
+    raise TrialFailedError(reason) from None
+
+
 class TrialFailedError(RuntimeError):
-    """A trial's Ray Train job failed for good (after its restarts); the message is the reason, on one line."""
+    """A trial failed for good (after its restarts); the message is the reason, on one line."""
 
