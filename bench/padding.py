@@ -31,7 +31,7 @@ def measure(model_name: str, data_spec: dict, batch_size: int, epochs: int, thre
 
     from peftsweep.spaces import get_method
     from peftsweep.trainers.classification import TASK, evaluate, train_loader
-    from peftsweep.trainers.batching import by_length
+    from peftsweep.trainers.batching import by_length, padded_share
     from peftsweep.trainers.config import TrainSettings
     from peftsweep.trainers.data import DataSpec
     from peftsweep.trainers.launch import prepare_data
@@ -63,9 +63,8 @@ def measure(model_name: str, data_spec: dict, batch_size: int, epochs: int, thre
         eval_rows = list(range(len(validation)))
         if grouped:
             eval_rows = by_length(eval_rows, [len(ids) for ids in validation.input_ids])
-        eval_lengths = [len(validation.input_ids[i]) for i in eval_rows]
-        eval_batches = [eval_lengths[i:i + 128] for i in range(0, len(eval_lengths), 128)]
-        eval_share = 1 - sum(eval_lengths) / sum(len(b) * max(b) for b in eval_batches)
+        eval_share = padded_share([eval_rows[i:i + 128] for i in range(0, len(eval_rows), 128)],
+                                  [len(ids) for ids in validation.input_ids])
         start = time.perf_counter()
         scores = evaluate(model, validation, data.num_labels, data.pad_token_id, 128, cpu, in_length_order=grouped)
         rows["grouped" if grouped else "shuffled"] = {

@@ -3,7 +3,7 @@ breakdown (`--breakdown`).
 
 Off unless the environment names a directory (`PEFTSWEEP_STARTUP_MARKS`): then each process appends one JSON line
 per mark (what, when, its pid and rank) to a file of its own there. A mark costs a file append; off, an environment
-lookup. The marks, in the order a trial reaches them (`ORDER`):
+lookup. The marks, in the order a trial reaches them:
 
 - `tune_fit` (the sweep's driver): Tune is asked to run the sweep's trials (before it, once per sweep);
 - `trial_start`, `trial_logged` (the sweep's driver): Tune tells its callbacks that the trial starts; the trial
@@ -27,9 +27,6 @@ import time
 from pathlib import Path
 
 ENV = "PEFTSWEEP_STARTUP_MARKS"
-ORDER = ("trial_start", "trial_logged", "trial_function", "fit_called", "controller_started", "worker_group_starting",
-         "workers_created", "workers_ready", "training_launched", "process_created", "recipe_started", "data_ready",
-         "model_ready", "first_step")
 
 
 def enabled() -> bool:

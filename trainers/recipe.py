@@ -1,7 +1,8 @@
-"""The recipe every Ray Train worker runs for one trial. Read it top to bottom.
+"""The recipe every worker of a trial runs. Read it top to bottom.
 
 It knows nothing of the sweep: it gets a `TrialConfig` (as a dict) and the tokenized data, and reports per-epoch
-metrics (and, on rank 0, a checkpoint) with `ray.train.report`.
+metrics (and, on rank 0, a checkpoint) through its session (trainers.session: a Ray Train worker, or the trial's own
+process).
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from typing import Any
 
 import ray
 import ray.train
-import ray.train.torch
 import torch
 import torch.distributed as dist
 
