@@ -47,8 +47,11 @@ def test_overhead_quick(tmp_path):
 
 
 def test_padding_quick(tmp_path):
-    run("padding.py", "--json", str(tmp_path / "p.json"))
-    rows = json.loads((tmp_path / "p.json").read_text())["rows"]
+    run("padding.py", "--seeds", "2", "--json", str(tmp_path / "p.json"))
+    figures = json.loads((tmp_path / "p.json").read_text())
+    rows = figures["rows"]
+    assert len(figures["runs"]["grouped"]) == len(figures["runs"]["shuffled"]) == 2
+    assert figures["accuracy_difference"]["n"] == 2
     assert rows["grouped"]["train_padded_share"] < rows["shuffled"]["train_padded_share"]
     assert rows["grouped"]["step_seconds"] > 0 and rows["shuffled"]["eval_seconds"] > 0
 

@@ -23,7 +23,8 @@ class TrainSettings(Strict):
     seed: int = Field(0, description="seed for model init, data order and dropout")
     group_by_length: bool = Field(
         True, description="training batches of examples of similar length (less padding; the batches and their order "
-                          "still shuffled by seed and epoch, trainers/batching.py) and evaluation in length order; "
+                          "still shuffled by seed and epoch, trainers/batching.py) and evaluation in length order: 0.55x the step time on "
+                          "the demo's data, val accuracy -0.009 [-0.021, +0.002] over 5 seeds (docs/performance.md); "
                           "false: uniformly shuffled batches")
     precision: Literal["auto", "fp32", "bf16"] = Field(
         "auto", description="auto = bf16 where the device supports it (a GPU), else fp32; bf16 = bf16 compute "
