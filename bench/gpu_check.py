@@ -76,7 +76,7 @@ def check_method(name: str, model_dir: str, train: Split, val: Split, args) -> d
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
-    _, seen = train_epoch(model, loader, optimizer, scheduler, settings, device, max_steps=args.steps)
+    seen = train_epoch(model, loader, optimizer, scheduler, settings, device, max_steps=args.steps).examples
     if cuda:
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start

@@ -119,7 +119,7 @@ def _offload_worker(method: str, hparams: dict, shape: dict, batch: int, seq: in
     losses, times = [], []
     for _ in range(steps):
         t = time.perf_counter()
-        loss, _ = train_epoch(model, iter([batch_]), optimizer, scheduler, settings, device)
+        loss = train_epoch(model, iter([batch_]), optimizer, scheduler, settings, device).loss
         if cuda:
             torch.cuda.synchronize()
         times.append(time.perf_counter() - t)

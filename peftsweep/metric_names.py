@@ -50,6 +50,10 @@ BASE_PARAMS = "base_params"
 TRAIN_SECONDS = "train_seconds"
 SAMPLES_PER_SECOND = "samples_per_second"
 PEAK_MEMORY_MB = "peak_memory_mb"
+PEAK_RESERVED_MB = "peak_reserved_mb"
+CHECKPOINT_MB = "checkpoint_mb"
+TOKENS_PER_SECOND = "tokens_per_second"
+PLANNED_MIN_MEMORY_MB = "planned_min_memory_mb"
 DDP_PARAM_DIVERGENCE = "ddp_param_divergence"
 RESTARTS = "restarts"
 NUM_NODES = "num_nodes"
@@ -79,8 +83,20 @@ METRICS: dict[str, MetricSpec] = _metrics(
     (BASE_PARAMS, None, "final", "trial", "parameters of the pre-trained base model"),
     (TRAIN_SECONDS, "min", "final", "trial", "seconds spent in training steps (no evaluation, no start-up)"),
     (SAMPLES_PER_SECOND, "max", "final", "trial", "training examples per second of training steps"),
-    (PEAK_MEMORY_MB, "min", "final", "trial", "peak memory of the worst rank, MiB (GPU: torch's peak allocated; "
-                                              "CPU: the process's peak resident memory)"),
+    (PEAK_MEMORY_MB, "min", "final", "trial", "peak memory the trial's tensors needed on the worst rank, MiB, from "
+                                              "before its model is built to its end (GPU: torch's peak allocated; "
+                                              "CPU: the process's peak resident memory above what it held at that "
+                                              "start, freed heap returned first: the model, gradients, optimizer "
+                                              "state, activations and batches, not the interpreter's libraries)"),
+    (PEAK_RESERVED_MB, "min", "final", "trial", "GPU: torch's peak reserved memory on the worst rank, MiB (what the "
+                                                "caching allocator held: the device memory the trial really took)"),
+    (CHECKPOINT_MB, "min", "final", "trial", "size on disk of what the method ships, MiB: the adapter (PEFT) or the "
+                                             "weights (full fine-tuning), with the task head; not the training state"),
+    (PLANNED_MIN_MEMORY_MB, None, "final", "trial", "with a `constraints.peak_memory_mb` budget, a trial the memory "
+                                                    "plan shows over it is not run: the least memory it would need, "
+                                                    "MiB (parameters, gradients, optimizer state)"),
+    (TOKENS_PER_SECOND, "max", "final", "trial", "training tokens (not padding) per second of training steps, all "
+                                                 "ranks together"),
     (DDP_PARAM_DIVERGENCE, None, "final", "trial", "largest difference of a trainable value between DDP ranks "
                                                    "(0: the replicas stayed in sync)"),
     (RESTARTS, None, "final", "trial", "times the trial's workers were restarted from a checkpoint"),
@@ -93,9 +109,10 @@ METRICS: dict[str, MetricSpec] = _metrics(
     (LOG10_TRAINABLE_PCT, "min", "final", "driver", "log10 of trainable % (MLflow's charts have no log axis)"),
 )
 
-# The front is over these, in this order: the quality to maximize, then the cost to minimize.
-OBJECTIVES: tuple[MetricSpec, ...] = (METRICS[VAL_ACCURACY], METRICS[TRAINABLE_PCT])
-QUALITY, COST = (m.name for m in OBJECTIVES)
+# The front is over these by default (`objectives:` chooses others: search.results.objectives): the quality to
+# maximize, then the cost to minimize.
+DEFAULT_OBJECTIVES: tuple[MetricSpec, ...] = (METRICS[VAL_ACCURACY], METRICS[TRAINABLE_PCT])
+QUALITY = VAL_ACCURACY  # the quality every sweep searches (its per-epoch series is the learning curve)
 
 EPOCH_METRICS = tuple(m.name for m in METRICS.values() if m.when == "epoch")  # logged as a series per epoch
 FINAL_METRICS = tuple(m.name for m in METRICS.values() if m.when == "final" and m.by == "trial")  # logged at the end

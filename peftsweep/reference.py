@@ -99,13 +99,16 @@ def methods_reference() -> str:
 
 
 def metrics_reference() -> str:
-    from peftsweep.metric_names import METRICS, OBJECTIVES
+    from peftsweep.metric_names import DEFAULT_OBJECTIVES, METRICS
+    from peftsweep.search.results.objectives import COSTS
 
     lines = [GENERATED, "", "# Metrics", "",
              "What every trial logs to its MLflow child run (`peftsweep.metric_names`, where each name is written "
              "once). `epoch`: a series with one value per epoch, the last one final; `final`: logged once when the "
-             "trial ends. `driver`: computed by the sweep's driver from the trial's reports. The front is over "
-             + " and ".join(f"`{m.name}` ({m.better})" for m in OBJECTIVES) + ".", "",
+             "trial ends. `driver`: computed by the sweep's driver from the trial's reports. By default the front is over "
+             + " and ".join(f"`{m.name}` ({m.better})" for m in DEFAULT_OBJECTIVES) + "; `objectives:` may choose "
+             "one to three costs from " + ", ".join(f"`{c}`" for c in COSTS) + " and `constraints:` may cap them "
+             "(docs/sweeps.md, Objectives and budgets).", "",
              "| metric | better | logged | by | meaning |", "|---|---|---|---|---|"]
     lines += [f"| `{m.name}` | {m.better or ''} | {m.when} | {m.by} | {m.summary} |" for m in METRICS.values()]
     return "\n".join(lines) + "\n"

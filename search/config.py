@@ -203,6 +203,15 @@ class SweepConfig(Strict):
     train: TrainSettings = TrainSettings()
     generation: GenerationSettings = Field(GenerationSettings(), description="task: generation only: how answers are "
                                                                              "generated and compared")
+    objectives: list[str] = Field(
+        default_factory=lambda: ["accuracy", "trainable_pct"], json_schema_extra={"shown_default": "[accuracy, trainable_pct]"},
+        description="what the front is over: the quality first (accuracy), then one to three costs to minimize from "
+                    "trainable_pct, peak_memory_mb, train_seconds, worker_seconds, checkpoint_mb (docs/metrics.md); "
+                    "the searcher, the Pareto scheduler, the front, its hypervolume and the dashboard use them all")
+    constraints: dict[str, float] = Field(
+        default_factory=dict, description="budgets, e.g. `{peak_memory_mb: 2000, train_seconds: 600}`, from the same "
+        "costs: a trial over one is infeasible (never on the front, tagged in MLflow, learned by the searcher); a "
+        "trial whose memory the plan shows over `peak_memory_mb` before it runs is not run")
     search: SearchSettings = SearchSettings()
     early_stopping: EarlyStopping = EarlyStopping()
     confirm: ConfirmSettings = ConfirmSettings()
@@ -229,6 +238,44 @@ class SweepConfig(Strict):
         if isinstance(value, dict):
             return {k: (v if v is not None else {}) for k, v in value.items()}
         return value
+
+    @field_validator("objectives")
+    @classmethod
+    def _quality_then_costs(cls, value: list[str]) -> list[str]:
+        from peftsweep.search.results.objectives import COSTS, MAX_COSTS, QUALITIES
+
+        problems = []
+        if not value or value[0] not in QUALITIES:
+            problems.append(f"the first is the quality: {' or '.join(QUALITIES)}")
+        costs = value[1:]
+        if not 1 <= len(costs) <= MAX_COSTS:
+            problems.append(f"then 1 to {MAX_COSTS} costs")
+        if unknown := [c for c in costs if c not in COSTS]:
+            problems.append(f"unknown cost {', '.join(map(str, dict.fromkeys(unknown)))}: choose from {', '.join(COSTS)}")
+        if len(set(costs)) != len(costs):
+            problems.append("a cost named twice")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return value
+
+    @field_validator("constraints")
+    @classmethod
+    def _budgets_of_costs(cls, value: dict[str, float]) -> dict[str, float]:
+        from peftsweep.search.results.objectives import COSTS
+
+        problems = [f"{key}: not a cost (choose from {', '.join(COSTS)})" for key in value if key not in COSTS]
+        problems += [f"{key}: a budget above 0 (got {limit!r})" for key, limit in value.items()
+                     if key in COSTS and not limit > 0]
+        if problems:
+            raise ValueError("; ".join(problems))
+        return value
+
+    @property
+    def objective_set(self):
+        """The objectives and budgets, typed (search.results.objectives.Objectives)."""
+        from peftsweep.search.results.objectives import Objectives
+
+        return Objectives.from_config(self.objectives, self.constraints)
 
     @field_validator("name")
     @classmethod

@@ -13,10 +13,16 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from peftsweep.spaces import MethodSpec
-from peftsweep.trainers.memory_plan import GIB, ModelShape, Workload, WorkerPlan, count_at_largest, plan_worker
+from peftsweep.trainers.memory_plan import (GIB, ModelShape, Workload, WorkerPlan, count_at_largest, count_parameters,
+                                            plan_worker)
 
 if TYPE_CHECKING:
+    from peftsweep.trainers.config import TrialConfig
     from peftsweep.trainers.task_kind import TaskKind
+
+# The parts of a worker's plan that are counted exactly: a trial cannot need less than their sum, whatever its
+# activations and its allocator do (those parts are estimates, left out here).
+EXACT_PARTS = ("weights", "gradients", "optimizer", "ddp buckets", "gathered (root + 2 blocks)")
 
 
 @dataclass(frozen=True)
@@ -174,3 +180,22 @@ def plan_sweep(config: Any, methods: dict[str, MethodSpec], label_names: list[st
                                     device=method_device)
     memory = MemoryPlan(device, planned)
     return memory, refusals(memory, asked, offload)
+
+
+def planned_minimum_mb(trial: TrialConfig) -> float:
+    """The least memory one worker of this trial needs, MiB: its parameters, their gradients and optimizer state (and
+    DDP's buckets with more than one worker; FSDP's gathered working set), counted exactly on the meta device. A
+    `constraints.peak_memory_mb` below it cannot be kept, so such a trial is not run."""
+    from peftsweep.spaces import get_method
+    from peftsweep.trainers.loop import computes_in_bf16
+    from peftsweep.trainers.model import load_model_config
+    from peftsweep.trainers.tasks import get_task
+
+    kind, spec, r = get_task(trial.task), get_method(trial.method), trial.resources
+    model_config = load_model_config(trial.model, trial.trust_remote_code)
+    counts = count_parameters(model_config, spec, trial.hparams, kind, tuple(trial.label_names))
+    work = Workload(max(1, trial.train.batch_size // r.num_workers), trial.max_length + spec.added_tokens(trial.hparams),
+                    kind.logits_over_vocab, computes_in_bf16(trial.train.precision, r.use_gpu))
+    plan = plan_worker(counts, ModelShape.from_config(model_config), work, r.strategy, r.num_workers, r.cpu_offload)
+    counted = [part for part in EXACT_PARTS if part != "ddp buckets" or r.num_workers > 1]  # 1 worker: no DDP wrapper
+    return sum(v for k, v in plan.parts.items() if k in counted) / 2**20

@@ -21,6 +21,7 @@ from peftsweep.trainers.task_kind import TaskKind
 from peftsweep.trainers.tasks import get_task
 
 MANIFEST = "peftsweep.json"
+RESUME_ONLY = (TRAINING_STATE_FILE, TRAINING_SHARDS_DIR)  # a checkpoint's training state: for restarts, never shipped
 
 
 @dataclass(frozen=True)
@@ -35,7 +36,18 @@ def tracked_files(method: str) -> TrackedFiles:
     """The method's files and the manifest; only the manifest when its checkpoint holds every weight (they stay in
     Ray's storage); never the resume-only training state."""
     only = (MANIFEST,) if get_method(method).stores_every_weight else None
-    return TrackedFiles(only, (TRAINING_STATE_FILE, TRAINING_SHARDS_DIR))
+    return TrackedFiles(only, RESUME_ONLY)
+
+
+def shipped_mb(directory: Path) -> float:
+    """MiB on disk of what the method ships from a checkpoint directory: its files and the manifest, not the
+    resume-only training state."""
+    total = 0
+    for item in Path(directory).iterdir():
+        if item.name in RESUME_ONLY:
+            continue
+        total += sum(f.stat().st_size for f in item.rglob("*") if f.is_file()) if item.is_dir() else item.stat().st_size
+    return total / 2**20
 
 
 def save_checkpoint(model: nn.Module, directory: Path, *, model_name: str, method: str, hparams: dict[str, Any],

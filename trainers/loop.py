@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import math
 import random
+from dataclasses import dataclass
 from typing import Callable, Iterator
 
 import numpy as np
@@ -76,13 +77,27 @@ def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str,
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
 
+@dataclass(frozen=True)
+class EpochStats:
+    """What one worker's pass over its batches gave."""
+
+    loss: float  # mean training loss of its steps
+    examples: int  # examples it trained on
+    tokens: int  # tokens it trained on (attention mask: padding not counted)
+
+
+def _tokens(batch: dict[str, torch.Tensor]) -> int:
+    if "attention_mask" in batch:
+        return int(batch["attention_mask"].sum())
+    return batch["input_ids"].numel() if "input_ids" in batch else 0
+
+
 def train_epoch(model: nn.Module, batches: Iterator[dict[str, torch.Tensor]], optimizer, scheduler,
                 settings: TrainSettings, device: torch.device, max_steps: int | None = None,
-                after_first_step: Callable[[], None] | None = None) -> tuple[float, int]:
-    """One pass (or `max_steps` steps); returns the mean loss and the number of examples this worker saw.
-    `after_first_step` is called once the first optimizer step is done."""
+                after_first_step: Callable[[], None] | None = None) -> EpochStats:
+    """One pass (or `max_steps` steps). `after_first_step` is called once the first optimizer step is done."""
     model.train()
-    total_loss, steps, seen = 0.0, 0, 0
+    total_loss, steps, seen, tokens = 0.0, 0, 0, 0
     trainable = [p for p in model.parameters() if p.requires_grad]
     for batch in batches:
         batch = to_device(batch, device)
@@ -100,8 +115,9 @@ def train_epoch(model: nn.Module, batches: Iterator[dict[str, torch.Tensor]], op
         total_loss += loss.item()
         steps += 1
         seen += len(batch["labels"])
+        tokens += _tokens(batch)
         if steps == 1 and after_first_step is not None:
             after_first_step()
         if max_steps is not None and steps >= max_steps:
             break
-    return total_loss / max(1, steps), seen
+    return EpochStats(total_loss / max(1, steps), seen, tokens)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ctypes
+import gc
 import resource
 import sys
 
@@ -31,31 +33,63 @@ def macro_f1(matrix: torch.Tensor) -> float:
     return f1[present].mean().item()
 
 
-def reset_peak_memory(device: torch.device) -> None:
-    """Start counting the peak anew: a process that runs one trial after another (trainers.session.InProcessSession)
-    reports each trial's own peak. On Linux the process's peak resident memory is reset through /proc (since 4.0);
-    elsewhere it stays the process's lifetime peak."""
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-        return
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-    except OSError:
-        pass
+class PeakMemory:
+    """The memory a trial's tensors needed at their peak, counted from `start()` (before its model is built).
+
+    GPU: torch's peak allocated (and reserved: `reserved_mb`) since the start. CPU: the process's peak resident memory
+    (VmHWM, Linux) above what it held at the start, after freed heap was handed back to the system (glibc's
+    malloc_trim), so the interpreter and its libraries are not counted, and a process that ran another trial before
+    does not hide this one's tensors in memory the last one freed. Elsewhere: the process's lifetime peak, less what
+    it held at the start."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.baseline_mb = 0.0
+
+    def start(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self.baseline_mb = 0.0  # allocated memory is the trial's from here (a reused process freed its last)
+            return
+        gc.collect()
+        _return_freed_heap()
+        try:
+            with open("/proc/self/clear_refs", "w") as f:  # resets VmHWM to the current resident size (Linux 4.0+)
+                f.write("5")
+        except OSError:
+            pass
+        self.baseline_mb = _resident_mb("VmRSS") or 0.0
+
+    def peak_mb(self) -> float:
+        if self.device.type == "cuda":
+            return torch.cuda.max_memory_allocated(self.device) / 2**20
+        peak = _resident_mb("VmHWM")
+        if peak is None:
+            maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+            peak = maxrss / 2**20 if sys.platform == "darwin" else maxrss / 2**10  # bytes on macOS, KiB on Linux
+        return max(0.0, peak - self.baseline_mb)
+
+    def reserved_mb(self) -> float | None:
+        """GPU: torch's peak reserved memory; None on CPU (no caching allocator to tell apart)."""
+        if self.device.type == "cuda":
+            return torch.cuda.max_memory_reserved(self.device) / 2**20
+        return None
 
 
-def peak_memory_mb(device: torch.device) -> float:
-    """Peak GPU memory allocated by torch on CUDA; peak resident memory of this process on CPU (since the last
-    `reset_peak_memory`, where the system allows it)."""
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
+def _resident_mb(field: str) -> float | None:
     try:
         with open("/proc/self/status") as f:
             for line in f:
-                if line.startswith("VmHWM:"):
+                if line.startswith(f"{field}:"):
                     return int(line.split()[1]) / 2**10  # kB
     except OSError:
         pass
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10  # bytes on macOS, KiB on Linux
+    return None
+
+
+def _return_freed_heap() -> None:
+    """glibc keeps freed heap memory resident for reuse; malloc_trim(0) gives it back (a no-op elsewhere)."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass

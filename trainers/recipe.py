@@ -19,16 +19,17 @@ import torch
 import torch.distributed as dist
 
 from peftsweep.environment import quiet_libraries
-from peftsweep.metric_names import (DDP_PARAM_DIVERGENCE, EVAL_SAMPLES_PER_SECOND, NUM_NODES, PEAK_MEMORY_MB,
-                                    RESTARTS, SAMPLES_PER_SECOND, TRAIN_LOSS, TRAIN_SECONDS, split_scores)
+from peftsweep.metric_names import (CHECKPOINT_MB, DDP_PARAM_DIVERGENCE, EVAL_SAMPLES_PER_SECOND, NUM_NODES,
+                                    PEAK_MEMORY_MB, PEAK_RESERVED_MB, RESTARTS, SAMPLES_PER_SECOND, TOKENS_PER_SECOND,
+                                    TRAIN_LOSS, TRAIN_SECONDS, split_scores)
 from peftsweep.spaces import get_method
 from peftsweep.startup_marks import enabled as marking, mark, process_created_at
-from peftsweep.trainers.checkpoint import save_checkpoint, save_gathered_checkpoint
+from peftsweep.trainers.checkpoint import save_checkpoint, save_gathered_checkpoint, shipped_mb
 from peftsweep.trainers.config import TrialConfig
 from peftsweep.trainers.data import TokenizedData
 from peftsweep.trainers.faults import NonFiniteLossError, is_fatal, raise_if_fatal_recorded, record_fatal
 from peftsweep.trainers.loop import begin_epoch, optimizer_for, seed_everything, train_epoch, uses_bf16
-from peftsweep.trainers.metrics import peak_memory_mb, reset_peak_memory
+from peftsweep.trainers.metrics import PeakMemory
 from peftsweep.trainers.model import build_model, build_skeleton, load_tokenizer
 from peftsweep.trainers.sharding import make_frozen_lean, shard, weight_dtypes
 from peftsweep.trainers.state import (Progress, check_same_strategy, is_sharded_state, read_training_state,
@@ -60,7 +61,8 @@ def run_recipe(config: dict[str, Any], session: RayTrainSession | InProcessSessi
     if isinstance(data, ray.ObjectRef):
         data = ray.get(data)
     rank, world, device = session.rank, session.world, session.device
-    reset_peak_memory(device)  # this trial's own peak, also in a process that ran others before
+    memory = PeakMemory(device)
+    memory.start()  # this trial's own peak, from before its model is built, also in a process that ran others before
     mark("data_ready", rank=rank)
     torch.set_num_threads(max(1, int(cfg.resources.cpus_per_worker)))
     seed_everything(cfg.train.seed)
@@ -139,9 +141,8 @@ def run_recipe(config: dict[str, Any], session: RayTrainSession | InProcessSessi
         start = time.perf_counter()
         try:
             first = epoch == 1  # the trial's first step (startup_marks)
-            loss, seen = train_epoch(ddp_model, loader, optimizer, scheduler, cfg.train, device,
-                                     after_first_step=functools.partial(mark, "first_step", rank=rank) if first
-                                     else None)
+            stats = train_epoch(ddp_model, loader, optimizer, scheduler, cfg.train, device,
+                                after_first_step=functools.partial(mark, "first_step", rank=rank) if first else None)
         except NonFiniteLossError as exc:  # every rank stops here together: no error for Ray Train to retry
             if rank == 0:
                 record_fatal(run_dir, exc, f"epoch {epoch}")
@@ -151,21 +152,25 @@ def run_recipe(config: dict[str, Any], session: RayTrainSession | InProcessSessi
                 record_fatal(run_dir, exc, f"epoch {epoch}")
             raise
         progress.train_seconds += time.perf_counter() - start
-        progress.examples += seen * world
+        progress.examples += stats.examples * world
+        progress.tokens += int(_all_reduce(float(stats.tokens), device, dist.ReduceOp.SUM))
         val, val_rate = evaluate_split("validation")
-        metrics = {"epoch": epoch, TRAIN_LOSS: _mean_across_ranks(loss, device),
+        metrics = {"epoch": epoch, TRAIN_LOSS: _mean_across_ranks(stats.loss, device),
                    # scores as val_<name>; throughputs (…_per_second) as they are, with eval_ for the whole pass
                    **split_scores("val", {k: v for k, v in val.items() if not k.endswith("per_second")}),
                    **{k: v for k, v in val.items() if k.endswith("per_second")},
                    EVAL_SAMPLES_PER_SECOND: val_rate,
                    TRAIN_SECONDS: progress.train_seconds, RESTARTS: progress.restarts,
-                   SAMPLES_PER_SECOND: progress.examples / max(progress.train_seconds, 1e-9), **counts.as_metrics()}
+                   SAMPLES_PER_SECOND: progress.examples / max(progress.train_seconds, 1e-9),
+                   TOKENS_PER_SECOND: progress.tokens / max(progress.train_seconds, 1e-9), **counts.as_metrics()}
         if epoch == cfg.train.epochs:
             test, _ = evaluate_split("test")
             metrics |= split_scores("test", {k: v for k, v in test.items() if not k.endswith("per_second")})
             if not sharded:  # FSDP holds one copy, sharded: nothing to diverge
                 metrics[DDP_PARAM_DIVERGENCE] = _param_divergence(model, device)
-        metrics[PEAK_MEMORY_MB] = _max_across_ranks(peak_memory_mb(device), device)
+        metrics[PEAK_MEMORY_MB] = _max_across_ranks(memory.peak_mb(), device)
+        if (reserved := memory.reserved_mb()) is not None:
+            metrics[PEAK_RESERVED_MB] = _max_across_ranks(reserved, device)
         metrics |= {"train_started_at": train_started_at, "reported_at": time.time(), "num_workers": world,
                     # the ranks that really synchronise (without a process group DDP's checks pass by construction)
                     "process_group_size": dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1,
@@ -180,12 +185,16 @@ def run_recipe(config: dict[str, Any], session: RayTrainSession | InProcessSessi
             written = False
             files = dict(model_name=cfg.model, method=cfg.method, hparams=cfg.hparams, label_names=data.label_names,
                          max_length=data.max_length, counts=counts, epoch=epoch, task=task)
+            # what the method ships is measured before the training state joins it (its history then holds the size)
             if sharded:
                 save_gathered_checkpoint(model, Path(tmp), rank=rank, skeleton=skeleton, **files)
+                if rank == 0:
+                    metrics[CHECKPOINT_MB] = shipped_mb(Path(tmp))
                 save_sharded_training_state(Path(tmp), model, optimizer, scheduler, progress, rank)
                 written = True
             elif rank == 0:
                 save_checkpoint(model, Path(tmp), **files)
+                metrics[CHECKPOINT_MB] = shipped_mb(Path(tmp))
                 save_training_state(Path(tmp), model, optimizer, scheduler, progress)
                 written = True
             session.report(metrics, Path(tmp) if written else None)

@@ -26,6 +26,7 @@ class Progress:
     epoch: int = 0  # epochs completed
     train_seconds: float = 0.0
     examples: int = 0  # training examples seen, all ranks
+    tokens: int = 0  # training tokens seen (padding not counted), all ranks
     restarts: int = 0  # how many times this trial continued from a checkpoint
     history: list[dict[str, Any]] = field(default_factory=list)  # what each epoch reported
 

@@ -1,17 +1,18 @@
 """Multi-objective asynchronous successive halving for Ray Tune (after MOASHA, Schmucker et al. 2021).
 
 At each rung (epochs grace_period * reduction_factor**k, below the planned epochs) a trial's result is ranked against
-the results already recorded at that rung, its own included, over its two objectives (by default validation accuracy:
-max, trainable %: min): results at or below the floor (the accuracy with nothing trained, measured before the search)
-last, the others by non-dominated sorting, and inside a front by an epsilon-net (below). The trial goes on if it ranks
-among the first ceil(n / reduction_factor) of the n results, or if it is an end of the first front (its cheapest or
-its most accurate point): a cheap trial whose accuracy is middling is kept when no cheaper trial beats it, and so is
-the most accurate trial however costly. The first trial at a rung always goes on.
+the results already recorded at that rung, its own included, over the sweep's objectives (by default validation
+accuracy: max, trainable %: min; `objectives:` adds or swaps costs): results at or below the floor (the accuracy with
+nothing trained, measured before the search) last, the others by non-dominated sorting, and inside a front by an
+epsilon-net (below). The trial goes on if it ranks among the first ceil(n / reduction_factor) of the n results, or if
+it is an end of the first front (its cheapest point in each cost, or its most accurate): a cheap trial whose accuracy
+is middling is kept when no cheaper trial beats it, and so is the most accurate trial however costly. The first
+trial at a rung always goes on. Costs that grow with the epochs (time) are compared at the same rung, so alike.
 
-Epsilon-net inside a front: both ends first (the cheapest, then the most accurate), then again and again the point
-farthest from those already taken (largest distance to the nearest taken one), distances on accuracy and log10
-trainable %, each scaled to the range of the results at the rung. Ties: the cheaper, then the more accurate, then
-the trial id.
+Epsilon-net inside a front: its ends first (the cheapest in each cost, then the most accurate), then again and again
+the point farthest from those already taken (largest distance to the nearest taken one), distances on accuracy and
+log10 of each cost, each scaled to the range of the results at the rung. Ties: the cheaper, then the more accurate,
+then the trial id.
 
 A sweep needs a reference (full fine-tuning) to compare with: the last running trial of a reference method is never
 stopped before one of them has finished.
@@ -28,6 +29,7 @@ from typing import Any, Callable
 from ray.tune import Callback
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
+from peftsweep.search.results.objectives import value_of
 from peftsweep.search.results.pareto import Point, pareto_front
 
 TIME = "epoch"  # the time attribute: a trial reports once per epoch
@@ -47,23 +49,35 @@ def fronts(points: list[Point]) -> list[list[Point]]:
     return out
 
 
-def _coords(p: Point, scale: tuple[float, float]) -> tuple[float, float]:
-    return p.accuracy / scale[0], math.log10(max(p.cost, 1e-12)) / scale[1]
+def _coords(p: Point, scale: tuple[float, ...]) -> tuple[float, ...]:
+    return (p.accuracy / scale[0], *(math.log10(max(c, 1e-12)) / s for c, s in zip(p.costs, scale[1:])))
 
 
-def epsilon_net(front: list[Point], scale: tuple[float, float]) -> list[Point]:
-    """The front's points in epsilon-net order: its two ends (the cheapest, then the most accurate) first, then each
-    next the farthest from those taken."""
-    def key(p: Point) -> tuple[float, float, str]:
-        return p.cost, -p.accuracy, p.id
+def _cheapest_first(p: Point) -> tuple:
+    return (*p.costs, -p.accuracy, p.id)
 
-    left = sorted(front, key=key)  # max() below keeps the first of equals: the tie-break is this order
-    taken = [left.pop(0)] if left else []
-    if left:
-        most_accurate = max(left, key=lambda p: p.accuracy)
-        if most_accurate.accuracy > taken[0].accuracy:
-            taken.append(most_accurate)
-            left.remove(most_accurate)
+
+def _ends(front: list[Point]) -> list[Point]:
+    """The front's ends: its cheapest point in each cost (in the costs' order), then its most accurate; each once."""
+    ordered = sorted(front, key=_cheapest_first)  # min() and max() keep the first of equals: ties go this way
+    ends: list[Point] = []
+    for i in range(len(front[0].costs) if front else 0):
+        cheapest = min(ordered, key=lambda p: (p.costs[i], -p.accuracy))
+        if cheapest not in ends:
+            ends.append(cheapest)
+    if ordered:
+        most_accurate = max(ordered, key=lambda p: p.accuracy)
+        if most_accurate not in ends:
+            ends.append(most_accurate)
+    return ends
+
+
+def epsilon_net(front: list[Point], scale: tuple[float, ...]) -> list[Point]:
+    """The front's points in epsilon-net order: its ends (the cheapest in each cost, then the most accurate) first,
+    then each next the farthest from those taken."""
+    left = sorted(front, key=_cheapest_first)  # max() below keeps the first of equals: the tie-break is this order
+    taken = _ends(left)
+    left = [p for p in left if p not in taken]
     while left:
         # rounded: distances equal but for floating-point noise are a tie, broken by the order above
         best = max(left, key=lambda p: round(min(math.dist(_coords(p, scale), _coords(t, scale)) for t in taken), 9))
@@ -73,7 +87,11 @@ def epsilon_net(front: list[Point], scale: tuple[float, float]) -> list[Point]:
 
 
 def _usable(p: Point) -> bool:
-    return math.isfinite(p.accuracy) and math.isfinite(p.cost) and p.cost > 0
+    return p.usable and all(c > 0 for c in p.costs)
+
+
+def _span(values: list[float]) -> float:
+    return max(max(values) - min(values), 1e-9) if values else 1e-9
 
 
 def rank(points: list[Point], floor: float | None = None) -> list[str]:
@@ -81,31 +99,28 @@ def rank(points: list[Point], floor: float | None = None) -> list[str]:
     the floor after all others (the more accurate first), unusable results last."""
     usable = [p for p in points if _usable(p)]
     above = [p for p in usable if floor is None or p.accuracy > floor]
-    accs = [p.accuracy for p in above] or [0.0]
-    costs = [math.log10(p.cost) for p in above] or [0.0]
-    scale = (max(max(accs) - min(accs), 1e-9), max(max(costs) - min(costs), 1e-9))
+    n_costs = len(above[0].costs) if above else 0
+    scale = (_span([p.accuracy for p in above]),
+             *(_span([math.log10(p.costs[i]) for p in above]) for i in range(n_costs)))
     order = [p.id for front in fronts(above) for p in epsilon_net(front, scale)]
-    below = sorted((p for p in usable if p.id not in set(order)), key=lambda p: (-p.accuracy, p.cost, p.id))
+    below = sorted((p for p in usable if p.id not in set(order)), key=lambda p: (-p.accuracy, *p.costs, p.id))
     order += [p.id for p in below]
     return order + sorted(p.id for p in points if p.id not in set(order))  # unusable results last
 
 
 def first_front_ends(points: list[Point], floor: float | None = None) -> set[str]:
-    """The cheapest and the most accurate point of the first front (of the points above the floor)."""
+    """The ends of the first front (of the points above the floor): its cheapest in each cost, its most accurate."""
     above = [p for p in points if _usable(p) and (floor is None or p.accuracy > floor)]
-    front = pareto_front(above)
-    if not front:
-        return set()
-    return {min(front, key=lambda p: (p.cost, -p.accuracy, p.id)).id,
-            max(front, key=lambda p: (p.accuracy, -p.cost, p.id)).id}
+    return {p.id for p in _ends(pareto_front(above))}
 
 
-def continues(trial_id: str, recorded: dict[str, tuple[float, float]], reduction_factor: float,
+def continues(trial_id: str, recorded: dict[str, tuple[float, ...]], reduction_factor: float,
               floor: float | None = None) -> bool:
-    """Whether the trial whose result is in `recorded` (with every earlier one at the rung) goes on."""
+    """Whether the trial whose result is in `recorded` (id -> (quality, *costs), with every earlier one at the
+    rung) goes on."""
     if len(recorded) <= 1:
         return True
-    points = [Point(i, acc, cost) for i, (acc, cost) in recorded.items()]
+    points = [Point(i, values[0], tuple(values[1:])) for i, values in recorded.items()]
     if trial_id in first_front_ends(points, floor):
         return True
     order = rank(points, floor)
@@ -113,18 +128,19 @@ def continues(trial_id: str, recorded: dict[str, tuple[float, float]], reduction
 
 
 class ParetoASHA(FIFOScheduler):
-    """The scheduler (`early_stopping.objective: pareto`). `objectives`: the quality metric (maximized) and the cost
-    metric (minimized) of a result; `floor`: the quality with nothing trained (results not above it rank last);
+    """The scheduler (`early_stopping.objective: pareto`). `objectives`: the quality metric (maximized), then one or
+    more cost metrics (minimized) of a result, as search.results.objectives names them; `floor`: the quality with nothing trained (results not above it rank last);
     `is_reference`: whether a trial's config is of a reference method (its last running trial is kept until one has
     finished). Tune does not save a scheduler with the sweep: put `self.saver` in the Tuner's callbacks, whose state
     Tune does save and restore."""
 
-    def __init__(self, max_t: int, *, objectives: tuple[str, str], modes: tuple[str, str], grace_period: int = 1,
+    def __init__(self, max_t: int, *, objectives: tuple[str, ...], modes: tuple[str, ...], grace_period: int = 1,
                  reduction_factor: float = 3, floor: float | None = None,
                  is_reference: Callable[[dict], bool] | None = None):
         FIFOScheduler.__init__(self)
-        if tuple(modes) != ("max", "min"):
-            raise ValueError(f"ParetoASHA ranks a quality to maximize and a cost to minimize, got modes {modes}")
+        if len(modes) < 2 or tuple(modes) != ("max", *["min"] * (len(modes) - 1)) or len(objectives) != len(modes):
+            raise ValueError(f"ParetoASHA ranks a quality to maximize and costs to minimize, got {objectives} with "
+                             f"modes {modes}")
         self.objectives, self.floor, self.is_reference = tuple(objectives), floor, is_reference
         self.reduction_factor = reduction_factor
         self.milestones = []
@@ -132,7 +148,7 @@ class ParetoASHA(FIFOScheduler):
         while t < max_t:
             self.milestones.append(int(t))
             t *= reduction_factor
-        self.rungs: dict[int, dict[str, tuple[float, float]]] = {m: {} for m in self.milestones}
+        self.rungs: dict[int, dict[str, tuple[float, ...]]] = {m: {} for m in self.milestones}
         self.decisions: list[tuple[str, int, bool]] = []  # (trial id, milestone, went on), in order
         self.reference_finished = False
         self.saver = RungRecords(self)
@@ -165,11 +181,10 @@ class ParetoASHA(FIFOScheduler):
         epoch = result.get(TIME)
         if not isinstance(epoch, (int, float)):
             return TrialScheduler.CONTINUE
-        quality, cost = self.objectives
         for milestone in reversed(self.milestones):  # the highest rung reached and not yet recorded
             recorded = self.rungs[milestone]
             if epoch >= milestone and trial_id not in recorded:
-                recorded[trial_id] = (float(result.get(quality, math.nan)), float(result.get(cost, math.nan)))
+                recorded[trial_id] = tuple(value_of(result, name) for name in self.objectives)
                 go_on = continues(trial_id, recorded, self.reduction_factor, self.floor)
                 self.decisions.append((trial_id, milestone, go_on))
                 return TrialScheduler.CONTINUE if go_on else TrialScheduler.STOP
@@ -194,4 +209,4 @@ class RungRecords(Callback):
     def set_state(self, state: dict[str, Any]) -> None:
         self.scheduler.reference_finished = bool(state.get("reference_finished", False))
         for milestone, recorded in state.get("rungs", {}).items():
-            self.scheduler.rungs.setdefault(int(milestone), {}).update({i: (v[0], v[1]) for i, v in recorded.items()})
+            self.scheduler.rungs.setdefault(int(milestone), {}).update({i: tuple(v) for i, v in recorded.items()})

@@ -7,7 +7,8 @@ import time
 
 from ray.tune import Callback
 
-from peftsweep.metric_names import COST, QUALITY
+from peftsweep.metric_names import TRAINABLE_PCT
+from peftsweep.search.results.objectives import LABELS, NOT_RUN, Objectives, value_of
 from peftsweep.search.points import unflat
 from peftsweep.search.tracking.trial_logger import trial_error_reason, trial_name
 
@@ -20,8 +21,10 @@ QUIET_S = 120.0
 
 
 class ProgressPrinter(Callback):
-    def __init__(self, total: int, planned_epochs: int, label: str = "", quiet_s: float = QUIET_S):
+    def __init__(self, total: int, planned_epochs: int, label: str = "", quiet_s: float = QUIET_S,
+                 objectives: Objectives = Objectives()):
         self.total, self.planned_epochs = total, planned_epochs
+        self.objectives = objectives
         self.label = f"{label} " if label else ""  # "confirm": the confirm stage's lines
         self.done = self.failed = 0
         self.best: tuple[float, str] | None = None
@@ -76,15 +79,27 @@ class ProgressPrinter(Callback):
         self.done += 1
         result = trial.last_result or {}
         method = unflat(trial.config)[0]
-        accuracy, pct = result.get(QUALITY, float("nan")), result.get(COST, float("nan"))
+        accuracy, pct = value_of(result, self.objectives.quality), value_of(result, TRAINABLE_PCT)
+        costs = self._costs(result)
         epoch = int(result.get("epoch", 0))
+        if result.get(NOT_RUN):
+            self._line(trials, f"not run {trial_name(trial)}: {result[NOT_RUN]}", ended=trial)
+            return
         if epoch < self.planned_epochs:  # its scheduler stopped it: never on the front, so never the best
             self._line(trials, f"stopped early {trial_name(trial)} at epoch {epoch}/{self.planned_epochs}: "
-                               f"val_acc {accuracy:.3f} at {pct:.3g}% trainable", ended=trial)
+                               f"val_acc {accuracy:.3f} at {costs}", ended=trial)
             return
-        if accuracy == accuracy and (self.best is None or accuracy > self.best[0]):
+        over = self.objectives.over_budget(result)
+        if accuracy == accuracy and not over and (self.best is None or accuracy > self.best[0]):
             self.best = (accuracy, f"{method}, {pct:.3g}% trainable")
-        self._line(trials, f"done  {trial_name(trial)}: val_acc {accuracy:.3f} at {pct:.3g}% trainable", ended=trial)
+        budget = f"; over budget: {', '.join(over)}" if over else ""
+        self._line(trials, f"done  {trial_name(trial)}: val_acc {accuracy:.3f} at {costs}{budget}", ended=trial)
+
+    def _costs(self, result: dict) -> str:
+        """`0.335% trainable`, then the other cost objectives: `0.335% trainable, peak MiB 812, train s 41.2`."""
+        parts = [f"{value_of(result, TRAINABLE_PCT):.3g}% trainable"]
+        parts += [f"{LABELS[c]} {value_of(result, c):.4g}" for c in self.objectives.costs if c != TRAINABLE_PCT]
+        return ", ".join(parts)
 
     def on_trial_recover(self, iteration, trials, trial, **info):
         self._line(trials, f"retry  {trial_name(trial)} (same seed): {trial_error_reason(trial)[:300]}")

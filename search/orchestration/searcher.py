@@ -3,22 +3,22 @@ the early-stopping scheduler."""
 
 from __future__ import annotations
 
+import math
 import warnings
 from functools import partial
 from typing import Any
 
 from ray import tune
+from ray.tune.search.optuna import OptunaSearch
 
 from peftsweep.search.config import SearchSettings
 from peftsweep.search.orchestration.pareto_asha import ParetoASHA
 from peftsweep.search.plan import SweepPlan
-from peftsweep.metric_names import OBJECTIVES, QUALITY
+from peftsweep.metric_names import QUALITY, WORKER_SECONDS
+from peftsweep.search.results.objectives import Objectives, worker_seconds
 from peftsweep.search.orchestration.space import define_space, grid, start_points
 from peftsweep.search.points import unflat
 from peftsweep.search.orchestration.warm_start import WarmStart, seed_searcher
-
-METRIC_NAMES = [m.name for m in OBJECTIVES]  # what the searcher optimizes, and in which direction
-DIRECTIONS = [m.better for m in OBJECTIVES]
 
 
 def searcher_and_space(plan: SweepPlan, warm: WarmStart | None = None) -> tuple[Any, dict[str, Any], int]:
@@ -28,29 +28,62 @@ def searcher_and_space(plan: SweepPlan, warm: WarmStart | None = None) -> tuple[
     if s.algorithm == "grid":
         points = grid(plan.methods, s.grid_points)
         return None, {"point": tune.grid_search(points)}, 1
-    from ray.tune.search.optuna import OptunaSearch
-
     tried = warm.methods if warm else set()
     starts = [p for p in start_points(plan.methods, s.start_points) if p["method"] not in tried]
-    searcher = OptunaSearch(space=partial(define_space, methods=plan.methods), metric=METRIC_NAMES, mode=DIRECTIONS,
-                            points_to_evaluate=starts or None, sampler=make_sampler(s, len(starts)))
+    objectives = plan.config.objective_set
+    searcher = BudgetedOptunaSearch(space=partial(define_space, methods=plan.methods), metric=list(objectives.names),
+                                    mode=list(objectives.modes), points_to_evaluate=starts or None,
+                                    sampler=make_sampler(s, len(starts), objectives))
+    searcher.objectives, searcher.planned_epochs = objectives, plan.config.train.epochs
     if warm:
         seed_searcher(searcher, warm)
     return searcher, {}, s.num_samples
 
 
-def make_sampler(s: SearchSettings, n_starts: int):
-    """The Optuna sampler for tpe / nsga2 / random (also used by bench/searchers.py, so it measures this one)."""
+CONSTRAINTS_ATTR = "peftsweep.constraints"  # a trial's Optuna user attribute: its budgets' violations (<= 0: kept)
+
+
+def constraint_values(trial, budgets: int) -> list[float]:
+    """Optuna's `constraints_func`: what the searcher recorded on the trial when it completed (a trial without a
+    record, e.g. one that reported nothing: 0 for each budget, as not measured)."""
+    return list(trial.user_attrs.get(CONSTRAINTS_ATTR, [0.0] * budgets))
+
+
+class BudgetedOptunaSearch(OptunaSearch):
+    """Ray's OptunaSearch, told what it does not compute itself: the worker-seconds of a result (Tune's time times the
+    trial's workers) when they are an objective, and with budgets each budget's violation, kept on the Optuna trial
+    for the sampler's `constraints_func`, before Optuna is told that the trial completed."""
+
+    objectives: Objectives = Objectives()
+    planned_epochs: int | None = None
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
+        if result and trial_id in self._ot_trials and trial_id not in self._completed_trials:
+            if WORKER_SECONDS in self.objectives.names and WORKER_SECONDS not in result:
+                if math.isfinite(seconds := worker_seconds(result)):
+                    result = result | {WORKER_SECONDS: seconds}
+            if self.objectives.budgets:
+                self._ot_trials[trial_id].set_user_attr(CONSTRAINTS_ATTR,
+                                                        self.objectives.violations(result, self.planned_epochs))
+        super().on_trial_complete(trial_id, result, error)
+
+
+def make_sampler(s: SearchSettings, n_starts: int, objectives: Objectives = Objectives()):
+    """The Optuna sampler for tpe / nsga2 / random (also used by bench/searchers.py, so it measures this one); with
+    budgets, TPE and NSGA-II learn which trials broke them (random search has nothing to learn)."""
     import optuna
 
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "A new study created" line: the progress lines say it
+    constraints = partial(constraint_values, budgets=len(objectives.budgets)) if objectives.budgets else None
     if s.algorithm == "tpe":
         # group=True lets TPE model each method's own (conditional) parameters separately.
         return optuna.samplers.TPESampler(seed=s.seed, multivariate=True, group=True,
-                                          n_startup_trials=max(4, n_starts), constant_liar=True)
+                                          n_startup_trials=max(4, n_starts), constant_liar=True,
+                                          constraints_func=constraints)
     if s.algorithm == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=s.seed, population_size=min(50, max(4, s.num_samples // 4)))
+        return optuna.samplers.NSGAIISampler(seed=s.seed, population_size=min(50, max(4, s.num_samples // 4)),
+                                             constraints_func=constraints)
     return optuna.samplers.RandomSampler(seed=s.seed)
 
 
@@ -73,8 +106,9 @@ def scheduler_for(plan: SweepPlan, floor: float | None = None):
     if not e.enabled:
         return None
     if e.objective == "pareto":
+        objectives = plan.config.objective_set
         return ParetoASHA(max_t=plan.config.train.epochs, grace_period=e.grace_period,
-                          reduction_factor=e.reduction_factor, objectives=tuple(METRIC_NAMES), modes=tuple(DIRECTIONS),
+                          reduction_factor=e.reduction_factor, objectives=objectives.names, modes=objectives.modes,
                           floor=floor, is_reference=is_reference_trial)
     # time_attr epoch, not training_iteration: a trial continued from a checkpoint keeps counting its epochs.
     return tune.schedulers.ASHAScheduler(metric=QUALITY, mode="max", time_attr="epoch",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,7 @@ import ray
 from ray import tune
 
 from peftsweep.errors import UserError
+from peftsweep.metric_names import PEAK_MEMORY_MB
 from peftsweep.search import storage
 from peftsweep.startup_marks import mark
 from peftsweep.search.orchestration.cluster import check_capacity, check_storage, cluster_has_gpus, connect_ray
@@ -290,7 +292,8 @@ class Sweep:
         data_ref = {"tokenized": ray.put(self.plan.data)}
         trials_path = storage.join(storage_root(self.plan), "trials", storage.name_of(tune_path))
         return tune.with_resources(
-            tune.with_parameters(sweep_trial, data=data_ref, template=self.template, storage_path=trials_path),
+            tune.with_parameters(sweep_trial, data=data_ref, template=self.template, storage_path=trials_path,
+                                 memory_budget_mb=dict(self.plan.config.objective_set.budgets).get(PEAK_MEMORY_MB)),
             functools.partial(resources_of_point, template=self.template))
 
     def trial_logger(self, stage: str = SEARCH) -> MlflowTrialLogger:
@@ -319,7 +322,8 @@ class Sweep:
             # The time budget is ours, not Tune's: Tune would kill the running trials with their Train jobs.
             run_config=tune.RunConfig(name=storage.name_of(tune_path), storage_path=storage.parent_of(tune_path),
                                       verbose=0, stop=end_jobs,
-                                      callbacks=[ProgressPrinter(total, c.train.epochs), self.trial_logger(),
+                                      callbacks=[ProgressPrinter(total, c.train.epochs, objectives=c.objective_set),
+                                                 self.trial_logger(),
                                                  end_jobs, *saver]))
 
 
@@ -378,7 +382,8 @@ def logged_params(plan: SweepPlan) -> dict[str, Any]:
             "batch_size": c.train.batch_size, "algorithm": c.search.algorithm, "num_samples": c.search.num_samples,
             "methods": ",".join(plan.methods), "seed": c.search.seed, "confirm_seeds": c.confirm.seeds,
             "confirm_confidence": c.confirm.confidence, "confirm_margin": c.confirm.margin,
-            "confirm_failed_runs": c.confirm.failed_runs, "confirm_looks": c.confirm.looks}
+            "confirm_failed_runs": c.confirm.failed_runs, "confirm_looks": c.confirm.looks,
+            "objectives": ",".join(c.objectives), "constraints": json.dumps(c.constraints, sort_keys=True)}
 
 
 def abandon(client, state: SweepState) -> None:

@@ -16,7 +16,9 @@ from ray import tune
 from ray.train import TrainingFailedError
 from ray.tune.integration.ray_train import TuneReportCallback
 
+from peftsweep.metric_names import PLANNED_MIN_MEMORY_MB
 from peftsweep.search.points import repeat_of, unflat
+from peftsweep.search.results.objectives import NOT_RUN
 from peftsweep.startup_marks import enabled as marking, mark
 from peftsweep.search.storage import delete_checkpoints
 from peftsweep.search.orchestration.ray_private import LeanTorchTrainer, StartupMarker
@@ -44,13 +46,16 @@ def resources_of_point(config: dict[str, Any], *, template: TrialTemplate):
     return resource_dict_to_pg_factory(trial_resources(template.resources_by_method[unflat(config)[0]]))
 
 
-def sweep_trial(config: dict[str, Any], *, data: dict[str, Any], template: TrialTemplate, storage_path: str) -> None:
+def sweep_trial(config: dict[str, Any], *, data: dict[str, Any], template: TrialTemplate, storage_path: str,
+                memory_budget_mb: float | None = None) -> None:
     """`config`: the point Tune sampled; `template`: what every trial of the sweep shares; `data["tokenized"]`: the
     object-store reference of the tokenized data, handed on to the workers unresolved; `storage_path`: where the
-    trials' Ray Train runs keep their checkpoints."""
+    trials' Ray Train runs keep their checkpoints; `memory_budget_mb`: `constraints.peak_memory_mb`, if set."""
     mark("trial_function")
     repeat = repeat_of(config)  # a confirm run trains the configuration with its own seed
     trial = template.for_trial(*unflat(config), seed=repeat["seed"] if repeat else None)
+    if memory_budget_mb is not None and _over_memory_budget(trial, memory_budget_mb):
+        return
     context = tune.get_context()
     name = context.get_trial_name()
     run_dir = run_dir_of(storage_path, name)
@@ -64,6 +69,19 @@ def sweep_trial(config: dict[str, Any], *, data: dict[str, Any], template: Trial
         delete_checkpoints(run_dir, keep=trial.train.checkpoints_to_keep)
     if reason is not None:
         raise TrialFailedError(reason)
+
+
+def _over_memory_budget(trial: TrialConfig, budget_mb: float) -> bool:
+    """Whether the memory plan shows the trial needs more than the budget; then its one report says so, and why."""
+    from peftsweep.search.memory_check import planned_minimum_mb
+
+    least = planned_minimum_mb(trial)
+    if least <= budget_mb:
+        return False
+    tune.report({"epoch": 0, PLANNED_MIN_MEMORY_MB: least,
+                 NOT_RUN: f"the memory plan needs at least {least:.0f} MiB per worker (parameters, gradients, "
+                          f"optimizer state) > constraints.peak_memory_mb {budget_mb:g}"})
+    return True
 
 
 def _train_here(trial: TrialConfig, data, run_dir: str) -> None:

@@ -8,11 +8,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from peftsweep.metric_names import TEST_ACCURACY, VAL_ACCURACY
+from peftsweep.metric_names import TEST_ACCURACY, TRAINABLE_PCT, VAL_ACCURACY
+from peftsweep.search.results.objectives import LABELS, RATIO_COSTS, Objectives
 from peftsweep.search.results.pareto import Point, hypervolume, pareto_front
 from peftsweep.search.results.records import Floor, TrialRecord, floor_accuracy
-from peftsweep.search.results.statistics import (ACCURACY_BOUNDS, Interval, PairedDifference, format_p, holm, is_undecided,
-                                         mean_interval, paired_difference, seeds_to_decide, single_run_gap)
+from peftsweep.search.results.statistics import (ACCURACY_BOUNDS, Interval, PairedDifference, format_p, holm,
+                                                 is_undecided, mean_interval, paired_difference, ratio_interval,
+                                                 seeds_to_decide, single_run_gap)
 
 # Confirm seeds are this far apart (and from the search's): each epoch is seeded with seed + epoch, so seeds 1 apart
 # would share the data order of shifted epochs.
@@ -91,6 +93,10 @@ class ConfirmedConfig:
     verdict: str | None = None
     seeds_to_decide: int | None = None  # for an undecided verdict: about how many seeds the observed spread needs
     on_front: bool = False  # on the front of the means
+    costs: dict[str, float] = field(default_factory=dict)  # each cost objective's mean over its completed runs
+    over_budget: str = ""  # the budgets its means break ("": none): then never on the front
+    # each of RATIO_COSTS over the reference's, paired over the shared seeds (geometric mean and interval)
+    ratios_to_full: dict[str, Interval] = field(default_factory=dict)
 
     @property
     def failures(self) -> str:
@@ -152,10 +158,12 @@ def _chosen_by_search(configs: list[ConfirmedConfig]) -> ConfirmedConfig | None:
 
 
 def confirm(search: list[TrialRecord], repeats: list[TrialRecord], references: set[str], floor: Floor | None = None,
-            rules: VerdictRules = VerdictRules()) -> Confirmation | None:
+            rules: VerdictRules = VerdictRules(), objectives: Objectives = Objectives(),
+            hv_references: tuple[float, ...] | None = None) -> Confirmation | None:
     """`search`: the search stage's records; `repeats`: the confirm stage's. None when nothing was confirmed. The
     search run of a configuration never enters its mean; a run failed in training is counted (`failed k of n`) and
-    withholds the configuration's verdict, or counts at the floor (`rules.failed_runs`)."""
+    withholds the configuration's verdict, or counts at the floor (`rules.failed_runs`). The front of the means is over
+    `objectives` (each cost's mean over the completed runs), its hypervolume from `hv_references` (the search's)."""
     if not repeats:
         return None
     trials = {r.trial_id: r for r in search}
@@ -177,6 +185,7 @@ def confirm(search: list[TrialRecord], repeats: list[TrialRecord], references: s
                       origin.trainable_params if origin else math.nan)
         search_val = origin.val_accuracy if origin else math.nan
         reasons = sorted({reason for r in runs for reason in r.params.get("selected_as", "").split(",") if reason})
+        costs = {c: _mean([getattr(r, c) for r in done]) for c in objectives.costs}
         configs.append(ConfirmedConfig(
             config_id=config_id, search_run_id=origin.run_id if origin else "", method=runs[0].method,
             params=dict(origin.params) if origin else dict(runs[0].params), reasons=reasons, trainable_pct=pct,
@@ -186,10 +195,13 @@ def confirm(search: list[TrialRecord], repeats: list[TrialRecord], references: s
             seeds=sorted(r.seed for r in done if r.seed is not None),
             attempted=sum(1 for r in runs if r.status in ("completed", "failed")),
             failed=sum(1 for r in runs if r.status == "failed"), failed_training=len(failed_training),
-            selection_bias=single_run_gap(search_val, vals, rules.confidence)))
+            selection_bias=single_run_gap(search_val, vals, rules.confidence),
+            costs=costs | {TRAINABLE_PCT: pct} if TRAINABLE_PCT in costs else costs,
+            over_budget=", ".join(objectives.over_budget(costs | {TRAINABLE_PCT: pct}))))
     configs.sort(key=lambda c: (c.trainable_pct if math.isfinite(c.trainable_pct) else math.inf, c.config_id))
-    points = [Point(c.config_id, c.val.mean, c.trainable_pct) for c in configs
-              if math.isfinite(c.val.mean) and (floor is None or c.val.mean > floor.val_accuracy)]
+    points = [point for c in configs if not c.over_budget
+              and (point := Point(c.config_id, c.val.mean, tuple(c.costs[k] for k in objectives.costs))).usable
+              and (floor is None or c.val.mean > floor.val_accuracy)]
     front = [p.id for p in pareto_front(points)]
     reference = _chosen_by_search([c for c in configs if c.method in references])
     by_method = [chosen for method in sorted({c.method for c in configs})
@@ -203,6 +215,8 @@ def confirm(search: list[TrialRecord], repeats: list[TrialRecord], references: s
                                           rules.confidence, rules.margin)
             c.gap_test = paired_difference(by_seed(runs, TEST_ACCURACY, test_at),
                                            by_seed(ref_runs, TEST_ACCURACY, test_at), rules.confidence, rules.margin)
+            c.ratios_to_full = {cost: ratio_interval(by_seed(runs, cost), by_seed(ref_runs, cost), rules.confidence)
+                                for cost in RATIO_COSTS}
     compared = sorted((c for c in configs if c.gap_test is not None), key=lambda c: c.config_id)
     adjusted = holm([c.gap_test for c in compared], rules.confidence, rules.looks)
     comparisons = adjusted[0].comparisons if adjusted else 0
@@ -219,10 +233,16 @@ def confirm(search: list[TrialRecord], repeats: list[TrialRecord], references: s
     finished = ("completed", "failed")
     return Confirmation(
         seeds=sorted({r.seed for r in repeats if r.seed is not None}), rules=rules, configs=configs,
-        front=front, hypervolume=hypervolume(points, reference_accuracy=floor_accuracy(floor)),
+        front=front, hypervolume=hypervolume(points, floor_accuracy(floor),
+                                             hv_references or objectives.hv_references(repeats)),
         reference=reference.config_id if reference else None,
         selection_bias=math.fsum(biases) / len(biases) if biases else math.nan, runs=len(repeats),
         unfinished=sum(1 for r in repeats if r.status not in finished), by_method=by_method, comparisons=comparisons)
+
+
+def _mean(values: list[float]) -> float:
+    finite = [v for v in values if math.isfinite(v)]
+    return math.fsum(finite) / len(finite) if finite else math.nan
 
 
 UNCONFIRMED = ("The front is unconfirmed: one run per configuration, with the search's seed (confirm.seeds re-trains "
@@ -242,6 +262,15 @@ def format_interval(i: Interval | None, signed: bool = False) -> str:
     return f"{i.mean:{f}} ({why}: no interval)"
 
 
+def format_ratio(i: Interval | None) -> str:
+    """A ratio with its interval: `0.52 [0.49, 0.55]`, `0.52 (1 run: no interval)`, `n/a`."""
+    if i is None or not math.isfinite(i.mean):
+        return "n/a"
+    if i.known:
+        return f"{i.mean:.3g} [{i.low:.3g}, {i.high:.3g}]"
+    return f"{i.mean:.3g} ({'1 pair' if i.n == 1 else f'{i.n} pairs, all equal'}: no interval)"
+
+
 def format_verdict(c: ConfirmedConfig) -> str:
     """The verdict as printed, with the seeds an undecided one would need."""
     if c.verdict is None:
@@ -258,16 +287,19 @@ def format_confirmation(conf: Confirmation | None) -> list[str]:
     rules, level = conf.rules, f"{conf.confidence:.0%}"
     pending = f"; {conf.unfinished} run(s) unfinished (continue with --resume)" if conf.unfinished else ""
     failed = f"; {conf.failed} failed" if conf.failed else ""
+    extra = [cost for c in conf.configs[:1] for cost in c.costs if cost != TRAINABLE_PCT]  # the other cost objectives
+    over = "; over budget (!): never on the front" if any(c.over_budget for c in conf.configs) else ""
     lines = [f"Confirmed over {len(conf.seeds)} new seeds ({', '.join(map(str, conf.seeds))}): mean [{level} "
              f"t-interval] of {conf.runs} confirm runs{failed}{pending}; front on the means (*), hypervolume "
-             f"{conf.hypervolume:.4f}:",
-             f"  {'method':<9} {'config':<12} {'trainable %':>11} {'val acc':>22} {'test acc':>22} {'search val':>10} "
-             f"{'selection bias':>24}  runs"]
+             f"{conf.hypervolume:.4f}{over}:",
+             f"  {'method':<9} {'config':<12} {'trainable %':>11} " + "".join(f"{LABELS[k]:>10} " for k in extra)
+             + f"{'val acc':>22} {'test acc':>22} {'search val':>10} {'selection bias':>24}  runs"]
     for c in conf.configs:
-        mark = "*" if c.on_front else " "
+        mark = "*" if c.on_front else "!" if c.over_budget else " "
         runs = f"{c.attempted}" if not c.failed else c.failures
-        lines.append(f"{mark} {c.method:<9} {c.config_id[-12:]:<12} {c.trainable_pct:>11.4g} {format_interval(c.val):>22} "
-                     f"{format_interval(c.test):>22} {c.search_val_accuracy:>10.3f} "
+        lines.append(f"{mark} {c.method:<9} {c.config_id[-12:]:<12} {c.trainable_pct:>11.4g} "
+                     + "".join(f"{c.costs.get(k, math.nan):>10.4g} " for k in extra)
+                     + f"{format_interval(c.val):>22} {format_interval(c.test):>22} {c.search_val_accuracy:>10.3f} "
                      f"{format_interval(c.selection_bias, True):>24}  {runs}")
     reference = conf.config(conf.reference) if conf.reference else None
     if reference is None:
@@ -285,6 +317,12 @@ def format_confirmation(conf: Confirmation | None) -> list[str]:
             lines.append(f"  {c.method:<9} {c.config_id[-12:]:<12} {format_interval(c.gap_val.difference, True):>24} "
                          f"{format_interval(c.gap_test.difference, True):>24} {format_p(c.gap_test.p_adjusted):>8}  "
                          f"{format_verdict(c)}")
+        lines += [f"Costs over the full fine-tune's (geometric mean of the per-seed ratios [{level} t-interval on their "
+                  f"logs], paired over the shared seeds):",
+                  f"  {'method':<9} {'config':<12} " + " ".join(f"{'x ' + LABELS[cost]:>26}" for cost in RATIO_COSTS)]
+        for c in conf.compared:
+            lines.append(f"  {c.method:<9} {c.config_id[-12:]:<12} "
+                         + " ".join(f"{format_ratio(c.ratios_to_full.get(cost)):>26}" for cost in RATIO_COSTS))
     lines.append(f"Selection bias (search run's val accuracy minus its confirmed mean): {conf.selection_bias:+.3f} on "
                  f"average over {sum(1 for c in conf.configs if math.isfinite(c.selection_bias.mean))} "
                  f"configurations (the reference and each method's configuration are chosen on the search's runs)")

@@ -1,7 +1,12 @@
-"""Pareto front over (accuracy: max, trainable %: min) and its hypervolume. Pure functions, no I/O.
+"""Pareto front over (accuracy: max, one to three costs: min) and its hypervolume. Pure functions, no I/O.
 
-Dominance: A dominates B when A is at least as accurate and at most as costly, and strictly better in one.
-Exact duplicates do not dominate each other, so both stay on the front.
+Dominance: A dominates B when A is at least as accurate and at most as costly in every cost, and strictly better in
+one of them. Exact duplicates do not dominate each other, so both stay on the front.
+
+Hypervolume: measured with every cost on a log10 axis (trainable % spans five decades, memory and time several), from
+a reference point of the floor's accuracy and one reference per cost (search.results.objectives chooses them). A cost
+at or below HV_MIN_COST (0 trainable parameters) counts as HV_MIN_COST: its volume stays finite and a front never
+loses volume by it.
 """
 
 from __future__ import annotations
@@ -10,43 +15,81 @@ import math
 from dataclasses import dataclass
 from typing import Sequence
 
-# Hypervolume reference: the sweep's floor accuracy (0 without one) and 1000 % trainable (a decade beyond full
-# fine-tuning), cost on a log10 axis because trainable % spans five decades (0.01 % .. 100 %). A cost at or below
-# HV_MIN_PCT (0 trainable parameters) counts as HV_MIN_PCT: its area stays finite and a front never loses area by it.
+# The reference of trainable %: 1000 % (a decade beyond full fine-tuning), fixed, so that trainable-% fronts of any
+# two sweeps compare.
 HV_REFERENCE_PCT = 1000.0
-HV_MIN_PCT = 1e-6
+HV_MIN_COST = 1e-6
 
 
 @dataclass(frozen=True)
 class Point:
     id: str
     accuracy: float
-    cost: float  # trainable %
+    costs: tuple[float, ...]  # each minimized, in the order of the sweep's cost objectives
+
+    @property
+    def usable(self) -> bool:
+        return math.isfinite(self.accuracy) and all(math.isfinite(c) for c in self.costs)
+
+
+def dominates(a: Point, b: Point) -> bool:
+    """a is at least as good as b in every objective and strictly better in one."""
+    if a.accuracy < b.accuracy or any(x > y for x, y in zip(a.costs, b.costs)):
+        return False
+    return a.accuracy > b.accuracy or any(x < y for x, y in zip(a.costs, b.costs))
+
+
+def _cheapest_first(p: Point) -> tuple:
+    return (*p.costs, -p.accuracy, p.id)
 
 
 def pareto_front(points: Sequence[Point]) -> list[Point]:
-    """Non-dominated points, cheapest first. Points with a non-finite accuracy or cost are ignored."""
-    valid = [p for p in points if math.isfinite(p.accuracy) and math.isfinite(p.cost)]
+    """Non-dominated points, cheapest first (by the first cost, then the next). Points with a non-finite accuracy or
+    cost are ignored."""
+    valid = [p for p in points if p.usable]
     front: list[Point] = []
-    best_accuracy, best_cost = -math.inf, None
-    for p in sorted(valid, key=lambda p: (p.cost, -p.accuracy)):
-        if p.accuracy > best_accuracy:
+    if valid and len(valid[0].costs) == 1:  # one cost: a sweep by cost
+        best_accuracy, best_cost = -math.inf, None
+        for p in sorted(valid, key=lambda p: (p.costs[0], -p.accuracy)):
+            if p.accuracy > best_accuracy:
+                front.append(p)
+                best_accuracy, best_cost = p.accuracy, p.costs[0]
+            elif p.accuracy == best_accuracy and p.costs[0] == best_cost:
+                front.append(p)  # an exact duplicate of a front point
+        return front
+    # Any point that dominates p comes before it in this order (more accurate, or as accurate and cheaper in sum),
+    # and a point dominated by a dropped one is dominated by the front member that dropped it: comparing each point
+    # with the front so far is enough.
+    for p in sorted(valid, key=lambda p: (-p.accuracy, math.fsum(p.costs))):
+        if not any(dominates(q, p) for q in front):
             front.append(p)
-            best_accuracy, best_cost = p.accuracy, p.cost
-        elif p.accuracy == best_accuracy and p.cost == best_cost:
-            front.append(p)  # an exact duplicate of a front point
-    return front
+    return sorted(front, key=_cheapest_first)
 
 
-def hypervolume(points: Sequence[Point], reference_pct: float = HV_REFERENCE_PCT,
-                reference_accuracy: float = 0.0) -> float:
-    """Area dominated by the points in (log10 trainable %, accuracy), up to the reference point: only what lies above
-    `reference_accuracy` (the floor) counts, so a point that crosses the floor adds its own area above it, no more."""
-    clamped = [Point(p.id, p.accuracy, max(p.cost, HV_MIN_PCT)) for p in points
-               if math.isfinite(p.accuracy) and math.isfinite(p.cost)]
-    front = [p for p in pareto_front(clamped) if p.cost < reference_pct and p.accuracy > reference_accuracy]
-    area = 0.0
-    for i, p in enumerate(front):
-        next_cost = front[i + 1].cost if i + 1 < len(front) else reference_pct
-        area += (math.log10(next_cost) - math.log10(p.cost)) * (p.accuracy - reference_accuracy)
-    return area
+def hypervolume(points: Sequence[Point], reference_accuracy: float = 0.0,
+                reference_costs: Sequence[float] = (HV_REFERENCE_PCT,)) -> float:
+    """Volume dominated by the points in (accuracy, log10 cost, ...) up to the reference point: only what lies above
+    `reference_accuracy` (the floor) and below each reference cost counts, so a point that crosses the floor adds
+    its own volume above it, no more. One cost: the area of a staircase; more: Optuna's exact WFG algorithm."""
+    refs = [math.log10(r) for r in reference_costs]
+    inside = []
+    for p in points:
+        if not p.usable or len(p.costs) != len(refs):
+            continue
+        logs = tuple(math.log10(max(c, HV_MIN_COST)) for c in p.costs)
+        if p.accuracy > reference_accuracy and all(c < r for c, r in zip(logs, refs)):
+            inside.append(Point(p.id, p.accuracy, logs))
+    front = pareto_front(inside)
+    if not front:
+        return 0.0
+    if len(refs) == 1:
+        volume = 0.0
+        for i, p in enumerate(front):
+            next_cost = front[i + 1].costs[0] if i + 1 < len(front) else refs[0]
+            volume += (next_cost - p.costs[0]) * (p.accuracy - reference_accuracy)
+        return volume
+    import numpy as np
+    from optuna._hypervolume import compute_hypervolume  # private in Optuna: tests/search/test_pareto.py checks it
+
+    losses = np.array([[-p.accuracy, *p.costs] for p in front])
+    return float(compute_hypervolume(losses, np.array([-reference_accuracy, *refs]), assume_pareto=True))

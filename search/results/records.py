@@ -5,13 +5,17 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from peftsweep.metric_names import (GPU_SECONDS, PEAK_MEMORY_MB, STORED_PARAMS, TEST_ACCURACY, TRAINABLE_PARAMS, TRAINABLE_PCT, TRAIN_SECONDS, VAL_ACCURACY, WORKER_SECONDS)
+from peftsweep.metric_names import (CHECKPOINT_MB, GPU_SECONDS, PEAK_MEMORY_MB, STORED_PARAMS, TEST_ACCURACY,
+                                    TOKENS_PER_SECOND, TRAINABLE_PARAMS, TRAINABLE_PCT, TRAIN_SECONDS, VAL_ACCURACY,
+                                    WORKER_SECONDS)
+from peftsweep.search.results.objectives import Objectives
 from peftsweep.trainers.faults import is_infrastructure_failure
 
 SEARCH, CONFIRM = "search", "confirm"  # the stages of a sweep: the search, then the confirm runs
 
 # The metrics a record holds (its float fields of the same names)
-RECORD_METRICS = (VAL_ACCURACY, TEST_ACCURACY, TRAINABLE_PCT, TRAINABLE_PARAMS, STORED_PARAMS, TRAIN_SECONDS, PEAK_MEMORY_MB, WORKER_SECONDS, GPU_SECONDS)
+RECORD_METRICS = (VAL_ACCURACY, TEST_ACCURACY, TRAINABLE_PCT, TRAINABLE_PARAMS, STORED_PARAMS, TRAIN_SECONDS,
+                  PEAK_MEMORY_MB, WORKER_SECONDS, GPU_SECONDS, CHECKPOINT_MB, TOKENS_PER_SECOND)
 
 
 @dataclass
@@ -19,7 +23,7 @@ class TrialRecord:
     run_id: str
     trial_id: str
     method: str
-    status: str  # completed | early_stopped | failed | interrupted | running
+    status: str  # completed | early_stopped | failed | interrupted | running | not_run (over a budget by the plan)
     params: dict[str, str]
     val_accuracy: float = math.nan
     test_accuracy: float = math.nan
@@ -30,11 +34,14 @@ class TrialRecord:
     peak_memory_mb: float = math.nan
     worker_seconds: float = math.nan  # the compute the trial's Train job held: workers x wall seconds
     gpu_seconds: float = math.nan  # likewise in GPUs, when it had any
+    checkpoint_mb: float = math.nan  # what the method ships (adapter or weights), on disk
+    tokens_per_second: float = math.nan
     on_front: bool = False
     stage: str = SEARCH  # search | confirm (a re-training of a search trial's configuration with a new seed)
     config_id: str = ""  # the search trial whose configuration this run trained (a search run: its own trial id)
     seed: int | None = None  # confirm runs: the training seed (search runs train with train.seed)
     failure: str = ""  # why it failed (a failed run), as recorded on the run
+    over_budget: str = ""  # the budgets it broke (`constraints:`), e.g. "peak_memory_mb 2345 > 2000"; "": none
 
     def __post_init__(self) -> None:
         self.config_id = self.config_id or self.trial_id
@@ -61,13 +68,16 @@ def floor_accuracy(floor: Floor | None) -> float:
     return floor.val_accuracy if floor is not None else 0.0
 
 
-def is_front_candidate(record: TrialRecord) -> bool:
-    """Only trials that trained to the end: an early-stopped trial's partial accuracy is not comparable."""
-    return record.status == "completed" and math.isfinite(record.val_accuracy) and math.isfinite(record.trainable_pct)
+def is_front_candidate(record: TrialRecord, objectives: Objectives = Objectives()) -> bool:
+    """Trials that trained to the end (an early-stopped trial's partial accuracy is not comparable), were measured in
+    every objective and kept every budget."""
+    return record.status == "completed" and objectives.point(record.run_id, record).usable and not record.over_budget
 
 
-def best_of(records: list[TrialRecord]) -> TrialRecord | None:
-    ranked = sorted((r for r in records if is_front_candidate(r)), key=lambda r: (-r.val_accuracy, r.trainable_pct))
+def best_of(records: list[TrialRecord], objectives: Objectives = Objectives()) -> TrialRecord | None:
+    """The most accurate front candidate (the cheaper in trainable % of equals)."""
+    ranked = sorted((r for r in records if is_front_candidate(r, objectives)),
+                    key=lambda r: (-r.val_accuracy, r.trainable_pct))
     return ranked[0] if ranked else None
 
 

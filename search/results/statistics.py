@@ -98,6 +98,18 @@ class PairedDifference:
         return not is_undecided(self.verdict)
 
 
+def ratio_interval(a: dict[int, float], b: dict[int, float], confidence: float = 0.95) -> Interval:
+    """`a` over `b` (a cost by seed, e.g. peak memory), paired over the seeds both measured: the geometric mean of the
+    per-seed ratios with its t-interval, taken on the log ratios (a ratio's natural scale: x0.5 and x2 are as far
+    from 1) and brought back. Unknown below 2 pairs or without spread, as `mean_interval`."""
+    seeds = [s for s in a.keys() & b.keys() if math.isfinite(a[s]) and math.isfinite(b[s]) and a[s] > 0 and b[s] > 0]
+    logs = mean_interval([math.log(a[s] / b[s]) for s in sorted(seeds)], confidence)
+    if not math.isfinite(logs.mean):
+        return logs
+    return Interval(math.exp(logs.mean), math.exp(logs.low) if logs.known else math.nan,
+                    math.exp(logs.high) if logs.known else math.nan, logs.n, confidence, logs.spread)
+
+
 def _verdict(mean: float, p: float, p_equivalence: float, alpha: float, margin: float) -> str:
     """A significant difference first (better / worse), then equivalence within the margin, else undecided."""
     if p < alpha:

@@ -14,9 +14,13 @@ from typing import Any
 
 from peftsweep.metric_names import GPU_SECONDS, TRAINABLE_PCT, WORKER_SECONDS
 from peftsweep.search.results.confirmation import Confirmation, VerdictRules, confirm, format_confirmation, format_interval
-from peftsweep.search.results.pareto import Point, hypervolume, pareto_front
-from peftsweep.search.results.records import (CONFIRM, RECORD_METRICS, SEARCH, Floor, TrialRecord, best_of, floor_accuracy, is_front_candidate,
-                                      of_stage)
+from peftsweep.search.results.objectives import LABELS, RATIO_COSTS, Objectives
+from peftsweep.search.results.pareto import hypervolume, pareto_front
+from peftsweep.search.results.records import (CONFIRM, RECORD_METRICS, SEARCH, Floor, TrialRecord, best_of, floor_accuracy,
+                                              is_front_candidate, of_stage)
+
+STATUSES = ("completed", "early_stopped", "failed", "interrupted", "running", "not_run")  # a record's, counted
+
 
 @dataclass
 class MethodComparison:
@@ -30,6 +34,10 @@ class MethodComparison:
     param_ratio_to_full: float | None  # trainable % over the best full fine-tune's
     train_seconds: float
     peak_memory_mb: float
+    worker_seconds: float = math.nan
+    checkpoint_mb: float = math.nan
+    # each of RATIO_COSTS over the best full fine-tune's (None: no full fine-tune, or a cost not measured)
+    ratios_to_full: dict[str, float | None] = field(default_factory=dict)
 
 
 @dataclass
@@ -44,6 +52,9 @@ class Summary:
     below_floor: int = 0  # completed trials whose validation accuracy did not beat the floor
     repeats: list[TrialRecord] = field(default_factory=list)  # the confirm stage's runs
     confirmation: Confirmation | None = None  # None: the front is unconfirmed (one run per configuration)
+    objectives: Objectives = Objectives()  # what the front is over, and the budgets
+    over_budget: int = 0  # completed search trials that broke a budget (never on the front)
+    hv_references: tuple[float, ...] = ()  # the hypervolume's reference per cost (search.results.objectives)
 
     @property
     def compute(self) -> dict[str, float]:
@@ -80,26 +91,30 @@ def reference_methods() -> set[str]:
 
 
 def summarize(records: list[TrialRecord], references: set[str] | None = None,
-              floor: Floor | None = None, rules: VerdictRules = VerdictRules()) -> Summary:
+              floor: Floor | None = None, rules: VerdictRules = VerdictRules(),
+              objectives: Objectives = Objectives()) -> Summary:
     """`records`: the sweep's runs, of both stages. `references`: the methods PEFT is compared against (default: the
     registry's). `floor`: the accuracy with nothing trained; it dominates every trial that does not beat it (it has
     fewer trainable parameters: none), so those never join the front. The search's front and comparison come from the
     search runs; the confirmation (means, intervals and verdicts by `rules`) from the confirm runs alone. The
-    hypervolume is measured from the floor (0 without one), so only area above it counts. The records are
-    not changed: the summary holds copies with `on_front` set."""
+    hypervolume is measured from the floor (0 without one), so only volume above it counts. The front and the
+    hypervolume are over `objectives`; a trial over one of its budgets is marked (`over_budget`) and never joins the
+    front, nor is it any method's best. The records are not changed: the summary holds copies with `on_front` and
+    `over_budget` set."""
     references = reference_methods() if references is None else references
-    repeats = of_stage(records, CONFIRM)
-    records = of_stage(records, SEARCH)
-    completed = [r for r in records if is_front_candidate(r)]
-    candidates = [r for r in completed if floor is None or r.val_accuracy > floor.val_accuracy]
-    points = [Point(r.run_id, r.val_accuracy, r.trainable_pct) for r in candidates]
+    repeats = [replace(r, over_budget=", ".join(objectives.over_budget(r))) for r in of_stage(records, CONFIRM)]
+    records = [replace(r, over_budget=", ".join(objectives.over_budget(r))) for r in of_stage(records, SEARCH)]
+    completed = [r for r in records if r.status == "completed" and objectives.point(r.run_id, r).usable]
+    feasible = [r for r in completed if is_front_candidate(r, objectives)]
+    candidates = [r for r in feasible if floor is None or r.val_accuracy > floor.val_accuracy]
+    points = [objectives.point(r.run_id, r) for r in candidates]
     front_ids = [p.id for p in pareto_front(points)]
     records = [replace(r, on_front=r.run_id in front_ids) for r in records]
     by_id = {r.run_id: r for r in records}
-    full = best_of([r for r in records if r.method in references])
+    full = best_of([r for r in records if r.method in references], objectives)
     by_method = []
     for method in sorted({r.method for r in records}):
-        best = best_of([r for r in records if r.method == method])
+        best = best_of([r for r in records if r.method == method], objectives)
         if best is None:
             continue
         by_method.append(MethodComparison(
@@ -107,14 +122,22 @@ def summarize(records: list[TrialRecord], references: set[str] | None = None,
             trainable_pct=best.trainable_pct,
             accuracy_gap_to_full=(best.val_accuracy - full.val_accuracy) if full else None,
             param_ratio_to_full=(best.trainable_pct / full.trainable_pct) if full else None,
-            train_seconds=best.train_seconds, peak_memory_mb=best.peak_memory_mb))
-    counts = {s: sum(1 for r in records if r.status == s) for s in ("completed", "early_stopped", "failed", "interrupted",
-                                                                  "running")}
-    return Summary(trials=records, front=[by_id[i] for i in front_ids], hypervolume=hypervolume(points, reference_accuracy=floor_accuracy(floor)),
+            train_seconds=best.train_seconds, peak_memory_mb=best.peak_memory_mb, worker_seconds=best.worker_seconds,
+            checkpoint_mb=best.checkpoint_mb,
+            ratios_to_full={c: _ratio(getattr(best, c), getattr(full, c)) if full else None for c in RATIO_COSTS}))
+    counts = {s: sum(1 for r in records if r.status == s) for s in STATUSES}
+    references_hv = objectives.hv_references(records)
+    return Summary(trials=records, front=[by_id[i] for i in front_ids],
+                   hypervolume=hypervolume(points, floor_accuracy(floor), references_hv),
                    by_method=by_method, counts=counts | {"total": len(records)},
                    reference_method=full.method if full else None, floor=floor,
-                   below_floor=len(completed) - len(candidates), repeats=repeats,
-                   confirmation=confirm(records, repeats, references, floor, rules))
+                   below_floor=len(feasible) - len(candidates), repeats=repeats,
+                   confirmation=confirm(records, repeats, references, floor, rules, objectives, references_hv),
+                   objectives=objectives, over_budget=len(completed) - len(feasible), hv_references=references_hv)
+
+
+def _ratio(value: float, reference: float) -> float | None:
+    return value / reference if math.isfinite(value) and math.isfinite(reference) and reference > 0 else None
 
 
 def write_files(summary: Summary, directory: Path) -> tuple[Path, Path]:
@@ -122,7 +145,7 @@ def write_files(summary: Summary, directory: Path) -> tuple[Path, Path]:
     json_path, csv_path = directory / "summary.json", directory / "trials.csv"
     json_path.write_text(json.dumps(as_dict(summary), indent=2))
     fields = ["run_id", "trial_id", "stage", "config_id", "seed", "method", "status", "on_front", *RECORD_METRICS,
-              "failure", "params"]
+              "failure", "over_budget", "params"]
     with csv_path.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=fields)
         writer.writeheader()
@@ -172,8 +195,10 @@ def write_confirmed_csv(conf: Confirmation, path: Path) -> None:
 def as_dict(summary: Summary) -> dict[str, Any]:
     """Plain data, strict-JSON safe: a metric a failed trial never reached is None, not NaN."""
     floor = asdict(summary.floor) if summary.floor else None
-    return _finite({"hypervolume": summary.hypervolume, "counts": summary.counts, "compute": summary.compute,
-                    "floor": floor,
+    return _finite({"objectives": list(summary.objectives.names),
+                    "constraints": dict(summary.objectives.budgets), "over_budget": summary.over_budget,
+                    "hypervolume": summary.hypervolume, "hypervolume_references": list(summary.hv_references),
+                    "counts": summary.counts, "compute": summary.compute, "floor": floor,
                     "below_floor": summary.below_floor,
                     "front": [asdict(r) for r in summary.front], "by_method": [asdict(m) for m in summary.by_method],
                     "trials": [asdict(r) for r in summary.trials],
@@ -207,25 +232,45 @@ def _unfinished(counts: dict[str, int]) -> str:
 
 
 def format_table(summary: Summary) -> str:
-    c = summary.counts
+    c, objectives = summary.counts, summary.objectives
+    extra = [cost for cost in objectives.costs if cost != TRAINABLE_PCT]  # trainable % always has its column
     lines = [f"trials: {c['total']} ({c['completed']} completed, {c['early_stopped']} stopped early, "
-             f"{c['failed']} failed{_unfinished(c)})",
-             *_floor_line(summary), *_compute_line(summary),
-             f"Pareto front (val accuracy max, trainable % min), hypervolume {summary.hypervolume:.4f}{_from(summary)}:",
-             f"  {'method':<9} {'trainable %':>11} {'params':>10} {'val acc':>8} {'test acc':>8}  hyperparameters"]
+             f"{c['failed']} failed{_unfinished(c)}"
+             + (f", {c['not_run']} not run: over the memory budget by the plan" if c["not_run"] else "") + ")",
+             *_floor_line(summary), *_budget_line(summary), *_compute_line(summary),
+             f"Pareto front ({objectives.describe().split(';')[0]}), hypervolume {summary.hypervolume:.4f}"
+             f"{_from(summary)}:",
+             f"  {'method':<9} {'trainable %':>11} {'params':>10} "
+             + "".join(f"{LABELS[cost]:>10} " for cost in extra) + f"{'val acc':>8} {'test acc':>8}  hyperparameters"]
     for r in summary.front:
         hp = ", ".join(f"{k}={_short(v)}" for k, v in r.params.items() if k != "method" and k in _method_keys(r))
-        lines.append(f"  {r.method:<9} {r.trainable_pct:>11.4g} {r.trainable_params:>10.0f} {r.val_accuracy:>8.3f} "
-                     f"{r.test_accuracy:>8.3f}  {hp}")
-    lines += ["Best trial per method vs the best full fine-tune:",
+        lines.append(f"  {r.method:<9} {r.trainable_pct:>11.4g} {r.trainable_params:>10.0f} "
+                     + "".join(f"{getattr(r, cost):>10.4g} " for cost in extra)
+                     + f"{r.val_accuracy:>8.3f} {r.test_accuracy:>8.3f}  {hp}")
+    lines += ["Best trial per method vs the best full fine-tune (x full: the method's best over full fine-tuning's):",
               f"  {'method':<9} {'val acc':>8} {'test acc':>8} {'trainable %':>11} {'gap to full':>11} "
-              f"{'x full params':>13} {'train s':>8} {'peak MB':>8}"]
+              f"{'x params':>9} {'peak MiB':>9} {'x memory':>9} {'train s':>8} {'x time':>7} {'ckpt MiB':>9} "
+              f"{'x size':>7}"]
     for m in summary.by_method:
         gap = f"{m.accuracy_gap_to_full:+.3f}" if m.accuracy_gap_to_full is not None else "n/a"
-        ratio = f"{m.param_ratio_to_full:.2g}" if m.param_ratio_to_full is not None else "n/a"
+        ratios = [_times(m.param_ratio_to_full)] + [_times(m.ratios_to_full.get(cost)) for cost in RATIO_COSTS]
         lines.append(f"  {m.method:<9} {m.val_accuracy:>8.3f} {m.test_accuracy:>8.3f} {m.trainable_pct:>11.4g} "
-                     f"{gap:>11} {ratio:>13} {m.train_seconds:>8.1f} {m.peak_memory_mb:>8.0f}")
+                     f"{gap:>11} {ratios[0]:>9} {m.peak_memory_mb:>9.0f} {ratios[1]:>9} {m.train_seconds:>8.1f} "
+                     f"{ratios[2]:>7} {m.checkpoint_mb:>9.3g} {ratios[3]:>7}")
     return "\n".join(lines + format_confirmation(summary.confirmation))
+
+
+def _times(ratio: float | None) -> str:
+    return "n/a" if ratio is None else f"{ratio:.2g}"
+
+
+def _budget_line(summary: Summary) -> list[str]:
+    if not summary.objectives.budgets:
+        return []
+    budgets = ", ".join(f"{cost} <= {limit:g}" for cost, limit in summary.objectives.budgets)
+    over = summary.over_budget
+    return [f"budgets ({budgets}): {over} completed trial(s) over budget, never on the front" if over
+            else f"budgets ({budgets}): every completed trial kept them"]
 
 
 def _from(summary: Summary) -> str:

@@ -7,8 +7,8 @@ import math
 
 from peftsweep.search.results.records import RECORD_METRICS, SEARCH, Floor, TrialRecord
 from peftsweep.search.results.summary import Summary, summarize
-from peftsweep.search.tracking.client import (CONFIG_TAG, FAILURE_TAG, METHOD_TAG, PARETO_TAG, SEED_TAG, STAGE_TAG,
-                                              STATUS_TAG, TRIAL_TAG, trial_runs)
+from peftsweep.search.tracking.client import (CONFIG_TAG, FAILURE_TAG, METHOD_TAG, OVER_BUDGET_TAG, PARETO_TAG,
+                                              SEED_TAG, STAGE_TAG, STATUS_TAG, TRIAL_TAG, trial_runs)
 
 
 FLOOR_TAG = "peftsweep.floor"  # on the parent run: what the floor is (Floor.kind)
@@ -42,6 +42,19 @@ def logged_rules(client, parent_run_id: str):
                         looks=number("confirm_looks", default.looks, int))
 
 
+def logged_objectives(client, parent_run_id: str):
+    """The objectives and budgets the sweep was configured with (its `objectives` and `constraints` params); the
+    default objectives for a sweep from before they existed."""
+    import json
+
+    from peftsweep.search.results.objectives import Objectives
+
+    params = client.get_run(parent_run_id).data.params
+    if "objectives" not in params:
+        return Objectives()
+    return Objectives.from_config(params["objectives"].split(","), json.loads(params.get("constraints") or "{}"))
+
+
 def record_from_run(run) -> TrialRecord:
     metrics, tags = run.data.metrics, run.data.tags
     status = tags.get(STATUS_TAG) or ("failed" if run.info.status == "FAILED" else "running")
@@ -65,12 +78,15 @@ def load_records(client, experiment_id: str, parent_run_id: str) -> list[TrialRe
 def summarize_sweep(client, experiment_id: str, parent_run_id: str) -> Summary:
     """The sweep's summary from MLflow alone: its runs, with the floor and the verdict rules its parent run logged."""
     return summarize(load_records(client, experiment_id, parent_run_id), floor=logged_floor(client, parent_run_id),
-                     rules=logged_rules(client, parent_run_id))
+                     rules=logged_rules(client, parent_run_id), objectives=logged_objectives(client, parent_run_id))
 
 
 def tag_front(client, summary: Summary) -> None:
     """`peftsweep.pareto` on every run: "true" on the runs of the configurations on the front that counts
-    (`Summary.front_configs`), "false" on every other run."""
+    (`Summary.front_configs`), "false" on every other run; with budgets, `peftsweep.over_budget` on every completed
+    run: the budgets it broke, or "" (kept them all)."""
     front = summary.front_configs
     for r in summary.trials + summary.repeats:
         client.set_tag(r.run_id, PARETO_TAG, "true" if r.config_id in front else "false")
+        if summary.objectives.budgets and r.status == "completed":
+            client.set_tag(r.run_id, OVER_BUDGET_TAG, r.over_budget)

@@ -21,10 +21,12 @@ from peftsweep.metric_names import (EPOCH_METRICS, EPOCHS_COMPLETED, FINAL_METRI
 from peftsweep.startup_marks import mark
 from peftsweep.search import storage
 from peftsweep.search.points import repeat_of, unflat
+from peftsweep.search.results.objectives import NOT_RUN
 from peftsweep.search.results.records import SEARCH
 from peftsweep.search.tracking.client import (CHECKPOINT_TAG, CONFIG_TAG, FAILURE_TAG, METHOD_TAG, NODE_IPS_TAG,
-                                              NODES_TAG, PLACE_TAGS, REPEATS_TAG, RETRIED_TAG, ROLE_TAG,
-                                              SEED_TAG, STAGE_TAG, STATUS_TAG, TRIAL_TAG, client_for, trial_runs)
+                                              NODES_TAG, OVER_BUDGET_TAG, PLACE_TAGS, REPEATS_TAG, RETRIED_TAG,
+                                              ROLE_TAG, SEED_TAG, STAGE_TAG, STATUS_TAG, TRIAL_TAG, client_for,
+                                              trial_runs)
 
 log = logging.getLogger(__name__)
 
@@ -148,6 +150,10 @@ class MlflowTrialLogger(Callback):
     def on_trial_complete(self, iteration, trials, trial, **info):
         result = trial.last_result or {}
         epochs = int(result.get("epoch", 0))
+        if result.get(NOT_RUN):  # its budget could not be kept (the memory plan): never trained
+            self.client.set_tag(self.run_id(trial), OVER_BUDGET_TAG, str(result[NOT_RUN])[:5000])
+            self._finish(trial, result, "not_run", "FINISHED")
+            return
         status = "completed" if epochs >= self.planned_epochs else "early_stopped"
         self._finish(trial, result, status, "FINISHED")
 

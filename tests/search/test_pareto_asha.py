@@ -7,7 +7,7 @@ import pickle
 from ray.tune.schedulers import TrialScheduler
 
 from peftsweep.search.results.pareto import Point
-from peftsweep.search.orchestration.pareto_asha import ParetoASHA, continues, epsilon_net, fronts, rank
+from peftsweep.search.orchestration.pareto_asha import ParetoASHA, continues, epsilon_net, first_front_ends, fronts, rank
 
 GO, STOP = TrialScheduler.CONTINUE, TrialScheduler.STOP
 OBJECTIVES = {"objectives": ("val_accuracy", "trainable_pct"), "modes": ("max", "min")}
@@ -37,7 +37,7 @@ def test_a_cheap_mediocre_trial_no_cheaper_trial_beats_goes_on_a_dominated_one_s
 
 def test_only_the_first_ceil_n_over_rf_of_a_rung_go_on():
     recorded = {"a": (0.9, 1.0), "b": (0.8, 0.1), "c": (0.85, 0.5), "d": (0.7, 0.05)}  # all on one front
-    order = rank([Point(i, *v) for i, v in recorded.items()])
+    order = rank([Point(i, v[0], tuple(v[1:])) for i, v in recorded.items()])
     assert order[0] == "d"  # the cheapest first
     assert order[1] == "a"  # then the farthest from it: the most accurate end of the front
     assert [continues(i, recorded, 2) for i in order] == [True, True, False, False]
@@ -45,11 +45,11 @@ def test_only_the_first_ceil_n_over_rf_of_a_rung_go_on():
 
 
 def test_non_dominated_sorting_and_the_epsilon_net():
-    points = [Point("a", 0.9, 1.0), Point("b", 0.8, 2.0), Point("c", 0.7, 0.5), Point("d", 0.6, 3.0)]
+    points = [Point("a", 0.9, (1.0,)), Point("b", 0.8, (2.0,)), Point("c", 0.7, (0.5,)), Point("d", 0.6, (3.0,))]
     assert [[p.id for p in f] for f in fronts(points)] == [["c", "a"], ["b"], ["d"]]
-    line = [Point(str(i), 0.5 + 0.1 * i, 10.0 ** i) for i in range(5)]  # a front from 1 % to 10000 %
+    line = [Point(str(i), 0.5 + 0.1 * i, (10.0 ** i,)) for i in range(5)]  # a front from 1 % to 10000 %
     assert [p.id for p in epsilon_net(line, (0.4, 4.0))] == ["0", "4", "2", "1", "3"]  # ends first, then the middle
-    assert rank([Point("nan", float("nan"), 1.0), Point("ok", 0.5, 1.0)]) == ["ok", "nan"]
+    assert rank([Point("nan", float("nan"), (1.0,)), Point("ok", 0.5, (1.0,))]) == ["ok", "nan"]
 
 
 def test_a_resumed_scheduler_decides_as_an_uninterrupted_one():
@@ -115,9 +115,9 @@ def test_a_trial_at_the_floor_ranks_last_and_the_most_accurate_goes_on_n_6():
     and go on while the most accurate trial stopped); it ranks last now, and both ends of the front go on."""
     recorded = {"at-floor": (0.50, 0.001), "ia3": (0.60, 0.05), "adapter": (0.58, 0.5), "lora": (0.70, 0.6),
                 "loha": (0.65, 2.0), "full": (0.86, 100.0)}
-    old_order = rank([Point(i, *v) for i, v in recorded.items()])
+    old_order = rank([Point(i, v[0], tuple(v[1:])) for i, v in recorded.items()])
     assert old_order[0] == "at-floor"  # without the floor: the cheapest of the first front
-    order = rank([Point(i, *v) for i, v in recorded.items()], floor=0.50)
+    order = rank([Point(i, v[0], tuple(v[1:])) for i, v in recorded.items()], floor=0.50)
     assert order[-1] == "at-floor" and order[:2] == ["ia3", "full"]
     assert continues("full", recorded, 3, floor=0.50) and continues("ia3", recorded, 3, floor=0.50)
     assert not continues("at-floor", recorded, 3, floor=0.50)
@@ -177,3 +177,20 @@ def test_the_objectives_are_parameters():
 
     with pytest.raises(ValueError):
         ParetoASHA(max_t=3, objectives=("val_accuracy", "trainable_pct"), modes=("min", "min"))
+
+
+def test_three_objectives_keep_the_cheapest_in_each_cost_and_the_most_accurate():
+    # a front of three: cheapest in memory, cheapest in time, most accurate; then a dominated point
+    recorded = {"low-memory": (0.70, 100.0, 90.0), "fast": (0.72, 900.0, 10.0), "accurate": (0.90, 800.0, 80.0),
+                "dominated": (0.60, 950.0, 95.0)}
+    points = [Point(i, v[0], tuple(v[1:])) for i, v in recorded.items()]
+    assert first_front_ends(points) == {"low-memory", "fast", "accurate"}
+    assert rank(points)[-1] == "dominated"
+    for trial in ("low-memory", "fast", "accurate"):
+        assert continues(trial, recorded, reduction_factor=4)
+    assert not continues("dominated", recorded, reduction_factor=4)
+    scheduler = ParetoASHA(objectives=("val_accuracy", "peak_memory_mb", "train_seconds"), modes=("max", "min", "min"),
+                           max_t=3, grace_period=1, reduction_factor=3)
+    assert scheduler.decide("t1", {"epoch": 1, "val_accuracy": 0.7, "peak_memory_mb": 100.0,
+                                   "train_seconds": 9.0}) == "CONTINUE"
+    assert scheduler.rungs[1]["t1"] == (0.7, 100.0, 9.0)

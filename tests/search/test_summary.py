@@ -19,7 +19,7 @@ def test_early_stopped_and_failed_trials_are_not_front_candidates():
                record("a", "lora", 0.90, 0.3), record("b", "full", 0.93, 100.0)]
     summary = summarize(records)
     assert [r.run_id for r in summary.front] == ["a", "b"]
-    assert summary.counts == {"completed": 2, "early_stopped": 1, "failed": 1, "interrupted": 0, "running": 0,
+    assert summary.counts == {"completed": 2, "early_stopped": 1, "failed": 1, "interrupted": 0, "running": 0, "not_run": 0,
                               "total": 4}
 
 

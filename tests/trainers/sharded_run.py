@@ -99,7 +99,7 @@ def run_case(case: Case, rank: int, world: int, scratch: Path) -> dict[str, Any]
             dist.barrier()
             model, wrapped, counts, loader, optimizer, scheduler, settings, kind = _build(case, rank, world)
             restore_sharded_training_state(directory, read_training_state(directory), model, optimizer, scheduler)
-        loss, _ = train_epoch(wrapped, [batch], optimizer, scheduler, settings, device)
+        loss = train_epoch(wrapped, [batch], optimizer, scheduler, settings, device).loss
         losses.append(_mean(loss))
     # one more backward without a step, to count the gradients each rank holds
     wrapped.train()

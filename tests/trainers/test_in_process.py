@@ -18,7 +18,6 @@ from peftsweep.trainers.checkpoint import load_checkpoint
 from peftsweep.trainers.config import Resources, TrainSettings, TrialConfig
 from peftsweep.trainers.faults import recorded_failure
 from peftsweep.trainers.launch import InProcessTrainingError, train_in_process
-from peftsweep.trainers.metrics import peak_memory_mb
 from peftsweep.trainers.session import PARTIAL
 
 
@@ -110,14 +109,47 @@ def test_an_error_that_repeats_fails_after_max_failures_restarts(local_ray, tiny
     assert calls["n"] == cfg.train.max_failures + 1
 
 
-def test_each_trial_reports_its_own_peak_memory_in_a_reused_process(local_ray, tiny_model, tiny_data, tmp_path):
-    """On CPU the peak is the process's resident memory: a process that ran a bigger trial before (here: held 600 MB
-    more) reports the later trial's own peak, not its lifetime's."""
-    big = bytearray(600 * 2**20)
-    big[::4096] = b"x" * len(big[::4096])  # touched: resident
-    before = peak_memory_mb(torch.device("cpu"))
-    del big
+def long_text_data(tmp_path, rows: int = 256):
+    """A wider tiny BERT (hidden 128) and 60-word texts cut at 64 tokens: activations that grow visibly with the
+    batch (about 4 MiB per activation tensor at batch 128)."""
+    import random
+
+    from peftsweep.trainers.data import DataSpec
+    from peftsweep.trainers.launch import prepare_data
+    from tests.tiny import CLASSIFY, FILLER, KEYWORDS, LABELS, make_model_dir
+
+    model = str(make_model_dir(tmp_path / "wide-bert", hidden=128))
+    rng = random.Random(0)
+    texts = [(i % 3, " ".join(rng.choices(FILLER, k=59) + [KEYWORDS[i % 3]])) for i in range(rows)]
+    csv = tmp_path / "long.csv"
+    csv.write_text("text,label\n" + "\n".join(f"{t},{LABELS[label]}" for label, t in texts) + "\n")
+    return model, prepare_data(model, DataSpec(train_file=str(csv), max_length=64, seed=0), task=CLASSIFY)
+
+
+def peak_of(model: str, data, batch_size: int, run_dir: str) -> float:
     reports: list[dict] = []
-    train_in_process(lora_trial(tiny_model, tiny_data), tiny_data, run_dir=str(tmp_path / "p"),
-                     forward=reports.append)
-    assert 0 < reports[-1]["peak_memory_mb"] < before - 400
+    cfg = TrialConfig(model=model, task=data.task, method="full", hparams=get_method("full").defaults(),
+                      num_labels=data.num_labels, label_names=data.label_names,
+                      max_length=data.max_length, train=TrainSettings(epochs=1, batch_size=batch_size),
+                      resources=Resources(num_workers=1, cpus_per_worker=1))
+    train_in_process(cfg, data, run_dir=run_dir, forward=reports.append)
+    return reports[-1]["peak_memory_mb"]
+
+
+def test_peak_memory_is_the_trials_own_and_rises_with_the_batch(local_ray, tmp_path):
+    """CPU: the peak above what the process held before the model was built. A bigger batch needs more; a trial run
+    after a bigger one in the same process reports its own peak (not the process's lifetime peak, nor memory the
+    last trial freed); the interpreter and its libraries are not counted."""
+    model, data = long_text_data(tmp_path)
+    big = peak_of(model, data, 128, str(tmp_path / "big"))
+    small = peak_of(model, data, 8, str(tmp_path / "small"))
+    big_again = peak_of(model, data, 128, str(tmp_path / "big2"))
+    resident = resident_mb()
+    assert small > 0
+    assert big > small + 50 and big_again > small + 50, (small, big, big_again)  # activations: ~4 MiB x dozens
+    assert small < resident / 3, (small, resident)  # the process holds torch, transformers, Ray: not the trial's
+
+
+def resident_mb() -> float:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) / 1024 for line in f if line.startswith("VmRSS:"))
