@@ -10,8 +10,10 @@ import math
 from dataclasses import dataclass, field
 
 from peftsweep.dashboards.sweep_data import SweepData, hyperparameters, key_hyperparameter
-from peftsweep.search.results.pareto import Point, hypervolume
+from peftsweep.metric_names import TRAINABLE_PCT
 from peftsweep.search.results.confirmation import Confirmation, format_interval
+from peftsweep.search.results.objectives import AXIS_TITLES, LABELS, Objectives
+from peftsweep.search.results.pareto import hypervolume
 from peftsweep.search.results.records import TrialRecord, floor_accuracy, is_front_candidate
 
 PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#7f7f7f",
@@ -63,13 +65,20 @@ class ErrorBar:
 
 @dataclass(frozen=True)
 class ParetoData:
+    """Accuracy against one cost objective (a log axis). The front is over every objective of the sweep: with one
+    cost it is a staircase on this plane (`staircase`); with more, its members are marked where they fall."""
+
     series: list[Series]  # one per method with at least one finite accuracy
-    front: list[tuple[float, float]]  # (trainable %, val accuracy), in order: of the confirmed means if confirmed
+    front: list[tuple[float, float]]  # (cost, val accuracy), cheapest first: of the confirmed means if confirmed
     reference: Line | None  # the best full fine-tune's accuracy (its confirmed mean if confirmed)
     floor: Line | None = None  # the accuracy with nothing trained (majority class, zero-shot)
-    x_range: tuple[float, float] = (0.1, 10.0)  # the log axis of trainable %, around the markers
+    x_range: tuple[float, float] = (0.1, 10.0)  # the log axis of the cost, around the markers
     confirmed: list[ErrorBar] = field(default_factory=list)  # empty: the front is unconfirmed
     confirmed_note: str = ""  # what the bars are, for the title
+    cost: str = TRAINABLE_PCT  # the metric on the x axis
+    x_title: str = AXIS_TITLES[TRAINABLE_PCT]
+    staircase: bool = True  # the front is over this cost alone (and the quality): drawn as a step line
+    front_over: str = ""  # what the front is over, for the title
 
 
 @dataclass(frozen=True)
@@ -99,7 +108,7 @@ class Axis:
 @dataclass(frozen=True)
 class FigureData:
     experiment: str
-    pareto: ParetoData
+    planes: list[ParetoData]  # accuracy against each cost objective, in the objectives' order
     panels: list[Panel]
     curves: list[Curve]
     hypervolume: list[float]  # after each trial, in start order
@@ -111,11 +120,13 @@ def styles(methods: list[str]) -> dict[str, Style]:
     return {m: Style(PALETTE[i % len(PALETTE)], SYMBOLS[i % len(SYMBOLS)], i) for i, m in enumerate(methods)}
 
 
-def hover(record: TrialRecord) -> str:
+def hover(record: TrialRecord, objectives: Objectives = Objectives()) -> str:
     hp = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in hyperparameters(record).items())
+    costs = "".join(f"<br>{LABELS[c]} {getattr(record, c):.4g}" for c in objectives.costs if c != TRAINABLE_PCT)
+    over = f"<br><b>over budget</b>: {record.over_budget}" if record.over_budget else ""
     return (f"<b>{record.method}</b> ({record.status})<br>val acc {record.val_accuracy:.3f}, "
             f"test acc {record.test_accuracy:.3f}<br>trainable {record.trainable_pct:.4g}% "
-            f"({record.trainable_params:,.0f})<br>{hp}<br>run {record.run_id}")
+            f"({record.trainable_params:,.0f}){costs}{over}<br>{hp}<br>run {record.run_id}")
 
 
 def accuracy_range(values: list[float]) -> tuple[float, float]:
@@ -141,45 +152,55 @@ def measured(records: list[TrialRecord], method: str) -> list[TrialRecord]:
     return [r for r in records if r.method == method and math.isfinite(r.val_accuracy)]
 
 
-def placeable(record: TrialRecord) -> bool:
-    """A trial that can be drawn on the accuracy-against-trainable-% plane (a log axis): an interrupted trial has an
+def placeable(record: TrialRecord, cost: str = TRAINABLE_PCT) -> bool:
+    """A trial that can be drawn on the accuracy-against-cost plane (a log axis): an interrupted trial has an
     accuracy but no parameter count yet."""
-    return math.isfinite(record.trainable_pct) and record.trainable_pct > 0
+    value = getattr(record, cost)
+    return math.isfinite(value) and value > 0
 
 
-def confirmed_bars(conf: Confirmation, style: dict[str, Style]) -> list[ErrorBar]:
+def confirmed_cost(c, cost: str) -> float:
+    return c.trainable_pct if cost == TRAINABLE_PCT else c.costs.get(cost, math.nan)
+
+
+def confirmed_bars(conf: Confirmation, style: dict[str, Style], cost: str = TRAINABLE_PCT) -> list[ErrorBar]:
     bars = []
     for c in conf.configs:
-        if not (math.isfinite(c.val.mean) and math.isfinite(c.trainable_pct) and c.trainable_pct > 0):
+        x = confirmed_cost(c, cost)
+        if not (math.isfinite(c.val.mean) and math.isfinite(x) and x > 0):
             continue
         low, high = (c.val.low, c.val.high) if c.val.known else (c.val.mean, c.val.mean)
         text = (f"<b>{c.method}</b> confirmed over {c.val.n} seeds ({c.failures})<br>val acc "
                 f"{format_interval(c.val)}<br>test acc {c.test.mean:.3f}<br>search run {c.search_val_accuracy:.3f} (bias "
                 f"{format_interval(c.selection_bias, True)})<br>trainable {c.trainable_pct:.4g}%"
                 + (f"<br>vs full: {c.verdict}" if c.verdict else "") + f"<br>config {c.config_id}")
-        bars.append(ErrorBar(c.trainable_pct, c.val.mean, low, high, text, style[c.method], c.method))
+        bars.append(ErrorBar(x, c.val.mean, low, high, text, style[c.method], c.method))
     return bars
 
 
-def pareto(data: SweepData, style: dict[str, Style]) -> ParetoData:
-    series = [Series(m, style[m], [Marker(r.trainable_pct, r.val_accuracy, hover(r), not is_front_candidate(r))
-                                   for r in rows])
-              for m in data.methods if (rows := [r for r in measured(data.trials, m) if placeable(r)])]
+def pareto(data: SweepData, style: dict[str, Style], cost: str = TRAINABLE_PCT) -> ParetoData:
+    """Accuracy against `cost`, every trial drawn (faded: stopped early, failed or over budget), the front marked."""
+    objectives = data.summary.objectives
+    series = [Series(m, style[m], [Marker(getattr(r, cost), r.val_accuracy, hover(r, objectives),
+                                          not is_front_candidate(r, objectives)) for r in rows])
+              for m in data.methods if (rows := [r for r in measured(data.trials, m) if placeable(r, cost)])]
     reference, floor, conf = data.summary.reference, data.summary.floor, data.summary.confirmation
-    front = [(r.trainable_pct, r.val_accuracy) for r in data.summary.front]
+    front = sorted((getattr(r, cost), r.val_accuracy) for r in data.summary.front)
     reference_line = (Line(reference.val_accuracy, f"best full fine-tune {reference.val_accuracy:.3f}")
                       if reference else None)
     bars, note = [], ""
     if conf is not None:
-        bars = confirmed_bars(conf, style)
+        bars = confirmed_bars(conf, style, cost)
         means = {c.config_id: c for c in conf.configs}
-        front = [(means[i].trainable_pct, means[i].val.mean) for i in conf.front]
+        front = sorted((confirmed_cost(means[i], cost), means[i].val.mean) for i in conf.front)
         full = means.get(conf.reference) if conf.reference else None
         reference_line = Line(full.val.mean, f"full fine-tune, confirmed mean {full.val.mean:.3f}") if full else None
         note = f"bars: confirmed mean and {conf.confidence:.0%} interval over {len(conf.seeds)} seeds"
     return ParetoData(series, front, reference_line,
                       Line(floor.val_accuracy, f"floor ({floor.kind}) {floor.val_accuracy:.3f}") if floor else None,
-                      log_range([m.x for s in series for m in s.markers] + [b.x for b in bars]), bars, note)
+                      log_range([m.x for s in series for m in s.markers] + [b.x for b in bars]), bars, note,
+                      cost=cost, x_title=AXIS_TITLES[cost], staircase=len(objectives.costs) == 1,
+                      front_over=objectives.describe())
 
 
 def panels(data: SweepData, style: dict[str, Style]) -> list[Panel]:
@@ -199,13 +220,14 @@ def hypervolume_history(data: SweepData) -> list[float]:
     """The search's hypervolume after each trial, in start order, measured as the summary's headline is: from the
     floor, over the trials that beat it (the last value is the headline)."""
     by_id = {r.run_id: r for r in data.trials}
-    reference = floor_accuracy(data.summary.floor)
+    reference, objectives = floor_accuracy(data.summary.floor), data.summary.objectives
+    costs_at = data.summary.hv_references or objectives.hv_references(data.trials)
     seen, values = [], []
     for run_id in data.start_order:
         record = by_id[run_id]
-        if is_front_candidate(record):  # hypervolume counts only what lies above the floor
-            seen.append(Point(run_id, record.val_accuracy, record.trainable_pct))
-        values.append(hypervolume(seen, reference_accuracy=reference))
+        if is_front_candidate(record, objectives):  # hypervolume counts only what lies above the floor
+            seen.append(objectives.point(run_id, record))
+        values.append(hypervolume(seen, reference, costs_at))
     return values
 
 
@@ -217,6 +239,8 @@ def parallel(data: SweepData) -> tuple[list[Axis], list[float]]:
         Axis("log10 LR", [math.log10(hyperparameters(r).get("lr", 1e-3)) for r in records]),
         Axis("log10 trainable %", [math.log10(r.trainable_pct) for r in records]),
         Axis("train s", [r.train_seconds for r in records]),
+        *[Axis(LABELS[c], [getattr(r, c) for r in records]) for c in data.summary.objectives.costs
+          if c not in (TRAINABLE_PCT, "train_seconds")],
         Axis("val accuracy", [r.val_accuracy for r in records]),
         Axis("test accuracy", [r.test_accuracy if math.isfinite(r.test_accuracy) else 0.0 for r in records]),
     ]
@@ -228,5 +252,5 @@ def compute(data: SweepData) -> FigureData:
     curves = [Curve(f"{r.method} {r.trainable_pct:.3g}%", style[r.method], data.curves.get(r.run_id, []))
               for r in data.summary.front]
     axes, colour = parallel(data)
-    return FigureData(data.experiment, pareto(data, style), panels(data, style), curves, hypervolume_history(data),
-                      axes, colour)
+    planes = [pareto(data, style, cost) for cost in data.summary.objectives.costs]
+    return FigureData(data.experiment, planes, panels(data, style), curves, hypervolume_history(data), axes, colour)

@@ -7,22 +7,24 @@ import math
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from peftsweep.dashboards.figure_data import FigureData, Panel
+from peftsweep.dashboards.figure_data import FigureData, Panel, ParetoData
+from peftsweep.search.results.objectives import LABELS
 
 FADED = 0.35
 
 
-def pareto(data: FigureData) -> go.Figure:
-    """Trainable % (log) against validation accuracy: one trace per method, the front as a step line."""
+def pareto(plane: ParetoData) -> go.Figure:
+    """One cost (log) against validation accuracy: one trace per method; the front as a step line when it is over this
+    cost alone, else its members ringed where they fall on this plane."""
     fig = go.Figure()
-    for s in data.pareto.series:
+    for s in plane.series:
         fig.add_trace(go.Scatter(
             x=[m.x for m in s.markers], y=[m.y for m in s.markers], mode="markers", name=s.name, meta="method",
             marker=dict(color=s.style.colour, symbol=s.style.symbol, size=11, line=dict(width=1, color="#333"),
                         opacity=[FADED if m.faded else 1.0 for m in s.markers]),
             text=[m.hover for m in s.markers], hovertemplate="%{text}<extra></extra>"))
-    for method in dict.fromkeys(b.method for b in data.pareto.confirmed):
-        bars = [b for b in data.pareto.confirmed if b.method == method]
+    for method in dict.fromkeys(b.method for b in plane.confirmed):
+        bars = [b for b in plane.confirmed if b.method == method]
         fig.add_trace(go.Scatter(
             x=[b.x for b in bars], y=[b.y for b in bars], mode="markers", name=f"{method} confirmed", meta="confirmed",
             error_y=dict(type="data", symmetric=False, array=[b.high - b.y for b in bars],
@@ -30,20 +32,26 @@ def pareto(data: FigureData) -> go.Figure:
             marker=dict(color="white", symbol=bars[0].style.symbol, size=12,
                         line=dict(width=2, color=bars[0].style.colour)),
             text=[b.hover for b in bars], hovertemplate="%{text}<extra></extra>"))
-    if data.pareto.front:
-        fig.add_trace(go.Scatter(x=[x for x, _ in data.pareto.front], y=[y for _, y in data.pareto.front],
-                                 mode="lines", line=dict(shape="hv", color="#111", dash="dot"),
-                                 name="Pareto front" + (" (confirmed means)" if data.pareto.confirmed else ""),
-                                 meta="front", hoverinfo="skip"))
-    if data.pareto.reference:
-        fig.add_hline(y=data.pareto.reference.y, line=dict(color="#888", dash="dash"),
-                      annotation_text=data.pareto.reference.label, annotation_position="bottom right")
-    if data.pareto.floor:
-        fig.add_hline(y=data.pareto.floor.y, line=dict(color="#b22", dash="dot"),
-                      annotation_text=data.pareto.floor.label, annotation_position="top left")
-    note = f"; {data.pareto.confirmed_note}" if data.pareto.confirmed_note else ""
-    fig.update_layout(title=f"Accuracy against trainable parameters (faded: stopped early or failed{note})",
-                      xaxis=dict(title="trainable parameters, % of the pre-trained model (log)", type="log"),
+    if plane.front:
+        name = "Pareto front" + (" (confirmed means)" if plane.confirmed else "")
+        xs, ys = [x for x, _ in plane.front], [y for _, y in plane.front]
+        if plane.staircase:
+            fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", line=dict(shape="hv", color="#111", dash="dot"),
+                                     name=name, meta="front", hoverinfo="skip"))
+        else:
+            fig.add_trace(go.Scatter(x=xs, y=ys, mode="markers", name=name, meta="front", hoverinfo="skip",
+                                     marker=dict(symbol="circle-open", size=20, color="#111", line=dict(width=2))))
+    if plane.reference:
+        fig.add_hline(y=plane.reference.y, line=dict(color="#888", dash="dash"),
+                      annotation_text=plane.reference.label, annotation_position="bottom right")
+    if plane.floor:
+        fig.add_hline(y=plane.floor.y, line=dict(color="#b22", dash="dot"),
+                      annotation_text=plane.floor.label, annotation_position="top left")
+    note = f"; {plane.confirmed_note}" if plane.confirmed_note else ""
+    over = "" if plane.staircase else f"<br><sup>front over {plane.front_over}</sup>"
+    fig.update_layout(title=f"Accuracy against {LABELS[plane.cost]} (faded: stopped early, failed or over budget"
+                            f"{note}){over}",
+                      xaxis=dict(title=plane.x_title, type="log"),
                       yaxis=dict(title="validation accuracy"), legend_title="method", height=520)
     return fig
 

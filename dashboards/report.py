@@ -13,6 +13,7 @@ from peftsweep.dashboards.figure_data import compute
 from peftsweep.dashboards.importance import method_importance
 from peftsweep.dashboards.static import write_pngs
 from peftsweep.dashboards.sweep_data import SweepData, load_sweep
+from peftsweep.metric_names import CHECKPOINT_MB, PEAK_MEMORY_MB, TRAIN_SECONDS
 from peftsweep.search.results.confirmation import UNCONFIRMED, Confirmation, format_interval, format_verdict
 from peftsweep.search.results.statistics import Interval, format_p
 from peftsweep.search.results.summary import Summary
@@ -47,13 +48,17 @@ def comparison_table(data: SweepData) -> str:
     extra = (f"<th>confirmed val ({level} CI)</th><th>confirmed test ({level} CI)</th>"
              f"<th>gap to full, test ({level} CI)</th><th>p (Holm)</th><th>runs</th><th>verdict</th>" if conf else "")
     head = ("<tr><th>method</th><th>val acc</th><th>test acc</th><th>trainable %</th><th>gap to best full</th>"
-            f"<th>x full params</th><th>train s</th><th>peak MB</th><th>run</th>{extra}</tr>")
+            "<th>x full params</th><th>peak MiB</th><th>x full memory</th><th>train s</th><th>x full time</th>"
+            f"<th>checkpoint MiB</th><th>x full size</th><th>run</th>{extra}</tr>")
     rows = ""
     for m in data.summary.by_method:
+        ratios = m.ratios_to_full
         row = (f"<tr><td>{html.escape(m.method)}</td>{cell(m.val_accuracy, '.3f')}{cell(m.test_accuracy, '.3f')}"
                f"{cell(m.trainable_pct, '.4g')}{cell(m.accuracy_gap_to_full, '+.3f')}"
-               f"{cell(m.param_ratio_to_full, '.2g')}{cell(m.train_seconds, '.1f')}{cell(m.peak_memory_mb, '.0f')}"
-               f"<td><code>{m.best_run_id[:8]}</code></td>")
+               f"{cell(m.param_ratio_to_full, '.2g')}{cell(m.peak_memory_mb, '.0f')}"
+               f"{cell(ratios.get(PEAK_MEMORY_MB), '.2g')}{cell(m.train_seconds, '.1f')}"
+               f"{cell(ratios.get(TRAIN_SECONDS), '.2g')}{cell(m.checkpoint_mb, '.3g')}"
+               f"{cell(ratios.get(CHECKPOINT_MB), '.2g')}<td><code>{m.best_run_id[:8]}</code></td>")
         if conf:
             c = confirmed.get(m.method)
             gap = c.gap_test.difference if c and c.gap_test else None
@@ -111,7 +116,8 @@ def render(data: SweepData, drawn) -> str:
     """The HTML page; `drawn`: the figures' data (dashboards.figure_data), also drawn to the PNGs."""
     scores = method_importance(data)
     parts, first = [], True
-    for div_id, fig in (("pareto", figures.pareto(drawn)), ("per-method", figures.per_method(drawn)),
+    planes = [(f"pareto-{plane.cost}" if i else "pareto", figures.pareto(plane)) for i, plane in enumerate(drawn.planes)]
+    for div_id, fig in (*planes, ("per-method", figures.per_method(drawn)),
                         ("learning-curves", figures.learning_curves(drawn)), ("parallel", figures.parallel(drawn)),
                         ("hypervolume", figures.hypervolume_curve(drawn)), ("importance", figures.importance(scores))):
         parts.append((div_id, fig.to_html(full_html=False, include_plotlyjs=first, div_id=div_id)))
@@ -122,17 +128,21 @@ def render(data: SweepData, drawn) -> str:
     f = data.summary.floor
     floor = (f"<br>Floor ({html.escape(f.kind)}, nothing trained): validation accuracy {f.val_accuracy:.3f}, test "
              f"{f.test_accuracy:.3f}; {data.summary.below_floor} completed trial(s) did not beat it." if f else "")
+    not_run = f", {c['not_run']} not run (over the memory budget by the plan)" if c.get("not_run") else ""
+    budget = (f"<br>Budgets: {data.summary.over_budget} completed trial(s) over budget, drawn faded, never on the "
+              f"front." if data.summary.objectives.budgets else "")
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>peftsweep: {html.escape(data.experiment)}</title>
 <style>body{{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;color:#222}}
 table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}
 td:first-child,th:first-child{{text-align:left}}section{{margin:2em 0}}code{{font-size:90%}}</style></head><body>
 <h1>peftsweep — {html.escape(data.experiment)}</h1>
-<p>{c['total']} trials: {c['completed']} completed, {c['early_stopped']} stopped early, {c['failed']} failed.
-Front: {len(data.summary.front)} trials; hypervolume {data.summary.hypervolume:.4f}.{floor}
+<p>{c['total']} trials: {c['completed']} completed, {c['early_stopped']} stopped early, {c['failed']} failed{not_run}.
+Front over {html.escape(data.summary.objectives.describe())}: {len(data.summary.front)} trials; hypervolume
+{data.summary.hypervolume:.4f}.{floor}{budget}
 MLflow: <code>{html.escape(data.tracking_uri)}</code>, parent run <code>{data.parent_run_id}</code>; the front alone:
 MLflow's saved view <i>{html.escape(VIEW_NAME)}</i> (runs page, Views), or search <code>{html.escape(FRONT_FILTER)}</code>.</p>
-{section("Pareto front", plots["pareto"])}
+{section("Pareto front", "".join(plots[div_id] for div_id, _ in planes))}
 {confirmation_section(data)}
 {section("PEFT against full fine-tuning", comparison_table(data), comparison_note(data))}
 {section("Per method", plots["per-method"])}

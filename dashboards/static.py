@@ -11,7 +11,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import NullFormatter  # noqa: E402
 
-from peftsweep.dashboards.figure_data import FigureData, Style  # noqa: E402
+from peftsweep.dashboards.figure_data import FigureData, ParetoData, Style  # noqa: E402
+from peftsweep.search.results.objectives import LABELS  # noqa: E402
 
 MARKERS = "osDPX^*hpv"
 FADED = 0.35
@@ -21,32 +22,43 @@ def marker(style: Style) -> str:
     return MARKERS[style.index % len(MARKERS)]
 
 
-def pareto_png(data: FigureData, path: Path) -> Path:
+def pareto_png(data: FigureData, plane: ParetoData, path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(9, 5.5))
-    for s in data.pareto.series:
+    for s in plane.series:
         ax.scatter([m.x for m in s.markers], [m.y for m in s.markers], label=s.name, color=s.style.colour,
                    marker=marker(s.style), s=60, edgecolors="#333",
                    alpha=[FADED if m.faded else 1.0 for m in s.markers])
-    for b in data.pareto.confirmed:
+    for b in plane.confirmed:
         ax.errorbar([b.x], [b.y], yerr=[[b.y - b.low], [b.high - b.y]], fmt=marker(b.style), color=b.style.colour,
                     markerfacecolor="white", markersize=8, capsize=4, linewidth=1.5)
-    if data.pareto.confirmed:
-        ax.plot([], [], "o", color="#333", markerfacecolor="white", label=data.pareto.confirmed_note)
-    if data.pareto.front:
-        ax.step([x for x, _ in data.pareto.front], [y for _, y in data.pareto.front], where="post", color="#111",
-                linestyle=":", label="Pareto front" + (" (confirmed means)" if data.pareto.confirmed else ""))
-    if data.pareto.reference:
-        ax.axhline(data.pareto.reference.y, color="#888", linestyle="--", label=data.pareto.reference.label)
-    if data.pareto.floor:
-        ax.axhline(data.pareto.floor.y, color="#b22", linestyle=":", label=data.pareto.floor.label)
+    if plane.confirmed:
+        ax.plot([], [], "o", color="#333", markerfacecolor="white", label=plane.confirmed_note)
+    if plane.front:
+        label = "Pareto front" + (" (confirmed means)" if plane.confirmed else "")
+        xs, ys = [x for x, _ in plane.front], [y for _, y in plane.front]
+        if plane.staircase:
+            ax.step(xs, ys, where="post", color="#111", linestyle=":", label=label)
+        else:
+            ax.scatter(xs, ys, s=260, facecolors="none", edgecolors="#111", linewidths=1.5, label=label)
+    if plane.reference:
+        ax.axhline(plane.reference.y, color="#888", linestyle="--", label=plane.reference.label)
+    if plane.floor:
+        ax.axhline(plane.floor.y, color="#b22", linestyle=":", label=plane.floor.label)
     ax.set_xscale("log")
-    ax.set_xlim(*data.pareto.x_range)
-    ax.set_xlabel("trainable parameters, % of the pre-trained model (log)")
+    ax.set_xlim(*plane.x_range)
+    ax.set_xlabel(plane.x_title)
     ax.set_ylabel("validation accuracy")
-    ax.set_title(f"{data.experiment}: accuracy against trainable parameters")
+    over = "" if plane.staircase else f"\nfront over {plane.front_over}"
+    ax.set_title(f"{data.experiment}: accuracy against {LABELS[plane.cost]}{over}", fontsize=10 if over else None)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
     return save(fig, path)
+
+
+def pareto_pngs(data: FigureData, directory: Path) -> list[Path]:
+    """pareto.png: accuracy against the first cost objective; pareto_<cost>.png for each other one."""
+    return [pareto_png(data, plane, directory / ("pareto.png" if i == 0 else f"pareto_{plane.cost}.png"))
+            for i, plane in enumerate(data.planes)]
 
 
 def per_method_png(data: FigureData, path: Path) -> Path:
@@ -99,5 +111,5 @@ def save(fig, path: Path) -> Path:
 
 
 def write_pngs(data: FigureData, directory: Path) -> list[Path]:
-    return [pareto_png(data, directory / "pareto.png"), per_method_png(data, directory / "per_method.png"),
+    return [*pareto_pngs(data, directory), per_method_png(data, directory / "per_method.png"),
             curves_png(data, directory / "learning_curves.png"), hypervolume_png(data, directory / "hypervolume.png")]

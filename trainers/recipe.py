@@ -30,7 +30,8 @@ from peftsweep.trainers.data import TokenizedData
 from peftsweep.trainers.faults import NonFiniteLossError, is_fatal, raise_if_fatal_recorded, record_fatal
 from peftsweep.trainers.loop import begin_epoch, optimizer_for, seed_everything, train_epoch, uses_bf16
 from peftsweep.trainers.metrics import PeakMemory
-from peftsweep.trainers.model import build_model, build_skeleton, load_tokenizer
+from peftsweep.trainers.memory_plan import count_parameters
+from peftsweep.trainers.model import build_model, build_skeleton, load_model_config, load_tokenizer
 from peftsweep.trainers.sharding import make_frozen_lean, shard, weight_dtypes
 from peftsweep.trainers.state import (Progress, check_same_strategy, is_sharded_state, read_training_state,
                                       restore_optimizer, restore_sharded_training_state, restore_trainable,
@@ -61,6 +62,10 @@ def run_recipe(config: dict[str, Any], session: RayTrainSession | InProcessSessi
     if isinstance(data, ray.ObjectRef):
         data = ray.get(data)
     rank, world, device = session.rank, session.world, session.device
+    # The method applied to the model on the meta device (nothing allocated) imports the code that builds them, so
+    # that the memory counted from here on is the trial's tensors', not the libraries' its first build imports.
+    count_parameters(load_model_config(cfg.model, cfg.trust_remote_code), get_method(cfg.method), cfg.hparams, task,
+                     tuple(cfg.label_names))
     memory = PeakMemory(device)
     memory.start()  # this trial's own peak, from before its model is built, also in a process that ran others before
     mark("data_ready", rank=rank)

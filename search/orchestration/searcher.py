@@ -15,7 +15,7 @@ from peftsweep.search.config import SearchSettings
 from peftsweep.search.orchestration.pareto_asha import ParetoASHA
 from peftsweep.search.plan import SweepPlan
 from peftsweep.metric_names import QUALITY, WORKER_SECONDS
-from peftsweep.search.results.objectives import Objectives, worker_seconds
+from peftsweep.search.results.objectives import NOT_RUN, Objectives, worker_seconds
 from peftsweep.search.orchestration.space import define_space, grid, start_points
 from peftsweep.search.points import unflat
 from peftsweep.search.orchestration.warm_start import WarmStart, seed_searcher
@@ -33,26 +33,18 @@ def searcher_and_space(plan: SweepPlan, warm: WarmStart | None = None) -> tuple[
     objectives = plan.config.objective_set
     searcher = BudgetedOptunaSearch(space=partial(define_space, methods=plan.methods), metric=list(objectives.names),
                                     mode=list(objectives.modes), points_to_evaluate=starts or None,
-                                    sampler=make_sampler(s, len(starts), objectives))
+                                    sampler=make_sampler(s, len(starts)))
     searcher.objectives, searcher.planned_epochs = objectives, plan.config.train.epochs
     if warm:
         seed_searcher(searcher, warm)
     return searcher, {}, s.num_samples
 
 
-CONSTRAINTS_ATTR = "peftsweep.constraints"  # a trial's Optuna user attribute: its budgets' violations (<= 0: kept)
-
-
-def constraint_values(trial, budgets: int) -> list[float]:
-    """Optuna's `constraints_func`: what the searcher recorded on the trial when it completed (a trial without a
-    record, e.g. one that reported nothing: 0 for each budget, as not measured)."""
-    return list(trial.user_attrs.get(CONSTRAINTS_ATTR, [0.0] * budgets))
-
-
 class BudgetedOptunaSearch(OptunaSearch):
     """Ray's OptunaSearch, told what it does not compute itself: the worker-seconds of a result (Tune's time times the
-    trial's workers) when they are an objective, and with budgets each budget's violation, kept on the Optuna trial
-    for the sampler's `constraints_func`, before Optuna is told that the trial completed."""
+    trial's workers) when they are an objective, and with budgets each budget's violation, set on the Optuna trial as
+    its constraints (`Trial.set_constraint`: TPE and NSGA-II rank infeasible trials last) before Optuna is told that
+    the trial completed."""
 
     objectives: Objectives = Objectives()
     planned_epochs: int | None = None
@@ -62,28 +54,27 @@ class BudgetedOptunaSearch(OptunaSearch):
             if WORKER_SECONDS in self.objectives.names and WORKER_SECONDS not in result:
                 if math.isfinite(seconds := worker_seconds(result)):
                     result = result | {WORKER_SECONDS: seconds}
-            if self.objectives.budgets:
-                self._ot_trials[trial_id].set_user_attr(CONSTRAINTS_ATTR,
-                                                        self.objectives.violations(result, self.planned_epochs))
+            for cost, violation in self.objectives.violations(result, self.planned_epochs).items():
+                self._ot_trials[trial_id].set_constraint(cost, violation)
+            if result.get(NOT_RUN):  # no values: Optuna records it pruned, infeasible by its constraints
+                result = None
         super().on_trial_complete(trial_id, result, error)
 
 
-def make_sampler(s: SearchSettings, n_starts: int, objectives: Objectives = Objectives()):
-    """The Optuna sampler for tpe / nsga2 / random (also used by bench/searchers.py, so it measures this one); with
-    budgets, TPE and NSGA-II learn which trials broke them (random search has nothing to learn)."""
+def make_sampler(s: SearchSettings, n_starts: int):
+    """The Optuna sampler for tpe / nsga2 / random (also used by bench/searchers.py, so it measures this one). With
+    budgets, TPE and NSGA-II learn which trials broke them from each trial's constraints (random search has nothing
+    to learn)."""
     import optuna
 
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "A new study created" line: the progress lines say it
-    constraints = partial(constraint_values, budgets=len(objectives.budgets)) if objectives.budgets else None
     if s.algorithm == "tpe":
         # group=True lets TPE model each method's own (conditional) parameters separately.
         return optuna.samplers.TPESampler(seed=s.seed, multivariate=True, group=True,
-                                          n_startup_trials=max(4, n_starts), constant_liar=True,
-                                          constraints_func=constraints)
+                                          n_startup_trials=max(4, n_starts), constant_liar=True)
     if s.algorithm == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=s.seed, population_size=min(50, max(4, s.num_samples // 4)),
-                                             constraints_func=constraints)
+        return optuna.samplers.NSGAIISampler(seed=s.seed, population_size=min(50, max(4, s.num_samples // 4)))
     return optuna.samplers.RandomSampler(seed=s.seed)
 
 

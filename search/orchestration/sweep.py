@@ -119,7 +119,7 @@ class Sweep:
         # The config as the user wrote it (validated): `peftsweep confirm` validates it again from the parent run.
         parent_run_id = start_parent(client, experiment_id, c.name, logged_params(plan),
                                      c.model_dump(mode="json", exclude_unset=True))
-        save_front_view(client, experiment_id, parent_run_id)
+        save_front_view(client, experiment_id, parent_run_id, c.objective_set)
         state = new_state(plan, parent_run_id, experiment_id, c.tracking_uri, confirm_seeds=c.confirm.first_seeds)
         write_state(c.output_path, state)
         return cls.with_floor(plan, state, client, warm=warm)

@@ -9,6 +9,7 @@ process, its imports and its loaded libraries, for the next trial.
 
 from __future__ import annotations
 
+import math
 import threading
 from typing import Any
 
@@ -16,9 +17,9 @@ from ray import tune
 from ray.train import TrainingFailedError
 from ray.tune.integration.ray_train import TuneReportCallback
 
-from peftsweep.metric_names import PLANNED_MIN_MEMORY_MB
+from peftsweep.metric_names import PLANNED_MIN_MEMORY_MB, QUALITY
 from peftsweep.search.points import repeat_of, unflat
-from peftsweep.search.results.objectives import NOT_RUN
+from peftsweep.search.results.objectives import COSTS, NOT_RUN
 from peftsweep.startup_marks import enabled as marking, mark
 from peftsweep.search.storage import delete_checkpoints
 from peftsweep.search.orchestration.ray_private import LeanTorchTrainer, StartupMarker
@@ -78,9 +79,11 @@ def _over_memory_budget(trial: TrialConfig, budget_mb: float) -> bool:
     least = planned_minimum_mb(trial)
     if least <= budget_mb:
         return False
-    tune.report({"epoch": 0, PLANNED_MIN_MEMORY_MB: least,
-                 NOT_RUN: f"the memory plan needs at least {least:.0f} MiB per worker (parameters, gradients, "
-                          f"optimizer state) > constraints.peak_memory_mb {budget_mb:g}"})
+    # every objective a sweep may search is in the report (Tune checks that the searcher's are), unmeasured: NaN
+    unmeasured = dict.fromkeys((QUALITY, *COSTS), math.nan)
+    tune.report(unmeasured | {"epoch": 0, PLANNED_MIN_MEMORY_MB: least,
+                              NOT_RUN: f"the memory plan needs at least {least:.0f} MiB per worker (parameters, "
+                                       f"gradients, optimizer state) > constraints.peak_memory_mb {budget_mb:g}"})
     return True
 
 

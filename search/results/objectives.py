@@ -106,11 +106,11 @@ class Objectives:
         return [f"{cost} {value:.4g} > {limit:g}" for cost, limit, value in self.budget_values(source, planned_epochs)
                 if math.isfinite(value) and value > limit]
 
-    def violations(self, source: Mapping[str, Any] | Any, planned_epochs: int | None = None) -> list[float]:
-        """Optuna's constraint values: one per budget, value minus budget (<= 0: kept); 0 when not measured (Optuna
-        refuses NaN)."""
-        return [value - limit if math.isfinite(value) else 0.0
-                for _, limit, value in self.budget_values(source, planned_epochs)]
+    def violations(self, source: Mapping[str, Any] | Any, planned_epochs: int | None = None) -> dict[str, float]:
+        """Optuna's constraint values (`Trial.set_constraint`), one per budget: value minus budget (<= 0: kept); 0
+        when not measured (Optuna refuses NaN)."""
+        return {cost: value - limit if math.isfinite(value) else 0.0
+                for cost, limit, value in self.budget_values(source, planned_epochs)}
 
     def hv_references(self, sources: list[Any]) -> tuple[float, ...]:
         """The hypervolume's reference per cost: 1000 % for trainable % (fixed: fronts of any two sweeps compare),

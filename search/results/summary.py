@@ -165,7 +165,8 @@ def write_confirmed_csv(conf: Confirmation, path: Path) -> None:
               "search_val_accuracy", "selection_bias", "selection_bias_low", "selection_bias_high",
               "on_confirmed_front", "gap_val", "gap_val_low", "gap_val_high", "gap_test", "gap_test_low",
               "gap_test_high", "gap_test_p", "gap_test_p_holm", "gap_test_p_equivalence_holm", "comparisons", "verdict",
-              "seeds_to_decide", "params"]
+              "seeds_to_decide", *[f"x_full_{cost}{end}" for cost in RATIO_COSTS for end in ("", "_low", "_high")],
+              "params"]
     with path.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=fields)
         writer.writeheader()
@@ -189,7 +190,17 @@ def write_confirmed_csv(conf: Confirmation, path: Path) -> None:
                              "gap_test_p_equivalence_holm": t.p_equivalence_adjusted if t else "",
                              "comparisons": t.comparisons if t else "", "verdict": c.verdict or "",
                              "seeds_to_decide": c.seeds_to_decide if c.seeds_to_decide is not None else "",
-                             "params": json.dumps(c.params)} | gaps)
+                             "params": json.dumps(c.params)} | gaps | _ratio_cells(c))
+
+
+def _ratio_cells(c) -> dict[str, Any]:
+    """A confirmed configuration's cost ratios to the full fine-tune (empty for the reference itself)."""
+    out = {}
+    for cost in RATIO_COSTS:
+        ratio = c.ratios_to_full.get(cost)
+        out |= {f"x_full_{cost}": ratio.mean if ratio else "", f"x_full_{cost}_low": ratio.low if ratio else "",
+                f"x_full_{cost}_high": ratio.high if ratio else ""}
+    return out
 
 
 def as_dict(summary: Summary) -> dict[str, Any]:

@@ -4,7 +4,8 @@ MLflow (3.15 and later) keeps an experiment's named views as experiment tags `ml
 page lists them under "Views" and opens one from the URL parameter `viewStateShareKey=<id>`. The state written here
 has the fields MLflow's own "Save as new view" writes (read back from a view saved in its UI), so the link that `run`
 and `ui` print opens, in one click, the front's runs, most accurate first, with the key metrics as columns and a
-scatter chart of validation accuracy against log10 trainable %. A second view shows every trial the same way.
+scatter chart of validation accuracy against log10 trainable % (and one against each other cost objective the sweep
+has, on MLflow's linear axis). A second view shows every trial the same way.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from mlflow import MlflowClient
 
 from peftsweep.metric_names import (EPOCHS_COMPLETED, LOG10_TRAINABLE_PCT, QUALITY, STORED_PCT, TEST_ACCURACY,
                                     TRAINABLE_PCT, VAL_ACCURACY)
-from peftsweep.search.tracking.client import METHOD_TAG, PARETO_TAG, ROLE_TAG, STATUS_TAG
+from peftsweep.search.results.objectives import LABELS, Objectives
+from peftsweep.search.tracking.client import METHOD_TAG, OVER_BUDGET_TAG, PARETO_TAG, ROLE_TAG, STATUS_TAG
 
 FRONT_FILTER = f"tags.`{PARETO_TAG}` = 'true'"  # the MLflow runs view's search box: the front alone
 TRIALS_FILTER = f"tags.`{ROLE_TAG}` = 'trial'"  # every trial, not the sweeps' parent runs
@@ -30,12 +32,23 @@ COLUMN_METRICS = (VAL_ACCURACY, TEST_ACCURACY, TRAINABLE_PCT, STORED_PCT, EPOCHS
 COLUMN_TAGS = (METHOD_TAG, STATUS_TAG, PARETO_TAG)
 # MLflow's scatter chart has no log axis; trainable % spans 0.01 to 100, so the chart shows its log10 (a metric
 # every trial logs when it ends).
-CHART_X, CHART_Y = LOG10_TRAINABLE_PCT, QUALITY
+CHART_X, CHART_Y = LOG10_TRAINABLE_PCT, QUALITY  # the first scatter chart's axes
 _SECTION = "peftsweep-front"
 
 
-def view_state(search_filter: str = FRONT_FILTER) -> dict[str, Any]:
+def chart_axes(objectives: Objectives) -> list[str]:
+    """The x metric of each scatter chart: log10 trainable % (MLflow's charts have no log axis), then each other cost
+    objective as it is."""
+    return [CHART_X] + [c for c in objectives.costs if c != TRAINABLE_PCT]
+
+
+def view_state(search_filter: str = FRONT_FILTER, objectives: Objectives = Objectives()) -> dict[str, Any]:
     """The runs page's state for the runs a filter selects: search facets and UI state as MLflow serialises them."""
+    columns = list(dict.fromkeys((*COLUMN_METRICS, *objectives.costs)))
+    scatters = [{"uuid": f"peftsweep-front-scatter{'' if i == 0 else '-' + x}", "type": "SCATTER",
+                 "runsCountToCompare": 1000, "metricSectionId": _SECTION, "deleted": False, "isGenerated": False,
+                 "xaxis": {"key": x, "type": "METRIC"}, "yaxis": {"key": CHART_Y, "type": "METRIC"}}
+                for i, x in enumerate(chart_axes(objectives))]
     return {
         "searchFilter": search_filter,
         "orderByKey": f"metrics.`{QUALITY}`",  # sorting by a metric also lists child runs flat, not under the parent
@@ -44,16 +57,16 @@ def view_state(search_filter: str = FRONT_FILTER) -> dict[str, Any]:
         "lifecycleFilter": "Active",
         "datasetsFilter": [],
         "modelVersionFilter": "All Runs",
-        "selectedColumns": [f"metrics.`{m}`" for m in COLUMN_METRICS] + [f"tags.`{t}`" for t in COLUMN_TAGS],
+        "selectedColumns": [f"metrics.`{m}`" for m in columns] + [f"tags.`{t}`" for t in COLUMN_TAGS]
+        + ([f"tags.`{OVER_BUDGET_TAG}`"] if objectives.budgets else []),
         "columnOrder": [],
         "columnWidths": {},
         "runsHiddenMode": "SHOW_ALL",  # MLflow's default charts only the first 10 runs; a front can be longer
-        "compareRunSections": [{"uuid": _SECTION, "name": "Accuracy against trainable %", "display": True, "isReordered": False,
-                                "deleted": False, "isGenerated": False, "columns": 1, "cardHeight": 420}],
+        "compareRunSections": [{"uuid": _SECTION, "name": "Accuracy against " + ", ".join(LABELS[c] for c in objectives.costs),
+                                "display": True, "isReordered": False, "deleted": False, "isGenerated": False,
+                                "columns": 1, "cardHeight": 420}],
         "compareRunCharts": [
-            {"uuid": "peftsweep-front-scatter", "type": "SCATTER", "runsCountToCompare": 1000,
-             "metricSectionId": _SECTION, "deleted": False, "isGenerated": False,
-             "xaxis": {"key": CHART_X, "type": "METRIC"}, "yaxis": {"key": CHART_Y, "type": "METRIC"}},
+            *scatters,
             {"uuid": "peftsweep-front-curves", "type": "LINE", "runsCountToCompare": 1000,
              "metricSectionId": _SECTION, "deleted": False, "isGenerated": False, "displayName": CHART_Y,
              "metricKey": CHART_Y, "lineSmoothness": 0, "xAxisScaleType": "linear", "scaleType": "linear",
@@ -76,12 +89,13 @@ def sweep_filter(search_filter: str, parent_run_id: str) -> str:
     return f"{search_filter} and tags.mlflow.parentRunId = '{parent_run_id}'"
 
 
-def save_front_view(client: MlflowClient, experiment_id: str, parent_run_id: str) -> None:
-    """Write (or refresh) the experiment's saved views of a sweep: its front, and every trial. A newer sweep in the
-    same experiment takes the views over."""
+def save_front_view(client: MlflowClient, experiment_id: str, parent_run_id: str,
+                    objectives: Objectives = Objectives()) -> None:
+    """Write (or refresh) the experiment's saved views of a sweep: its front, and every trial, with the sweep's
+    objectives as columns and chart axes. A newer sweep in the same experiment takes the views over."""
     now = int(time.time() * 1000)
     for view_id, (name, search_filter) in VIEWS.items():
-        state = view_state(sweep_filter(search_filter, parent_run_id))
+        state = view_state(sweep_filter(search_filter, parent_run_id), objectives)
         envelope = {"name": name, "createdAt": now, "updatedAt": now, "state": json.dumps(state)}
         client.set_experiment_tag(experiment_id, VIEW_TAG_PREFIX + view_id, json.dumps(envelope))
 

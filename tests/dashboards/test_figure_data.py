@@ -44,11 +44,11 @@ def test_a_single_point_panel_has_an_accuracy_axis():
 
 def test_the_data_holds_what_the_figures_show():
     data = compute(sweep())
-    assert [s.name for s in data.pareto.series] == ["full", "ia3", "lora", "prompt"]  # ptuning: nothing to draw
-    ia3 = next(s for s in data.pareto.series if s.name == "ia3")
+    assert [s.name for s in data.planes[0].series] == ["full", "ia3", "lora", "prompt"]  # ptuning: nothing to draw
+    ia3 = next(s for s in data.planes[0].series if s.name == "ia3")
     assert [m.faded for m in ia3.markers] == [True]  # stopped early: drawn faded, never on the front
-    assert data.pareto.front == [(0.02, 0.70), (0.5, 0.80), (1.0, 0.86)]
-    assert data.pareto.reference.y == 0.85 and "0.850" in data.pareto.reference.label
+    assert data.planes[0].front == [(0.02, 0.70), (0.5, 0.80), (1.0, 0.86)]
+    assert data.planes[0].reference.y == 0.85 and "0.850" in data.planes[0].reference.label
     assert len(data.hypervolume) == 6 and data.hypervolume == sorted(data.hypervolume)
     failed = next(p for p in data.panels if p.method == "ptuning")
     assert failed.markers == [] and failed.y_range == (0.0, 1.0)  # its only trial failed: an empty, sane panel
@@ -68,8 +68,8 @@ def test_the_hypervolume_curve_is_measured_from_the_floor_and_ends_at_the_headli
 
 def test_both_renderers_draw_the_same_data(tmp_path):
     data = compute(sweep())
-    fig = figures.pareto(data)
-    assert [t.name for t in fig.data if t.meta == "method"] == [s.name for s in data.pareto.series]
+    fig = figures.pareto(data.planes[0])
+    assert [t.name for t in fig.data if t.meta == "method"] == [s.name for s in data.planes[0].series]
     panels = figures.per_method(data)
     prompt_axis = [i for i, p in enumerate(data.panels) if p.method == "prompt"][0] + 1
     y_axis = panels.layout[f"yaxis{'' if prompt_axis == 1 else prompt_axis}"]
@@ -87,9 +87,9 @@ def test_a_sweep_interrupted_before_any_trial_ended_still_draws(tmp_path):
     records = [record("i", "ia3", 0.5, math.nan, {"lr": "0.03"}, status="interrupted")]
     summary = summarize(records, references={"full"}, floor=Floor("majority class", 0.3, 0.3))
     data = compute(SweepData("t", "sqlite:///x.db", "parent", summary, ["i"], {}))
-    assert data.pareto.series == [] and data.pareto.floor.y == 0.3 and data.pareto.x_range == (0.1, 10.0)
-    assert static.pareto_png(data, tmp_path / "p.png").stat().st_size > 5_000
-    figures.pareto(data).to_html(include_plotlyjs=False)
+    assert data.planes[0].series == [] and data.planes[0].floor.y == 0.3 and data.planes[0].x_range == (0.1, 10.0)
+    assert static.pareto_png(data, data.planes[0], tmp_path / "p.png").stat().st_size > 5_000
+    figures.pareto(data.planes[0]).to_html(include_plotlyjs=False)
 
 
 def confirmed_sweep() -> SweepData:
@@ -111,18 +111,18 @@ def test_a_confirmed_sweep_draws_error_bars_and_the_front_of_the_means(tmp_path)
 
     data = confirmed_sweep()
     drawn = compute(data)
-    bars = {b.method: b for b in drawn.pareto.confirmed if b.method != "lora"}
-    assert len(drawn.pareto.confirmed) == 4
+    bars = {b.method: b for b in drawn.planes[0].confirmed if b.method != "lora"}
+    assert len(drawn.planes[0].confirmed) == 4
     assert bars["prompt"].y == pytest.approx(0.68) and bars["prompt"].low < 0.68 < bars["prompt"].high
     # the front of the means (l2's search run had 0.86; its mean is 0.81), full's 0.85 on top
-    assert drawn.pareto.front == [(0.02, 0.68), (0.5, pytest.approx(0.80)), (1.0, pytest.approx(0.81)),
+    assert drawn.planes[0].front == [(0.02, 0.68), (0.5, pytest.approx(0.80)), (1.0, pytest.approx(0.81)),
                                   (100.0, pytest.approx(0.85))]
-    assert "confirmed mean 0.850" in drawn.pareto.reference.label and "3 seeds" in drawn.pareto.confirmed_note
-    fig = figures.pareto(drawn)
+    assert "confirmed mean 0.850" in drawn.planes[0].reference.label and "3 seeds" in drawn.planes[0].confirmed_note
+    fig = figures.pareto(drawn.planes[0])
     confirmed = [t for t in fig.data if t.meta == "confirmed"]
     assert [t.name for t in confirmed] == ["prompt confirmed", "lora confirmed", "full confirmed"]
     assert list(confirmed[0].error_y.array) == [bars["prompt"].high - 0.68]
-    assert static.pareto_png(drawn, tmp_path / "p.png").stat().st_size > 10_000
+    assert static.pareto_png(drawn, drawn.planes[0], tmp_path / "p.png").stat().st_size > 10_000
     page = render(data, drawn)
     assert 'id="confirmed"' in page and "0.680 [" in page and "worse" in page  # prompt: 0.17 below full on every seed
     assert "reference" in page
@@ -133,7 +133,7 @@ def test_an_unconfirmed_sweep_says_so_on_the_dashboard():
 
     data = sweep()
     drawn = compute(data)
-    assert drawn.pareto.confirmed == [] and drawn.pareto.confirmed_note == ""
+    assert drawn.planes[0].confirmed == [] and drawn.planes[0].confirmed_note == ""
     assert "The front is unconfirmed" in render(data, drawn)
 
 

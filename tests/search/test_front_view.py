@@ -38,3 +38,19 @@ def test_links_to_the_view_or_to_the_filter():
     plain = urlsplit(front_view_url("http://127.0.0.1:5000", "7", saved_view=False))
     query = parse_qs(plain.fragment.split("?", 1)[1])
     assert query["searchFilter"] == [FRONT_FILTER] and query["orderByAsc"] == ["false"]
+
+
+def test_the_views_show_the_sweeps_objectives_as_columns_and_charts(tmp_path):
+    from peftsweep.search.results.objectives import Objectives
+
+    client = client_for(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment_id = client.create_experiment("x", artifact_location=(tmp_path / "art").as_uri())
+    objectives = Objectives(costs=("peak_memory_mb", "train_seconds"), budgets=(("checkpoint_mb", 1.0),))
+    save_front_view(client, experiment_id, "parent1", objectives)
+    envelope = json.loads(client.get_experiment(experiment_id).tags[VIEW_TAG_PREFIX + VIEW_ID])
+    state = json.loads(envelope["state"])
+    scatters = [c for c in state["compareRunCharts"] if c["type"] == "SCATTER"]
+    assert [c["xaxis"]["key"] for c in scatters] == ["log10_trainable_pct", "peak_memory_mb", "train_seconds"]
+    assert len({c["uuid"] for c in state["compareRunCharts"]}) == len(state["compareRunCharts"])
+    assert {"metrics.`peak_memory_mb`", "metrics.`train_seconds`", "tags.`peftsweep.over_budget`"} <= set(
+        state["selectedColumns"])

@@ -89,3 +89,15 @@ def test_a_warm_started_sweep_runs_without_start_points(finished_sweep, tmp_path
 
     for r in outcome.summary.trials:
         assert float(r.params["lr"]) != REGISTRY[r.method].params["lr"].default, r.params
+
+
+def test_trials_come_in_this_sweeps_objectives_with_their_budgets(finished_sweep, tmp_path):
+    completed = [r for r in finished_sweep.summary.trials if r.status == "completed"]
+    budget = sorted(r.peak_memory_mb for r in completed)[len(completed) // 2]
+    config = config_like(finished_sweep, tmp_path, objectives=["accuracy", "peak_memory_mb"],
+                         constraints={"peak_memory_mb": budget})
+    plan, warm = warm_for(config)
+    searcher, _, _ = searcher_and_space(plan, warm)
+    told = sorted((tuple(t.values), t.constraints["peak_memory_mb"]) for t in searcher._ot_study.trials)
+    assert told == sorted(((r.val_accuracy, r.peak_memory_mb), r.peak_memory_mb - budget) for r in completed)
+    assert any(v > 0 for _, v in told) and any(v <= 0 for _, v in told)  # both sides of the budget
