@@ -89,7 +89,7 @@ def by_trials(algorithm: str, starts: str, seed: int, budget: int, rows: list[Gr
     for i in range(budget):
         trial, _, _, row = ask(study, plan, rows)
         study.tell(trial, [row.accuracy, row.cost])
-        found.append(Point(str(i), row.accuracy, row.cost))
+        found.append(Point(str(i), row.accuracy, (row.cost,)))
         curve.append(hypervolume(found, reference_accuracy=floor))
     return curve
 
@@ -99,7 +99,7 @@ def run_trial(row: GridRow, scheduler, trial_id: str) -> int:
     epoch at a time, as Tune sends them."""
     from ray.tune.schedulers import TrialScheduler
 
-    from peftsweep.metric_names import COST, QUALITY
+    from peftsweep.metric_names import QUALITY, TRAINABLE_PCT
 
     epochs = len(row.history)
     if scheduler is None:
@@ -107,7 +107,7 @@ def run_trial(row: GridRow, scheduler, trial_id: str) -> int:
     trial = SimpleNamespace(trial_id=trial_id, config={"method": row.method}, status="RUNNING")
     scheduler.on_trial_add(None, trial)
     for epoch, accuracy in enumerate(row.history, start=1):
-        result = {"epoch": epoch, "training_iteration": epoch, QUALITY: accuracy, COST: row.cost}
+        result = {"epoch": epoch, "training_iteration": epoch, QUALITY: accuracy, TRAINABLE_PCT: row.cost}
         if epoch == epochs:
             scheduler.on_trial_complete(None, trial, result)
         elif scheduler.on_trial_result(None, trial, result) == TrialScheduler.STOP:
@@ -131,7 +131,7 @@ def by_compute(study, plan, rows: list[GridRow], scheduler_plan, seconds: float,
         spent += row.seconds[epochs - 1]
         study.tell(trial, [row.history[epochs - 1], row.cost])  # Ray's OptunaSearch: the last result's values
         if epochs == len(row.history):
-            found.append(Point(str(i), row.accuracy, row.cost))
+            found.append(Point(str(i), row.accuracy, (row.cost,)))
         curve.append((spent, hypervolume(found, reference_accuracy=floor)))
         if spent >= seconds or (until_hv is not None and curve[-1][1] >= until_hv - 1e-12):
             break
@@ -176,7 +176,7 @@ def main(argv: list[str] | None = None) -> dict:
     scheduler_plans = {objective: build_plan(SweepConfig.model_validate(
         config | {"search": {"algorithm": "tpe"}, "early_stopping": {"enabled": True, "objective": objective}}))
         for objective in ("pareto", "accuracy")}  # the schedulers a sweep with early stopping would build
-    grid_hv = hypervolume([Point(str(i), r.accuracy, r.cost) for i, r in enumerate(rows)], reference_accuracy=floor)
+    grid_hv = hypervolume([Point(str(i), r.accuracy, (r.cost,)) for i, r in enumerate(rows)], reference_accuracy=floor)
     from peftsweep.search.orchestration.space import start_points
 
     starts = len(start_points(plan.methods, "smallest"))  # the trials every variant begins with
@@ -199,7 +199,7 @@ def main(argv: list[str] | None = None) -> dict:
     grid_curve, spent = [], 0.0
     for i, row in enumerate(rows):  # the grid in the order its sweep started the points
         spent += row.worker_seconds
-        grid_curve.append((spent, hypervolume([Point(str(j), r.accuracy, r.cost) for j, r in enumerate(rows[:i + 1])],
+        grid_curve.append((spent, hypervolume([Point(str(j), r.accuracy, (r.cost,)) for j, r in enumerate(rows[:i + 1])],
                                               reference_accuracy=floor)))
     compute["grid (the reference)"] = [grid_curve]
     compute_report = summarize_compute(compute, grid_hv, grid_seconds, starts)
@@ -230,7 +230,7 @@ def warm_start(plan, rows: list[GridRow], seeds, budget: int, floor: float = 0.0
         for i in range(half):
             trial, _, _, row = ask(first, plan, rows)
             first.tell(trial, [row.accuracy, row.cost])
-            found.append(Point(str(i), row.accuracy, row.cost))
+            found.append(Point(str(i), row.accuracy, (row.cost,)))
         target = hypervolume(found, reference_accuracy=floor)
         taken = [replay(*unflat(t.params), tuple(t.values), plan.methods) for t in first.trials]
         for kind, warm in (("warm", [t for t in taken if t is not None]), ("cold", [])):

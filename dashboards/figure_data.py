@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass, field
 
 from peftsweep.dashboards.sweep_data import SweepData, hyperparameters, key_hyperparameter
-from peftsweep.metric_names import TRAINABLE_PCT
+from peftsweep.metric_names import PEAK_MEMORY_MB, TRAIN_SECONDS, TRAINABLE_PCT
 from peftsweep.search.results.confirmation import Confirmation, format_interval
 from peftsweep.search.results.objectives import AXIS_TITLES, LABELS, Objectives
 from peftsweep.search.results.pareto import hypervolume
@@ -65,8 +65,9 @@ class ErrorBar:
 
 @dataclass(frozen=True)
 class ParetoData:
-    """Accuracy against one cost objective (a log axis). The front is over every objective of the sweep: with one
-    cost it is a staircase on this plane (`staircase`); with more, its members are marked where they fall."""
+    """Accuracy against one cost (a log axis). The front is over the sweep's objectives: over this cost alone it is a
+    staircase on this plane (`staircase`); else (more costs, or a cost that is not an objective) its members are
+    marked where they fall."""
 
     series: list[Series]  # one per method with at least one finite accuracy
     front: list[tuple[float, float]]  # (cost, val accuracy), cheapest first: of the confirmed means if confirmed
@@ -199,7 +200,7 @@ def pareto(data: SweepData, style: dict[str, Style], cost: str = TRAINABLE_PCT) 
     return ParetoData(series, front, reference_line,
                       Line(floor.val_accuracy, f"floor ({floor.kind}) {floor.val_accuracy:.3f}") if floor else None,
                       log_range([m.x for s in series for m in s.markers] + [b.x for b in bars]), bars, note,
-                      cost=cost, x_title=AXIS_TITLES[cost], staircase=len(objectives.costs) == 1,
+                      cost=cost, x_title=AXIS_TITLES[cost], staircase=objectives.costs == (cost,),
                       front_over=objectives.describe())
 
 
@@ -240,11 +241,20 @@ def parallel(data: SweepData) -> tuple[list[Axis], list[float]]:
         Axis("log10 trainable %", [math.log10(r.trainable_pct) for r in records]),
         Axis("train s", [r.train_seconds for r in records]),
         *[Axis(LABELS[c], [getattr(r, c) for r in records]) for c in data.summary.objectives.costs
-          if c not in (TRAINABLE_PCT, "train_seconds")],
+          if c not in (TRAINABLE_PCT, TRAIN_SECONDS)],
         Axis("val accuracy", [r.val_accuracy for r in records]),
         Axis("test accuracy", [r.test_accuracy if math.isfinite(r.test_accuracy) else 0.0 for r in records]),
     ]
     return axes, [r.val_accuracy for r in records]
+
+
+# What people choose a method by: drawn against accuracy in every sweep, whatever its front is over
+ALWAYS_DRAWN = (TRAINABLE_PCT, PEAK_MEMORY_MB, TRAIN_SECONDS)
+
+
+def drawn_costs(objectives: Objectives) -> list[str]:
+    """The planes: the cost objectives first (their order), then trainable %, peak memory and training time."""
+    return list(dict.fromkeys((*objectives.costs, *ALWAYS_DRAWN)))
 
 
 def compute(data: SweepData) -> FigureData:
@@ -252,5 +262,5 @@ def compute(data: SweepData) -> FigureData:
     curves = [Curve(f"{r.method} {r.trainable_pct:.3g}%", style[r.method], data.curves.get(r.run_id, []))
               for r in data.summary.front]
     axes, colour = parallel(data)
-    planes = [pareto(data, style, cost) for cost in data.summary.objectives.costs]
+    planes = [pareto(data, style, cost) for cost in drawn_costs(data.summary.objectives)]
     return FigureData(data.experiment, planes, panels(data, style), curves, hypervolume_history(data), axes, colour)

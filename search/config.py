@@ -14,6 +14,7 @@ import yaml
 from pydantic import BeforeValidator, Field, ValidationError, field_validator
 
 from peftsweep.errors import UserError
+from peftsweep.metric_names import TRAINABLE_PCT
 from peftsweep.spaces import TaskName
 from peftsweep.trainers.config import GenerationSettings, Resources, Strict, TrainSettings
 from peftsweep.trainers.data import DataSpec
@@ -204,7 +205,7 @@ class SweepConfig(Strict):
     generation: GenerationSettings = Field(GenerationSettings(), description="task: generation only: how answers are "
                                                                              "generated and compared")
     objectives: list[str] = Field(
-        default_factory=lambda: ["accuracy", "trainable_pct"], json_schema_extra={"shown_default": "[accuracy, trainable_pct]"},
+        default_factory=lambda: ["accuracy", TRAINABLE_PCT], json_schema_extra={"shown_default": "[accuracy, trainable_pct]"},
         description="what the front is over: the quality first (accuracy), then one to three costs to minimize from "
                     "trainable_pct, peak_memory_mb, train_seconds, worker_seconds, checkpoint_mb (docs/metrics.md); "
                     "the searcher, the Pareto scheduler, the front, its hypervolume and the dashboard use them all")

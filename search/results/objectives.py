@@ -28,7 +28,7 @@ LABELS = {VAL_ACCURACY: "val acc", TRAINABLE_PCT: "trainable %", PEAK_MEMORY_MB:
 AXIS_TITLES = {TRAINABLE_PCT: "trainable parameters (% of the base model, log)",
                PEAK_MEMORY_MB: "peak memory of the worst rank (MiB, log)", TRAIN_SECONDS: "training seconds (log)",
                WORKER_SECONDS: "worker-seconds (log)", CHECKPOINT_MB: "checkpoint size on disk (MiB, log)"}
-# The costs the PEFT-vs-full table gives as ratios to the best full fine-tune's: what people choose a method by
+# What people choose a method by: shown in every front table, and given as ratios to the best full fine-tune's
 RATIO_COSTS = (PEAK_MEMORY_MB, TRAIN_SECONDS, CHECKPOINT_MB)
 # Costs that grow with the epochs trained: a result of a trial stopped early is projected to the planned epochs
 # before it is checked against a budget (the searcher is told what the whole trial would have cost).

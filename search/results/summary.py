@@ -244,7 +244,8 @@ def _unfinished(counts: dict[str, int]) -> str:
 
 def format_table(summary: Summary) -> str:
     c, objectives = summary.counts, summary.objectives
-    extra = [cost for cost in objectives.costs if cost != TRAINABLE_PCT]  # trainable % always has its column
+    # trainable % has its own column; peak memory, training time and checkpoint size are always shown beside it
+    extra = list(dict.fromkeys(cost for cost in (*objectives.costs, *RATIO_COSTS) if cost != TRAINABLE_PCT))
     lines = [f"trials: {c['total']} ({c['completed']} completed, {c['early_stopped']} stopped early, "
              f"{c['failed']} failed{_unfinished(c)}"
              + (f", {c['not_run']} not run: over the memory budget by the plan" if c["not_run"] else "") + ")",

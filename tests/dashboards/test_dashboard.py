@@ -27,7 +27,8 @@ def test_pngs_and_html_are_parent_run_artifacts(board, finished_sweep):
     assert "<script src=" not in html and "Plotly.newPlot" in html  # plotly.js is inlined: no network needed
     client = client_for(finished_sweep.tracking_uri)
     names = {a.path for a in client.list_artifacts(finished_sweep.parent_run_id, "dashboard")}
-    assert names == {"dashboard/dashboard.html", "dashboard/pareto.png", "dashboard/per_method.png",
+    assert names == {"dashboard/dashboard.html", "dashboard/pareto.png", "dashboard/pareto_peak_memory_mb.png",
+                     "dashboard/pareto_train_seconds.png", "dashboard/per_method.png",
                      "dashboard/learning_curves.png", "dashboard/hypervolume.png"}
 
 
@@ -61,7 +62,7 @@ def test_page_renders_in_headless_chromium(board, tmp_path: Path):
     methods = sorted({r.method for r in board.data.trials})
     assert sorted(method_traces) == methods
     assert rows == len(methods)
-    assert rendered == 6
+    assert rendered == 8  # accuracy against trainable %, peak memory and training time; then the other five
     assert errors == []
     assert (tmp_path / "dashboard.png").stat().st_size > 20_000
 

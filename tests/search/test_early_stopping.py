@@ -300,7 +300,7 @@ def test_time_budget_ends_the_running_trial_and_its_job(tmp_path, tiny_model):
     assert run.data.metrics.get("epochs_completed", 0) < 1000
     assert run.data.tags["peftsweep.trains_in"] == "ray train job"
     assert outcome.summary.counts == {"completed": 0, "early_stopped": 1, "failed": 0, "interrupted": 0,
-                                      "running": 0, "total": 1}
+                                      "running": 0, "not_run": 0, "total": 1}
     assert read_state(tmp_path / "out").status == "finished"
 
 

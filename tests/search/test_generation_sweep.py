@@ -79,6 +79,6 @@ def test_dashboard_draws_the_floor(generation_sweep, tmp_path):
     from peftsweep.dashboards.report import build_dashboard
 
     board = build_dashboard(generation_sweep.tracking_uri, "gen", tmp_path, log_to_mlflow=False)
-    floor = compute(board.data).pareto.floor  # read back from the parent run, not handed over
+    floor = compute(board.data).planes[0].floor  # read back from the parent run, not handed over
     assert floor is not None and floor.y == generation_sweep.summary.floor.val_accuracy
     assert "floor (zero-shot)" in floor.label and "floor (zero-shot)" in board.html.read_text()
