@@ -26,7 +26,7 @@ ACCURACY_PAD = 0.05  # around the plotted accuracies, inside [0, 1]
 class Style:
     colour: str
     symbol: str  # a plotly symbol name; the matplotlib renderer maps it to a marker
-    index: int
+    shape: int  # the symbol's index in SYMBOLS (static.MARKERS holds the same shapes in the same order)
 
 
 @dataclass(frozen=True)
@@ -118,7 +118,11 @@ class FigureData:
 
 
 def styles(methods: list[str]) -> dict[str, Style]:
-    return {m: Style(PALETTE[i % len(PALETTE)], SYMBOLS[i % len(SYMBOLS)], i) for i, m in enumerate(methods)}
+    """A colour and a shape per method; past the palette's 10 colours the shapes shift by one each round, so no two
+    methods share both (the 11th method is the 1st colour with the 2nd shape)."""
+    shapes = [(i + i // len(PALETTE)) % len(SYMBOLS) for i in range(len(methods))]
+    return {m: Style(PALETTE[i % len(PALETTE)], SYMBOLS[shape], shape) for i, (m, shape) in
+            enumerate(zip(methods, shapes))}
 
 
 def hover(record: TrialRecord, objectives: Objectives = Objectives()) -> str:

@@ -9,7 +9,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import NullFormatter  # noqa: E402
+from matplotlib.ticker import LogFormatter, NullFormatter  # noqa: E402
 
 from peftsweep.dashboards.figure_data import FigureData, ParetoData, Style  # noqa: E402
 from peftsweep.search.results.objectives import LABELS  # noqa: E402
@@ -19,7 +19,7 @@ FADED = 0.35
 
 
 def marker(style: Style) -> str:
-    return MARKERS[style.index % len(MARKERS)]
+    return MARKERS[style.shape]
 
 
 def pareto_png(data: FigureData, plane: ParetoData, path: Path) -> Path:
@@ -46,6 +46,9 @@ def pareto_png(data: FigureData, plane: ParetoData, path: Path) -> Path:
         ax.axhline(plane.floor.y, color="#b22", linestyle=":", label=plane.floor.label)
     ax.set_xscale("log")
     ax.set_xlim(*plane.x_range)
+    # plain numbers (300, not 3 x 10^2); the minor ticks are labelled only where a panel spans about a decade or less
+    ax.xaxis.set_major_formatter(LogFormatter())
+    ax.xaxis.set_minor_formatter(LogFormatter(labelOnlyBase=False, minor_thresholds=(1.2, 0.5)))
     ax.set_xlabel(plane.x_title)
     ax.set_ylabel("validation accuracy")
     over = "" if plane.staircase else f"\nfront over {plane.front_over}"

@@ -131,8 +131,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
              f"{c.confirm.max_seeds})" if c.confirm.auto else f"{c.confirm.seeds} new seeds each")
     confirm = f" then {which} confirmed with {seeds}," if c.confirm.seeds else ""
     print(f"{args.config}: OK — {c.task}, {len(plan.methods)} methods ({', '.join(plan.methods)}), "
-          f"{c.search.algorithm} x {trials} trials,{confirm} data {sizes}, {what}; "
-          f"MLflow {c.tracking_uri} experiment {c.experiment!r}")
+          f"{c.search.algorithm} x {trials} trials,{confirm} data {sizes}, {what}; front over "
+          f"{c.objective_set.describe()}; MLflow {c.tracking_uri} experiment {c.experiment!r}")
     return 0
 
 

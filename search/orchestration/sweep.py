@@ -38,8 +38,8 @@ from peftsweep.search.plan import SweepPlan
 from peftsweep.search.results.records import CONFIRM, SEARCH, Floor
 from peftsweep.search.results.summary import Summary, write_files
 from peftsweep.search.tracking.cleanup import delete_dominated_checkpoints
-from peftsweep.search.tracking.client import (SWEEP_CONFIG_ARTIFACT, client_for, close_interrupted, ensure_experiment,
-                                              latest_sweep, logged_config, start_parent, trial_runs)
+from peftsweep.search.tracking.client import (OBJECTIVES_TAG, SWEEP_CONFIG_ARTIFACT, client_for, close_interrupted,
+                                              ensure_experiment, latest_sweep, logged_config, start_parent, trial_runs)
 from peftsweep.search.tracking.front_view import save_front_view
 from peftsweep.search.tracking.runs import logged_floor, summarize_sweep, tag_front
 from peftsweep.search.tracking.trial_logger import MlflowTrialLogger
@@ -119,6 +119,7 @@ class Sweep:
         # The config as the user wrote it (validated): `peftsweep confirm` validates it again from the parent run.
         parent_run_id = start_parent(client, experiment_id, c.name, logged_params(plan),
                                      c.model_dump(mode="json", exclude_unset=True))
+        client.set_tag(parent_run_id, OBJECTIVES_TAG, c.objective_set.describe())
         save_front_view(client, experiment_id, parent_run_id, c.objective_set)
         state = new_state(plan, parent_run_id, experiment_id, c.tracking_uri, confirm_seeds=c.confirm.first_seeds)
         write_state(c.output_path, state)

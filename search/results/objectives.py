@@ -63,7 +63,9 @@ class Objectives:
 
     @classmethod
     def from_config(cls, objectives: list[str], constraints: Mapping[str, float]) -> Objectives:
-        return cls(QUALITIES[objectives[0]], tuple(objectives[1:]), tuple(constraints.items()))
+        """Budgets in COSTS order, whatever order the config (or MLflow's JSON) wrote them in."""
+        budgets = tuple(sorted(constraints.items(), key=lambda item: COSTS.index(item[0])))
+        return cls(QUALITIES[objectives[0]], tuple(objectives[1:]), budgets)
 
     @property
     def names(self) -> tuple[str, ...]:

@@ -71,7 +71,8 @@ def floor_accuracy(floor: Floor | None) -> float:
 def is_front_candidate(record: TrialRecord, objectives: Objectives = Objectives()) -> bool:
     """Trials that trained to the end (an early-stopped trial's partial accuracy is not comparable), were measured in
     every objective and kept every budget."""
-    return record.status == "completed" and objectives.point(record.run_id, record).usable and not record.over_budget
+    over = bool(objectives.budgets and record.over_budget)  # objectives without budgets: none to break
+    return record.status == "completed" and objectives.point(record.run_id, record).usable and not over
 
 
 def best_of(records: list[TrialRecord], objectives: Objectives = Objectives()) -> TrialRecord | None:

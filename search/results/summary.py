@@ -38,6 +38,7 @@ class MethodComparison:
     checkpoint_mb: float = math.nan
     # each of RATIO_COSTS over the best full fine-tune's (None: no full fine-tune, or a cost not measured)
     ratios_to_full: dict[str, float | None] = field(default_factory=dict)
+    over_budget: str = ""  # every trial of the method broke a budget: this best one broke these
 
 
 @dataclass
@@ -111,10 +112,14 @@ def summarize(records: list[TrialRecord], references: set[str] | None = None,
     front_ids = [p.id for p in pareto_front(points)]
     records = [replace(r, on_front=r.run_id in front_ids) for r in records]
     by_id = {r.run_id: r for r in records}
-    full = best_of([r for r in records if r.method in references], objectives)
+    # The reference is the best full fine-tune whatever the budgets (what PEFT is compared with, kept or not); each
+    # method's best is its best trial that kept them, or, when none did, its best over budget (marked so).
+    unbudgeted = replace(objectives, budgets=())
+    full = best_of([r for r in records if r.method in references], unbudgeted)
     by_method = []
     for method in sorted({r.method for r in records}):
-        best = best_of([r for r in records if r.method == method], objectives)
+        of_method = [r for r in records if r.method == method]
+        best = best_of(of_method, objectives) or best_of(of_method, unbudgeted)
         if best is None:
             continue
         by_method.append(MethodComparison(
@@ -123,7 +128,7 @@ def summarize(records: list[TrialRecord], references: set[str] | None = None,
             accuracy_gap_to_full=(best.val_accuracy - full.val_accuracy) if full else None,
             param_ratio_to_full=(best.trainable_pct / full.trainable_pct) if full else None,
             train_seconds=best.train_seconds, peak_memory_mb=best.peak_memory_mb, worker_seconds=best.worker_seconds,
-            checkpoint_mb=best.checkpoint_mb,
+            checkpoint_mb=best.checkpoint_mb, over_budget=best.over_budget,
             ratios_to_full={c: _ratio(getattr(best, c), getattr(full, c)) if full else None for c in RATIO_COSTS}))
     counts = {s: sum(1 for r in records if r.status == s) for s in STATUSES}
     references_hv = objectives.hv_references(records)
@@ -259,14 +264,16 @@ def format_table(summary: Summary) -> str:
         lines.append(f"  {r.method:<9} {r.trainable_pct:>11.4g} {r.trainable_params:>10.0f} "
                      + "".join(f"{getattr(r, cost):>10.4g} " for cost in extra)
                      + f"{r.val_accuracy:>8.3f} {r.test_accuracy:>8.3f}  {hp}")
-    lines += ["Best trial per method vs the best full fine-tune (x full: the method's best over full fine-tuning's):",
+    lines += ["Best trial per method vs the best full fine-tune (x full: the method's best over full fine-tuning's"
+              + ("; !: over budget, every trial of the method" if any(m.over_budget for m in summary.by_method)
+                 else "") + "):",
               f"  {'method':<9} {'val acc':>8} {'test acc':>8} {'trainable %':>11} {'gap to full':>11} "
               f"{'x params':>9} {'peak MiB':>9} {'x memory':>9} {'train s':>8} {'x time':>7} {'ckpt MiB':>9} "
               f"{'x size':>7}"]
     for m in summary.by_method:
         gap = f"{m.accuracy_gap_to_full:+.3f}" if m.accuracy_gap_to_full is not None else "n/a"
         ratios = [_times(m.param_ratio_to_full)] + [_times(m.ratios_to_full.get(cost)) for cost in RATIO_COSTS]
-        lines.append(f"  {m.method:<9} {m.val_accuracy:>8.3f} {m.test_accuracy:>8.3f} {m.trainable_pct:>11.4g} "
+        lines.append(f"{'!' if m.over_budget else ' '} {m.method:<9} {m.val_accuracy:>8.3f} {m.test_accuracy:>8.3f} {m.trainable_pct:>11.4g} "
                      f"{gap:>11} {ratios[0]:>9} {m.peak_memory_mb:>9.0f} {ratios[1]:>9} {m.train_seconds:>8.1f} "
                      f"{ratios[2]:>7} {m.checkpoint_mb:>9.3g} {ratios[3]:>7}")
     return "\n".join(lines + format_confirmation(summary.confirmation))

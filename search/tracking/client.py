@@ -27,6 +27,7 @@ STAGE_TAG = "peftsweep.stage"  # search | confirm (absent on runs of sweeps from
 CONFIG_TAG = "peftsweep.config"  # the search trial id whose configuration the run trained (group the runs by it)
 SEED_TAG = "peftsweep.seed"  # confirm runs: the training seed
 REPEATS_TAG = "peftsweep.repeats_run"  # confirm runs: the run id of the search trial they repeat
+OBJECTIVES_TAG = "peftsweep.objectives"  # on the parent run: what the front is over, and the budgets, in words
 OVER_BUDGET_TAG = "peftsweep.over_budget"  # with budgets: the budgets a run broke ("" when it kept them all)
 NODES_TAG = "peftsweep.node_ids"  # the Ray node ids the trial's workers ran on, comma-separated
 NODE_IPS_TAG = "peftsweep.node_ips"

@@ -268,3 +268,27 @@ def test_the_rules_a_sweep_logged_are_read_back_for_its_summary():
     assert logged_rules(client(logged), "p") == VerdictRules(0.9, 0.02, "floor", 5)
     assert logged_rules(client({}), "p") == VerdictRules()  # a sweep from before these keys existed
     assert logged_rules(client({"confirm_confidence": "x", "confirm_failed_runs": "?"}), "p") == VerdictRules()
+
+
+def test_confirmed_costs_give_the_front_on_their_means_and_ratios_to_full_with_intervals():
+    """Peak memory as a second cost objective: means over each configuration's confirm runs, the front over them, and
+    each configuration's memory, time and size over the full fine-tune's, paired by seed."""
+    from dataclasses import replace
+
+    from peftsweep.search.results.objectives import Objectives
+
+    memory = {"p": [300.0, 310.0, 305.0], "i": [320.0, 330.0, 325.0], "l": [500.0, 520.0, 480.0],
+              "f": [1000.0, 1000.0, 1000.0]}
+    runs = [replace(r, peak_memory_mb=memory[r.config_id][SEEDS.index(r.seed)], train_seconds=10.0,
+                    checkpoint_mb=1.0 if r.method != "full" else 80.0) for r in REPEATS]
+    objectives = Objectives(costs=("trainable_pct", "peak_memory_mb"), budgets=(("peak_memory_mb", 900.0),))
+    conf = confirm(SEARCH, runs, {"full"}, objectives=objectives)
+    by_id = {c.config_id: c for c in conf.configs}
+    assert by_id["l"].costs["peak_memory_mb"] == pytest.approx(500.0)
+    assert by_id["f"].over_budget == "peak_memory_mb 1000 > 900" and not by_id["f"].on_front
+    assert conf.front == ["p", "i"]  # lora: less accurate than ia3 and costlier in both; full: over the budget
+    ratio = by_id["l"].ratios_to_full["peak_memory_mb"]
+    assert ratio.mean == pytest.approx((0.5 * 0.52 * 0.48) ** (1 / 3)) and ratio.low < ratio.mean < ratio.high
+    assert by_id["l"].ratios_to_full["checkpoint_mb"].mean == pytest.approx(1 / 80)
+    lines = "\n".join(format_confirmation(conf))
+    assert "Costs over the full fine-tune's" in lines and "0.5 [" in lines

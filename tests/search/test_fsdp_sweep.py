@@ -138,6 +138,7 @@ def test_the_8b_cluster_example_validates_with_full_fine_tuning_sharded(tmp_path
     assert rows[("full", "ddp")].endswith(" no") and rows[("full", "fsdp")].endswith("yes <- chosen")
     assert rows[("lora", "ddp")].endswith("yes <- chosen")  # the frozen base in bf16: 16 GiB, no need to shard
     assert "OK" in out and "Warning" not in out + err
+    assert "front over val acc (max), peak MiB (min), train s (min);" in out
 
 
 def test_strategy_and_cpu_offload_per_method(tmp_path, tiny_decoder, tiny_csv):

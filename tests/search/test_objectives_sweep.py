@@ -13,9 +13,10 @@ from tests.conftest import sweep_on_local_ray
 from tests.tiny import make_csv, make_model_dir
 
 # A BERT of 12.6 M parameters (hidden 512, 6 layers): full fine-tuning needs at least 197 MiB for its weights,
-# gradients and AdamW state; a LoRA trial measured 120-130 MiB at its peak on CPU. A LoRA checkpoint grows about
+# gradients and AdamW state; PEFT trials measured 119-143 MiB at their peak on CPU
+# (the budget leaves room for a busier machine). A LoRA checkpoint grows about
 # 0.047 MiB per unit of r (0.11 MiB at r = 2, 3.0 MiB at r = 64).
-MEMORY_BUDGET_MB, CHECKPOINT_BUDGET_MB = 160, 0.6
+MEMORY_BUDGET_MB, CHECKPOINT_BUDGET_MB = 180, 0.6
 
 
 @pytest.fixture(scope="module")
@@ -60,8 +61,10 @@ def test_the_front_is_the_three_objective_front_of_the_feasible_trials(objective
     assert {r.run_id for r in outcome.summary.front} == expected
     assert outcome.summary.objectives.names == ("val_accuracy", "peak_memory_mb", "train_seconds")
     assert math.isfinite(outcome.summary.hypervolume) and outcome.summary.hypervolume > 0
-    params = client.get_run(outcome.parent_run_id).data.params
-    assert params["objectives"] == "accuracy,peak_memory_mb,train_seconds"
+    parent = client.get_run(outcome.parent_run_id).data
+    assert parent.params["objectives"] == "accuracy,peak_memory_mb,train_seconds"
+    assert parent.tags["peftsweep.objectives"] == ("val acc (max), peak MiB (min), train s (min); budgets peak MiB "
+                                                   "<= 180, ckpt MiB <= 0.6")
 
 
 def test_trials_over_a_budget_are_tagged_and_never_on_the_front(objectives_sweep):
@@ -72,12 +75,18 @@ def test_trials_over_a_budget_are_tagged_and_never_on_the_front(objectives_sweep
     completed = by_status["completed"]
     over = [r for r in completed if r.data.tags[OVER_BUDGET_TAG]]
     kept = [r for r in completed if not r.data.tags[OVER_BUDGET_TAG]]
-    assert sorted(int(r.data.params["r"]) for r in over) == [64]  # the largest LoRA, by its checkpoint
-    assert sorted(int(r.data.params["r"]) for r in kept if "r" in r.data.params) == [2, 11]
+    # over budget exactly when a logged cost is over its budget (checked here from the metrics alone)
+    for run in completed:
+        m = run.data.metrics
+        assert (run in over) == (m["checkpoint_mb"] > CHECKPOINT_BUDGET_MB or m["peak_memory_mb"] > MEMORY_BUDGET_MB)
+    # the constraint excludes LoRA's larger configurations by their checkpoints; the smallest stays
+    lora_r = {int(r.data.params["r"]): r for r in completed if r.data.tags["peftsweep.method"] == "lora"}
+    assert sorted(lora_r) == [2, 11, 64]
+    assert lora_r[64] in over and "checkpoint_mb " in lora_r[64].data.tags[OVER_BUDGET_TAG]
+    assert lora_r[2].data.metrics["checkpoint_mb"] <= CHECKPOINT_BUDGET_MB
     for run in over:
         assert run.data.tags[PARETO_TAG] == "false"
-        assert run.data.metrics["checkpoint_mb"] > CHECKPOINT_BUDGET_MB
-        assert run.data.tags[OVER_BUDGET_TAG].startswith("checkpoint_mb ")
+        assert run.data.tags[OVER_BUDGET_TAG].split()[0] in ("checkpoint_mb", "peak_memory_mb")
     for run in kept:
         assert run.data.metrics["checkpoint_mb"] <= CHECKPOINT_BUDGET_MB
         assert run.data.metrics["peak_memory_mb"] <= MEMORY_BUDGET_MB

@@ -141,3 +141,20 @@ def test_an_interval_is_cut_to_where_the_mean_can_be():
     assert (cut.low, cut.mean, cut.high) == (0.0, pytest.approx(0.6), 1.0)
     gap = paired_difference({1: 0.9, 2: 0.3}, {1: 0.1, 2: 0.6})  # differences +0.8, -0.3
     assert gap.difference.low == -1.0 and gap.difference.high == 1.0
+
+
+def test_a_cost_ratio_is_the_geometric_mean_of_the_paired_ratios_with_a_t_interval_on_their_logs():
+    from scipy import stats
+
+    from peftsweep.search.results.statistics import ratio_interval
+
+    lora, full = {1: 50.0, 2: 60.0, 3: 45.0}, {1: 100.0, 2: 100.0, 3: 100.0}
+    logs = [math.log(0.5), math.log(0.6), math.log(0.45)]
+    mean, sd = sum(logs) / 3, stats.tstd(logs)
+    half = stats.t.ppf(0.975, 2) * sd / math.sqrt(3)
+    ratio = ratio_interval(lora, full)
+    assert ratio.mean == pytest.approx(math.exp(mean)) and ratio.n == 3
+    assert (ratio.low, ratio.high) == (pytest.approx(math.exp(mean - half)), pytest.approx(math.exp(mean + half)))
+    alike = ratio_interval({1: 50.0, 2: 60.0}, {1: 100.0, 2: 120.0})  # 0.5 on both seeds: no spread, no interval
+    assert alike.mean == pytest.approx(0.5) and not alike.known
+    assert ratio_interval({1: 50.0}, {2: 100.0}).n == 0  # no shared seed

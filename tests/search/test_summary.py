@@ -102,3 +102,26 @@ def test_compute_totals_by_stage_and_the_printed_line():
                                "total_worker_seconds": 130.0, "total_gpu_seconds": 30.0}
     assert "compute: 130 worker-seconds (search 100, confirm 30); 30 GPU-seconds" in format_table(summary)
     assert math.isnan(runs[1].worker_seconds)
+
+
+def test_budgets_keep_trials_off_the_front_but_full_fine_tuning_stays_the_reference():
+    from dataclasses import replace
+
+    from peftsweep.search.results.objectives import Objectives
+
+    records = [replace(record("small", "lora", 0.80, 0.1), checkpoint_mb=0.5, peak_memory_mb=400.0),
+               replace(record("big", "lora", 0.86, 1.0), checkpoint_mb=6.0, peak_memory_mb=450.0),
+               replace(record("ia3", "ia3", 0.84, 0.05), checkpoint_mb=7.0, peak_memory_mb=380.0),
+               replace(record("full", "full", 0.88, 100.0), checkpoint_mb=80.0, peak_memory_mb=1200.0)]
+    objectives = Objectives(costs=("trainable_pct", "peak_memory_mb"), budgets=(("checkpoint_mb", 5.0),))
+    summary = summarize(records, references={"full"}, objectives=objectives)
+    assert [r.run_id for r in summary.front] == ["small"] and summary.over_budget == 3
+    assert {r.run_id: r.over_budget for r in summary.trials}["big"] == "checkpoint_mb 6 > 5"
+    by_method = {m.method: m for m in summary.by_method}
+    assert by_method["lora"].best_run_id == "small" and not by_method["lora"].over_budget  # its best that kept them
+    assert by_method["ia3"].over_budget == "checkpoint_mb 7 > 5"  # none kept them: its best, marked
+    assert summary.reference_method == "full" and by_method["full"].over_budget  # compared with, whatever its budget
+    assert by_method["lora"].ratios_to_full["peak_memory_mb"] == pytest.approx(400 / 1200)
+    table = format_table(summary)
+    assert "budgets (checkpoint_mb <= 5): 3 completed trial(s) over budget" in table
+    assert "! ia3" in table and "  lora" in table and "peak MiB" in table
