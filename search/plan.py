@@ -136,7 +136,8 @@ def task_problems(config: SweepConfig, methods: dict[str, MethodSpec]) -> list[s
                      for key in other.data_keys if key in config.data.model_fields_set]
         if other.has_settings and other.name in config.model_fields_set:
             problems.append(f"{other.name}: only for task: {other.name} (the task is {config.task})")
-    return problems + get_task(config.task).data_problems(config.data)
+    task = get_task(config.task)
+    return problems + task.data_problems(config.data, getattr(config, task.name) if task.has_settings else None)
 
 
 def check_settings(config: SweepConfig, methods: dict[str, MethodSpec]) -> list[str]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from peftsweep.spaces import TaskName
 
@@ -42,6 +42,34 @@ class GenerationSettings(Strict):
     match: Literal["normalized", "exact"] = Field(
         "normalized", description="how a generated answer is compared with the target: normalized = after "
                                   "stripping, case-folding and collapsing whitespace; exact = as they are")
+    scoring: Literal["match", "choice", "extract"] = Field(
+        "match", description="how the answer is obtained: match = the greedy generation; extract = the first group of "
+                             "`answer_pattern` in the generation (none found: wrong); choice = no generation, the "
+                             "option with the highest log-likelihood after the prompt (options: the label words of "
+                             "`data.template`, or `data.choices_column`) (docs/generation.md)")
+    answer_pattern: str | None = Field(
+        None, description="scoring: extract: a Python regular expression; its first group (or whole match) is the "
+                          "answer, also taken from a target it matches (e.g. `'####\\s*(-?[\\d,.]+)'`)")
+    length_normalized: bool = Field(
+        False, description="scoring: choice: rank options by log-likelihood per UTF-8 byte (lm-evaluation-harness's "
+                           "acc_norm) instead of the sum (acc)")
+
+    @model_validator(mode="after")
+    def _scoring_settings(self) -> GenerationSettings:
+        from peftsweep.trainers.answer_scoring import pattern_problem
+
+        problems = []
+        if self.scoring == "extract" and self.answer_pattern is None:
+            problems.append("scoring: extract needs generation.answer_pattern (a regex whose first group is the answer)")
+        if self.answer_pattern is not None and self.scoring != "extract":
+            problems.append("answer_pattern: only with scoring: extract")
+        if self.answer_pattern is not None and (problem := pattern_problem(self.answer_pattern)):
+            problems.append(f"answer_pattern: {problem}")
+        if self.length_normalized and self.scoring != "choice":
+            problems.append("length_normalized: only with scoring: choice")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
 
 
 class Resources(Strict):

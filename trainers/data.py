@@ -46,6 +46,9 @@ class DataSpec(Strict):
     label_words: list[str] | None = Field(
         None, description="generation with a template: each class's answer, in label order (default: the label "
                           "names)")
+    choices_column: str | None = Field(
+        None, description="generation with generation.scoring: choice: column holding each example's options (a list, "
+                          "or its JSON text in CSV); the target is one of them")
     chat_template: bool = Field(
         False, description="generation: put each prompt in the model's chat template (as the user's turn, followed "
                            "by the assistant's answer)")

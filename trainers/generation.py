@@ -1,5 +1,5 @@
-"""The generation task kind: a causal LM learns to answer a prompt with a target; scored by exact match of what it
-generates.
+"""The generation task kind: a causal LM learns to answer a prompt with a target; scored by exact match of its answer
+(generated, extracted from the generation, or chosen among options by likelihood: trainers.answer_scoring).
 
 - Data: each example is a prompt and a target, from two columns or from a template over a classification data set
   (the label's word is the target). Prompt and target are tokenized apart (no special tokens; the chat template, when
@@ -7,7 +7,9 @@ generates.
 - Training: the prompt followed by the target, right-padded per batch; the loss covers the target tokens (and the
   end-of-sequence token) only.
 - Evaluation: greedy generation with the KV cache, batched with left padding, up to `max_new_tokens`; a generation
-  is right when, cut at the end-of-sequence token and normalised, it equals the target. Each rank generates its shard
+  is right when, cut at the end-of-sequence token and normalised, it equals the target (`generation.scoring: match`),
+  or when the answer a regex extracts from it does (`extract`). `choice` generates nothing: the option with the
+  highest log-likelihood is the answer. Each rank generates its shard
   (every world_size-th example) and the counts are summed across ranks. The validation loss is the same
   target-only loss as in training.
 """
@@ -25,6 +27,7 @@ from torch.utils.data import DataLoader
 
 from peftsweep.metric_names import GENERATION_SAMPLES_PER_SECOND
 from peftsweep.spaces import TaskName
+from peftsweep.trainers.answer_scoring import Scoring, choose, extract_answer, extracted_target, option_loglikelihoods
 from peftsweep.trainers.batching import LengthGroupedBatches, by_length
 from peftsweep.trainers.data import TokenizedData
 from peftsweep.trainers.generation_data import GenerationSplit, tokenize_generation
@@ -138,25 +141,42 @@ def target_loss(model: nn.Module, split: GenerationSplit, pad_token_id: int, bat
 
 def evaluate(model: nn.Module, split: GenerationSplit, *, decode: Callable[[list[int]], str], pad_token_id: int,
              eos_token_id: int, max_new_tokens: int, batch_size: int, device: torch.device,
-             match: MatchRule = "normalized", autocast=None, even: bool = False,
+             match: MatchRule = "normalized", scoring: Scoring = "match", answer_pattern: str | None = None,
+             length_normalized: bool = False, autocast=None, even: bool = False,
              in_length_order: bool = False) -> dict[str, float]:
-    """Exact-match accuracy of greedy generations and the target-only loss, over the whole split: each rank takes
-    every world_size-th example and the sums are added across ranks. `even` (FSDP): every rank runs as many rows
-    and generation steps as the others, and drops its padding. `in_length_order`: longest prompts first."""
+    """Exact-match accuracy of the answers (by `scoring`: trainers.answer_scoring) and the target-only loss, over the
+    whole split: each rank takes every world_size-th example and the sums are added across ranks. `even` (FSDP):
+    every rank runs as many rows, generation steps and forward passes as the others, and drops its padding.
+    `in_length_order`: longest prompts first."""
     distributed = dist.is_available() and dist.is_initialized()
     rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
     rows, own = shard_rows(len(split), rank, world, even and distributed)
     if in_length_order:
         rows = by_length(rows[:own], [len(p) for p in split.prompt_ids]) + rows[own:]
     start = time.perf_counter()
-    answers = generate(model, [split.prompt_ids[i] for i in rows], pad_token_id=pad_token_id,
-                       eos_token_id=eos_token_id, max_new_tokens=max_new_tokens, batch_size=batch_size,
-                       device=device, autocast=autocast, synced=even and distributed)[:own]
-    generating = time.perf_counter() - start
-    correct = sum(exact_match(decode(ids), split.targets[i], match) for ids, i in zip(answers, rows))
+    if scoring == "choice":
+        mine = rows[:own]
+        least = _most_across_ranks(-(-sum(len(split.option_ids[i]) for i in mine) // batch_size), device) \
+            if even and distributed else 0
+        scores = option_loglikelihoods(model, [split.prompt_ids[i] for i in mine], [split.option_ids[i] for i in mine],
+                                       pad_token_id=pad_token_id, batch_size=batch_size, device=device,
+                                       autocast=autocast, min_batches=least)
+        answers = [split.options[i][choose(s, split.options[i], length_normalized)] for s, i in zip(scores, mine)]
+        targets = [split.targets[i] for i in mine]
+    else:
+        generated = generate(model, [split.prompt_ids[i] for i in rows], pad_token_id=pad_token_id,
+                             eos_token_id=eos_token_id, max_new_tokens=max_new_tokens, batch_size=batch_size,
+                             device=device, autocast=autocast, synced=even and distributed)[:own]
+        answers = [decode(ids) for ids in generated]
+        targets = [split.targets[i] for i in rows[:own]]
+        if scoring == "extract":
+            answers = [extract_answer(a, answer_pattern) for a in answers]
+            targets = [extracted_target(t, answer_pattern) for t in targets]
+    answering = time.perf_counter() - start
+    correct = sum(a is not None and exact_match(a, t, match) for a, t in zip(answers, targets))
     loss_sum, tokens = target_loss(model, split, pad_token_id, batch_size, device, rows, autocast, own)
     sums = torch.tensor([float(correct), float(own), loss_sum, float(tokens)], dtype=torch.float64)
-    slowest = torch.tensor([generating], dtype=torch.float64)
+    slowest = torch.tensor([answering], dtype=torch.float64)
     if distributed:
         sums, slowest = sums.to(device), slowest.to(device)
         dist.all_reduce(sums)
@@ -165,6 +185,12 @@ def evaluate(model: nn.Module, split: GenerationSplit, *, decode: Callable[[list
     correct_all, seen, loss_all, tokens_all = sums.tolist()
     return {"accuracy": correct_all / seen if seen else 0.0, "loss": loss_all / tokens_all if tokens_all else 0.0,
             GENERATION_SAMPLES_PER_SECOND: seen / max(slowest.item(), 1e-9)}
+
+
+def _most_across_ranks(value: int, device: torch.device) -> int:
+    tensor = torch.tensor([value], dtype=torch.long, device=device)
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return int(tensor.item())
 
 
 def model_problem(config: Any) -> str | None:
@@ -184,12 +210,14 @@ def evaluate_split(model: nn.Module, split: GenerationSplit, data: TokenizedData
     return evaluate(model, split, decode=context.decode, pad_token_id=data.pad_token_id,
                     eos_token_id=data.eos_token_id, max_new_tokens=context.max_new_tokens or data.max_new_tokens,
                     batch_size=context.batch_size, device=context.device, match=context.match,
+                    scoring=context.scoring, answer_pattern=context.answer_pattern,
+                    length_normalized=context.length_normalized,
                     autocast=lambda: autocast(context.device, context.precision), even=context.sharded,
                     in_length_order=context.in_length_order)
 
 
 def zero_shot_floor(data: TokenizedData, template: Any, device: torch.device) -> dict[str, float]:
-    """Exact-match accuracy of the pre-trained model itself, nothing trained (same prompts, same generation)."""
+    """Exact-match accuracy of the pre-trained model itself, nothing trained (same prompts, same scoring)."""
     from peftsweep.trainers.loop import autocast, uses_bf16
     from peftsweep.trainers.model import load_base, load_tokenizer  # the model loads this module's kind: no cycle,
     # but the floor is the only part of a task kind that loads a model
@@ -202,20 +230,32 @@ def zero_shot_floor(data: TokenizedData, template: Any, device: torch.device) ->
                            pad_token_id=data.pad_token_id, eos_token_id=data.eos_token_id,
                            max_new_tokens=template.generation.max_new_tokens or data.max_new_tokens,
                            batch_size=template.train.eval_batch_size, device=device,
-                           match=template.generation.match,
+                           match=template.generation.match, scoring=template.generation.scoring,
+                           answer_pattern=template.generation.answer_pattern,
+                           length_normalized=template.generation.length_normalized,
                            autocast=lambda: autocast(device, template.train.precision))["accuracy"]
             for name in ("validation", "test")}
 
 
-def data_problems(spec: Any) -> list[str]:
+def data_problems(spec: Any, settings: Any = None) -> list[str]:
+    problems = []
     if spec.label_words is not None and spec.template is None:
-        return ["data.label_words: only with data.template (the targets are otherwise a column)"]
-    return []
+        problems.append("data.label_words: only with data.template (the targets are otherwise a column)")
+    if spec.choices_column is not None and spec.template is not None:
+        problems.append("data.choices_column: not with data.template (its options are the label words)")
+    scoring = getattr(settings, "scoring", "match")
+    if scoring == "choice" and spec.template is None and spec.choices_column is None:
+        problems.append("generation.scoring: choice needs options: data.template (its label words) or "
+                        "data.choices_column")
+    if spec.choices_column is not None and scoring != "choice":
+        problems.append(f"data.choices_column: only read with generation.scoring: choice (it is {scoring})")
+    return problems
 
 
 TASK = TaskKind(
     name=TaskName.GENERATION,
-    summary="a causal LM generates the answer to a prompt; exact-match accuracy of greedy generations",
+    summary="a causal LM answers a prompt; exact-match accuracy of its greedy generation, of the answer extracted "
+            "from it, or of the option it finds most likely",
     model_class="AutoModelForCausalLM",
     head_kwargs=lambda label_names: {},
     model_problem=model_problem,
@@ -224,7 +264,7 @@ TASK = TaskKind(
     evaluate=evaluate_split,
     extra_metric="loss",
     floor_name="zero-shot",
-    data_keys=("template", "label_words", "chat_template", "prompt_column", "target_column"),
+    data_keys=("template", "label_words", "chat_template", "prompt_column", "target_column", "choices_column"),
     has_settings=True,
     data_problems=data_problems,
     floor=zero_shot_floor,

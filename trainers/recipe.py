@@ -127,7 +127,9 @@ def run_recipe(config: dict[str, Any], session: RayTrainSession | InProcessSessi
         decode = lambda ids: tokenizer.decode(ids, skip_special_tokens=True)  # noqa: E731
     context = EvalContext(batch_size=cfg.train.eval_batch_size, device=device, precision=cfg.train.precision,
                           decode=decode, max_new_tokens=cfg.generation.max_new_tokens or data.max_new_tokens,
-                          match=cfg.generation.match, sharded=sharded, in_length_order=grouped)
+                          match=cfg.generation.match, scoring=cfg.generation.scoring,
+                          answer_pattern=cfg.generation.answer_pattern,
+                          length_normalized=cfg.generation.length_normalized, sharded=sharded, in_length_order=grouped)
 
     def evaluate_split(split: str) -> tuple[dict[str, float], float]:
         """({"accuracy", <the task's extra metric>, its throughputs}, examples per second) of the whole split."""

@@ -21,7 +21,7 @@ MatchRule = Literal["normalized", "exact"]
 
 @dataclass(frozen=True)
 class EvalContext:
-    """How one worker evaluates: shared by every task kind (generation reads the last three)."""
+    """How one worker evaluates: shared by every task kind (generation reads the decoding and scoring fields)."""
 
     batch_size: int
     device: torch.device
@@ -29,11 +29,14 @@ class EvalContext:
     decode: Callable[[list[int]], str] | None = None  # token ids -> text
     max_new_tokens: int = 0
     match: MatchRule = "normalized"
+    scoring: str = "match"  # generation.scoring (trainers.answer_scoring)
+    answer_pattern: str | None = None
+    length_normalized: bool = False
     sharded: bool = False  # FSDP: every rank runs as many batches (and generation steps) as the others
     in_length_order: bool = False  # each rank's examples longest first (train.group_by_length)
 
 
-def no_problems(spec: DataSpec) -> list[str]:
+def no_problems(spec: DataSpec, settings: Any = None) -> list[str]:
     return []
 
 
@@ -56,7 +59,8 @@ class TaskKind:
         counts them.
     data_keys: the `data:` keys only this task kind reads; has_settings: it reads a top-level config section of its
         own name (`generation:`). Set under another task kind, they are refused by name.
-    data_problems: what is wrong with a `data:` section for this task kind (keys that need one another)."""
+    data_problems: what is wrong with a `data:` section for this task kind (keys that need one another), given its
+        own settings section too (None for a task kind without one)."""
 
     name: str
     summary: str
@@ -74,4 +78,4 @@ class TaskKind:
     logits_over_vocab: bool = False
     data_keys: tuple[str, ...] = ()
     has_settings: bool = False
-    data_problems: Callable[[DataSpec], list[str]] = no_problems
+    data_problems: Callable[[DataSpec, Any], list[str]] = no_problems
