@@ -34,10 +34,12 @@ def _metrics(*rows: tuple) -> dict[str, MetricSpec]:
 # The names, as logged and reported
 VAL_ACCURACY = "val_accuracy"
 VAL_MACRO_F1 = "val_macro_f1"
+VAL_MCC = "val_mcc"
 VAL_LOSS = "val_loss"
 TRAIN_LOSS = "train_loss"
 TEST_ACCURACY = "test_accuracy"
 TEST_MACRO_F1 = "test_macro_f1"
+TEST_MCC = "test_mcc"
 TEST_LOSS = "test_loss"
 EVAL_SAMPLES_PER_SECOND = "eval_samples_per_second"
 GENERATION_SAMPLES_PER_SECOND = "generation_samples_per_second"
@@ -68,10 +70,13 @@ METRICS: dict[str, MetricSpec] = _metrics(
     (VAL_ACCURACY, "max", "epoch", "trial", "accuracy on the validation split (classification: of the label; "
                                             "generation: exact match of the answer)"),
     (VAL_MACRO_F1, "max", "epoch", "trial", "classification: macro-F1 on the validation split"),
+    (VAL_MCC, "max", "epoch", "trial", "classification: Matthews correlation coefficient (multiclass) on the "
+                                       "validation split"),
     (VAL_LOSS, "min", "epoch", "trial", "generation: mean per-token loss of the answers on the validation split"),
     (TRAIN_LOSS, "min", "epoch", "trial", "mean training loss of the epoch, over the ranks"),
     (TEST_ACCURACY, "max", "final", "trial", "accuracy on the test split, measured once at the end (never searched)"),
     (TEST_MACRO_F1, "max", "final", "trial", "classification: macro-F1 on the test split"),
+    (TEST_MCC, "max", "final", "trial", "classification: Matthews correlation coefficient on the test split"),
     (TEST_LOSS, "min", "final", "trial", "generation: mean per-token answer loss on the test split"),
     (EVAL_SAMPLES_PER_SECOND, "max", "final", "trial", "validation examples evaluated per second"),
     (GENERATION_SAMPLES_PER_SECOND, "max", "final", "trial", "generation: validation answers generated per second"),

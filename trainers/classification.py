@@ -1,5 +1,5 @@
-"""The classification task kind: a new head on the pre-trained body predicts one of K labels; scored by accuracy and
-macro-F1 over the whole split (each rank evaluates a shard, confusion matrices are summed)."""
+"""The classification task kind: a new head on the pre-trained body predicts one of K labels; scored by accuracy,
+macro-F1 and the Matthews correlation coefficient over the whole split (each rank evaluates a shard, confusion matrices are summed)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from peftsweep.spaces import TaskName
 from peftsweep.trainers.batching import LengthGroupedBatches, by_length
 from peftsweep.trainers.data import DataSpec, TokenizedData, load_splits, pad_id
 from peftsweep.trainers.loop import autocast, to_device
-from peftsweep.trainers.metrics import accuracy, confusion, macro_f1
+from peftsweep.trainers.metrics import accuracy, confusion, macro_f1, mcc
 from peftsweep.trainers.sharding import shard_rows
 from peftsweep.trainers.task_kind import EvalContext, TaskKind
 
@@ -94,7 +94,7 @@ def predict(model: nn.Module, split: Split, pad_token_id: int, batch_size: int, 
 def evaluate(model: nn.Module, split: Split, num_labels: int, pad_token_id: int, batch_size: int,
              device: torch.device, precision: str = "fp32", even: bool = False,
              in_length_order: bool = False) -> dict[str, float]:
-    """Accuracy and macro-F1 over the whole split, each rank evaluating a shard; confusion matrices are summed."""
+    """Accuracy, macro-F1 and MCC over the whole split, each rank evaluating a shard; confusion matrices are summed."""
     distributed = dist.is_available() and dist.is_initialized()
     rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
     preds, labels = predict(model, split, pad_token_id, batch_size, device, precision, rank, world, even,
@@ -104,7 +104,7 @@ def evaluate(model: nn.Module, split: Split, num_labels: int, pad_token_id: int,
         matrix = matrix.to(device)
         dist.all_reduce(matrix)
         matrix = matrix.cpu()
-    return {"accuracy": accuracy(matrix), "macro_f1": macro_f1(matrix)}
+    return {"accuracy": accuracy(matrix), "macro_f1": macro_f1(matrix), "mcc": mcc(matrix)}
 
 
 def head_kwargs(label_names: list[str]) -> dict[str, Any]:
@@ -135,14 +135,14 @@ def majority_floor(data: TokenizedData, template: Any = None, device: Any = None
 
 TASK = TaskKind(
     name=TaskName.CLASSIFICATION,
-    summary="a new head predicts one of the labels; accuracy and macro-F1",
+    summary="a new head predicts one of the labels; accuracy, macro-F1 and MCC",
     model_class="AutoModelForSequenceClassification",
     head_kwargs=head_kwargs,
     model_problem=model_problem,
     tokenize=tokenize,
     train_loader=train_loader,
     evaluate=evaluate_split,
-    extra_metric="macro_f1",
+    extra_metrics=("macro_f1", "mcc"),
     floor_name="majority class",
     floor=majority_floor,
 )

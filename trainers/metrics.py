@@ -33,6 +33,17 @@ def macro_f1(matrix: torch.Tensor) -> float:
     return f1[present].mean().item()
 
 
+def mcc(matrix: torch.Tensor) -> float:
+    """Matthews correlation coefficient, multiclass (Gorodkin's R_K, as scikit-learn's matthews_corrcoef): 0 when
+    every prediction is one class or every label is."""
+    m = matrix.double()
+    total, correct = m.sum(), m.diag().sum()
+    true, predicted = m.sum(1), m.sum(0)
+    numerator = correct * total - (true * predicted).sum()
+    denominator = ((total ** 2 - (predicted ** 2).sum()) * (total ** 2 - (true ** 2).sum())).sqrt()
+    return (numerator / denominator).item() if denominator > 0 else 0.0
+
+
 class PeakMemory:
     """The memory a trial's tensors needed at their peak, counted from `start()` (before its model is built).
 

@@ -48,9 +48,9 @@ class TaskKind:
     tokenize: (data spec, tokenizer, the model's positions) -> the tokenized splits, once per sweep.
     train_loader: (split, per-worker batch size, pad id, seed, grouped, rank, world) -> shuffled, dynamically padded
         batches with labels; `grouped`: of similar lengths, this rank's share (trainers.batching).
-    evaluate: (model, split, data, context) -> {"accuracy": ..., <extra_metric>: ...} over the whole split, each
+    evaluate: (model, split, data, context) -> {"accuracy": ..., <extra_metrics>: ...} over the whole split, each
         rank taking a shard.
-    extra_metric: the second number evaluate reports (logged as val_<it> / test_<it>).
+    extra_metrics: the other scores evaluate reports (logged as val_<name> / test_<name>).
     decodes: its evaluation turns token ids back into text (the worker loads the tokenizer).
     floor_name / floor: the accuracy a model reaches with nothing trained, which a trial must beat ({"validation":
         ..., "test": ...}): given the data and the sweep's trial template (model, evaluation settings) and a device.
@@ -70,7 +70,7 @@ class TaskKind:
     tokenize: Callable[[DataSpec, Any, int], TokenizedData]
     train_loader: Callable[..., DataLoader]
     evaluate: Callable[[nn.Module, Any, TokenizedData, EvalContext], dict[str, float]]
-    extra_metric: str
+    extra_metrics: tuple[str, ...]
     floor_name: str
     floor: Callable[[TokenizedData, Any, torch.device], dict[str, float]]
     floor_runs_model: bool = False
