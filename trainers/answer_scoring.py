@@ -7,8 +7,9 @@
 - `choice`: no generation. Each option (the label words of a template, or the example's own options from
   `data.choices_column`) is scored by its log-likelihood after the prompt, the sum of its tokens' log-probabilities
   (lm-evaluation-harness's `acc`); with `generation.length_normalized` divided by the option's length in UTF-8 bytes
-  (its `acc_norm`). The highest is the answer. All options of a batch of examples go through the model in one
-  forward pass.
+  (its `acc_norm`). The highest is the answer. The prompt goes through the model once per example and its KV cache
+  is shared by the example's options (a model whose PEFT method manages its own cache, prefix and prompt tuning,
+  and an FSDP evaluation run each option as a row with its prompt instead).
 """
 
 from __future__ import annotations
@@ -50,6 +51,73 @@ def pair_rows(prompts: list[list[int]], options: list[list[list[int]]]) -> list[
     """(example, option, prompt ids, option ids) for every option of every example, in order."""
     return [(i, j, prompt, option) for i, (prompt, opts) in enumerate(zip(prompts, options))
             for j, option in enumerate(opts)]
+
+
+def shares_prompt_cache(model: nn.Module) -> bool:
+    """The prompt's KV cache can be computed once and reused for each option: not for PEFT's prompt learning methods,
+    whose virtual tokens or prefixes the PEFT model puts in front of the input (or in the cache) itself."""
+    config = getattr(model, "active_peft_config", None)
+    return not getattr(config, "is_prompt_learning", False)
+
+
+def example_batches(options: list[list[list[int]]], batch_size: int) -> list[list[int]]:
+    """Consecutive examples whose options make at most `batch_size` rows (an example with more is a batch alone)."""
+    batches, current, rows = [], [], 0
+    for i, opts in enumerate(options):
+        if current and rows + len(opts) > batch_size:
+            batches.append(current)
+            current, rows = [], 0
+        current.append(i)
+        rows += len(opts)
+    return batches + ([current] if current else [])
+
+
+@torch.no_grad()
+def cached_option_loglikelihoods(model: nn.Module, prompts: list[list[int]], options: list[list[list[int]]], *,
+                                 pad_token_id: int, batch_size: int, device: torch.device,
+                                 autocast=None) -> list[list[float]]:
+    """As option_loglikelihoods, the prompt run once per example: prompts left-padded (positions counted from each
+    prompt's first token), their last position's log-probabilities give each option's first token, and the cache,
+    repeated once per option, is continued by the options' tokens (right-padded) for the rest."""
+    model.eval()
+    scores: list[list[float]] = [[0.0] * len(opts) for opts in options]
+    for batch in example_batches(options, batch_size):
+        longest = max(len(prompts[i]) for i in batch)
+        input_ids = torch.full((len(batch), longest), pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(batch), longest), dtype=torch.long)
+        for row, i in enumerate(batch):
+            input_ids[row, longest - len(prompts[i]):] = torch.tensor(prompts[i])
+            mask[row, longest - len(prompts[i]):] = 1
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        with (autocast or contextlib.nullcontext)():
+            out = model(input_ids=input_ids.to(device), attention_mask=mask.to(device),
+                        position_ids=positions.to(device), use_cache=True)
+        first = torch.log_softmax(out.logits[:, -1].float(), dim=-1)
+        pairs = [(row, i, j) for row, i in enumerate(batch) for j in range(len(options[i]))]
+        cache = out.past_key_values
+        cache.reorder_cache(torch.tensor([row for row, _, _ in pairs], device=device))
+        width = max(len(options[i][j]) for _, i, j in pairs)
+        option_ids = torch.full((len(pairs), width), pad_token_id, dtype=torch.long)
+        option_mask = torch.zeros((len(pairs), width), dtype=torch.long)
+        for k, (_, i, j) in enumerate(pairs):
+            option_ids[k, :len(options[i][j])] = torch.tensor(options[i][j])
+            option_mask[k, :len(options[i][j])] = 1
+        if width > 1:  # the tokens after the first are predicted from the option's own earlier tokens
+            rows = torch.tensor([row for row, _, _ in pairs])
+            lengths = torch.tensor([len(prompts[i]) for _, i, _ in pairs])
+            with (autocast or contextlib.nullcontext)():
+                rest = model(input_ids=option_ids[:, :-1].to(device),
+                             attention_mask=torch.cat([mask[rows], option_mask[:, :-1]], dim=1).to(device),
+                             position_ids=(lengths[:, None] + torch.arange(width - 1)[None]).to(device),
+                             past_key_values=cache, use_cache=True).logits.float()
+            rest = torch.log_softmax(rest, dim=-1)
+        for k, (row, i, j) in enumerate(pairs):
+            option = options[i][j]
+            total = float(first[row, option[0]])
+            for t in range(1, len(option)):
+                total += float(rest[k, t - 1, option[t]])
+            scores[i][j] = total
+    return scores
 
 
 @torch.no_grad()

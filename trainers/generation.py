@@ -27,7 +27,8 @@ from torch.utils.data import DataLoader
 
 from peftsweep.metric_names import GENERATION_SAMPLES_PER_SECOND
 from peftsweep.spaces import TaskName
-from peftsweep.trainers.answer_scoring import Scoring, choose, extract_answer, extracted_target, option_loglikelihoods
+from peftsweep.trainers.answer_scoring import (Scoring, cached_option_loglikelihoods, choose, extract_answer,
+                                              extracted_target, option_loglikelihoods, shares_prompt_cache)
 from peftsweep.trainers.batching import LengthGroupedBatches, by_length
 from peftsweep.trainers.data import TokenizedData
 from peftsweep.trainers.generation_data import GenerationSplit, tokenize_generation
@@ -156,11 +157,15 @@ def evaluate(model: nn.Module, split: GenerationSplit, *, decode: Callable[[list
     start = time.perf_counter()
     if scoring == "choice":
         mine = rows[:own]
-        least = _most_across_ranks(-(-sum(len(split.option_ids[i]) for i in mine) // batch_size), device) \
-            if even and distributed else 0
-        scores = option_loglikelihoods(model, [split.prompt_ids[i] for i in mine], [split.option_ids[i] for i in mine],
-                                       pad_token_id=pad_token_id, batch_size=batch_size, device=device,
-                                       autocast=autocast, min_batches=least)
+        prompts, options = [split.prompt_ids[i] for i in mine], [split.option_ids[i] for i in mine]
+        if even and distributed:  # FSDP: rows with their prompts, as many forward passes on every rank
+            least = _most_across_ranks(-(-sum(len(o) for o in options) // batch_size), device)
+            scores = option_loglikelihoods(model, prompts, options, pad_token_id=pad_token_id, batch_size=batch_size,
+                                           device=device, autocast=autocast, min_batches=least)
+        else:
+            score = cached_option_loglikelihoods if shares_prompt_cache(model) else option_loglikelihoods
+            scores = score(model, prompts, options, pad_token_id=pad_token_id, batch_size=batch_size, device=device,
+                           autocast=autocast)
         answers = [split.options[i][choose(s, split.options[i], length_normalized)] for s, i in zip(scores, mine)]
         targets = [split.targets[i] for i in mine]
     else:

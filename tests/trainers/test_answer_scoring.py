@@ -11,7 +11,9 @@ import torch
 from pydantic import ValidationError
 
 from peftsweep.errors import UserError
-from peftsweep.trainers.answer_scoring import choose, extract_answer, extracted_target, option_loglikelihoods
+from peftsweep.spaces import REGISTRY
+from peftsweep.trainers.answer_scoring import (cached_option_loglikelihoods, choose, extract_answer, extracted_target,
+                                              option_loglikelihoods, shares_prompt_cache)
 from peftsweep.trainers.config import GenerationSettings
 from peftsweep.trainers.data import DataSpec
 from peftsweep.trainers.generation import data_problems, evaluate
@@ -38,6 +40,7 @@ def by_hand(model, prompt: list[int], option: list[int]) -> float:
     """log P(option | prompt), one unpadded sequence: the sum of each option token's log-softmax."""
     with torch.no_grad():
         logits = model(input_ids=torch.tensor([prompt + option])).logits[0]
+    logits = logits[len(logits) - len(prompt + option):]  # prompt tuning's virtual tokens come first
     logp = torch.log_softmax(logits.double(), dim=-1)
     return sum(float(logp[len(prompt) - 1 + k, token]) for k, token in enumerate(option))
 
@@ -62,6 +65,30 @@ def test_choice_scores_equal_a_ranking_by_hand(model, gen_data):
         assert result["accuracy"] == pytest.approx(right)
     # the random model does not always pick one option: the ranking is not a constant
     assert len({tuple(row).index(max(row)) for row in expected}) > 1
+
+
+@pytest.mark.parametrize("method", ["full", "lora", "prompt", "prefix"])
+def test_both_ways_of_scoring_equal_the_ranking_by_hand_with_options_of_several_tokens(tiny_causal, method):
+    """Prompts of several lengths (left padding in the cached way), options of 1 to 4 tokens, 2 to 4 per example;
+    prompt learning methods take the row way (their virtual tokens come before the prompt), the others the cache."""
+    tokenizer = load_tokenizer(tiny_causal)
+    words = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
+    prompts = [words("the apple is"), words("a very old engine on the river was"), words("it"),
+               words("the small red river and the big engine")]
+    options = [[words(" big"), words(" very big red"), words(" small")],
+               [words(" new"), words(" old and red")],
+               [words(" apple"), words(" the river"), words(" a new engine of"), words(" it")],
+               [words(" small"), words(" big")]]
+    hp = REGISTRY[method].defaults() | ({"num_virtual_tokens": 4} if method in ("prompt", "prefix") else {})
+    torch.manual_seed(0)
+    peft_model, _, _ = build_model(tiny_causal, method, hp, [], task=GENERATE)
+    peft_model.eval()
+    assert shares_prompt_cache(peft_model) == (method not in ("prompt", "prefix"))
+    expected = [[by_hand(peft_model, p, o) for o in opts] for p, opts in zip(prompts, options)]
+    for score in (option_loglikelihoods, cached_option_loglikelihoods) if shares_prompt_cache(peft_model) else (
+            option_loglikelihoods,):
+        got = score(peft_model, prompts, options, pad_token_id=0, batch_size=3, device=CPU)
+        assert sum(got, []) == pytest.approx(sum(expected, []), abs=1e-4), score.__name__
 
 
 def test_choose_takes_the_highest_and_normalises_by_bytes():
