@@ -56,6 +56,16 @@ def test_padding_quick(tmp_path):
     assert rows["grouped"]["step_seconds"] > 0 and rows["shuffled"]["eval_seconds"] > 0
 
 
+def test_scoring_quick(tmp_path):
+    run("scoring.py", "--quick", "--json", str(tmp_path / "s.json"))
+    rows = json.loads((tmp_path / "s.json").read_text())["rows"]
+    assert list(rows) == ["match", "choice", "choice, rows", "choice, per byte"]
+    # the two ways of choice scoring give the same answers; each way took its time
+    assert (rows["choice"]["validation"], rows["choice"]["test"]) == (rows["choice, rows"]["validation"],
+                                                                      rows["choice, rows"]["test"])
+    assert all(0 <= r["validation"] <= 1 and r["seconds"] > 0 for r in rows.values())
+
+
 def test_throughput_quick(tmp_path):
     # 1 trial of the 2-worker layout: the script runs (the other layout is the same code with other settings)
     run("throughput.py", "--trials", "1", "--layout", "1 trial x 2 workers", "--json", str(tmp_path / "t.json"))
