@@ -14,7 +14,9 @@ from peftsweep.dashboards.importance import method_importance
 from peftsweep.dashboards.static import write_pngs
 from peftsweep.dashboards.sweep_data import SweepData, load_sweep
 from peftsweep.metric_names import CHECKPOINT_MB, PEAK_MEMORY_MB, TRAIN_SECONDS
-from peftsweep.search.results.confirmation import UNCONFIRMED, Confirmation, format_interval, format_verdict
+from peftsweep.search.results.confirmation import (UNCONFIRMED, Confirmation, format_interval, format_ratio,
+                                                   format_verdict)
+from peftsweep.search.results.objectives import RATIO_COSTS
 from peftsweep.search.results.statistics import Interval, format_p
 from peftsweep.search.results.summary import Summary
 from peftsweep.search.tracking.front_view import FRONT_FILTER, VIEW_NAME
@@ -39,14 +41,20 @@ def interval(i: Interval | None, signed: bool = False) -> str:
     return f"<td>{html.escape(format_interval(i, signed))}</td>"
 
 
+RATIO_HEADS = {PEAK_MEMORY_MB: "memory", TRAIN_SECONDS: "time", CHECKPOINT_MB: "size"}
+
+
 def comparison_table(data: SweepData) -> str:
     """Best search trial per method; when the sweep was confirmed, each method's best confirmed configuration beside
-    it: its mean and interval, its paired gap to the confirmed full fine-tune on test accuracy, and the verdict."""
+    it: its mean and interval, its paired gap to the confirmed full fine-tune on test accuracy, the verdict, and its
+    memory, time and size over the confirmed full fine-tune's (geometric mean of the per-seed ratios, t-interval)."""
     conf = data.summary.confirmation
     confirmed = {c.method: c for c in conf.by_method} if conf else {}
     level = f"{conf.confidence:.0%}" if conf else ""
     extra = (f"<th>confirmed val ({level} CI)</th><th>confirmed test ({level} CI)</th>"
-             f"<th>gap to full, test ({level} CI)</th><th>p (Holm)</th><th>runs</th><th>verdict</th>" if conf else "")
+             f"<th>gap to full, test ({level} CI)</th><th>p (Holm)</th><th>runs</th><th>verdict</th>"
+             + "".join(f"<th>confirmed x full {RATIO_HEADS[cost]} ({level} CI)</th>" for cost in RATIO_COSTS)
+             if conf else "")
     head = ("<tr><th>method</th><th>val acc</th><th>test acc</th><th>trainable %</th><th>gap to best full</th>"
             "<th>x full params</th><th>peak MiB</th><th>x full memory</th><th>train s</th><th>x full time</th>"
             f"<th>checkpoint MiB</th><th>x full size</th><th>run</th>{extra}</tr>")
@@ -67,7 +75,9 @@ def comparison_table(data: SweepData) -> str:
             p = format_p(c.gap_test.p_adjusted) if c and c.gap_test else ""
             row += (f"{interval(c.val if c else None)}{interval(c.test if c else None)}{interval(gap, True)}"
                     f"<td>{p}</td><td>{html.escape(c.failures) if c else ''}</td>"
-                    f"<td class=\"verdict\">{html.escape(verdict)}</td>")
+                    f"<td class=\"verdict\">{html.escape(verdict)}</td>"
+                    + "".join(f"<td>{html.escape(format_ratio(c.ratios_to_full.get(cost) if c else None))}</td>"
+                              for cost in RATIO_COSTS))
         rows += row + "</tr>"
     return f'<table id="comparison"><thead>{head}</thead><tbody>{rows}</tbody></table>'
 

@@ -292,3 +292,16 @@ def test_confirmed_costs_give_the_front_on_their_means_and_ratios_to_full_with_i
     assert by_id["l"].ratios_to_full["checkpoint_mb"].mean == pytest.approx(1 / 80)
     lines = "\n".join(format_confirmation(conf))
     assert "Costs over the full fine-tune's" in lines and "0.5 [" in lines
+
+    # the dashboard's comparison table gives the same ratios with their intervals, as the console writes them
+    from peftsweep.dashboards.report import comparison_table
+    from peftsweep.dashboards.sweep_data import SweepData
+    from peftsweep.search.results.confirmation import format_ratio
+
+    searched = [replace(r, peak_memory_mb=memory[r.config_id][0], train_seconds=10.0, checkpoint_mb=1.0) for r in SEARCH]
+    summary = summarize(searched + runs, references={"full"}, objectives=replace(objectives, budgets=()))
+    assert [m.method for m in summary.by_method] == ["full", "ia3", "lora", "prompt"]
+    html = comparison_table(SweepData("t", "sqlite:///x.db", "parent", summary, [], {}))
+    assert "confirmed x full memory (95% CI)" in html and "confirmed x full size (95% CI)" in html
+    lora = next(c for c in summary.confirmation.by_method if c.method == "lora")
+    assert f"<td>{format_ratio(lora.ratios_to_full['peak_memory_mb'])}</td>" in html
