@@ -80,6 +80,7 @@ class ParetoData:
     x_title: str = AXIS_TITLES[TRAINABLE_PCT]
     staircase: bool = True  # the front is over this cost alone (and the quality): drawn as a step line
     front_over: str = ""  # what the front is over, for the title
+    y_title: str = "validation accuracy"  # the quality (`metric:`)
 
 
 @dataclass(frozen=True)
@@ -110,6 +111,7 @@ class Axis:
 class FigureData:
     experiment: str
     planes: list[ParetoData]  # accuracy against each cost objective, in the objectives' order
+    y_title: str  # the quality's axis title (`metric:`): "validation accuracy", "validation MCC", ...
     panels: list[Panel]
     curves: list[Curve]
     hypervolume: list[float]  # after each trial, in start order
@@ -129,17 +131,19 @@ def hover(record: TrialRecord, objectives: Objectives = Objectives()) -> str:
     hp = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in hyperparameters(record).items())
     costs = "".join(f"<br>{LABELS[c]} {getattr(record, c):.4g}" for c in objectives.costs if c != TRAINABLE_PCT)
     over = f"<br><b>over budget</b>: {record.over_budget}" if record.over_budget else ""
-    return (f"<b>{record.method}</b> ({record.status})<br>val acc {record.val_accuracy:.3f}, "
-            f"test acc {record.test_accuracy:.3f}<br>trainable {record.trainable_pct:.4g}% "
+    q = objectives.quality_label
+    return (f"<b>{record.method}</b> ({record.status})<br>val {q} {objectives.score(record):.3f}, "
+            f"test {q} {objectives.test_score(record):.3f}<br>trainable {record.trainable_pct:.4g}% "
             f"({record.trainable_params:,.0f}){costs}{over}<br>{hp}<br>run {record.run_id}")
 
 
-def accuracy_range(values: list[float]) -> tuple[float, float]:
-    """Around the values, never beyond what an accuracy can be (a single point no longer spans 0.5 to 1.5)."""
+def accuracy_range(values: list[float], bounds: tuple[float, float] = (0.0, 1.0)) -> tuple[float, float]:
+    """Around the values, never beyond what the quality can be (`bounds`: [0, 1], or [-1, 1] for MCC; a single point
+    no longer spans 0.5 to 1.5)."""
     if not values:
-        return 0.0, 1.0
+        return bounds
     low, high = min(values) - ACCURACY_PAD, max(values) + ACCURACY_PAD
-    return max(0.0, low), min(1.0 + ACCURACY_PAD / 2, high)
+    return max(bounds[0], low), min(bounds[1] + ACCURACY_PAD / 2, high)
 
 
 def log_range(values: list[float]) -> tuple[float, float]:
@@ -153,8 +157,8 @@ def log_range(values: list[float]) -> tuple[float, float]:
     return low / 1.3, high * 1.3
 
 
-def measured(records: list[TrialRecord], method: str) -> list[TrialRecord]:
-    return [r for r in records if r.method == method and math.isfinite(r.val_accuracy)]
+def measured(records: list[TrialRecord], method: str, objectives: Objectives = Objectives()) -> list[TrialRecord]:
+    return [r for r in records if r.method == method and math.isfinite(objectives.score(r))]
 
 
 def placeable(record: TrialRecord, cost: str = TRAINABLE_PCT) -> bool:
@@ -175,8 +179,8 @@ def confirmed_bars(conf: Confirmation, style: dict[str, Style], cost: str = TRAI
         if not (math.isfinite(c.val.mean) and math.isfinite(x) and x > 0):
             continue
         low, high = (c.val.low, c.val.high) if c.val.known else (c.val.mean, c.val.mean)
-        text = (f"<b>{c.method}</b> confirmed over {c.val.n} seeds ({c.failures})<br>val acc "
-                f"{format_interval(c.val)}<br>test acc {c.test.mean:.3f}<br>search run {c.search_val_accuracy:.3f} (bias "
+        text = (f"<b>{c.method}</b> confirmed over {c.val.n} seeds ({c.failures})<br>val {conf.quality_label} "
+                f"{format_interval(c.val)}<br>test {conf.quality_label} {c.test.mean:.3f}<br>search run {c.search_val_score:.3f} (bias "
                 f"{format_interval(c.selection_bias, True)})<br>trainable {c.trainable_pct:.4g}%"
                 + (f"<br>vs full: {c.verdict}" if c.verdict else "") + f"<br>config {c.config_id}")
         bars.append(ErrorBar(x, c.val.mean, low, high, text, style[c.method], c.method))
@@ -186,12 +190,13 @@ def confirmed_bars(conf: Confirmation, style: dict[str, Style], cost: str = TRAI
 def pareto(data: SweepData, style: dict[str, Style], cost: str = TRAINABLE_PCT) -> ParetoData:
     """Accuracy against `cost`, every trial drawn (faded: stopped early, failed or over budget), the front marked."""
     objectives = data.summary.objectives
-    series = [Series(m, style[m], [Marker(getattr(r, cost), r.val_accuracy, hover(r, objectives),
+    series = [Series(m, style[m], [Marker(getattr(r, cost), objectives.score(r), hover(r, objectives),
                                           not is_front_candidate(r, objectives)) for r in rows])
-              for m in data.methods if (rows := [r for r in measured(data.trials, m) if placeable(r, cost)])]
+              for m in data.methods
+              if (rows := [r for r in measured(data.trials, m, objectives) if placeable(r, cost)])]
     reference, floor, conf = data.summary.reference, data.summary.floor, data.summary.confirmation
-    front = sorted((getattr(r, cost), r.val_accuracy) for r in data.summary.front)
-    reference_line = (Line(reference.val_accuracy, f"best full fine-tune {reference.val_accuracy:.3f}")
+    front = sorted((getattr(r, cost), objectives.score(r)) for r in data.summary.front)
+    reference_line = (Line(reference.val_score, f"best full fine-tune {reference.val_score:.3f}")
                       if reference else None)
     bars, note = [], ""
     if conf is not None:
@@ -202,22 +207,23 @@ def pareto(data: SweepData, style: dict[str, Style], cost: str = TRAINABLE_PCT) 
         reference_line = Line(full.val.mean, f"full fine-tune, confirmed mean {full.val.mean:.3f}") if full else None
         note = f"bars: confirmed mean and {conf.confidence:.0%} interval over {len(conf.seeds)} seeds"
     return ParetoData(series, front, reference_line,
-                      Line(floor.val_accuracy, f"floor ({floor.kind}) {floor.val_accuracy:.3f}") if floor else None,
+                      Line(floor_accuracy(floor, objectives.quality),
+                           f"floor ({floor.kind}) {floor_accuracy(floor, objectives.quality):.3f}") if floor else None,
                       log_range([m.x for s in series for m in s.markers] + [b.x for b in bars]), bars, note,
                       cost=cost, x_title=AXIS_TITLES[cost], staircase=objectives.costs == (cost,),
-                      front_over=objectives.describe())
+                      front_over=objectives.describe(), y_title=objectives.quality_title)
 
 
 def panels(data: SweepData, style: dict[str, Style]) -> list[Panel]:
-    out = []
+    out, objectives = [], data.summary.objectives
     for method in data.methods:
         key = key_hyperparameter(method)
-        rows = measured(data.trials, method)
-        markers = [Marker(float(hyperparameters(r).get(key, math.nan)), r.val_accuracy, hover(r),
-                          not is_front_candidate(r)) for r in rows]
+        rows = measured(data.trials, method, objectives)
+        markers = [Marker(float(hyperparameters(r).get(key, math.nan)), objectives.score(r), hover(r, objectives),
+                          not is_front_candidate(r, objectives)) for r in rows]
         markers = [m for m in markers if math.isfinite(m.x)]
         out.append(Panel(method, key, style[method], markers, log_range([m.x for m in markers]),
-                         accuracy_range([m.y for m in markers])))
+                         accuracy_range([m.y for m in markers], objectives.quality_bounds)))
     return out
 
 
@@ -225,7 +231,8 @@ def hypervolume_history(data: SweepData) -> list[float]:
     """The search's hypervolume after each trial, in start order, measured as the summary's headline is: from the
     floor, over the trials that beat it (the last value is the headline)."""
     by_id = {r.run_id: r for r in data.trials}
-    reference, objectives = floor_accuracy(data.summary.floor), data.summary.objectives
+    objectives = data.summary.objectives
+    reference = floor_accuracy(data.summary.floor, objectives.quality)
     costs_at = data.summary.hv_references or objectives.hv_references(data.trials)
     seen, values = [], []
     for run_id in data.start_order:
@@ -237,7 +244,8 @@ def hypervolume_history(data: SweepData) -> list[float]:
 
 
 def parallel(data: SweepData) -> tuple[list[Axis], list[float]]:
-    records = [r for r in data.trials if math.isfinite(r.val_accuracy)]
+    objectives = data.summary.objectives
+    records = [r for r in data.trials if math.isfinite(objectives.score(r))]
     codes = {m: float(i) for i, m in enumerate(data.methods)}
     axes = [
         Axis("method", [codes[r.method] for r in records], (list(codes.values()), list(codes))),
@@ -246,10 +254,11 @@ def parallel(data: SweepData) -> tuple[list[Axis], list[float]]:
         Axis("train s", [r.train_seconds for r in records]),
         *[Axis(LABELS[c], [getattr(r, c) for r in records]) for c in data.summary.objectives.costs
           if c not in (TRAINABLE_PCT, TRAIN_SECONDS)],
-        Axis("val accuracy", [r.val_accuracy for r in records]),
-        Axis("test accuracy", [r.test_accuracy if math.isfinite(r.test_accuracy) else 0.0 for r in records]),
+        Axis(f"val {objectives.quality_label}", [objectives.score(r) for r in records]),
+        Axis(f"test {objectives.quality_label}", [objectives.test_score(r) if math.isfinite(objectives.test_score(r))
+                                                 else 0.0 for r in records]),
     ]
-    return axes, [r.val_accuracy for r in records]
+    return axes, [objectives.score(r) for r in records]
 
 
 # What people choose a method by: drawn against accuracy in every sweep, whatever its front is over
@@ -267,4 +276,5 @@ def compute(data: SweepData) -> FigureData:
               for r in data.summary.front]
     axes, colour = parallel(data)
     planes = [pareto(data, style, cost) for cost in drawn_costs(data.summary.objectives)]
-    return FigureData(data.experiment, planes, panels(data, style), curves, hypervolume_history(data), axes, colour)
+    return FigureData(data.experiment, planes, data.summary.objectives.quality_title, panels(data, style), curves,
+                      hypervolume_history(data), axes, colour)

@@ -52,7 +52,7 @@ def pareto(plane: ParetoData) -> go.Figure:
     fig.update_layout(title=f"Accuracy against {LABELS[plane.cost]} (faded: stopped early, failed or over budget"
                             f"{note}){over}",
                       xaxis=dict(title=plane.x_title, type="log"),
-                      yaxis=dict(title="validation accuracy"), legend_title="method", height=520)
+                      yaxis=dict(title=plane.y_title), legend_title="method", height=520)
     return fig
 
 
@@ -70,7 +70,8 @@ def per_method(data: FigureData) -> go.Figure:
                       row=row, col=col)
         fig.update_xaxes(type="log", range=[math.log10(v) for v in p.x_range], row=row, col=col)
         fig.update_yaxes(range=list(p.y_range), row=row, col=col)
-    fig.update_layout(title="Validation accuracy against each method's key hyperparameter", height=300 * rows)
+    fig.update_layout(title=f"{data.y_title.capitalize()} against each method's key hyperparameter",
+                      height=300 * rows)
     return fig
 
 
@@ -80,7 +81,7 @@ def learning_curves(data: FigureData) -> go.Figure:
         fig.add_trace(go.Scatter(x=[p[0] for p in c.points], y=[p[1] for p in c.points], mode="lines+markers",
                                  name=c.label, line=dict(color=c.style.colour)))
     fig.update_layout(title="Learning curves of the front members", xaxis_title="epoch",
-                      yaxis_title="validation accuracy", height=420)
+                      yaxis_title=data.y_title, height=420)
     return fig
 
 

@@ -1,4 +1,4 @@
-"""Hyperparameter importance for validation accuracy, per method, with optuna's fANOVA evaluator.
+"""Hyperparameter importance for the validation quality searched (accuracy unless `metric:` says otherwise), per method, with optuna's fANOVA evaluator.
 
 The joint space is conditional, and importance evaluators only use parameters every trial has, so importance is
 computed within each method (its own parameters are shared by all its trials).
@@ -30,10 +30,10 @@ def distribution(param, observed: list):
 def method_importance(data: SweepData) -> dict[str, dict[str, float]]:
     import optuna
 
-    scores = {}
+    scores, objectives = {}, data.summary.objectives
     for method in data.methods:
         spec = REGISTRY.get(method)
-        records = [r for r in data.trials if r.method == method and is_front_candidate(r)]
+        records = [r for r in data.trials if r.method == method and is_front_candidate(r, objectives)]
         if spec is None or len(records) < MIN_TRIALS:
             continue
         rows = [hyperparameters(r) for r in records]
@@ -44,7 +44,7 @@ def method_importance(data: SweepData) -> dict[str, dict[str, float]]:
         study = optuna.create_study(direction="maximize")
         for row, record in zip(rows, records):
             study.add_trial(optuna.trial.create_trial(params={k: row[k] for k in keys}, distributions=dists,
-                                                      value=record.val_accuracy))
+                                                      value=objectives.score(record)))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             result = optuna.importance.get_param_importances(

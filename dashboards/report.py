@@ -55,13 +55,14 @@ def comparison_table(data: SweepData) -> str:
              f"<th>gap to full, test ({level} CI)</th><th>p (Holm)</th><th>runs</th><th>verdict</th>"
              + "".join(f"<th>confirmed x full {RATIO_HEADS[cost]} ({level} CI)</th>" for cost in RATIO_COSTS)
              if conf else "")
-    head = ("<tr><th>method</th><th>val acc</th><th>test acc</th><th>trainable %</th><th>gap to best full</th>"
+    q = data.summary.objectives.quality_label
+    head = (f"<tr><th>method</th><th>val {q}</th><th>test {q}</th><th>trainable %</th><th>gap to best full</th>"
             "<th>x full params</th><th>peak MiB</th><th>x full memory</th><th>train s</th><th>x full time</th>"
             f"<th>checkpoint MiB</th><th>x full size</th><th>run</th>{extra}</tr>")
     rows = ""
     for m in data.summary.by_method:
         ratios = m.ratios_to_full
-        row = (f"<tr><td>{html.escape(m.method)}</td>{cell(m.val_accuracy, '.3f')}{cell(m.test_accuracy, '.3f')}"
+        row = (f"<tr><td>{html.escape(m.method)}</td>{cell(m.val_score, '.3f')}{cell(m.test_score, '.3f')}"
                f"{cell(m.trainable_pct, '.4g')}{cell(m.accuracy_gap_to_full, '+.3f')}"
                f"{cell(m.param_ratio_to_full, '.2g')}{cell(m.peak_memory_mb, '.0f')}"
                f"{cell(ratios.get(PEAK_MEMORY_MB), '.2g')}{cell(m.train_seconds, '.1f')}"
@@ -85,12 +86,13 @@ def comparison_table(data: SweepData) -> str:
 def confirmed_table(conf: Confirmation) -> str:
     level = f"{conf.confidence:.0%}"
     head = (f"<tr><th>method</th><th>config</th><th>why</th><th>trainable %</th><th>runs</th>"
-            f"<th>val acc ({level} CI)</th><th>test acc ({level} CI)</th><th>search run val</th>"
+            f"<th>val {conf.quality_label} ({level} CI)</th><th>test {conf.quality_label} ({level} CI)</th>"
+            f"<th>search run val</th>"
             f"<th>selection bias ({level} CI)</th><th>on the front</th></tr>")
     rows = "".join(
         f"<tr><td>{html.escape(c.method)}</td><td><code>{html.escape(c.config_id)}</code></td>"
         f"<td>{html.escape(', '.join(c.reasons))}</td>{cell(c.trainable_pct, '.4g')}<td>{html.escape(c.failures)}</td>"
-        f"{interval(c.val)}{interval(c.test)}{cell(c.search_val_accuracy, '.3f')}{interval(c.selection_bias, True)}"
+        f"{interval(c.val)}{interval(c.test)}{cell(c.search_val_score, '.3f')}{interval(c.selection_bias, True)}"
         f"<td>{'yes' if c.on_front else ''}</td></tr>" for c in conf.configs)
     return f'<table id="confirmed"><thead>{head}</thead><tbody>{rows}</tbody></table>'
 
@@ -102,13 +104,13 @@ def confirmation_section(data: SweepData) -> str:
     note = (f"Each configuration re-trained with {len(conf.seeds)} new seeds ({', '.join(map(str, conf.seeds))}); "
             f"means and {conf.confidence:.0%} t-intervals from these runs alone, the front taken on the means. "
             f"{conf.runs} confirm runs, {conf.failed} failed (runs: failed in training of those that ended). "
-            f"Selection bias: the search run's validation accuracy minus its confirmed mean; "
+            f"Selection bias: the search run's validation {conf.quality_label} minus its confirmed mean; "
             f"{conf.selection_bias:+.3f} on average.")
     return section("Confirmed over seeds", confirmed_table(conf), html.escape(note))
 
 
 def comparison_note(data: SweepData) -> str:
-    note = "Best search trial per method (validation accuracy)."
+    note = f"Best search trial per method ({data.summary.objectives.quality_title})."
     if data.summary.confirmation:
         conf = data.summary.confirmation
         note += (" Confirmed: each method's configuration as the search chose it (its best search run); its gap to "
@@ -136,8 +138,10 @@ def render(data: SweepData, drawn) -> str:
     c = data.summary.counts
     importance_note = "" if scores else "Not enough completed trials per method (4 or more) to estimate importance."
     f = data.summary.floor
-    floor = (f"<br>Floor ({html.escape(f.kind)}, nothing trained): validation accuracy {f.val_accuracy:.3f}, test "
-             f"{f.test_accuracy:.3f}; {data.summary.below_floor} completed trial(s) did not beat it." if f else "")
+    o = data.summary.objectives
+    floor = (f"<br>Floor ({html.escape(f.kind)}, nothing trained): {o.quality_title} {f.value(o.quality):.3f}, test "
+             f"{f.value(o.test_quality):.3f}; {data.summary.below_floor} completed trial(s) did not beat it."
+             if f else "")
     not_run = f", {c['not_run']} not run (over the memory budget by the plan)" if c.get("not_run") else ""
     budget = (f"<br>Budgets: {data.summary.over_budget} completed trial(s) over budget, drawn faded, never on the "
               f"front." if data.summary.objectives.budgets else "")

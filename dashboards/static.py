@@ -50,7 +50,7 @@ def pareto_png(data: FigureData, plane: ParetoData, path: Path) -> Path:
     ax.xaxis.set_major_formatter(LogFormatter())
     ax.xaxis.set_minor_formatter(LogFormatter(labelOnlyBase=False, minor_thresholds=(1.2, 0.5)))
     ax.set_xlabel(plane.x_title)
-    ax.set_ylabel("validation accuracy")
+    ax.set_ylabel(plane.y_title)
     over = "" if plane.staircase else f"\nfront over {plane.front_over}"
     ax.set_title(f"{data.experiment}: accuracy against {LABELS[plane.cost]}{over}", fontsize=10 if over else None)
     ax.grid(True, which="both", alpha=0.3)
@@ -79,7 +79,7 @@ def per_method_png(data: FigureData, path: Path) -> Path:
         ax.xaxis.set_minor_formatter(NullFormatter())  # minor log labels overlap in small panels
         ax.set_title(p.method, fontsize=9)
         ax.set_xlabel(p.key, fontsize=8)
-        ax.set_ylabel("val acc", fontsize=8)
+        ax.set_ylabel(data.y_title.replace("validation", "val"), fontsize=8)
     for j in range(len(data.panels), rows * cols):
         axes[j // cols][j % cols].axis("off")
     return save(fig, path)
@@ -90,7 +90,7 @@ def curves_png(data: FigureData, path: Path) -> Path:
     for c in data.curves:
         ax.plot([p[0] for p in c.points], [p[1] for p in c.points], marker="o", label=c.label, color=c.style.colour)
     ax.set_xlabel("epoch")
-    ax.set_ylabel("validation accuracy")
+    ax.set_ylabel(data.y_title)
     ax.set_title("Learning curves of the front members")
     if data.curves:
         ax.legend(fontsize=8)

@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from peftsweep.metric_names import QUALITY
 from peftsweep.search.results.records import TrialRecord
 from peftsweep.search.results.summary import Summary
 from peftsweep.search.tracking.client import client_for, latest_sweep
@@ -20,7 +19,7 @@ class SweepData:
     parent_run_id: str
     summary: Summary
     start_order: list[str]  # run ids by start time
-    curves: dict[str, list[tuple[int, float]]]  # run id -> (epoch, val_accuracy) for front members
+    curves: dict[str, list[tuple[int, float]]]  # run id -> (epoch, its validation quality) for front members
 
     @property
     def trials(self) -> list[TrialRecord]:
@@ -42,7 +41,7 @@ def load_sweep(tracking_uri: str, experiment: str, parent_run_id: str | None = N
     if summary is None:
         summary = summarize_sweep(client, experiment_id, parent_run_id)
     runs = {r.run_id: client.get_run(r.run_id).info.start_time for r in summary.trials}
-    curves = {r.run_id: sorted((m.step, m.value) for m in client.get_metric_history(r.run_id, QUALITY))
+    curves = {r.run_id: sorted((m.step, m.value) for m in client.get_metric_history(r.run_id, summary.objectives.quality))
               for r in summary.front}
     return SweepData(experiment, tracking_uri, parent_run_id, summary, sorted(runs, key=runs.get), curves)
 

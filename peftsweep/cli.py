@@ -13,6 +13,7 @@ import yaml
 from peftsweep import console
 from peftsweep.environment import apply_defaults
 from peftsweep.errors import UserError
+from peftsweep.search.results.objectives import QUALITIES as QUALITY_NAMES
 
 
 def parse_assignments(items: list[str], flag: str) -> dict[str, Any]:
@@ -192,7 +193,7 @@ def cmd_summary(args: argparse.Namespace) -> int:
         experiment_id, parent_run_id = latest_sweep(client, args.experiment)
     except LookupError as exc:
         raise UserError(f"--experiment: {exc} in {uri}") from None
-    summary = summarize_sweep(client, experiment_id, parent_run_id)
+    summary = summarize_sweep(client, experiment_id, parent_run_id, args.metric)
     print(json.dumps(as_dict(summary), indent=2) if args.json else format_table(summary))
     return 0
 
@@ -304,6 +305,9 @@ def build_parser() -> argparse.ArgumentParser:
     summary.add_argument("--experiment", required=True)
     summary.add_argument("--tracking-uri", default=None, help="default: runs/<experiment>/mlflow.db here")
     summary.add_argument("--json", action="store_true")
+    summary.add_argument("--metric", choices=sorted(QUALITY_NAMES), default=None,
+                         help="summarize on this quality instead of the one the sweep searched (every trial logs its "
+                              "task kind's qualities: accuracy, macro_f1, mcc for classification)")
     board = sub.add_parser("dashboard", help="write the interactive HTML report and PNG plots of a sweep")
     board.add_argument("--experiment", required=True)
     board.add_argument("--tracking-uri", default=None, help="default: runs/<experiment>/mlflow.db here")

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BeforeValidator, Field, ValidationError, field_validator
+from pydantic import BeforeValidator, Field, ValidationError, field_validator, model_validator
 
 from peftsweep.errors import UserError
 from peftsweep.metric_names import TRAINABLE_PCT
@@ -204,6 +204,12 @@ class SweepConfig(Strict):
     train: TrainSettings = TrainSettings()
     generation: GenerationSettings = Field(GenerationSettings(), description="task: generation only: how answers are "
                                                                              "generated and compared")
+    metric: str | None = Field(
+        None, description="the quality searched, put on the front and confirmed: classification `accuracy`, "
+                          "`macro_f1` or `mcc`; generation `exact_match` (= `accuracy`: the share answered right, by "
+                          "generation.scoring). Default: accuracy. It is the first objective (objectives then default "
+                          "to [metric, trainable_pct]); every trial logs the task kind's other qualities too, and the "
+                          "floor is measured in each (`peftsweep summary --metric` re-summarizes on another)")
     objectives: list[str] = Field(
         default_factory=lambda: ["accuracy", TRAINABLE_PCT], json_schema_extra={"shown_default": "[accuracy, trainable_pct]"},
         description="what the front is over: the quality first (accuracy), then one to three costs to minimize from "
@@ -269,6 +275,26 @@ class SweepConfig(Strict):
                      if key in COSTS and not limit > 0]
         if problems:
             raise ValueError("; ".join(problems))
+        return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _objectives_start_with_the_metric(cls, data: Any) -> Any:
+        """`metric:` names the quality: objectives left out are [metric, trainable_pct] (written, they must agree:
+        search.plan checks it, with the task kind's qualities)."""
+        from peftsweep.search.results.objectives import QUALITIES
+
+        if isinstance(data, dict) and data.get("metric") in QUALITIES and "objectives" not in data:
+            data = {**data, "objectives": [data["metric"], TRAINABLE_PCT]}
+        return data
+
+    @field_validator("metric")
+    @classmethod
+    def _a_quality(cls, value: str | None) -> str | None:
+        from peftsweep.search.results.objectives import QUALITIES
+
+        if value is not None and value not in QUALITIES:
+            raise ValueError(f"not a quality (choose from {', '.join(QUALITIES)})")
         return value
 
     @property

@@ -17,6 +17,7 @@ from typing import Any
 from peftsweep.errors import UserError
 from peftsweep.search.config import SweepConfig
 from peftsweep.search.memory_check import MemoryPlan, plan_sweep
+from peftsweep.search.results.objectives import QUALITIES
 from peftsweep.search.tracking.client import check_reachable
 from peftsweep.spaces import REGISTRY, ChoiceParam, MethodSpec, ModelInfo, Param, UnknownMethodError, get_method
 from peftsweep.trainers.config import Resources
@@ -137,6 +138,13 @@ def task_problems(config: SweepConfig, methods: dict[str, MethodSpec]) -> list[s
         if other.has_settings and other.name in config.model_fields_set:
             problems.append(f"{other.name}: only for task: {other.name} (the task is {config.task})")
     task = get_task(config.task)
+    quality = config.metric or config.objectives[0]
+    if config.metric and QUALITIES[config.objectives[0]] != QUALITIES[config.metric]:
+        problems.append(f"objectives: the first is the quality, and metric: says {config.metric} (write "
+                        f"[{config.metric}, ...], or leave one of them out)")
+    if quality not in task.qualities:
+        key = "metric" if config.metric else "objectives[0]"
+        problems.append(f"{key}: {quality} is not a quality of task {config.task} (it has {', '.join(task.qualities)})")
     return problems + task.data_problems(config.data, getattr(config, task.name) if task.has_settings else None)
 
 

@@ -125,12 +125,17 @@ def evaluate_split(model: nn.Module, split: Split, data: TokenizedData, context:
                     context.precision, context.sharded, context.in_length_order)
 
 
-def majority_floor(data: TokenizedData, template: Any = None, device: Any = None) -> dict[str, float]:
-    """Accuracy of always answering the training split's most frequent label."""
+def majority_floor(data: TokenizedData, template: Any = None, device: Any = None) -> dict[str, dict[str, float]]:
+    """The scores of always answering the training split's most frequent label: its accuracy (the label's share),
+    macro-F1 and MCC (0: a constant answer carries no information)."""
     counts = torch.bincount(torch.tensor(data.splits["train"].labels), minlength=data.num_labels)
     majority = int(counts.argmax())
-    return {name: sum(label == majority for label in data.splits[name].labels) / max(1, len(data.splits[name]))
-            for name in ("validation", "test")}
+    out = {}
+    for name in ("validation", "test"):
+        labels = torch.tensor(data.splits[name].labels, dtype=torch.long)
+        matrix = confusion(torch.full_like(labels, majority), labels, data.num_labels)
+        out[name] = {"accuracy": accuracy(matrix), "macro_f1": macro_f1(matrix), "mcc": mcc(matrix)}
+    return out
 
 
 TASK = TaskKind(
@@ -143,6 +148,7 @@ TASK = TaskKind(
     train_loader=train_loader,
     evaluate=evaluate_split,
     extra_metrics=("macro_f1", "mcc"),
+    qualities=("accuracy", "macro_f1", "mcc"),
     floor_name="majority class",
     floor=majority_floor,
 )

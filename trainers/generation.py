@@ -268,6 +268,7 @@ TASK = TaskKind(
     train_loader=train_loader,
     evaluate=evaluate_split,
     extra_metrics=("loss",),
+    qualities=("accuracy", "exact_match"),
     floor_name="zero-shot",
     data_keys=("template", "label_words", "chat_template", "prompt_column", "target_column", "choices_column"),
     has_settings=True,

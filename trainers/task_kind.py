@@ -59,6 +59,7 @@ class TaskKind:
         counts them.
     data_keys: the `data:` keys only this task kind reads; has_settings: it reads a top-level config section of its
         own name (`generation:`). Set under another task kind, they are refused by name.
+    qualities: the qualities a sweep of this kind may search (`metric:`), each a score its evaluate reports.
     data_problems: what is wrong with a `data:` section for this task kind (keys that need one another), given its
         own settings section too (None for a task kind without one)."""
 
@@ -79,3 +80,4 @@ class TaskKind:
     data_keys: tuple[str, ...] = ()
     has_settings: bool = False
     data_problems: Callable[[DataSpec, Any], list[str]] = no_problems
+    qualities: tuple[str, ...] = ("accuracy",)  # what `metric:` may name for this task kind

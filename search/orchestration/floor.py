@@ -34,7 +34,12 @@ def measure_floor(task: str, data: TokenizedData, template: TrialTemplate) -> Fl
         scores = ray.get(remote.remote(task, data, template, int(resources.cpus_per_worker)))
     else:
         scores = kind.floor(data, template, torch.device("cpu"))
-    return Floor(kind.floor_name, scores["validation"], scores["test"])
+    val, test = scores["validation"], scores["test"]
+    if not isinstance(val, dict):  # accuracy alone
+        return Floor(kind.floor_name, val, test)
+    others = tuple((f"{prefix}_{name}", value) for prefix, split in (("val", val), ("test", test))
+                   for name, value in split.items() if name != "accuracy")
+    return Floor(kind.floor_name, val["accuracy"], test["accuracy"], others)
 
 
 def sweep_floor(client: MlflowClient, parent_run_id: str, task: str, data: TokenizedData,
@@ -44,7 +49,8 @@ def sweep_floor(client: MlflowClient, parent_run_id: str, task: str, data: Token
     if floor is None:
         floor = measure_floor(task, data, template)
         client.set_tag(parent_run_id, FLOOR_TAG, floor.kind)
-        for key, value in zip(FLOOR_METRICS, (floor.val_accuracy, floor.test_accuracy)):
+        for key, value in [*zip(FLOOR_METRICS, (floor.val_accuracy, floor.test_accuracy)),
+                           *((f"floor_{name}", value) for name, value in floor.scores)]:
             if math.isfinite(value):
                 client.log_metric(parent_run_id, key, value)
     return floor

@@ -7,7 +7,7 @@ import time
 
 from ray.tune import Callback
 
-from peftsweep.metric_names import TRAINABLE_PCT
+from peftsweep.metric_names import TRAINABLE_PCT, VAL_ACCURACY
 from peftsweep.search.results.objectives import LABELS, NOT_RUN, Objectives, value_of
 from peftsweep.search.points import unflat
 from peftsweep.search.tracking.trial_logger import trial_error_reason, trial_name
@@ -45,7 +45,7 @@ class ProgressPrinter(Callback):
 
     def _line(self, trials, message: str, ended=None) -> None:
         running = sum(1 for t in trials if t.status == "RUNNING" and t is not ended)
-        best = f" | best val_acc {self.best[0]:.3f} ({self.best[1]})" if self.best else ""
+        best = f" | best {self.quality_name} {self.best[0]:.3f} ({self.best[1]})" if self.best else ""
         elapsed = time.monotonic() - self.start
         log.info(f"[{elapsed:6.0f}s] {self.label}{self.done}/{self.total} done, {running} running, "
                  f"{self.failed} failed{best} | {message}")
@@ -87,13 +87,19 @@ class ProgressPrinter(Callback):
             return
         if epoch < self.planned_epochs:  # its scheduler stopped it: never on the front, so never the best
             self._line(trials, f"stopped early {trial_name(trial)} at epoch {epoch}/{self.planned_epochs}: "
-                               f"val_acc {accuracy:.3f} at {costs}", ended=trial)
+                               f"{self.quality_name} {accuracy:.3f} at {costs}", ended=trial)
             return
         over = self.objectives.over_budget(result)
         if accuracy == accuracy and not over and (self.best is None or accuracy > self.best[0]):
             self.best = (accuracy, f"{method}, {pct:.3g}% trainable")
         budget = f"; over budget: {', '.join(over)}" if over else ""
-        self._line(trials, f"done  {trial_name(trial)}: val_acc {accuracy:.3f} at {costs}{budget}", ended=trial)
+        self._line(trials, f"done  {trial_name(trial)}: {self.quality_name} {accuracy:.3f} at {costs}{budget}",
+                   ended=trial)
+
+    @property
+    def quality_name(self) -> str:
+        """`val_acc`, or the metric searched (`val_mcc`, `val_macro_f1`)."""
+        return "val_acc" if self.objectives.quality == VAL_ACCURACY else self.objectives.quality
 
     def _costs(self, result: dict) -> str:
         """`0.335% trainable`, then the other cost objectives: `0.335% trainable, peak MiB 812, train s 41.2`."""

@@ -14,7 +14,7 @@ from ray.tune.search.optuna import OptunaSearch
 from peftsweep.search.config import SearchSettings
 from peftsweep.search.orchestration.pareto_asha import ParetoASHA
 from peftsweep.search.plan import SweepPlan
-from peftsweep.metric_names import QUALITY, WORKER_SECONDS
+from peftsweep.metric_names import WORKER_SECONDS
 from peftsweep.search.results.objectives import NOT_RUN, Objectives, worker_seconds
 from peftsweep.search.orchestration.space import define_space, grid, start_points
 from peftsweep.search.points import unflat
@@ -102,6 +102,6 @@ def scheduler_for(plan: SweepPlan, floor: float | None = None):
                           reduction_factor=e.reduction_factor, objectives=objectives.names, modes=objectives.modes,
                           floor=floor, is_reference=is_reference_trial)
     # time_attr epoch, not training_iteration: a trial continued from a checkpoint keeps counting its epochs.
-    return tune.schedulers.ASHAScheduler(metric=QUALITY, mode="max", time_attr="epoch",
+    return tune.schedulers.ASHAScheduler(metric=plan.config.objective_set.quality, mode="max", time_attr="epoch",
                                          max_t=plan.config.train.epochs, grace_period=e.grace_period,
                                          reduction_factor=e.reduction_factor)

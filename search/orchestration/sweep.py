@@ -35,7 +35,7 @@ from peftsweep.search.orchestration.train_jobs import EARLY_END, EndTrainJobs, i
 from peftsweep.search.orchestration.trial import resources_of_point, sweep_trial
 from peftsweep.search.orchestration.warm_start import WarmStart, gather
 from peftsweep.search.plan import SweepPlan
-from peftsweep.search.results.records import CONFIRM, SEARCH, Floor
+from peftsweep.search.results.records import CONFIRM, SEARCH, Floor, floor_accuracy
 from peftsweep.search.results.summary import Summary, write_files
 from peftsweep.search.tracking.cleanup import delete_dominated_checkpoints
 from peftsweep.search.tracking.client import (OBJECTIVES_TAG, SWEEP_CONFIG_ARTIFACT, client_for, close_interrupted,
@@ -311,7 +311,8 @@ class Sweep:
             return tune.Tuner.restore(tune_path, trainable, resume_unfinished=True, resume_errored=False,
                                       restart_errored=False, param_space=param_space or None)
         end_jobs = EndTrainJobs(storage.name_of(tune_path), c.search.time_budget_s)
-        scheduler = scheduler_for(self.plan, self.floor.val_accuracy if self.floor else None)
+        quality = self.plan.config.objective_set.quality
+        scheduler = scheduler_for(self.plan, floor_accuracy(self.floor, quality) if self.floor else None)
         # ParetoASHA's rung records are saved with the sweep through a callback (Tune saves callbacks, not schedulers)
         saver = [scheduler.saver] if isinstance(scheduler, ParetoASHA) else []
         return tune.Tuner(

@@ -17,9 +17,9 @@ from ray import tune
 from ray.train import TrainingFailedError
 from ray.tune.integration.ray_train import TuneReportCallback
 
-from peftsweep.metric_names import PLANNED_MIN_MEMORY_MB, QUALITY
+from peftsweep.metric_names import PLANNED_MIN_MEMORY_MB
 from peftsweep.search.points import repeat_of, unflat
-from peftsweep.search.results.objectives import COSTS, NOT_RUN
+from peftsweep.search.results.objectives import COSTS, NOT_RUN, QUALITIES
 from peftsweep.startup_marks import enabled as marking, mark
 from peftsweep.search.storage import delete_checkpoints
 from peftsweep.search.orchestration.ray_private import LeanTorchTrainer, StartupMarker
@@ -80,7 +80,7 @@ def _over_memory_budget(trial: TrialConfig, budget_mb: float) -> bool:
     if least <= budget_mb:
         return False
     # every objective a sweep may search is in the report (Tune checks that the searcher's are), unmeasured: NaN
-    unmeasured = dict.fromkeys((QUALITY, *COSTS), math.nan)
+    unmeasured = dict.fromkeys((*dict.fromkeys(QUALITIES.values()), *COSTS), math.nan)
     tune.report(unmeasured | {"epoch": 0, PLANNED_MIN_MEMORY_MB: least,
                               NOT_RUN: f"the memory plan needs at least {least:.0f} MiB per worker (parameters, "
                                        f"gradients, optimizer state) > constraints.peak_memory_mb {budget_mb:g}"})

@@ -100,7 +100,7 @@ def gather(sources, config: dict[str, Any], methods: dict[str, MethodSpec], defa
                 continue
             point = objectives.point(r.run_id, r)
             if not point.usable:
-                unmeasured += math.isfinite(r.val_accuracy)
+                unmeasured += math.isfinite(objectives.score(r))
                 continue
             hparams = REGISTRY[r.method].parse(r.params)
             fitted = replay(r.method, hparams, (point.accuracy, *point.costs), methods,

@@ -8,11 +8,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from peftsweep.metric_names import TEST_ACCURACY, TRAINABLE_PCT, VAL_ACCURACY
+from peftsweep.metric_names import TRAINABLE_PCT
 from peftsweep.search.results.objectives import LABELS, RATIO_COSTS, Objectives
 from peftsweep.search.results.pareto import Point, hypervolume, pareto_front
 from peftsweep.search.results.records import Floor, TrialRecord, floor_accuracy
-from peftsweep.search.results.statistics import (ACCURACY_BOUNDS, Interval, PairedDifference, format_p, holm,
+from peftsweep.search.results.statistics import (Interval, PairedDifference, format_p, holm,
                                                  is_undecided, mean_interval, paired_difference, ratio_interval,
                                                  seeds_to_decide, single_run_gap)
 
@@ -78,7 +78,7 @@ class ConfirmedConfig:
     reasons: list[str]
     trainable_pct: float
     trainable_params: float
-    search_val_accuracy: float  # the accuracy it was selected with (one run, the search seed)
+    search_val_score: float  # the accuracy it was selected with (one run, the search seed)
     val: Interval  # over its confirm runs (failed ones at the floor when the rules say so)
     test: Interval
     seeds: list[int]  # of its completed confirm runs
@@ -122,6 +122,7 @@ class Confirmation:
     unfinished: int = 0  # confirm runs not yet completed or failed (an interrupted confirm stage)
     by_method: list[ConfirmedConfig] = field(default_factory=list)  # each method's configuration chosen by the search
     comparisons: int = 0  # verdicts in the family Holm adjusts over
+    quality_label: str = "acc"  # what the means are of (`metric:`): acc, macro-F1, MCC
 
     @property
     def confidence(self) -> float:
@@ -152,8 +153,8 @@ def by_seed(records: list[TrialRecord], metric: str, failed_at: float | None = N
 def _chosen_by_search(configs: list[ConfirmedConfig]) -> ConfirmedConfig | None:
     """The configuration the search stage would pick: its best search run (not the confirmed means, which the
     verdicts are judged on: choosing on them too would make the gap optimistic)."""
-    ranked = sorted((c for c in configs if math.isfinite(c.search_val_accuracy)),
-                    key=lambda c: (-c.search_val_accuracy, c.trainable_pct, c.config_id))
+    ranked = sorted((c for c in configs if math.isfinite(c.search_val_score)),
+                    key=lambda c: (-c.search_val_score, c.trainable_pct, c.config_id))
     return ranked[0] if ranked else None
 
 
@@ -171,27 +172,30 @@ def confirm(search: list[TrialRecord], repeats: list[TrialRecord], references: s
     for r in repeats:
         grouped.setdefault(r.config_id, []).append(r)
     at_floor = rules.failed_runs == "floor"
-    floor_val, floor_test = (floor.val_accuracy, floor.test_accuracy) if floor else (0.0, 0.0)
+    quality, test_quality = objectives.quality, objectives.test_quality
+    bounds = objectives.quality_bounds
+    floor_val = floor_accuracy(floor, quality)
+    floor_test = floor_accuracy(floor, test_quality)
     configs = []
     for config_id, runs in grouped.items():
         origin = trials.get(config_id)
         done = [r for r in runs if r.status == "completed"]
         failed_training = [r for r in runs if r.failed_in_training]
-        vals = [r.val_accuracy for r in done] + ([floor_val] * len(failed_training) if at_floor else [])
-        tests = [r.test_accuracy for r in done] + ([floor_test] * len(failed_training) if at_floor else [])
+        vals = [objectives.score(r) for r in done] + ([floor_val] * len(failed_training) if at_floor else [])
+        tests = [objectives.test_score(r) for r in done] + ([floor_test] * len(failed_training) if at_floor else [])
         pct = next((r.trainable_pct for r in done if math.isfinite(r.trainable_pct)),
                    origin.trainable_pct if origin else math.nan)
         params = next((r.trainable_params for r in done if math.isfinite(r.trainable_params)),
                       origin.trainable_params if origin else math.nan)
-        search_val = origin.val_accuracy if origin else math.nan
+        search_val = objectives.score(origin) if origin else math.nan
         reasons = sorted({reason for r in runs for reason in r.params.get("selected_as", "").split(",") if reason})
         costs = {c: _mean([getattr(r, c) for r in done]) for c in objectives.costs}
         configs.append(ConfirmedConfig(
             config_id=config_id, search_run_id=origin.run_id if origin else "", method=runs[0].method,
             params=dict(origin.params) if origin else dict(runs[0].params), reasons=reasons, trainable_pct=pct,
-            trainable_params=params, search_val_accuracy=search_val,
-            val=mean_interval(vals, rules.confidence, ACCURACY_BOUNDS),
-            test=mean_interval(tests, rules.confidence, ACCURACY_BOUNDS),
+            trainable_params=params, search_val_score=search_val,
+            val=mean_interval(vals, rules.confidence, bounds),
+            test=mean_interval(tests, rules.confidence, bounds),
             seeds=sorted(r.seed for r in done if r.seed is not None),
             attempted=sum(1 for r in runs if r.status in ("completed", "failed")),
             failed=sum(1 for r in runs if r.status == "failed"), failed_training=len(failed_training),
@@ -201,7 +205,7 @@ def confirm(search: list[TrialRecord], repeats: list[TrialRecord], references: s
     configs.sort(key=lambda c: (c.trainable_pct if math.isfinite(c.trainable_pct) else math.inf, c.config_id))
     points = [point for c in configs if not c.over_budget
               and (point := Point(c.config_id, c.val.mean, tuple(c.costs[k] for k in objectives.costs))).usable
-              and (floor is None or c.val.mean > floor.val_accuracy)]
+              and (floor is None or c.val.mean > floor_val)]
     front = [p.id for p in pareto_front(points)]
     reference = _chosen_by_search([c for c in configs if c.method in references])
     by_method = [chosen for method in sorted({c.method for c in configs})
@@ -211,10 +215,10 @@ def confirm(search: list[TrialRecord], repeats: list[TrialRecord], references: s
         if reference is not None and c is not reference:
             runs, ref_runs = grouped[c.config_id], grouped[reference.config_id]
             val_at, test_at = (floor_val, floor_test) if at_floor else (None, None)
-            c.gap_val = paired_difference(by_seed(runs, VAL_ACCURACY, val_at), by_seed(ref_runs, VAL_ACCURACY, val_at),
+            c.gap_val = paired_difference(by_seed(runs, quality, val_at), by_seed(ref_runs, quality, val_at),
                                           rules.confidence, rules.margin)
-            c.gap_test = paired_difference(by_seed(runs, TEST_ACCURACY, test_at),
-                                           by_seed(ref_runs, TEST_ACCURACY, test_at), rules.confidence, rules.margin)
+            c.gap_test = paired_difference(by_seed(runs, test_quality, test_at),
+                                           by_seed(ref_runs, test_quality, test_at), rules.confidence, rules.margin)
             c.ratios_to_full = {cost: ratio_interval(by_seed(runs, cost), by_seed(ref_runs, cost), rules.confidence)
                                 for cost in RATIO_COSTS}
     compared = sorted((c for c in configs if c.gap_test is not None), key=lambda c: c.config_id)
@@ -233,11 +237,12 @@ def confirm(search: list[TrialRecord], repeats: list[TrialRecord], references: s
     finished = ("completed", "failed")
     return Confirmation(
         seeds=sorted({r.seed for r in repeats if r.seed is not None}), rules=rules, configs=configs,
-        front=front, hypervolume=hypervolume(points, floor_accuracy(floor),
+        front=front, hypervolume=hypervolume(points, floor_accuracy(floor, quality),
                                              hv_references or objectives.hv_references(repeats)),
         reference=reference.config_id if reference else None,
         selection_bias=math.fsum(biases) / len(biases) if biases else math.nan, runs=len(repeats),
-        unfinished=sum(1 for r in repeats if r.status not in finished), by_method=by_method, comparisons=comparisons)
+        unfinished=sum(1 for r in repeats if r.status not in finished), by_method=by_method, comparisons=comparisons,
+        quality_label=objectives.quality_label)
 
 
 def _mean(values: list[float]) -> float:
@@ -293,13 +298,14 @@ def format_confirmation(conf: Confirmation | None) -> list[str]:
              f"t-interval] of {conf.runs} confirm runs{failed}{pending}; front on the means (*), hypervolume "
              f"{conf.hypervolume:.4f}{over}:",
              f"  {'method':<9} {'config':<12} {'trainable %':>11} " + "".join(f"{LABELS[k]:>10} " for k in extra)
-             + f"{'val acc':>22} {'test acc':>22} {'search val':>10} {'selection bias':>24}  runs"]
+             + f"{'val ' + conf.quality_label:>22} {'test ' + conf.quality_label:>22} {'search val':>10} "
+             f"{'selection bias':>24}  runs"]
     for c in conf.configs:
         mark = "*" if c.on_front else "!" if c.over_budget else " "
         runs = f"{c.attempted}" if not c.failed else c.failures
         lines.append(f"{mark} {c.method:<9} {c.config_id[-12:]:<12} {c.trainable_pct:>11.4g} "
                      + "".join(f"{c.costs.get(k, math.nan):>10.4g} " for k in extra)
-                     + f"{format_interval(c.val):>22} {format_interval(c.test):>22} {c.search_val_accuracy:>10.3f} "
+                     + f"{format_interval(c.val):>22} {format_interval(c.test):>22} {c.search_val_score:>10.3f} "
                      f"{format_interval(c.selection_bias, True):>24}  {runs}")
     reference = conf.config(conf.reference) if conf.reference else None
     if reference is None:
@@ -309,7 +315,7 @@ def format_confirmation(conf: Confirmation | None) -> list[str]:
         looks = f", alpha split over {rules.looks} looks" if rules.looks > 1 else ""
         lines += [f"PEFT vs full fine-tuning (each configuration minus the full fine-tune {reference.config_id[-12:]} "
                   f"chosen by the search, {format_interval(reference.test)} test; paired t over the shared seeds; "
-                  f"verdict on test accuracy, Holm-adjusted over {conf.comparisons} comparison"
+                  f"verdict on test {conf.quality_label}, Holm-adjusted over {conf.comparisons} comparison"
                   f"{'s' if conf.comparisons != 1 else ''}{looks}; equivalent = within +-{rules.margin:g} by two "
                   f"one-sided tests){at_floor}:",
                   f"  {'method':<9} {'config':<12} {'gap val':>24} {'gap test':>24} {'p (Holm)':>8}  verdict"]
@@ -323,7 +329,7 @@ def format_confirmation(conf: Confirmation | None) -> list[str]:
         for c in conf.compared:
             lines.append(f"  {c.method:<9} {c.config_id[-12:]:<12} "
                          + " ".join(f"{format_ratio(c.ratios_to_full.get(cost)):>26}" for cost in RATIO_COSTS))
-    lines.append(f"Selection bias (search run's val accuracy minus its confirmed mean): {conf.selection_bias:+.3f} on "
+    lines.append(f"Selection bias (search run's val {conf.quality_label} minus its confirmed mean): {conf.selection_bias:+.3f} on "
                  f"average over {sum(1 for c in conf.configs if math.isfinite(c.selection_bias.mean))} "
                  f"configurations (the reference and each method's configuration are chosen on the search's runs)")
     return lines

@@ -12,18 +12,19 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from peftsweep.metric_names import (CHECKPOINT_MB, METRICS, PEAK_MEMORY_MB, PLANNED_MIN_MEMORY_MB, TRAIN_SECONDS,
-                                    TRAINABLE_PCT, VAL_ACCURACY, WORKER_SECONDS)
+                                    TRAINABLE_PCT, VAL_ACCURACY, VAL_MACRO_F1, VAL_MCC, WORKER_SECONDS)
 from peftsweep.search.results.pareto import HV_REFERENCE_PCT, Point
 
 # A trial's result key when it was not run (its budget could not be kept: the memory plan said so), with the reason
 NOT_RUN = "not_run"
-# The names a config writes for the quality, and the metric each one is
-QUALITIES = {"accuracy": VAL_ACCURACY}
+# The names a config writes for the quality (`metric:`, the first objective), and the validation metric each one is
+# (generation's accuracy is exact match of the answer: `exact_match` names it too)
+QUALITIES = {"accuracy": VAL_ACCURACY, "exact_match": VAL_ACCURACY, "macro_f1": VAL_MACRO_F1, "mcc": VAL_MCC}
 # The costs a front may be over and a budget may cap, as the config writes them (each a metric's name)
 COSTS = (TRAINABLE_PCT, PEAK_MEMORY_MB, TRAIN_SECONDS, WORKER_SECONDS, CHECKPOINT_MB)
 MAX_COSTS = 3
 # How each cost is shown: a column header and an axis title
-LABELS = {VAL_ACCURACY: "val acc", TRAINABLE_PCT: "trainable %", PEAK_MEMORY_MB: "peak MiB",
+LABELS = {VAL_ACCURACY: "val acc", VAL_MACRO_F1: "val macro-F1", VAL_MCC: "val MCC", TRAINABLE_PCT: "trainable %", PEAK_MEMORY_MB: "peak MiB",
           TRAIN_SECONDS: "train s", WORKER_SECONDS: "worker-s", CHECKPOINT_MB: "ckpt MiB"}
 AXIS_TITLES = {TRAINABLE_PCT: "trainable parameters (% of the base model, log)",
                PEAK_MEMORY_MB: "peak memory of the worst rank (MiB, log)", TRAIN_SECONDS: "training seconds (log)",
@@ -66,6 +67,33 @@ class Objectives:
         """Budgets in COSTS order, whatever order the config (or MLflow's JSON) wrote them in."""
         budgets = tuple(sorted(constraints.items(), key=lambda item: COSTS.index(item[0])))
         return cls(QUALITIES[objectives[0]], tuple(objectives[1:]), budgets)
+
+    @property
+    def test_quality(self) -> str:
+        """The quality's metric on the test split (val_mcc -> test_mcc)."""
+        return "test_" + self.quality.removeprefix("val_")
+
+    @property
+    def quality_bounds(self) -> tuple[float, float]:
+        """Where the quality can lie (an interval is clipped to it): [-1, 1] for MCC, [0, 1] otherwise."""
+        return (-1.0, 1.0) if self.quality == VAL_MCC else (0.0, 1.0)
+
+    @property
+    def quality_title(self) -> str:
+        """`validation accuracy`, `validation macro-F1`, `validation MCC`: an axis title."""
+        return "validation " + ("accuracy" if self.quality == VAL_ACCURACY else self.quality_label)
+
+    @property
+    def quality_label(self) -> str:
+        """`acc`, `macro-F1`, `MCC`: the quality's short name, for column headers (`val <it>`, `test <it>`)."""
+        return LABELS[self.quality].removeprefix("val ")
+
+    def score(self, source: Mapping[str, Any] | Any) -> float:
+        """The quality's validation value of a result or record."""
+        return value_of(source, self.quality)
+
+    def test_score(self, source: Mapping[str, Any] | Any) -> float:
+        return value_of(source, self.test_quality)
 
     @property
     def names(self) -> tuple[str, ...]:

@@ -6,15 +6,15 @@ import math
 from dataclasses import dataclass
 
 from peftsweep.metric_names import (CHECKPOINT_MB, GPU_SECONDS, PEAK_MEMORY_MB, STORED_PARAMS, TEST_ACCURACY,
-                                    TOKENS_PER_SECOND, TRAINABLE_PARAMS, TRAINABLE_PCT, TRAIN_SECONDS, VAL_ACCURACY,
-                                    WORKER_SECONDS)
+                                    TEST_MACRO_F1, TEST_MCC, TOKENS_PER_SECOND, TRAINABLE_PARAMS, TRAINABLE_PCT,
+                                    TRAIN_SECONDS, VAL_ACCURACY, VAL_MACRO_F1, VAL_MCC, WORKER_SECONDS)
 from peftsweep.search.results.objectives import Objectives
 from peftsweep.trainers.faults import is_infrastructure_failure
 
 SEARCH, CONFIRM = "search", "confirm"  # the stages of a sweep: the search, then the confirm runs
 
 # The metrics a record holds (its float fields of the same names)
-RECORD_METRICS = (VAL_ACCURACY, TEST_ACCURACY, TRAINABLE_PCT, TRAINABLE_PARAMS, STORED_PARAMS, TRAIN_SECONDS,
+RECORD_METRICS = (VAL_ACCURACY, TEST_ACCURACY, VAL_MACRO_F1, TEST_MACRO_F1, VAL_MCC, TEST_MCC, TRAINABLE_PCT, TRAINABLE_PARAMS, STORED_PARAMS, TRAIN_SECONDS,
                   PEAK_MEMORY_MB, WORKER_SECONDS, GPU_SECONDS, CHECKPOINT_MB, TOKENS_PER_SECOND)
 
 
@@ -27,6 +27,10 @@ class TrialRecord:
     params: dict[str, str]
     val_accuracy: float = math.nan
     test_accuracy: float = math.nan
+    val_macro_f1: float = math.nan  # classification's other qualities (`metric:`)
+    test_macro_f1: float = math.nan
+    val_mcc: float = math.nan
+    test_mcc: float = math.nan
     trainable_pct: float = math.nan
     trainable_params: float = math.nan
     stored_params: float = math.nan
@@ -55,17 +59,27 @@ class TrialRecord:
 
 @dataclass(frozen=True)
 class Floor:
-    """The accuracy with nothing trained (0 trainable parameters): the majority class for classification, the base
-    model's own zero-shot answers for generation. A point of the plane: a trial that does not beat it is dominated."""
+    """The quality with nothing trained (0 trainable parameters): the majority class for classification, the base
+    model's own zero-shot answers for generation. A point of the plane: a trial that does not beat it is dominated.
+    `scores`: its value of every quality metric it was measured in (val_accuracy, test_mcc, ...)."""
 
     kind: str  # "majority class" | "zero-shot"
     val_accuracy: float
     test_accuracy: float
+    scores: tuple[tuple[str, float], ...] = ()
+
+    def value(self, metric: str) -> float:
+        """The floor of `metric` (e.g. val_mcc); NaN when it was not measured in it (a sweep from before)."""
+        return dict(self.scores).get(metric, {VAL_ACCURACY: self.val_accuracy, TEST_ACCURACY: self.test_accuracy}.get(
+            metric, math.nan))
 
 
-def floor_accuracy(floor: Floor | None) -> float:
-    """The accuracy the hypervolume is measured from: the floor's validation accuracy, 0 without a floor."""
-    return floor.val_accuracy if floor is not None else 0.0
+def floor_accuracy(floor: Floor | None, metric: str = VAL_ACCURACY) -> float:
+    """The quality the hypervolume is measured from: the floor's validation value of it, 0 without a floor."""
+    if floor is None:
+        return 0.0
+    value = floor.value(metric)
+    return value if math.isfinite(value) else 0.0
 
 
 def is_front_candidate(record: TrialRecord, objectives: Objectives = Objectives()) -> bool:
@@ -78,7 +92,7 @@ def is_front_candidate(record: TrialRecord, objectives: Objectives = Objectives(
 def best_of(records: list[TrialRecord], objectives: Objectives = Objectives()) -> TrialRecord | None:
     """The most accurate front candidate (the cheaper in trainable % of equals)."""
     ranked = sorted((r for r in records if is_front_candidate(r, objectives)),
-                    key=lambda r: (-r.val_accuracy, r.trainable_pct))
+                    key=lambda r: (-objectives.score(r), r.trainable_pct))
     return ranked[0] if ranked else None
 
 

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from peftsweep.metric_names import GPU_SECONDS, TRAINABLE_PCT, WORKER_SECONDS
+from peftsweep.metric_names import GPU_SECONDS, TEST_ACCURACY, TRAINABLE_PCT, VAL_ACCURACY, WORKER_SECONDS
 from peftsweep.search.results.confirmation import Confirmation, VerdictRules, confirm, format_confirmation, format_interval
 from peftsweep.search.results.objectives import LABELS, RATIO_COSTS, Objectives
 from peftsweep.search.results.pareto import hypervolume, pareto_front
@@ -26,11 +26,11 @@ STATUSES = ("completed", "early_stopped", "failed", "interrupted", "running", "n
 class MethodComparison:
     method: str
     best_run_id: str
-    val_accuracy: float
-    test_accuracy: float
+    val_score: float  # the quality (`metric:`) of its best trial, on validation and test
+    test_score: float
     trainable_pct: float
     # to the best trial of the reference method (full fine-tuning: `MethodSpec.reference`)
-    accuracy_gap_to_full: float | None  # val accuracy minus the best full fine-tune's
+    accuracy_gap_to_full: float | None  # its validation quality minus the best full fine-tune's
     param_ratio_to_full: float | None  # trainable % over the best full fine-tune's
     train_seconds: float
     peak_memory_mb: float
@@ -107,7 +107,8 @@ def summarize(records: list[TrialRecord], references: set[str] | None = None,
     records = [replace(r, over_budget=", ".join(objectives.over_budget(r))) for r in of_stage(records, SEARCH)]
     completed = [r for r in records if r.status == "completed" and objectives.point(r.run_id, r).usable]
     feasible = [r for r in completed if is_front_candidate(r, objectives)]
-    candidates = [r for r in feasible if floor is None or r.val_accuracy > floor.val_accuracy]
+    floor_score = floor.value(objectives.quality) if floor is not None else math.nan
+    candidates = [r for r in feasible if not math.isfinite(floor_score) or objectives.score(r) > floor_score]
     points = [objectives.point(r.run_id, r) for r in candidates]
     front_ids = [p.id for p in pareto_front(points)]
     records = [replace(r, on_front=r.run_id in front_ids) for r in records]
@@ -123,9 +124,9 @@ def summarize(records: list[TrialRecord], references: set[str] | None = None,
         if best is None:
             continue
         by_method.append(MethodComparison(
-            method=method, best_run_id=best.run_id, val_accuracy=best.val_accuracy, test_accuracy=best.test_accuracy,
-            trainable_pct=best.trainable_pct,
-            accuracy_gap_to_full=(best.val_accuracy - full.val_accuracy) if full else None,
+            method=method, best_run_id=best.run_id, val_score=objectives.score(best),
+            test_score=objectives.test_score(best), trainable_pct=best.trainable_pct,
+            accuracy_gap_to_full=(objectives.score(best) - objectives.score(full)) if full else None,
             param_ratio_to_full=(best.trainable_pct / full.trainable_pct) if full else None,
             train_seconds=best.train_seconds, peak_memory_mb=best.peak_memory_mb, worker_seconds=best.worker_seconds,
             checkpoint_mb=best.checkpoint_mb, over_budget=best.over_budget,
@@ -133,7 +134,7 @@ def summarize(records: list[TrialRecord], references: set[str] | None = None,
     counts = {s: sum(1 for r in records if r.status == s) for s in STATUSES}
     references_hv = objectives.hv_references(records)
     return Summary(trials=records, front=[by_id[i] for i in front_ids],
-                   hypervolume=hypervolume(points, floor_accuracy(floor), references_hv),
+                   hypervolume=hypervolume(points, floor_accuracy(floor, objectives.quality), references_hv),
                    by_method=by_method, counts=counts | {"total": len(records)},
                    reference_method=full.method if full else None, floor=floor,
                    below_floor=len(feasible) - len(candidates), repeats=repeats,
@@ -167,7 +168,7 @@ CONFIRMED_CSV = "confirmed.csv"  # one row per confirmed configuration
 def write_confirmed_csv(conf: Confirmation, path: Path) -> None:
     fields = ["config_id", "method", "reasons", TRAINABLE_PCT, "runs", "failed", "failed_training", "failures",
               "val_mean", "val_low", "val_high", "val_interval", "test_mean", "test_low", "test_high", "test_interval",
-              "search_val_accuracy", "selection_bias", "selection_bias_low", "selection_bias_high",
+              "search_val_score", "selection_bias", "selection_bias_low", "selection_bias_high",
               "on_confirmed_front", "gap_val", "gap_val_low", "gap_val_high", "gap_test", "gap_test_low",
               "gap_test_high", "gap_test_p", "gap_test_p_holm", "gap_test_p_equivalence_holm", "comparisons", "verdict",
               "seeds_to_decide", *[f"x_full_{cost}{end}" for cost in RATIO_COSTS for end in ("", "_low", "_high")],
@@ -188,7 +189,7 @@ def write_confirmed_csv(conf: Confirmation, path: Path) -> None:
                              "val_mean": c.val.mean, "val_low": c.val.low, "val_high": c.val.high,
                              "val_interval": format_interval(c.val), "test_mean": c.test.mean,
                              "test_low": c.test.low, "test_high": c.test.high, "test_interval": format_interval(c.test),
-                             "search_val_accuracy": c.search_val_accuracy, "selection_bias": c.selection_bias.mean,
+                             "search_val_score": c.search_val_score, "selection_bias": c.selection_bias.mean,
                              "selection_bias_low": c.selection_bias.low, "selection_bias_high": c.selection_bias.high,
                              "on_confirmed_front": c.on_front, "gap_test_p": t.p_value if t else "",
                              "gap_test_p_holm": t.p_adjusted if t else "",
@@ -210,7 +211,9 @@ def _ratio_cells(c) -> dict[str, Any]:
 
 def as_dict(summary: Summary) -> dict[str, Any]:
     """Plain data, strict-JSON safe: a metric a failed trial never reached is None, not NaN."""
-    floor = asdict(summary.floor) if summary.floor else None
+    f = summary.floor  # its kind and its value of every metric it was measured in
+    floor = {"kind": f.kind, VAL_ACCURACY: f.val_accuracy, TEST_ACCURACY: f.test_accuracy, **dict(f.scores)} \
+        if f else None
     return _finite({"objectives": list(summary.objectives.names),
                     "constraints": dict(summary.objectives.budgets), "over_budget": summary.over_budget,
                     "hypervolume": summary.hypervolume, "hypervolume_references": list(summary.hv_references),
@@ -249,6 +252,7 @@ def _unfinished(counts: dict[str, int]) -> str:
 
 def format_table(summary: Summary) -> str:
     c, objectives = summary.counts, summary.objectives
+    val, test = f"val {objectives.quality_label}", f"test {objectives.quality_label}"
     # trainable % has its own column; peak memory, training time and checkpoint size are always shown beside it
     extra = list(dict.fromkeys(cost for cost in (*objectives.costs, *RATIO_COSTS) if cost != TRAINABLE_PCT))
     lines = [f"trials: {c['total']} ({c['completed']} completed, {c['early_stopped']} stopped early, "
@@ -258,22 +262,22 @@ def format_table(summary: Summary) -> str:
              f"Pareto front ({objectives.describe().split(';')[0]}), hypervolume {summary.hypervolume:.4f}"
              f"{_from(summary)}:",
              f"  {'method':<9} {'trainable %':>11} {'params':>10} "
-             + "".join(f"{LABELS[cost]:>10} " for cost in extra) + f"{'val acc':>8} {'test acc':>8}  hyperparameters"]
+             + "".join(f"{LABELS[cost]:>10} " for cost in extra) + f"{val:>8} {test:>8}  hyperparameters"]
     for r in summary.front:
         hp = ", ".join(f"{k}={_short(v)}" for k, v in r.params.items() if k != "method" and k in _method_keys(r))
         lines.append(f"  {r.method:<9} {r.trainable_pct:>11.4g} {r.trainable_params:>10.0f} "
                      + "".join(f"{getattr(r, cost):>10.4g} " for cost in extra)
-                     + f"{r.val_accuracy:>8.3f} {r.test_accuracy:>8.3f}  {hp}")
+                     + f"{objectives.score(r):>8.3f} {objectives.test_score(r):>8.3f}  {hp}")
     lines += ["Best trial per method vs the best full fine-tune (x full: the method's best over full fine-tuning's"
               + ("; !: over budget, every trial of the method" if any(m.over_budget for m in summary.by_method)
                  else "") + "):",
-              f"  {'method':<9} {'val acc':>8} {'test acc':>8} {'trainable %':>11} {'gap to full':>11} "
+              f"  {'method':<9} {val:>8} {test:>8} {'trainable %':>11} {'gap to full':>11} "
               f"{'x params':>9} {'peak MiB':>9} {'x memory':>9} {'train s':>8} {'x time':>7} {'ckpt MiB':>9} "
               f"{'x size':>7}"]
     for m in summary.by_method:
         gap = f"{m.accuracy_gap_to_full:+.3f}" if m.accuracy_gap_to_full is not None else "n/a"
         ratios = [_times(m.param_ratio_to_full)] + [_times(m.ratios_to_full.get(cost)) for cost in RATIO_COSTS]
-        lines.append(f"{'!' if m.over_budget else ' '} {m.method:<9} {m.val_accuracy:>8.3f} {m.test_accuracy:>8.3f} {m.trainable_pct:>11.4g} "
+        lines.append(f"{'!' if m.over_budget else ' '} {m.method:<9} {m.val_score:>8.3f} {m.test_score:>8.3f} {m.trainable_pct:>11.4g} "
                      f"{gap:>11} {ratios[0]:>9} {m.peak_memory_mb:>9.0f} {ratios[1]:>9} {m.train_seconds:>8.1f} "
                      f"{ratios[2]:>7} {m.checkpoint_mb:>9.3g} {ratios[3]:>7}")
     return "\n".join(lines + format_confirmation(summary.confirmation))
@@ -293,7 +297,8 @@ def _budget_line(summary: Summary) -> list[str]:
 
 
 def _from(summary: Summary) -> str:
-    return f" (from the floor, {summary.floor.val_accuracy:.3f})" if summary.floor else ""
+    return (f" (from the floor, {floor_accuracy(summary.floor, summary.objectives.quality):.3f})" if summary.floor
+            else "")
 
 
 def _compute_line(summary: Summary) -> list[str]:
@@ -311,8 +316,9 @@ def _floor_line(summary: Summary) -> list[str]:
     if f is None:
         return []
     beaten = f"; {summary.below_floor} completed trial(s) did not beat it" if summary.below_floor else ""
-    return [f"floor ({f.kind}, 0 trainable parameters): val acc {f.val_accuracy:.3f}, test acc "
-            f"{f.test_accuracy:.3f}{beaten}"]
+    o = summary.objectives
+    return [f"floor ({f.kind}, 0 trainable parameters): val {o.quality_label} {f.value(o.quality):.3f}, test "
+            f"{o.quality_label} {f.value(o.test_quality):.3f}{beaten}"]
 
 
 def _method_keys(record: TrialRecord) -> set[str]:

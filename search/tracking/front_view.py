@@ -17,7 +17,7 @@ from urllib.parse import urlencode
 
 from mlflow import MlflowClient
 
-from peftsweep.metric_names import (EPOCHS_COMPLETED, LOG10_TRAINABLE_PCT, QUALITY, STORED_PCT, TEST_ACCURACY,
+from peftsweep.metric_names import (EPOCHS_COMPLETED, LOG10_TRAINABLE_PCT, STORED_PCT, TEST_ACCURACY,
                                     TRAINABLE_PCT, VAL_ACCURACY)
 from peftsweep.search.results.objectives import LABELS, Objectives
 from peftsweep.search.tracking.client import METHOD_TAG, OVER_BUDGET_TAG, PARETO_TAG, ROLE_TAG, STATUS_TAG
@@ -32,7 +32,8 @@ COLUMN_METRICS = (VAL_ACCURACY, TEST_ACCURACY, TRAINABLE_PCT, STORED_PCT, EPOCHS
 COLUMN_TAGS = (METHOD_TAG, STATUS_TAG, PARETO_TAG)
 # MLflow's scatter chart has no log axis; trainable % spans 0.01 to 100, so the chart shows its log10 (a metric
 # every trial logs when it ends).
-CHART_X, CHART_Y = LOG10_TRAINABLE_PCT, QUALITY  # the first scatter chart's axes
+# The first scatter chart's axes; y is the quality searched (`metric:`), validation accuracy by default
+CHART_X, CHART_Y = LOG10_TRAINABLE_PCT, VAL_ACCURACY
 _SECTION = "peftsweep-front"
 
 
@@ -44,14 +45,14 @@ def chart_axes(objectives: Objectives) -> list[str]:
 
 def view_state(search_filter: str = FRONT_FILTER, objectives: Objectives = Objectives()) -> dict[str, Any]:
     """The runs page's state for the runs a filter selects: search facets and UI state as MLflow serialises them."""
-    columns = list(dict.fromkeys((*COLUMN_METRICS, *objectives.costs)))
+    columns = list(dict.fromkeys((objectives.quality, objectives.test_quality, *COLUMN_METRICS, *objectives.costs)))
     scatters = [{"uuid": f"peftsweep-front-scatter{'' if i == 0 else '-' + x}", "type": "SCATTER",
                  "runsCountToCompare": 1000, "metricSectionId": _SECTION, "deleted": False, "isGenerated": False,
-                 "xaxis": {"key": x, "type": "METRIC"}, "yaxis": {"key": CHART_Y, "type": "METRIC"}}
+                 "xaxis": {"key": x, "type": "METRIC"}, "yaxis": {"key": objectives.quality, "type": "METRIC"}}
                 for i, x in enumerate(chart_axes(objectives))]
     return {
         "searchFilter": search_filter,
-        "orderByKey": f"metrics.`{QUALITY}`",  # sorting by a metric also lists child runs flat, not under the parent
+        "orderByKey": f"metrics.`{objectives.quality}`",  # sorting by a metric lists child runs flat, not under the parent
         "orderByAsc": False,
         "startTime": "ALL",
         "lifecycleFilter": "Active",
@@ -68,8 +69,8 @@ def view_state(search_filter: str = FRONT_FILTER, objectives: Objectives = Objec
         "compareRunCharts": [
             *scatters,
             {"uuid": "peftsweep-front-curves", "type": "LINE", "runsCountToCompare": 1000,
-             "metricSectionId": _SECTION, "deleted": False, "isGenerated": False, "displayName": CHART_Y,
-             "metricKey": CHART_Y, "lineSmoothness": 0, "xAxisScaleType": "linear", "scaleType": "linear",
+             "metricSectionId": _SECTION, "deleted": False, "isGenerated": False, "displayName": objectives.quality,
+             "metricKey": objectives.quality, "lineSmoothness": 0, "xAxisScaleType": "linear", "scaleType": "linear",
              "range": {}, "xAxisKey": "step", "selectedXAxisMetricKey": "", "yAxisKey": "metric",
              "yAxisExpressions": [], "ignoreOutliers": False, "useGlobalXaxisKey": True,
              "useGlobalLineSmoothing": True}],
@@ -112,7 +113,7 @@ def front_view_url(server: str, experiment_id: str, *, saved_view: bool = True, 
     if saved_view:
         query = urlencode({"viewStateShareKey": view_id, "compareRunsMode": "CHART"})
     else:
-        query = urlencode({"searchFilter": FRONT_FILTER, "orderByKey": f"metrics.`{QUALITY}`", "orderByAsc": "false"})
+        query = urlencode({"searchFilter": FRONT_FILTER, "orderByKey": f"metrics.`{VAL_ACCURACY}`", "orderByAsc": "false"})
     return f"{server.rstrip('/')}/#/experiments/{experiment_id}/runs?{query}"
 
 

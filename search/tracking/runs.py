@@ -21,7 +21,9 @@ def logged_floor(client, parent_run_id: str) -> Floor | None:
     metrics, kind = run.data.metrics, run.data.tags.get(FLOOR_TAG)
     if kind is None or not all(k in metrics for k in FLOOR_METRICS):
         return None
-    return Floor(kind, metrics[FLOOR_METRICS[0]], metrics[FLOOR_METRICS[1]])
+    others = tuple(sorted((k.removeprefix("floor_"), v) for k, v in metrics.items()
+                          if k.startswith("floor_") and k not in FLOOR_METRICS))  # floor_val_mcc, ...
+    return Floor(kind, metrics[FLOOR_METRICS[0]], metrics[FLOOR_METRICS[1]], others)
 
 
 def logged_rules(client, parent_run_id: str):
@@ -75,10 +77,18 @@ def load_records(client, experiment_id: str, parent_run_id: str) -> list[TrialRe
 
 
 
-def summarize_sweep(client, experiment_id: str, parent_run_id: str) -> Summary:
-    """The sweep's summary from MLflow alone: its runs, with the floor and the verdict rules its parent run logged."""
+def summarize_sweep(client, experiment_id: str, parent_run_id: str, metric: str | None = None) -> Summary:
+    """The sweep's summary from MLflow alone: its runs, with the floor, the verdict rules and the objectives its parent
+    run logged; `metric` (a name `metric:` takes): on that quality instead of the one the sweep searched."""
+    from dataclasses import replace
+
+    from peftsweep.search.results.objectives import QUALITIES
+
+    objectives = logged_objectives(client, parent_run_id)
+    if metric is not None:
+        objectives = replace(objectives, quality=QUALITIES[metric])
     return summarize(load_records(client, experiment_id, parent_run_id), floor=logged_floor(client, parent_run_id),
-                     rules=logged_rules(client, parent_run_id), objectives=logged_objectives(client, parent_run_id))
+                     rules=logged_rules(client, parent_run_id), objectives=objectives)
 
 
 def tag_front(client, summary: Summary) -> None:

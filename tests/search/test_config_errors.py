@@ -41,6 +41,7 @@ DELETE = object()
 # (what is changed, new value, text the message must contain)
 MISTAKES = [
     ("bogus", 1, "bogus: unknown key"),
+    ("metric", "exact_match", "metric: exact_match is not a quality of task classification"),
     ("search.num_sample", 5, "search.num_sample: unknown key"),
     ("search.start_with_defaults", True, "search.start_with_defaults: renamed: search.start_points"),
     ("search.start_points", "cheapest", "search.start_points: Input should be 'smallest', 'defaults' or 'none'"),
@@ -139,6 +140,11 @@ GENERATION_MISTAKES = [
     ("data.chat_template", True, "data.chat_template: the model's tokenizer has no chat template"),
     ("generation.match", "fuzzy", "generation.match: Input should be 'normalized' or 'exact'"),
     ("generation.max_new_tokens", 0, "generation.max_new_tokens: Input should be greater than or equal to 1"),
+    ("generation.scoring", "extract", "generation: scoring: extract needs generation.answer_pattern"),
+    ("data.choices_column", "options", "data.choices_column: not with data.template"),
+    ("metric", "mcc", "metric: mcc is not a quality of task generation (it has accuracy, exact_match)"),
+    ("metric", "f1", "metric: not a quality (choose from accuracy, exact_match, macro_f1, mcc)"),
+    ("objectives", ["mcc", "trainable_pct"], "objectives[0]: mcc is not a quality of task generation"),
 ]
 
 

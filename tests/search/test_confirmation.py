@@ -84,7 +84,7 @@ def test_only_completed_confirm_runs_count_and_the_search_run_never_does():
     conf = confirm(SEARCH, REPEATS + failed + running, {"full"})
     lora = conf.config("l")
     assert lora.val.mean == pytest.approx(0.84) and lora.failed == 1 and conf.unfinished == 1
-    assert lora.search_val_accuracy == 0.87  # kept beside the mean, not in it
+    assert lora.search_val_score == 0.87  # kept beside the mean, not in it
     assert lora.failures == "failed 1 of 4" and lora.verdict.startswith("withheld")
 
 

@@ -8,6 +8,8 @@ from functools import partial
 
 import pytest
 
+from pydantic import ValidationError
+
 from peftsweep.errors import UserError
 from peftsweep.search.config import SearchSettings, load_sweep_config
 from peftsweep.search.orchestration.searcher import BudgetedOptunaSearch, make_sampler
@@ -91,3 +93,17 @@ def test_the_searcher_computes_worker_seconds_when_they_are_an_objective():
     searcher.suggest("t")
     searcher.on_trial_complete("t", {"epoch": 3, "val_accuracy": 0.8, "time_total_s": 30.0, "num_workers": 2})
     assert searcher._ot_study.trials[0].values == [0.8, 60.0]
+
+
+def test_metric_names_the_quality_and_the_first_objective(tmp_path):
+    from peftsweep.search.config import SweepConfig
+
+    base = {"name": "m", "model": "all-MiniLM-L6-v2", "data": {"preset": "trec6"}}
+    config = SweepConfig(**base, metric="mcc")
+    assert config.objectives == ["mcc", "trainable_pct"]
+    assert config.objective_set.quality == "val_mcc" and config.objective_set.test_quality == "test_mcc"
+    assert SweepConfig(**base, metric="macro_f1", objectives=["macro_f1", "peak_memory_mb"]).objective_set.costs == (
+        "peak_memory_mb",)
+    assert SweepConfig(**base).objective_set.quality == "val_accuracy"  # no metric: accuracy, as before
+    with pytest.raises(ValidationError, match="metric"):
+        SweepConfig(**base, metric="f1")

@@ -87,7 +87,11 @@ def test_majority_floor_by_hand():
                                  "validation": Split([[1]] * 4, [2, 0, 0, 2]),
                                  "test": Split([[1]] * 5, [1, 1, 1, 1, 2])},
                          label_names=["a", "b", "c"], pad_token_id=0, max_length=8, task=CLASSIFY.name)
-    assert majority_floor(data) == {"validation": 0.5, "test": 0.2}
+    floor = majority_floor(data)
+    assert floor["validation"]["accuracy"] == 0.5 and floor["test"]["accuracy"] == 0.2
+    # always "c": F1 of c on validation 2*2/(2*2+2+0) = 2/3, the others 0 (a is absent from the predictions but
+    # present in the labels; b in neither, so left out): macro-F1 (2/3 + 0) / 2; MCC of a constant answer 0
+    assert floor["validation"]["macro_f1"] == pytest.approx(1 / 3) and floor["validation"]["mcc"] == 0.0
 
 
 def test_compute_totals_by_stage_and_the_printed_line():

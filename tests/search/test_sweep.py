@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 
-from peftsweep.search.tracking.client import PARETO_TAG, PLACE_TAGS, ROLE_TAG, client_for
+from peftsweep.search.tracking.client import PARETO_TAG, PLACE_TAGS, ROLE_TAG, STATUS_TAG, client_for, trial_runs
 from tests.tiny import SHARED_EXPERIMENT
 from tests.tiny import SWEEP_TRIALS as NUM_SAMPLES
 
@@ -107,6 +107,31 @@ def test_summary_command_reads_the_front_back_from_mlflow(finished_sweep, capsys
     written = json.loads(capsys.readouterr().out)
     assert len(written["trials"]) == NUM_SAMPLES
     assert {p["run_id"] for p in written["front"]} == {r.run_id for r in finished_sweep.summary.front}
+
+
+def test_a_sweep_is_summarized_again_on_another_metric(finished_sweep, capsys):
+    """Every trial logs val_mcc and val_macro_f1 beside the searched accuracy, the floor is logged in each (majority
+    class: MCC 0), and `summary --metric mcc` gives the front over (val MCC, trainable %) computed here from MLflow."""
+    from peftsweep.cli import main
+
+    client = client_for(finished_sweep.tracking_uri)
+    parent = client.get_run(finished_sweep.parent_run_id).data.metrics
+    assert parent["floor_val_mcc"] == 0.0 and 0 < parent["floor_val_macro_f1"] < parent["floor_val_accuracy"]
+    runs = trial_runs(client, finished_sweep.experiment_id, finished_sweep.parent_run_id)
+    completed = [r for r in runs if r.data.tags[STATUS_TAG] == "completed"]
+    assert completed and all({"val_mcc", "val_macro_f1", "test_mcc"} <= set(r.data.metrics) for r in completed)
+    points = {r.info.run_id: (r.data.metrics["val_mcc"], r.data.metrics["trainable_pct"]) for r in completed
+              if r.data.metrics["val_mcc"] > 0.0}
+    expected = {i for i, (q, c) in points.items()
+                if not any(q2 >= q and c2 <= c and (q2 > q or c2 < c) for q2, c2 in points.values())}
+    assert main(["summary", "--experiment", SHARED_EXPERIMENT, "--tracking-uri", finished_sweep.tracking_uri,
+                 "--metric", "mcc", "--json"]) == 0
+    written = json.loads(capsys.readouterr().out)
+    assert {p["run_id"] for p in written["front"]} == expected
+    assert written["floor"]["val_mcc"] == 0.0
+    assert main(["summary", "--experiment", SHARED_EXPERIMENT, "--tracking-uri", finished_sweep.tracking_uri,
+                 "--metric", "mcc"]) == 0
+    assert "Pareto front (val MCC (max), trainable % (min))" in capsys.readouterr().out
 
 
 def test_dashboard_command_writes_the_report(finished_sweep, tmp_path, capsys):
