@@ -76,7 +76,7 @@ def quick_config(directory: Path) -> Path:
     _, data = tiny_assets(directory, n=120)  # its toy rows (the tiny BERT is not used)
     config = {"name": "scoring-quick", "model": str(model), "task": "generation",
               "data": {"train_file": data["train_file"], "template": ANSWER_TEMPLATE, "max_length": 24},
-              "methods": {"lora": {}}, "train": {"eval_batch_size": 8}}
+              "train": {"eval_batch_size": 8}}  # methods: all (the bench trains none)
     path = directory / "scoring-quick.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
