@@ -206,9 +206,11 @@ def pareto(data: SweepData, style: dict[str, Style], cost: str = TRAINABLE_PCT) 
         full = means.get(conf.reference) if conf.reference else None
         reference_line = Line(full.val.mean, f"full fine-tune, confirmed mean {full.val.mean:.3f}") if full else None
         note = f"bars: confirmed mean and {conf.confidence:.0%} interval over {len(conf.seeds)} seeds"
-    return ParetoData(series, front, reference_line,
-                      Line(floor_accuracy(floor, objectives.quality),
-                           f"floor ({floor.kind}) {floor_accuracy(floor, objectives.quality):.3f}") if floor else None,
+    floor_line = None
+    if floor:
+        least = floor_accuracy(floor, objectives.quality)
+        floor_line = Line(least, f"floor ({floor.kind}) {least:.3f}")
+    return ParetoData(series, front, reference_line, floor_line,
                       log_range([m.x for s in series for m in s.markers] + [b.x for b in bars]), bars, note,
                       cost=cost, x_title=AXIS_TITLES[cost], staircase=objectives.costs == (cost,),
                       front_over=objectives.describe(), y_title=objectives.quality_title)

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from peftsweep.metric_names import TRAINABLE_PCT
 from peftsweep.search.results.objectives import LABELS, RATIO_COSTS, Objectives
 from peftsweep.search.results.pareto import Point, hypervolume, pareto_front
-from peftsweep.search.results.records import Floor, TrialRecord, floor_accuracy
+from peftsweep.search.results.records import Floor, TrialRecord, beats_floor, floor_accuracy
 from peftsweep.search.results.statistics import (Interval, PairedDifference, format_p, holm,
                                                  is_undecided, mean_interval, paired_difference, ratio_interval,
                                                  seeds_to_decide, single_run_gap)
@@ -78,7 +78,7 @@ class ConfirmedConfig:
     reasons: list[str]
     trainable_pct: float
     trainable_params: float
-    search_val_score: float  # the accuracy it was selected with (one run, the search seed)
+    search_val_score: float  # the validation quality it was selected with (one run, the search seed)
     val: Interval  # over its confirm runs (failed ones at the floor when the rules say so)
     test: Interval
     seeds: list[int]  # of its completed confirm runs
@@ -205,7 +205,7 @@ def confirm(search: list[TrialRecord], repeats: list[TrialRecord], references: s
     configs.sort(key=lambda c: (c.trainable_pct if math.isfinite(c.trainable_pct) else math.inf, c.config_id))
     points = [point for c in configs if not c.over_budget
               and (point := Point(c.config_id, c.val.mean, tuple(c.costs[k] for k in objectives.costs))).usable
-              and (floor is None or c.val.mean > floor_val)]
+              and beats_floor(c.val.mean, floor, quality)]
     front = [p.id for p in pareto_front(points)]
     reference = _chosen_by_search([c for c in configs if c.method in references])
     by_method = [chosen for method in sorted({c.method for c in configs})

@@ -82,6 +82,13 @@ def floor_accuracy(floor: Floor | None, metric: str = VAL_ACCURACY) -> float:
     return value if math.isfinite(value) else 0.0
 
 
+def beats_floor(value: float, floor: Floor | None, metric: str = VAL_ACCURACY) -> bool:
+    """Above the floor's value of `metric`; True without a floor, or a floor not measured in it (a sweep from
+    before the metric was logged)."""
+    least = floor.value(metric) if floor is not None else math.nan
+    return not math.isfinite(least) or value > least
+
+
 def is_front_candidate(record: TrialRecord, objectives: Objectives = Objectives()) -> bool:
     """Trials that trained to the end (an early-stopped trial's partial accuracy is not comparable), were measured in
     every objective and kept every budget."""

@@ -19,7 +19,7 @@ from typing import Sequence
 from scipy import stats
 
 BETTER, WORSE = "better", "worse"
-ACCURACY_BOUNDS, DIFFERENCE_BOUNDS = (0.0, 1.0), (-1.0, 1.0)
+DIFFERENCE_BOUNDS = (-1.0, 1.0)
 TOO_FEW = "too few seeds"  # fewer than 2 paired runs, or no spread among them: no interval, no verdict
 MAX_SEEDS_ESTIMATE = 1000  # seeds_to_decide says "more than this" beyond it
 

@@ -16,8 +16,8 @@ from peftsweep.metric_names import GPU_SECONDS, TEST_ACCURACY, TRAINABLE_PCT, VA
 from peftsweep.search.results.confirmation import Confirmation, VerdictRules, confirm, format_confirmation, format_interval
 from peftsweep.search.results.objectives import LABELS, RATIO_COSTS, Objectives
 from peftsweep.search.results.pareto import hypervolume, pareto_front
-from peftsweep.search.results.records import (CONFIRM, RECORD_METRICS, SEARCH, Floor, TrialRecord, best_of, floor_accuracy,
-                                              is_front_candidate, of_stage)
+from peftsweep.search.results.records import (CONFIRM, RECORD_METRICS, SEARCH, Floor, TrialRecord, beats_floor,
+                                              best_of, floor_accuracy, is_front_candidate, of_stage)
 
 STATUSES = ("completed", "early_stopped", "failed", "interrupted", "running", "not_run")  # a record's, counted
 
@@ -107,8 +107,7 @@ def summarize(records: list[TrialRecord], references: set[str] | None = None,
     records = [replace(r, over_budget=", ".join(objectives.over_budget(r))) for r in of_stage(records, SEARCH)]
     completed = [r for r in records if r.status == "completed" and objectives.point(r.run_id, r).usable]
     feasible = [r for r in completed if is_front_candidate(r, objectives)]
-    floor_score = floor.value(objectives.quality) if floor is not None else math.nan
-    candidates = [r for r in feasible if not math.isfinite(floor_score) or objectives.score(r) > floor_score]
+    candidates = [r for r in feasible if beats_floor(objectives.score(r), floor, objectives.quality)]
     points = [objectives.point(r.run_id, r) for r in candidates]
     front_ids = [p.id for p in pareto_front(points)]
     records = [replace(r, on_front=r.run_id in front_ids) for r in records]
