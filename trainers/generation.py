@@ -221,7 +221,7 @@ def evaluate_split(model: nn.Module, split: GenerationSplit, data: TokenizedData
                     in_length_order=context.in_length_order)
 
 
-def zero_shot_floor(data: TokenizedData, template: Any, device: torch.device) -> dict[str, dict[str, float]]:
+def zero_shot_floor(data: TokenizedData, template: Any, device: torch.device) -> dict[str, float]:
     """Exact-match accuracy of the pre-trained model itself, nothing trained (same prompts, same scoring)."""
     from peftsweep.trainers.loop import autocast, uses_bf16
     from peftsweep.trainers.model import load_base, load_tokenizer  # the model loads this module's kind: no cycle,
@@ -231,15 +231,14 @@ def zero_shot_floor(data: TokenizedData, template: Any, device: torch.device) ->
     if uses_bf16(device, template.train.precision):  # nothing trains: every weight lean (an 8B model in 16 GB)
         model = model.to(torch.bfloat16)
     tokenizer = load_tokenizer(template.model, template.trust_remote_code)
-    decode = lambda ids: tokenizer.decode(ids, skip_special_tokens=True)  # noqa: E731
-    return {name: {"accuracy": evaluate(model, data.splits[name], decode=decode,
+    return {name: evaluate(model, data.splits[name], decode=lambda ids: tokenizer.decode(ids, skip_special_tokens=True),
                            pad_token_id=data.pad_token_id, eos_token_id=data.eos_token_id,
                            max_new_tokens=template.generation.max_new_tokens or data.max_new_tokens,
                            batch_size=template.train.eval_batch_size, device=device,
                            match=template.generation.match, scoring=template.generation.scoring,
                            answer_pattern=template.generation.answer_pattern,
                            length_normalized=template.generation.length_normalized,
-                           autocast=lambda: autocast(device, template.train.precision))["accuracy"]}
+                           autocast=lambda: autocast(device, template.train.precision))["accuracy"]
             for name in ("validation", "test")}
 
 

@@ -52,9 +52,8 @@ class TaskKind:
         rank taking a shard.
     extra_metrics: the other scores evaluate reports (logged as val_<name> / test_<name>).
     decodes: its evaluation turns token ids back into text (the worker loads the tokenizer).
-    floor_name / floor: the scores a model reaches with nothing trained, which a trial must beat ({"validation":
-        {"accuracy": ..., <the other qualities>}, "test": {...}}): given the data and the sweep's trial template
-        (model, evaluation settings) and a device.
+    floor_name / floor: the accuracy a model reaches with nothing trained, which a trial must beat ({"validation":
+        ..., "test": ...}): given the data and the sweep's trial template (model, evaluation settings) and a device.
     floor_runs_model: the floor needs the model (run where trials run); else it is computed from the data alone.
     logits_over_vocab: its loss is over the vocabulary's logits at every position (a causal LM): the memory plan
         counts them.

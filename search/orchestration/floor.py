@@ -35,6 +35,8 @@ def measure_floor(task: str, data: TokenizedData, template: TrialTemplate) -> Fl
     else:
         scores = kind.floor(data, template, torch.device("cpu"))
     val, test = scores["validation"], scores["test"]
+    if not isinstance(val, dict):  # accuracy alone
+        return Floor(kind.floor_name, val, test)
     others = tuple((f"{prefix}_{name}", value) for prefix, split in (("val", val), ("test", test))
                    for name, value in split.items() if name != "accuracy")
     return Floor(kind.floor_name, val["accuracy"], test["accuracy"], others)
