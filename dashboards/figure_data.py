@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from peftsweep.dashboards.sweep_data import SweepData, hyperparameters, key_hyperparameter
 from peftsweep.metric_names import PEAK_MEMORY_MB, TRAIN_SECONDS, TRAINABLE_PCT
 from peftsweep.search.results.confirmation import Confirmation, format_interval
-from peftsweep.search.results.objectives import AXIS_TITLES, LABELS, Objectives
+from peftsweep.search.results.objectives import AXIS_TITLES, LABELS, SIGNED_COSTS, Objectives
 from peftsweep.search.results.pareto import hypervolume
 from peftsweep.search.results.records import TrialRecord, floor_accuracy, is_front_candidate
 
@@ -73,7 +73,7 @@ class ParetoData:
     front: list[tuple[float, float]]  # (cost, val accuracy), cheapest first: of the confirmed means if confirmed
     reference: Line | None  # the best full fine-tune's accuracy (its confirmed mean if confirmed)
     floor: Line | None = None  # the accuracy with nothing trained (majority class, zero-shot)
-    x_range: tuple[float, float] = (0.1, 10.0)  # the log axis of the cost, around the markers
+    x_range: tuple[float, float] = (0.1, 10.0)  # the cost's axis around the markers (log, unless `log_x` is off)
     confirmed: list[ErrorBar] = field(default_factory=list)  # empty: the front is unconfirmed
     confirmed_note: str = ""  # what the bars are, for the title
     cost: str = TRAINABLE_PCT  # the metric on the x axis
@@ -81,6 +81,7 @@ class ParetoData:
     staircase: bool = True  # the front is over this cost alone (and the quality): drawn as a step line
     front_over: str = ""  # what the front is over, for the title
     y_title: str = "validation accuracy"  # the quality (`metric:`)
+    log_x: bool = True  # the cost on a log axis; a signed one (forgetting) on a linear axis
 
 
 @dataclass(frozen=True)
@@ -157,15 +158,25 @@ def log_range(values: list[float]) -> tuple[float, float]:
     return low / 1.3, high * 1.3
 
 
+def linear_range(values: list[float]) -> tuple[float, float]:
+    """A linear axis around the values, a tenth of their span (or of their size, or 0.1) each side."""
+    finite = [v for v in values if math.isfinite(v)]
+    if not finite:
+        return -1.0, 1.0
+    low, high = min(finite), max(finite)
+    pad = 0.1 * ((high - low) or abs(high) or 1.0)
+    return low - pad, high + pad
+
+
 def measured(records: list[TrialRecord], method: str, objectives: Objectives = Objectives()) -> list[TrialRecord]:
     return [r for r in records if r.method == method and math.isfinite(objectives.score(r))]
 
 
 def placeable(record: TrialRecord, cost: str = TRAINABLE_PCT) -> bool:
-    """A trial that can be drawn on the accuracy-against-cost plane (a log axis): an interrupted trial has an
-    accuracy but no parameter count yet."""
+    """A trial that can be drawn on the accuracy-against-cost plane (a log axis, but a signed cost's linear one): an
+    interrupted trial has an accuracy but no parameter count yet."""
     value = getattr(record, cost)
-    return math.isfinite(value) and value > 0
+    return math.isfinite(value) and (value > 0 or cost in SIGNED_COSTS)
 
 
 def confirmed_cost(c, cost: str) -> float:
@@ -210,10 +221,11 @@ def pareto(data: SweepData, style: dict[str, Style], cost: str = TRAINABLE_PCT) 
     if floor:
         least = floor_accuracy(floor, objectives.quality)
         floor_line = Line(least, f"floor ({floor.kind}) {least:.3f}")
-    return ParetoData(series, front, reference_line, floor_line,
-                      log_range([m.x for s in series for m in s.markers] + [b.x for b in bars]), bars, note,
-                      cost=cost, x_title=AXIS_TITLES[cost], staircase=objectives.costs == (cost,),
-                      front_over=objectives.describe(), y_title=objectives.quality_title)
+    log_x = cost not in SIGNED_COSTS
+    xs = [m.x for s in series for m in s.markers] + [b.x for b in bars]
+    return ParetoData(series, front, reference_line, floor_line, log_range(xs) if log_x else linear_range(xs), bars,
+                      note, cost=cost, x_title=AXIS_TITLES[cost], staircase=objectives.costs == (cost,),
+                      front_over=objectives.describe(), y_title=objectives.quality_title, log_x=log_x)
 
 
 def panels(data: SweepData, style: dict[str, Style]) -> list[Panel]:
@@ -241,7 +253,7 @@ def hypervolume_history(data: SweepData) -> list[float]:
         record = by_id[run_id]
         if is_front_candidate(record, objectives):  # hypervolume counts only what lies above the floor
             seen.append(objectives.point(run_id, record))
-        values.append(hypervolume(seen, reference, costs_at))
+        values.append(hypervolume(seen, reference, costs_at, objectives.log_axes))
     return values
 
 

@@ -51,7 +51,7 @@ def pareto(plane: ParetoData) -> go.Figure:
     over = "" if plane.staircase else f"<br><sup>front over {plane.front_over}</sup>"
     fig.update_layout(title=f"Accuracy against {LABELS[plane.cost]} (faded: stopped early, failed or over budget"
                             f"{note}){over}",
-                      xaxis=dict(title=plane.x_title, type="log"),
+                      xaxis=dict(title=plane.x_title, type="log" if plane.log_x else "linear"),
                       yaxis=dict(title=plane.y_title), legend_title="method", height=520)
     return fig
 

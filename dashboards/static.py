@@ -44,11 +44,12 @@ def pareto_png(data: FigureData, plane: ParetoData, path: Path) -> Path:
         ax.axhline(plane.reference.y, color="#888", linestyle="--", label=plane.reference.label)
     if plane.floor:
         ax.axhline(plane.floor.y, color="#b22", linestyle=":", label=plane.floor.label)
-    ax.set_xscale("log")
+    if plane.log_x:
+        ax.set_xscale("log")
+        # plain numbers (300, not 3 x 10^2); minor ticks labelled only where a panel spans about a decade or less
+        ax.xaxis.set_major_formatter(LogFormatter())
+        ax.xaxis.set_minor_formatter(LogFormatter(labelOnlyBase=False, minor_thresholds=(1.2, 0.5)))
     ax.set_xlim(*plane.x_range)
-    # plain numbers (300, not 3 x 10^2); the minor ticks are labelled only where a panel spans about a decade or less
-    ax.xaxis.set_major_formatter(LogFormatter())
-    ax.xaxis.set_minor_formatter(LogFormatter(labelOnlyBase=False, minor_thresholds=(1.2, 0.5)))
     ax.set_xlabel(plane.x_title)
     ax.set_ylabel(plane.y_title)
     over = "" if plane.staircase else f"\nfront over {plane.front_over}"

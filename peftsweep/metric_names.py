@@ -65,6 +65,9 @@ WORKER_SECONDS = "worker_seconds"
 GPU_SECONDS = "gpu_seconds"
 EPOCHS_COMPLETED = "epochs_completed"
 LOG10_TRAINABLE_PCT = "log10_trainable_pct"
+FORGETTING = "forgetting"
+GENERAL_LOSS = "general_loss"
+BASE_GENERAL_LOSS = "base_general_loss"
 
 METRICS: dict[str, MetricSpec] = _metrics(
     (VAL_ACCURACY, "max", "epoch", "trial", "accuracy on the validation split (classification: of the label; "
@@ -74,6 +77,14 @@ METRICS: dict[str, MetricSpec] = _metrics(
                                        "validation split"),
     (VAL_LOSS, "min", "epoch", "trial", "generation: mean per-token loss of the answers on the validation split"),
     (TRAIN_LOSS, "min", "epoch", "trial", "mean training loss of the epoch, over the ranks"),
+    (FORGETTING, "min", "epoch", "trial", "generation with `forgetting:`: the model's mean per-token loss on the "
+                                          "general text minus its base model's (> 0: it got worse at text it was not "
+                                          "trained on)"),
+    (GENERAL_LOSS, "min", "epoch", "trial", "generation with `forgetting:`: the model's mean per-token loss on the "
+                                            "general text"),
+    (BASE_GENERAL_LOSS, None, "final", "trial", "generation with `forgetting:`: the base model's mean per-token loss "
+                                                "on the general text (PEFT: its adapter disabled), measured before the "
+                                                "first step"),
     (TEST_ACCURACY, "max", "final", "trial", "accuracy on the test split, measured once at the end (never searched)"),
     (TEST_MACRO_F1, "max", "final", "trial", "classification: macro-F1 on the test split"),
     (TEST_MCC, "max", "final", "trial", "classification: Matthews correlation coefficient on the test split"),

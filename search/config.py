@@ -16,7 +16,7 @@ from pydantic import BeforeValidator, Field, ValidationError, field_validator, m
 from peftsweep.errors import UserError
 from peftsweep.metric_names import TRAINABLE_PCT
 from peftsweep.spaces import TaskName
-from peftsweep.trainers.config import GenerationSettings, Resources, Strict, TrainSettings
+from peftsweep.trainers.config import ForgettingSettings, GenerationSettings, Resources, Strict, TrainSettings
 from peftsweep.trainers.data import DataSpec
 
 
@@ -204,6 +204,10 @@ class SweepConfig(Strict):
     train: TrainSettings = TrainSettings()
     generation: GenerationSettings = Field(GenerationSettings(), description="task: generation only: how answers are "
                                                                              "generated and compared")
+    forgetting: ForgettingSettings | None = Field(
+        None, description="task: generation: measure each trial's forgetting, the change of its mean per-token loss on "
+                          "a general text it is not trained on (docs/generation.md); `forgetting` can then be a cost "
+                          "of `objectives:` and a budget of `constraints:`")
     metric: str | None = Field(
         None, description="the quality searched, put on the front and confirmed: classification `accuracy`, "
                           "`macro_f1` or `mcc`; generation `exact_match` (= `accuracy`: the share answered right, by "
@@ -213,7 +217,8 @@ class SweepConfig(Strict):
     objectives: list[str] = Field(
         default_factory=lambda: ["accuracy", TRAINABLE_PCT], json_schema_extra={"shown_default": "[accuracy, trainable_pct]"},
         description="what the front is over: the quality first (accuracy), then one to three costs to minimize from "
-                    "trainable_pct, peak_memory_mb, train_seconds, worker_seconds, checkpoint_mb (docs/metrics.md); "
+                    "trainable_pct, peak_memory_mb, train_seconds, worker_seconds, checkpoint_mb, forgetting (with "
+                    "`forgetting:`) (docs/metrics.md); "
                     "the searcher, the Pareto scheduler, the front, its hypervolume and the dashboard use them all")
     constraints: dict[str, float] = Field(
         default_factory=dict, description="budgets, e.g. `{peak_memory_mb: 2000, train_seconds: 600}`, from the same "
@@ -268,11 +273,11 @@ class SweepConfig(Strict):
     @field_validator("constraints")
     @classmethod
     def _budgets_of_costs(cls, value: dict[str, float]) -> dict[str, float]:
-        from peftsweep.search.results.objectives import COSTS
+        from peftsweep.search.results.objectives import COSTS, SIGNED_COSTS
 
         problems = [f"{key}: not a cost (choose from {', '.join(COSTS)})" for key in value if key not in COSTS]
         problems += [f"{key}: a budget above 0 (got {limit!r})" for key, limit in value.items()
-                     if key in COSTS and not limit > 0]
+                     if key in COSTS and key not in SIGNED_COSTS and not limit > 0]
         if problems:
             raise ValueError("; ".join(problems))
         return value

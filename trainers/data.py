@@ -79,6 +79,7 @@ class TokenizedData:
     task: TaskName  # the task kind it was tokenized for
     eos_token_id: int | None = None  # generation: ends every target, stops generation
     max_new_tokens: int = 0  # generation: the longest target with its end-of-sequence token
+    general_text: list[list[int]] | None = None  # `forgetting:`: the general text's token chunks (trainers.forgetting)
 
     @property
     def num_labels(self) -> int:

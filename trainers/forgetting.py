@@ -4,7 +4,9 @@ The measure of Hugging Face PEFT's method comparison (and the "learns less, forg
 2024): the mean per-token cross-entropy of the trained model on a general-text sample, minus the base model's on the
 same tokens. Positive: the model got worse at text it was not trained on. A PEFT model's base is the same model with
 its adapter disabled (PEFT's `disable_adapter`), measured in the same process; full fine-tuning has no adapter to
-disable, so its base is measured once per sweep (the floor's job) and passed in.
+disable: its base is measured in the trial before its first step (nothing trained yet: the base itself, in the
+same precision and sharding as the trained model will be measured) and kept across restarts. Every rank measures
+every chunk (a few thousand tokens: one forward pass each), so FSDP's ranks run as many forward passes.
 
 The text is cut into chunks of `max_length` tokens (no special tokens, no padding inside a chunk, the last chunk
 shorter and padded), at most `max_tokens` tokens in all, so the cost is bounded whatever the file's size.
@@ -22,7 +24,18 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from peftsweep.metric_names import BASE_GENERAL_LOSS, FORGETTING, GENERAL_LOSS
+
 IGNORE_INDEX = -100
+# Tokens per forward pass: the logits over the vocabulary of this many positions are held at once (an 8B model's
+# 128k vocabulary: about 0.5 GB in bf16), whatever the evaluation batch size
+TOKENS_PER_PASS = 2048
+
+
+def batch_size_for(chunks: list[list[int]], most: int) -> int:
+    """Chunks per forward pass: at most `most` (the evaluation batch size), about TOKENS_PER_PASS tokens."""
+    longest = max((len(c) for c in chunks), default=1)
+    return max(1, min(most, TOKENS_PER_PASS // longest))
 
 
 def text_chunks(tokenizer, text: str, max_length: int, max_tokens: int) -> list[list[int]]:
@@ -32,8 +45,24 @@ def text_chunks(tokenizer, text: str, max_length: int, max_tokens: int) -> list[
             if len(ids[start:start + max_length]) >= 2]  # a chunk of one token predicts nothing
 
 
-def read_text(path: str | Path) -> str:
-    return Path(path).read_text(encoding="utf-8", errors="replace")
+def general_text_chunks(settings, tokenizer, positions: int = 0) -> list[list[int]]:
+    """The chunks of `forgetting:`'s text (trainers.config.ForgettingSettings), each at most the model's `positions`;
+    raises UserError naming the key when the text cannot be read or holds too little."""
+    from peftsweep.errors import UserError
+    from peftsweep.trainers.presets import GENERAL_TEXTS
+
+    if settings.preset is not None:
+        text, key = GENERAL_TEXTS[settings.preset](), "forgetting.preset"
+    else:
+        path, key = Path(settings.text_file).expanduser(), "forgetting.text_file"
+        if not path.is_file():
+            raise UserError(f"{key}: file not found: {settings.text_file}")
+        text = path.read_text(encoding="utf-8", errors="replace")
+    length = min(settings.chunk_tokens, positions) if positions > 0 else settings.chunk_tokens
+    chunks = text_chunks(tokenizer, text, length, settings.max_tokens)
+    if not chunks:
+        raise UserError(f"{key}: the text holds fewer than 2 tokens: nothing to measure forgetting on")
+    return chunks
 
 
 @torch.no_grad()
@@ -69,16 +98,24 @@ def without_adapter(model: nn.Module):
     return disable() if callable(disable) and hasattr(model, "peft_config") else None
 
 
+def base_general_loss(model: nn.Module, chunks: list[list[int]], *, pad_token_id: int, batch_size: int,
+                      device: torch.device, autocast=None) -> float:
+    """The base model's loss: a PEFT model's with its adapter disabled, any other model's as it is (so measure it
+    before the first step: then nothing is trained yet)."""
+    with without_adapter(model) or contextlib.nullcontext():
+        return mean_token_loss(model, chunks, pad_token_id=pad_token_id, batch_size=batch_size, device=device,
+                               autocast=autocast)
+
+
 def forgetting(model: nn.Module, chunks: list[list[int]], *, pad_token_id: int, batch_size: int,
                device: torch.device, autocast=None, base_loss: float | None = None) -> dict[str, float]:
-    """{"general_loss": the model's, "base_general_loss": its base's, "forgetting": the first minus the second}.
-    `base_loss`: the base's, measured before (full fine-tuning); else the adapter is disabled to measure it."""
+    """{general_loss: the model's, base_general_loss: its base's, forgetting: the first minus the second} (the
+    names logged: peftsweep.metric_names). `base_loss`: the base's, measured before (base_general_loss before the
+    first step); else the adapter is disabled to measure it (a model without one then raises)."""
     kwargs = dict(pad_token_id=pad_token_id, batch_size=batch_size, device=device, autocast=autocast)
     now = mean_token_loss(model, chunks, **kwargs)
     if base_loss is None:
-        context = without_adapter(model)
-        if context is None:
+        if without_adapter(model) is None:
             raise ValueError("a model without an adapter needs its base's loss measured before (base_loss)")
-        with context:
-            base_loss = mean_token_loss(model, chunks, **kwargs)
-    return {"general_loss": now, "base_general_loss": base_loss, "forgetting": now - base_loss}
+        base_loss = base_general_loss(model, chunks, **kwargs)
+    return {GENERAL_LOSS: now, BASE_GENERAL_LOSS: base_loss, FORGETTING: now - base_loss}

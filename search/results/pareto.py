@@ -3,7 +3,8 @@
 Dominance: A dominates B when A is at least as accurate and at most as costly in every cost, and strictly better in
 one of them. Exact duplicates do not dominate each other, so both stay on the front.
 
-Hypervolume: measured with every cost on a log10 axis (trainable % spans five decades, memory and time several), from
+Hypervolume: measured with every cost on a log10 axis (trainable % spans five decades, memory and time several), but
+a signed one (forgetting, which can be 0 or below) on a linear axis; from
 a reference point of the floor's accuracy and one reference per cost (search.results.objectives chooses them). A cost
 at or below HV_MIN_COST (0 trainable parameters) counts as HV_MIN_COST: its volume stays finite and a front never
 loses volume by it.
@@ -67,16 +68,22 @@ def pareto_front(points: Sequence[Point]) -> list[Point]:
 
 
 def hypervolume(points: Sequence[Point], reference_accuracy: float = 0.0,
-                reference_costs: Sequence[float] = (HV_REFERENCE_PCT,)) -> float:
+                reference_costs: Sequence[float] = (HV_REFERENCE_PCT,), log_axes: Sequence[bool] | None = None) -> float:
     """Volume dominated by the points in (accuracy, log10 cost, ...) up to the reference point: only what lies above
     `reference_accuracy` (the floor) and below each reference cost counts, so a point that crosses the floor adds
-    its own volume above it, no more. One cost: the area of a staircase; more: Optuna's exact WFG algorithm."""
-    refs = [math.log10(r) for r in reference_costs]
+    its own volume above it, no more. One cost: the area of a staircase; more: Optuna's exact WFG algorithm.
+    `log_axes`: per cost, whether it is measured in log10 (default: every one); a signed cost is not."""
+    log_axes = tuple(log_axes) if log_axes is not None else (True,) * len(reference_costs)
+
+    def axis(value: float, log: bool) -> float:
+        return math.log10(max(value, HV_MIN_COST)) if log else value
+
+    refs = [axis(r, log) for r, log in zip(reference_costs, log_axes)]
     inside = []
     for p in points:
         if not p.usable or len(p.costs) != len(refs):
             continue
-        logs = tuple(math.log10(max(c, HV_MIN_COST)) for c in p.costs)
+        logs = tuple(axis(c, log) for c, log in zip(p.costs, log_axes))
         if p.accuracy > reference_accuracy and all(c < r for c, r in zip(logs, refs)):
             inside.append(Point(p.id, p.accuracy, logs))
     front = pareto_front(inside)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from peftsweep.metric_names import (CHECKPOINT_MB, GPU_SECONDS, PEAK_MEMORY_MB, STORED_PARAMS, TEST_ACCURACY,
+from peftsweep.metric_names import (CHECKPOINT_MB, FORGETTING, GPU_SECONDS, PEAK_MEMORY_MB, STORED_PARAMS, TEST_ACCURACY,
                                     TEST_MACRO_F1, TEST_MCC, TOKENS_PER_SECOND, TRAINABLE_PARAMS, TRAINABLE_PCT,
                                     TRAIN_SECONDS, VAL_ACCURACY, VAL_MACRO_F1, VAL_MCC, WORKER_SECONDS)
 from peftsweep.search.results.objectives import Objectives
@@ -15,7 +15,7 @@ SEARCH, CONFIRM = "search", "confirm"  # the stages of a sweep: the search, then
 
 # The metrics a record holds (its float fields of the same names)
 RECORD_METRICS = (VAL_ACCURACY, TEST_ACCURACY, VAL_MACRO_F1, TEST_MACRO_F1, VAL_MCC, TEST_MCC, TRAINABLE_PCT, TRAINABLE_PARAMS, STORED_PARAMS, TRAIN_SECONDS,
-                  PEAK_MEMORY_MB, WORKER_SECONDS, GPU_SECONDS, CHECKPOINT_MB, TOKENS_PER_SECOND)
+                  PEAK_MEMORY_MB, WORKER_SECONDS, GPU_SECONDS, CHECKPOINT_MB, TOKENS_PER_SECOND, FORGETTING)
 
 
 @dataclass
@@ -40,6 +40,7 @@ class TrialRecord:
     gpu_seconds: float = math.nan  # likewise in GPUs, when it had any
     checkpoint_mb: float = math.nan  # what the method ships (adapter or weights), on disk
     tokens_per_second: float = math.nan
+    forgetting: float = math.nan  # generation with `forgetting:`: general-text loss minus the base's
     on_front: bool = False
     stage: str = SEARCH  # search | confirm (a re-training of a search trial's configuration with a new seed)
     config_id: str = ""  # the search trial whose configuration this run trained (a search run: its own trial id)

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from peftsweep.metric_names import GPU_SECONDS, TEST_ACCURACY, TRAINABLE_PCT, VAL_ACCURACY, WORKER_SECONDS
+from peftsweep.metric_names import FORGETTING, GPU_SECONDS, TEST_ACCURACY, TRAINABLE_PCT, VAL_ACCURACY, WORKER_SECONDS
 from peftsweep.search.results.confirmation import Confirmation, VerdictRules, confirm, format_confirmation, format_interval
 from peftsweep.search.results.objectives import LABELS, RATIO_COSTS, Objectives
 from peftsweep.search.results.pareto import hypervolume, pareto_front
@@ -39,6 +39,8 @@ class MethodComparison:
     # each of RATIO_COSTS over the best full fine-tune's (None: no full fine-tune, or a cost not measured)
     ratios_to_full: dict[str, float | None] = field(default_factory=dict)
     over_budget: str = ""  # every trial of the method broke a budget: this best one broke these
+    forgetting: float = math.nan  # `forgetting:`: its general-text loss minus its base's
+    forgetting_vs_full: float | None = None  # its forgetting minus the best full fine-tune's (< 0: forgets less)
 
 
 @dataclass
@@ -129,11 +131,13 @@ def summarize(records: list[TrialRecord], references: set[str] | None = None,
             param_ratio_to_full=(best.trainable_pct / full.trainable_pct) if full else None,
             train_seconds=best.train_seconds, peak_memory_mb=best.peak_memory_mb, worker_seconds=best.worker_seconds,
             checkpoint_mb=best.checkpoint_mb, over_budget=best.over_budget,
-            ratios_to_full={c: _ratio(getattr(best, c), getattr(full, c)) if full else None for c in RATIO_COSTS}))
+            ratios_to_full={c: _ratio(getattr(best, c), getattr(full, c)) if full else None for c in RATIO_COSTS},
+            forgetting=best.forgetting, forgetting_vs_full=_difference(best.forgetting, full.forgetting) if full else None))
     counts = {s: sum(1 for r in records if r.status == s) for s in STATUSES}
     references_hv = objectives.hv_references(records)
     return Summary(trials=records, front=[by_id[i] for i in front_ids],
-                   hypervolume=hypervolume(points, floor_accuracy(floor, objectives.quality), references_hv),
+                   hypervolume=hypervolume(points, floor_accuracy(floor, objectives.quality), references_hv,
+                                           objectives.log_axes),
                    by_method=by_method, counts=counts | {"total": len(records)},
                    reference_method=full.method if full else None, floor=floor,
                    below_floor=len(feasible) - len(candidates), repeats=repeats,
@@ -253,7 +257,9 @@ def format_table(summary: Summary) -> str:
     c, objectives = summary.counts, summary.objectives
     val, test = f"val {objectives.quality_label}", f"test {objectives.quality_label}"
     # trainable % has its own column; peak memory, training time and checkpoint size are always shown beside it
-    extra = list(dict.fromkeys(cost for cost in (*objectives.costs, *RATIO_COSTS) if cost != TRAINABLE_PCT))
+    forgets = any(math.isfinite(r.forgetting) for r in summary.trials)  # measured (`forgetting:`): shown too
+    extra = list(dict.fromkeys(cost for cost in (*objectives.costs, *RATIO_COSTS, *[FORGETTING] * forgets)
+                               if cost != TRAINABLE_PCT))
     lines = [f"trials: {c['total']} ({c['completed']} completed, {c['early_stopped']} stopped early, "
              f"{c['failed']} failed{_unfinished(c)}"
              + (f", {c['not_run']} not run: over the memory budget by the plan" if c["not_run"] else "") + ")",
@@ -268,18 +274,28 @@ def format_table(summary: Summary) -> str:
                      + "".join(f"{getattr(r, cost):>10.4g} " for cost in extra)
                      + f"{objectives.score(r):>8.3f} {objectives.test_score(r):>8.3f}  {hp}")
     lines += ["Best trial per method vs the best full fine-tune (x full: the method's best over full fine-tuning's"
+              + ("; forgetting: loss on the general text minus the base's, vs full: minus full's" if forgets else "")
               + ("; !: over budget, every trial of the method" if any(m.over_budget for m in summary.by_method)
                  else "") + "):",
               f"  {'method':<9} {val:>8} {test:>8} {'trainable %':>11} {'gap to full':>11} "
               f"{'x params':>9} {'peak MiB':>9} {'x memory':>9} {'train s':>8} {'x time':>7} {'ckpt MiB':>9} "
-              f"{'x size':>7}"]
+              f"{'x size':>7}" + (f" {LABELS[FORGETTING]:>10} {'vs full':>8}" if forgets else "")]
     for m in summary.by_method:
         gap = f"{m.accuracy_gap_to_full:+.3f}" if m.accuracy_gap_to_full is not None else "n/a"
         ratios = [_times(m.param_ratio_to_full)] + [_times(m.ratios_to_full.get(cost)) for cost in RATIO_COSTS]
         lines.append(f"{'!' if m.over_budget else ' '} {m.method:<9} {m.val_score:>8.3f} {m.test_score:>8.3f} {m.trainable_pct:>11.4g} "
                      f"{gap:>11} {ratios[0]:>9} {m.peak_memory_mb:>9.0f} {ratios[1]:>9} {m.train_seconds:>8.1f} "
-                     f"{ratios[2]:>7} {m.checkpoint_mb:>9.3g} {ratios[3]:>7}")
+                     f"{ratios[2]:>7} {m.checkpoint_mb:>9.3g} {ratios[3]:>7}"
+                     + (f" {m.forgetting:>10.4f} {_signed(m.forgetting_vs_full):>8}" if forgets else ""))
     return "\n".join(lines + format_confirmation(summary.confirmation))
+
+
+def _difference(value: float, reference: float) -> float | None:
+    return value - reference if math.isfinite(value) and math.isfinite(reference) else None
+
+
+def _signed(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:+.4f}"
 
 
 def _times(ratio: float | None) -> str:

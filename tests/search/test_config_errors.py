@@ -42,6 +42,8 @@ DELETE = object()
 MISTAKES = [
     ("bogus", 1, "bogus: unknown key"),
     ("metric", "exact_match", "metric: exact_match is not a quality of task classification"),
+    ("forgetting", {"preset": "speeches"}, "forgetting: not for task: classification (a classifier has a new head"),
+    ("objectives", ["accuracy", "forgetting"], "objectives: forgetting needs a forgetting: section"),
     ("search.num_sample", 5, "search.num_sample: unknown key"),
     ("search.start_with_defaults", True, "search.start_with_defaults: renamed: search.start_points"),
     ("search.start_points", "cheapest", "search.start_points: Input should be 'smallest', 'defaults' or 'none'"),
@@ -145,6 +147,11 @@ GENERATION_MISTAKES = [
     ("metric", "mcc", "metric: mcc is not a quality of task generation (it has accuracy, exact_match)"),
     ("metric", "f1", "metric: not a quality (choose from accuracy, exact_match, macro_f1, mcc)"),
     ("objectives", ["mcc", "trainable_pct"], "objectives[0]: mcc is not a quality of task generation"),
+    ("forgetting", {"text_file": "no-such.txt"}, "forgetting.text_file: file not found: no-such.txt"),
+    ("forgetting", {"preset": "speeches", "text_file": "a.txt"}, "forgetting: give exactly one of text_file"),
+    ("forgetting", {}, "forgetting: give exactly one of text_file (a plain-text file) or preset (speeches)"),
+    ("forgetting", {"preset": "wiki"}, "forgetting.preset: Input should be 'speeches'"),
+    ("constraints", {"forgetting": 0.1}, "constraints: forgetting needs a forgetting: section"),
 ]
 
 

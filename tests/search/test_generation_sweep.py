@@ -4,12 +4,14 @@ generation counts: tests/trainers/test_generation.py), checked from MLflow."""
 from __future__ import annotations
 
 import json
+import math
+import random
 
 import pytest
 
 from peftsweep.search.tracking.client import PARETO_TAG, ROLE_TAG, client_for
 from tests.conftest import sweep_on_local_ray
-from tests.tiny import ANSWER_TEMPLATE
+from tests.tiny import ANSWER_TEMPLATE, FILLER
 
 # full fine-tuning at a rate that learns the toy task in 2 epochs (tests/trainers/test_generation.py): the front
 # must hold a trial that beats the zero-shot floor
@@ -22,6 +24,9 @@ TRIALS = len(METHODS)
 @pytest.fixture(scope="module")
 def generation_sweep(tmp_path_factory, tiny_causal, tiny_csv):
     out = tmp_path_factory.mktemp("gen-sweep")
+    rng = random.Random(7)
+    general = out / "general.txt"
+    general.write_text(" ".join(" ".join(rng.choices(FILLER, k=12)) + " ." for _ in range(40)))
     config = {
         "name": "gen", "model": tiny_causal, "output_dir": str(out), "task": "generation",
         "data": {"train_file": tiny_csv, "template": ANSWER_TEMPLATE},
@@ -30,6 +35,9 @@ def generation_sweep(tmp_path_factory, tiny_causal, tiny_csv):
         # NSGA-II's sampler in a real sweep (its first trials are the start points it is given)
         "search": {"algorithm": "nsga2", "num_samples": TRIALS, "seed": 1, "start_points": "defaults"},
         "resources": {"num_workers": 1, "cpus_per_worker": 1},
+        # forgetting measured on text of the filler words alone (none of the task's), and searched as a third objective
+        "forgetting": {"text_file": str(general), "max_tokens": 240, "chunk_tokens": 24},
+        "objectives": ["accuracy", "trainable_pct", "forgetting"],
     }
     return sweep_on_local_ray(config, out)
 
@@ -50,6 +58,10 @@ def test_every_trial_is_a_generation_run_in_mlflow(generation_sweep):
         assert metrics["eval_samples_per_second"] > 0 and metrics["generation_samples_per_second"] > 0
         assert metrics["ddp_param_divergence"] == 0.0
         assert sorted(m.step for m in client.get_metric_history(child.info.run_id, "val_loss")) == [1, 2]
+        # forgetting: every epoch, against the base measured before the first step
+        assert metrics["base_general_loss"] > 0
+        assert metrics["forgetting"] == pytest.approx(metrics["general_loss"] - metrics["base_general_loss"])
+        assert sorted(m.step for m in client.get_metric_history(child.info.run_id, "forgetting")) == [1, 2]
         manifest = client.download_artifacts(child.info.run_id, "checkpoint/peftsweep.json")
         assert json.loads(open(manifest).read())["task"] == "generation"
 
@@ -82,3 +94,23 @@ def test_dashboard_draws_the_floor(generation_sweep, tmp_path):
     floor = compute(board.data).planes[0].floor  # read back from the parent run, not handed over
     assert floor is not None and floor.y == generation_sweep.summary.floor.val_accuracy
     assert "floor (zero-shot)" in floor.label and "floor (zero-shot)" in board.html.read_text()
+
+
+def test_forgetting_is_an_objective_and_a_column_against_full(generation_sweep, tmp_path):
+    from peftsweep.dashboards.figure_data import compute
+    from peftsweep.dashboards.report import build_dashboard
+    from peftsweep.search.results.summary import format_table
+
+    summary = generation_sweep.summary
+    full = next(m for m in summary.by_method if m.method == "full")
+    assert full.forgetting > 0  # trained at a high rate on the task's words: worse at the filler text
+    for m in summary.by_method:
+        assert m.forgetting_vs_full == pytest.approx(m.forgetting - full.forgetting)
+    assert summary.objectives.costs == ("trainable_pct", "forgetting") and summary.objectives.log_axes == (True, False)
+    assert math.isfinite(summary.hypervolume) and summary.hypervolume > 0
+    table = format_table(summary)
+    assert "forgetting" in table and "vs full" in table
+    planes = compute(build_dashboard(generation_sweep.tracking_uri, "gen", tmp_path, log_to_mlflow=False).data).planes
+    plane = next(p for p in planes if p.cost == "forgetting")
+    assert not plane.log_x and plane.x_range[0] < min(m.x for s in plane.series for m in s.markers)
+    assert (tmp_path / "pareto_forgetting.png").is_file()

@@ -107,3 +107,11 @@ def test_metric_names_the_quality_and_the_first_objective(tmp_path):
     assert SweepConfig(**base).objective_set.quality == "val_accuracy"  # no metric: accuracy, as before
     with pytest.raises(ValidationError, match="metric"):
         SweepConfig(**base, metric="f1")
+
+
+def test_a_signed_cost_has_a_linear_reference_beyond_the_worst():
+    objectives = Objectives(costs=("trainable_pct", "forgetting"))
+    assert objectives.log_axes == (True, False)
+    records = [{"trainable_pct": 0.5, "forgetting": -0.1}, {"trainable_pct": 100.0, "forgetting": 0.3}]
+    assert objectives.hv_references(records) == pytest.approx((1000.0, 0.3 + 0.4))  # the worst plus the span
+    assert objectives.hv_references(records[:1]) == pytest.approx((1000.0, 0.9))  # one value: plus 1

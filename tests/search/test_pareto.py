@@ -114,3 +114,13 @@ def test_three_objective_hypervolume_by_hand():
     flat = [Point("x", 0.6, (0.1, 1.0)), Point("y", 0.9, (10.0, 1.0))]
     assert hypervolume(flat, reference_costs=(1000.0, 100.0)) == pytest.approx(
         2 * hypervolume([Point(p.id, p.accuracy, p.costs[:1]) for p in flat]))
+
+
+def test_a_signed_cost_is_measured_on_a_linear_axis():
+    # forgetting can be 0 or below: A (acc 0.5, forgetting -0.2) and B (acc 0.8, forgetting 0.3), reference 0.5:
+    # a staircase: A's step from -0.2 to B's 0.3 (0.5 wide) x 0.5 high, B's from 0.3 to 0.5 (0.2 wide) x 0.8 high
+    a, b = Point("a", 0.5, (-0.2,)), Point("b", 0.8, (0.3,))
+    assert hypervolume([a, b], reference_costs=(0.5,), log_axes=(False,)) == pytest.approx(0.5 * 0.5 + 0.2 * 0.8)
+    # beside trainable % (log): the linear side of each box is as above
+    two = [Point("a", 0.5, (1.0, -0.2))]
+    assert hypervolume(two, reference_costs=(10.0, 0.5), log_axes=(True, False)) == pytest.approx(0.5 * 1 * 0.7)

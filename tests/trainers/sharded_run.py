@@ -30,6 +30,7 @@ class Case:
     precision: str = "fp32"
     restart_after: int | None = None  # save the training state after this many steps, rebuild, restore, go on
     save_to: str | None = None  # write the method's files (and manifest) here after training
+    evaluate_after: int | None = None  # evaluate after this many steps (as between epochs), then go on training
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -79,6 +80,15 @@ def _mean(value: float) -> float:
     return t.item() / dist.get_world_size()
 
 
+def _decoder(case: Case, kind):
+    if not kind.decodes:
+        return None
+    from peftsweep.trainers.model import load_tokenizer
+
+    tokenizer = load_tokenizer(case.model)
+    return lambda ids: tokenizer.decode(ids, skip_special_tokens=True)
+
+
 def run_case(case: Case, rank: int, world: int, scratch: Path) -> dict[str, Any]:
     from peftsweep.trainers.checkpoint import save_checkpoint, save_gathered_checkpoint
     from peftsweep.trainers.loop import autocast, begin_epoch, train_epoch
@@ -88,7 +98,15 @@ def run_case(case: Case, rank: int, world: int, scratch: Path) -> dict[str, Any]
     from peftsweep.trainers.task_kind import EvalContext
 
     model, wrapped, counts, loader, optimizer, scheduler, settings, kind = _build(case, rank, world)
+    from peftsweep.trainers.forgetting import base_general_loss, forgetting
+    from peftsweep.trainers.sharding import reshard
+
     device = torch.device("cpu")
+    general = case.data.general_text if kind.measures_forgetting else None
+    on_text = dict(pad_token_id=case.data.pad_token_id, batch_size=4, device=device,
+                   autocast=lambda: autocast(device, case.precision))
+    base = base_general_loss(model, general, **on_text) if general else None  # before the first step
+    reshard(model)  # as the recipe does after every pass outside training (trainers.sharding.reshard)
     begin_epoch(loader, 0, 1)
     batches = list(loader)[:case.steps]
     losses = []
@@ -101,6 +119,12 @@ def run_case(case: Case, rank: int, world: int, scratch: Path) -> dict[str, Any]
             restore_sharded_training_state(directory, read_training_state(directory), model, optimizer, scheduler)
         loss = train_epoch(wrapped, [batch], optimizer, scheduler, settings, device).loss
         losses.append(_mean(loss))
+        if case.evaluate_after is not None and step + 1 == case.evaluate_after:  # an evaluation between epochs
+            kind.evaluate(model, case.data.splits["validation"], case.data,
+                          EvalContext(batch_size=2, device=device, precision=case.precision,
+                                      max_new_tokens=case.data.max_new_tokens, sharded=case.strategy == "fsdp",
+                                      decode=_decoder(case, kind)))
+            reshard(model)
     # one more backward without a step, to count the gradients each rank holds
     wrapped.train()
     batch = batches[0]
@@ -113,12 +137,7 @@ def run_case(case: Case, rank: int, world: int, scratch: Path) -> dict[str, Any]
                 "optimizer_bytes": local_bytes(v for state in optimizer.state.values() for v in state.values()
                                                if torch.is_tensor(v) and v.ndim > 0)}
     optimizer.zero_grad(set_to_none=True)
-    decode = None
-    if kind.decodes:
-        from peftsweep.trainers.model import load_tokenizer
-
-        tokenizer = load_tokenizer(case.model)
-        decode = lambda ids: tokenizer.decode(ids, skip_special_tokens=True)  # noqa: E731
+    decode = _decoder(case, kind)
     # two rows a batch: the 9 validation rows give rank 0 three batches and rank 1 two, unless padded
     context = EvalContext(batch_size=2, device=device, precision=case.precision, decode=decode,
                           max_new_tokens=case.data.max_new_tokens, sharded=case.strategy == "fsdp")
@@ -136,7 +155,8 @@ def run_case(case: Case, rank: int, world: int, scratch: Path) -> dict[str, Any]
         elif rank == 0:
             save_checkpoint(model, Path(case.save_to), **files)
         dist.barrier()
-    return {"losses": losses, "eval": scores, "counts": counts.as_metrics(), **measured}
+    forgot = forgetting(model, general, base_loss=base, **on_text) if general else {}
+    return {"losses": losses, "eval": scores, "counts": counts.as_metrics(), "forgetting": forgot, **measured}
 
 
 def _worker(rank: int, world: int, init_file: str, cases: list[Case], out: str) -> None:

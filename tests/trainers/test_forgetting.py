@@ -10,7 +10,9 @@ import torch
 
 from peftsweep.trainers.config import TrainSettings
 from peftsweep.trainers.data import DataSpec
-from peftsweep.trainers.forgetting import forgetting, mean_token_loss, text_chunks
+from peftsweep.trainers.config import ForgettingSettings
+from peftsweep.trainers.forgetting import (base_general_loss, batch_size_for, forgetting, general_text_chunks,
+                                          mean_token_loss, text_chunks)
 from peftsweep.trainers.generation import train_loader
 from peftsweep.trainers.launch import prepare_data
 from peftsweep.trainers.loop import optimizer_for, train_epoch
@@ -56,7 +58,8 @@ def test_training_on_other_text_forgets_and_full_uses_the_base_loss(tiny_causal,
     for method, lr in (("lora", 3e-2), ("full", 3e-3)):
         torch.manual_seed(0)
         model, _, _ = build_model(tiny_causal, method, REGISTRY[method].defaults() | {"lr": lr}, [], task=GENERATE)
-        base = mean_token_loss(model, general_chunks, pad_token_id=0, batch_size=8, device=CPU)
+        base = base_general_loss(model, general_chunks, pad_token_id=0, batch_size=8, device=CPU)  # before a step
+        assert base == pytest.approx(mean_token_loss(model, general_chunks, pad_token_id=0, batch_size=3, device=CPU))
         optimizer, scheduler = optimizer_for(model, lr, settings, total_steps=40)
         train_epoch(model, train_loader(data.splits["train"], 8, data.pad_token_id, seed=0), optimizer, scheduler,
                     settings, CPU, max_steps=30)
@@ -65,3 +68,16 @@ def test_training_on_other_text_forgets_and_full_uses_the_base_loss(tiny_causal,
     assert results["lora"]["forgetting"] > 0 and results["full"]["forgetting"] > 0
     with pytest.raises(ValueError, match="needs its base's loss"):
         measure(build_model(tiny_causal, "full", {"lr": 1e-3}, [], task=GENERATE)[0], general_chunks)
+
+
+def test_the_general_text_comes_from_a_file_or_the_bundled_speeches(tiny_causal, tmp_path):
+    tokenizer = load_tokenizer(tiny_causal)
+    path = tmp_path / "general.txt"
+    path.write_text("the apple " * 50)
+    chunks = general_text_chunks(ForgettingSettings(text_file=str(path), max_tokens=30, chunk_tokens=8), tokenizer,
+                                 positions=6)
+    assert [len(c) for c in chunks] == [6] * 5  # 30 tokens in chunks of at most the model's 6 positions
+    speeches = general_text_chunks(ForgettingSettings(preset="speeches", max_tokens=64, chunk_tokens=16), tokenizer)
+    assert [len(c) for c in speeches] == [16] * 4
+    assert batch_size_for(speeches, 128) == 128 and batch_size_for([[1] * 1024], 128) == 2
+    assert batch_size_for([[1] * 4096], 128) == 1

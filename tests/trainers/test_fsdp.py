@@ -3,7 +3,9 @@ evaluation, half the bytes per rank, an exact restart from the sharded training 
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import random
 
 import pytest
 import torch
@@ -11,7 +13,9 @@ import torch
 from peftsweep.spaces import REGISTRY
 from peftsweep.trainers.data import DataSpec
 from peftsweep.trainers.launch import prepare_data
-from tests.tiny import ANSWER_TEMPLATE, CLASSIFY, GENERATE
+from peftsweep.trainers.forgetting import text_chunks
+from peftsweep.trainers.model import load_tokenizer
+from tests.tiny import ANSWER_TEMPLATE, CLASSIFY, FILLER, GENERATE
 from tests.trainers.sharded_run import Case, run_two_ranks
 
 # Both strategies compute the same sums in another order (reduce-scatter of shards against one all-reduce): the
@@ -34,6 +38,10 @@ def runs(tmp_path_factory, tiny_decoder, tiny_causal, tiny_csv):
     classes = prepare_data(tiny_decoder, DataSpec(train_file=tiny_csv, max_length=16, seed=0), task=CLASSIFY)
     answers = prepare_data(tiny_causal, DataSpec(train_file=tiny_csv, template=ANSWER_TEMPLATE, seed=0),
                            task=GENERATE)
+    # forgetting measured on filler text (trainers.forgetting): every rank runs every chunk, FSDP as DDP
+    rng = random.Random(3)
+    filler = " ".join(rng.choices(FILLER, k=200))
+    answers = dataclasses.replace(answers, general_text=text_chunks(load_tokenizer(tiny_causal), filler, 24, 200))
     scratch = tmp_path_factory.mktemp("fsdp")
     cases = []
     for task, model, data in (("classification", tiny_decoder, classes), ("generation", tiny_causal, answers)):
@@ -43,6 +51,11 @@ def runs(tmp_path_factory, tiny_decoder, tiny_causal, tiny_csv):
                                   save_to=str(scratch / f"{task}-{method}-{strategy}-files")))
     cases.append(Case("classification-lora-fsdp-restart", tiny_decoder, "lora", METHODS["lora"], "classification",
                       classes, "fsdp", restart_after=2))
+    for strategy in ("ddp", "fsdp"):  # an evaluation between two steps (as between epochs): the head is the root's
+        cases.append(Case(f"evaluated-classification-lora-{strategy}", tiny_decoder, "lora", METHODS["lora"],
+                          "classification", classes, strategy, evaluate_after=1))
+        cases.append(Case(f"evaluated-generation-full-{strategy}", tiny_causal, "full", METHODS["full"],
+                          "generation", answers, strategy, evaluate_after=1))
     for strategy in ("ddp", "fsdp"):  # lean: frozen weights in bf16, trainable ones fp32, bf16 compute
         cases.append(Case(f"lean-lora-{strategy}", tiny_decoder, "lora", METHODS["lora"], "classification", classes,
                           strategy, precision="bf16"))
@@ -76,6 +89,11 @@ def test_fsdp_trains_and_evaluates_as_ddp(runs, task, method):
     assert fsdp["eval"]["accuracy"] == ddp["eval"]["accuracy"]
     extra = "loss" if task == "generation" else "macro_f1"
     assert math.isclose(fsdp["eval"][extra], ddp["eval"][extra], abs_tol=1e-4)
+    if task == "generation":  # forgetting: the base before the first step, the model after (adapter disabled)
+        assert set(fsdp["forgetting"]) == {"forgetting", "general_loss", "base_general_loss"}
+        for name, value in ddp["forgetting"].items():
+            assert math.isclose(fsdp["forgetting"][name], value, abs_tol=1e-4), name
+        assert ddp["forgetting"]["forgetting"] != 0.0  # it trained
     # the counts are the whole model's under either strategy
     assert fsdp["counts"] == ddp["counts"] and fsdp["counts"]["trainable_params"] > 0
     # both ranks saw the same evaluation (the sums are all-reduced), whatever the padding of the shorter shard
@@ -161,3 +179,15 @@ def test_every_method_trains_under_fsdp_as_under_ddp(runs):
             assert abs(a - b) <= LOSS_TOLERANCE, (key, ddp["losses"], fsdp["losses"])
         assert fsdp["eval"]["accuracy"] == ddp["eval"]["accuracy"], key
         assert fsdp["counts"] == ddp["counts"], key
+
+
+@pytest.mark.parametrize("case", ["classification-lora", "generation-full"])
+def test_training_after_an_evaluation_goes_on_as_ddp(runs, case):
+    """FSDP2 keeps the root's parameters gathered after a forward pass with no backward (an evaluation); unless they
+    are freed (trainers.sharding.reshard), the next step misses the root's update (the head, the embeddings) and the
+    losses leave DDP's two steps later."""
+    ranks, _, _ = runs
+    ddp, fsdp = ranks[0][f"evaluated-{case}-ddp"], ranks[0][f"evaluated-{case}-fsdp"]
+    assert len(fsdp["losses"]) == 4
+    for step, (a, b) in enumerate(zip(ddp["losses"], fsdp["losses"])):
+        assert abs(a - b) <= LOSS_TOLERANCE, f"step {step}: ddp {a} fsdp {b}"
