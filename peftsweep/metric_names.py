@@ -65,6 +65,9 @@ WORKER_SECONDS = "worker_seconds"
 GPU_SECONDS = "gpu_seconds"
 EPOCHS_COMPLETED = "epochs_completed"
 LOG10_TRAINABLE_PCT = "log10_trainable_pct"
+# `evaluate.lm_eval`: lm-evaluation-harness's scores, one metric per task and score (trainers.benchmarks):
+# lm_eval/<task>/<metric>, logged to the runs of the front's configurations (the base model's to the parent run)
+BENCHMARK_PREFIX = "lm_eval/"
 FORGETTING = "forgetting"
 GENERAL_LOSS = "general_loss"
 BASE_GENERAL_LOSS = "base_general_loss"

@@ -16,7 +16,7 @@ from pydantic import BeforeValidator, Field, ValidationError, field_validator, m
 from peftsweep.errors import UserError
 from peftsweep.metric_names import TRAINABLE_PCT
 from peftsweep.spaces import TaskName
-from peftsweep.trainers.config import ForgettingSettings, GenerationSettings, Resources, Strict, TrainSettings
+from peftsweep.trainers.config import EvaluateSettings, ForgettingSettings, GenerationSettings, Resources, Strict, TrainSettings
 from peftsweep.trainers.data import DataSpec
 
 
@@ -208,6 +208,7 @@ class SweepConfig(Strict):
         None, description="task: generation: measure each trial's forgetting, the change of its mean per-token loss on "
                           "a general text it is not trained on (docs/generation.md); `forgetting` can then be a cost "
                           "of `objectives:` and a budget of `constraints:`")
+    evaluate: EvaluateSettings = EvaluateSettings()
     metric: str | None = Field(
         None, description="the quality searched, put on the front and confirmed: classification `accuracy`, "
                           "`macro_f1` or `mcc`; generation `exact_match` (= `accuracy`: the share answered right, by "

@@ -21,6 +21,7 @@ from peftsweep.search.memory_check import MemoryPlan, plan_sweep
 from peftsweep.search.results.objectives import QUALITIES
 from peftsweep.search.tracking.client import check_reachable
 from peftsweep.spaces import REGISTRY, ChoiceParam, MethodSpec, ModelInfo, Param, UnknownMethodError, get_method
+from peftsweep.trainers.benchmarks import problems as benchmark_problems
 from peftsweep.trainers.config import Resources
 from peftsweep.trainers.data import TokenizedData
 from peftsweep.trainers.launch import model_info, prepare_data
@@ -146,12 +147,18 @@ def task_problems(config: SweepConfig, methods: dict[str, MethodSpec]) -> list[s
     if quality not in task.qualities:
         key = "metric" if config.metric else "objectives[0]"
         problems.append(f"{key}: {quality} is not a quality of task {config.task} (it has {', '.join(task.qualities)})")
-    if config.forgetting is not None and not task.measures_forgetting:
+    if config.forgetting is not None and not task.has_lm_head:
         problems.append(f"forgetting: not for task: {config.task} (a classifier has a new head and no language-model "
                         f"head left to score general text with; docs/generation.md)")
     for key, names in (("objectives", config.objectives[1:]), ("constraints", list(config.constraints))):
         if FORGETTING in names and config.forgetting is None:
             problems.append(f"{key}: {FORGETTING} needs a forgetting: section (the general text it is measured on)")
+    if config.evaluate.lm_eval is not None:
+        if not task.has_lm_head:
+            problems.append(f"evaluate.lm_eval: not for task: {config.task} (lm-eval scores a language model; a "
+                            f"classifier has none)")
+        else:
+            problems += benchmark_problems(config.evaluate.lm_eval)
     return problems + task.data_problems(config.data, getattr(config, task.name) if task.has_settings else None)
 
 

@@ -128,3 +128,23 @@ def _task_kinds():
 
 
 CLASSIFY, GENERATE = _task_kinds()  # the two task kinds, as the functions that act by task kind receive them
+
+
+LM_EVAL_TASK = "toy_choice"  # a local lm-eval task (write_lm_eval_task)
+
+
+def write_lm_eval_task(directory: Path, n: int = 40, seed: int = 11) -> list[dict]:
+    """A multiple-choice lm-eval task of the toy data (which keyword's class, after ANSWER_TEMPLATE's words), as YAML
+    over a local JSON-lines file in `directory` (lm-eval's `include_path`); returns its rows."""
+    import json
+
+    rows = [{"text": r.text, "choices": LABELS, "answer": LABELS.index(r.label)} for r in make_rows(n, seed).itertuples()]
+    directory.mkdir(parents=True, exist_ok=True)
+    data = directory / "toy.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (directory / "toy.yaml").write_text(
+        f"task: {LM_EVAL_TASK}\ndataset_path: json\ndataset_kwargs:\n  data_files:\n    test: {data}\n"
+        "test_split: test\noutput_type: multiple_choice\ndoc_to_text: '{{text}} type:'\ndoc_to_choice: choices\n"
+        "doc_to_target: answer\nmetric_list:\n  - metric: acc\n    aggregation: mean\n    higher_is_better: true\n"
+        "  - metric: acc_norm\n    aggregation: mean\n    higher_is_better: true\n")
+    return rows

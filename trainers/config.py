@@ -94,6 +94,29 @@ class ForgettingSettings(Strict):
         return self
 
 
+class LmEvalSettings(Strict):
+    """lm-evaluation-harness on the front's final models (trainers.benchmarks)."""
+
+    tasks: list[str] = Field(min_length=1, description="lm-eval task (or group) names, e.g. `[hellaswag, arc_easy]`, "
+                                                       "or tasks of `include_path`")
+    include_path: str | None = Field(
+        None, description="a folder of lm-eval task YAML files (local tasks on local data files: offline)")
+    limit: int | None = Field(None, ge=1, description="examples per task at most (lm-eval's `limit`); default all")
+    num_fewshot: int | None = Field(None, ge=0, description="few-shot examples per prompt; default the task's own")
+    batch_size: int = Field(8, ge=1, description="requests per forward pass")
+    add_bos_token: bool | None = Field(
+        None, description="whether lm-eval has the tokenizer add its special tokens (lm-eval's `add_bos_token`); "
+                          "default: the tokenizer's own habit, as published lm-eval numbers are run")
+
+
+class EvaluateSettings(Strict):
+    lm_eval: LmEvalSettings | None = Field(
+        None, description="task: generation: run lm-evaluation-harness (`pip install 'peftsweep[eval]'`) on the final "
+                          "model of every run of the front's configurations and on the base model, after the sweep, "
+                          "each in a Ray task with its method's worker resources; scores logged to each MLflow run as "
+                          "`lm_eval/<task>/<metric>` (the base's on the parent run) and shown in the summary")
+
+
 class Resources(Strict):
     num_workers: int = Field(2, ge=1, description="Ray Train data-parallel workers per trial")
     cpus_per_worker: float = Field(1.0, gt=0, description="CPUs reserved per worker (also its torch threads)")

@@ -277,5 +277,5 @@ TASK = TaskKind(
     floor_runs_model=True,
     decodes=True,
     logits_over_vocab=True,
-    measures_forgetting=True,
+    has_lm_head=True,
 )

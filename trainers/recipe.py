@@ -135,7 +135,7 @@ def run_recipe(config: dict[str, Any], session: RayTrainSession | InProcessSessi
 
     # `forgetting:` (trainers.forgetting): the base's loss on the general text, before the first step (a PEFT model
     # with its adapter disabled; any other model as it is, nothing trained yet); kept across restarts
-    general = data.general_text if task.measures_forgetting else None
+    general = data.general_text if task.has_lm_head else None
     on_text = dict(pad_token_id=data.pad_token_id, device=device,
                    batch_size=batch_size_for(general or [], cfg.train.eval_batch_size),
                    autocast=lambda: autocast(device, cfg.train.precision))

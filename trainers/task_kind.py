@@ -57,8 +57,9 @@ class TaskKind:
     floor_runs_model: the floor needs the model (run where trials run); else it is computed from the data alone.
     logits_over_vocab: its loss is over the vocabulary's logits at every position (a causal LM): the memory plan
         counts them.
-    measures_forgetting: its model keeps a language-model head, so its loss on general text before and after
-        training can be compared (`forgetting:`, trainers.forgetting).
+    has_lm_head: its model keeps a language-model head: its loss on general text before and after training can
+        be compared (`forgetting:`, trainers.forgetting), and language-model benchmarks run on it
+        (`evaluate.lm_eval`, trainers.benchmarks).
     data_keys: the `data:` keys only this task kind reads; has_settings: it reads a top-level config section of its
         own name (`generation:`). Set under another task kind, they are refused by name.
     qualities: the qualities a sweep of this kind may search (`metric:`), each a score its evaluate reports.
@@ -79,7 +80,7 @@ class TaskKind:
     floor_runs_model: bool = False
     decodes: bool = False
     logits_over_vocab: bool = False
-    measures_forgetting: bool = False
+    has_lm_head: bool = False
     data_keys: tuple[str, ...] = ()
     has_settings: bool = False
     data_problems: Callable[[DataSpec, Any], list[str]] = no_problems

@@ -23,6 +23,7 @@ from peftsweep.metric_names import PEAK_MEMORY_MB
 from peftsweep.search import storage
 from peftsweep.startup_marks import mark
 from peftsweep.search.orchestration.cluster import check_capacity, check_storage, cluster_has_gpus, connect_ray
+from peftsweep.search.orchestration.benchmarks import benchmark_front
 from peftsweep.search.orchestration.confirm_stage import (confirm_tuner, discard_runs, log_confirmation, next_look,
                                                           plan_work, tune_path_for)
 from peftsweep.search.orchestration.floor import describe, sweep_floor
@@ -252,6 +253,10 @@ class Sweep:
             close_interrupted(client, state.experiment_id, state.parent_run_id)
         summary = self.summarize()
         tag_front(client, summary)
+        if c.evaluate.lm_eval is not None and status == "finished":  # standard benchmarks on the front's models
+            if benchmark_front(client, summary, state.parent_run_id, state.tracking_uri, self.template,
+                               c.evaluate.lm_eval):
+                summary = self.summarize()
         log_confirmation(client, state.parent_run_id, summary)
         if c.delete_dominated_checkpoints and status == "finished":
             freed = delete_dominated_checkpoints(client, summary.trials + summary.repeats, summary.front_configs)

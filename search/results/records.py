@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from peftsweep.metric_names import (CHECKPOINT_MB, FORGETTING, GPU_SECONDS, PEAK_MEMORY_MB, STORED_PARAMS, TEST_ACCURACY,
                                     TEST_MACRO_F1, TEST_MCC, TOKENS_PER_SECOND, TRAINABLE_PARAMS, TRAINABLE_PCT,
@@ -41,6 +41,7 @@ class TrialRecord:
     checkpoint_mb: float = math.nan  # what the method ships (adapter or weights), on disk
     tokens_per_second: float = math.nan
     forgetting: float = math.nan  # generation with `forgetting:`: general-text loss minus the base's
+    benchmarks: dict[str, float] = field(default_factory=dict)  # `evaluate.lm_eval`: lm_eval/<task>/<metric>
     on_front: bool = False
     stage: str = SEARCH  # search | confirm (a re-training of a search trial's configuration with a new seed)
     config_id: str = ""  # the search trial whose configuration this run trained (a search run: its own trial id)

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from peftsweep.metric_names import FORGETTING, GPU_SECONDS, TEST_ACCURACY, TRAINABLE_PCT, VAL_ACCURACY, WORKER_SECONDS
+from peftsweep.metric_names import BENCHMARK_PREFIX, FORGETTING, GPU_SECONDS, TEST_ACCURACY, TRAINABLE_PCT, VAL_ACCURACY, WORKER_SECONDS
 from peftsweep.search.results.confirmation import Confirmation, VerdictRules, confirm, format_confirmation, format_interval
 from peftsweep.search.results.objectives import LABELS, RATIO_COSTS, Objectives
 from peftsweep.search.results.pareto import hypervolume, pareto_front
@@ -58,6 +58,7 @@ class Summary:
     objectives: Objectives = Objectives()  # what the front is over, and the budgets
     over_budget: int = 0  # completed search trials that broke a budget (never on the front)
     hv_references: tuple[float, ...] = ()  # the hypervolume's reference per cost (search.results.objectives)
+    base_benchmarks: dict[str, float] = field(default_factory=dict)  # `evaluate.lm_eval`: the base model's scores
 
     @property
     def compute(self) -> dict[str, float]:
@@ -153,13 +154,16 @@ def write_files(summary: Summary, directory: Path) -> tuple[Path, Path]:
     directory.mkdir(parents=True, exist_ok=True)
     json_path, csv_path = directory / "summary.json", directory / "trials.csv"
     json_path.write_text(json.dumps(as_dict(summary), indent=2))
+    records = summary.trials + summary.repeats
+    benchmarks = sorted({name for r in records for name in r.benchmarks})  # a column per lm-eval score, if any
     fields = ["run_id", "trial_id", "stage", "config_id", "seed", "method", "status", "on_front", *RECORD_METRICS,
-              "failure", "over_budget", "params"]
+              *benchmarks, "failure", "over_budget", "params"]
     with csv_path.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=fields)
         writer.writeheader()
-        for r in summary.trials + summary.repeats:
-            writer.writerow({k: v for k, v in asdict(r).items()} | {"params": json.dumps(r.params)})
+        for r in records:
+            row = {k: v for k, v in asdict(r).items() if k != "benchmarks"}
+            writer.writerow(row | r.benchmarks | {"params": json.dumps(r.params)})
     if summary.confirmation:
         write_confirmed_csv(summary.confirmation, directory / CONFIRMED_CSV)
     return json_path, csv_path
@@ -221,7 +225,7 @@ def as_dict(summary: Summary) -> dict[str, Any]:
                     "constraints": dict(summary.objectives.budgets), "over_budget": summary.over_budget,
                     "hypervolume": summary.hypervolume, "hypervolume_references": list(summary.hv_references),
                     "counts": summary.counts, "compute": summary.compute, "floor": floor,
-                    "below_floor": summary.below_floor,
+                    "below_floor": summary.below_floor, "base_benchmarks": summary.base_benchmarks,
                     "front": [asdict(r) for r in summary.front], "by_method": [asdict(m) for m in summary.by_method],
                     "trials": [asdict(r) for r in summary.trials],
                     "confirmed": _confirmed_dict(summary.confirmation) if summary.confirmation else None,
@@ -287,7 +291,34 @@ def format_table(summary: Summary) -> str:
                      f"{gap:>11} {ratios[0]:>9} {m.peak_memory_mb:>9.0f} {ratios[1]:>9} {m.train_seconds:>8.1f} "
                      f"{ratios[2]:>7} {m.checkpoint_mb:>9.3g} {ratios[3]:>7}"
                      + (f" {m.forgetting:>10.4f} {_signed(m.forgetting_vs_full):>8}" if forgets else ""))
-    return "\n".join(lines + format_confirmation(summary.confirmation))
+    return "\n".join(lines + format_confirmation(summary.confirmation) + format_benchmarks(summary))
+
+
+def format_benchmarks(summary: Summary) -> list[str]:
+    """`evaluate.lm_eval`: each score of the base model and of every evaluated run of the front's configurations
+    (a column per run, the base first), stderr beside it where lm-eval gives one."""
+    runs = [r for r in summary.trials + summary.repeats if r.benchmarks]
+    names = sorted({k for r in runs for k in r.benchmarks} | set(summary.base_benchmarks))
+    scores = [k for k in names if not k.endswith("_stderr")]
+    if not scores:
+        return []
+    columns = [("base", summary.base_benchmarks)] + [
+        (f"{r.method}" + (f" s{r.seed}" if r.seed is not None else "") + f" {r.run_id[:6]}", r.benchmarks)
+        for r in runs]
+    width = max(12, *(len(label) for label, _ in columns))
+
+    def cell(values: dict[str, float], name: str) -> str:
+        if name not in values:
+            return "n/a"
+        err = values.get(name + "_stderr")
+        return f"{values[name]:.3f}" + (f" ±{err:.3f}" if err is not None else "")
+
+    lines = ["Standard benchmarks (lm-eval; the front's runs and the base model):",
+             f"  {'task/metric':<28} " + " ".join(f"{label:>{width}}" for label, _ in columns)]
+    for name in scores:
+        lines.append(f"  {name.removeprefix(BENCHMARK_PREFIX):<28} "
+                     + " ".join(f"{cell(values, name):>{width}}" for _, values in columns))
+    return lines
 
 
 def _difference(value: float, reference: float) -> float | None:

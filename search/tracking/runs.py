@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+from peftsweep.metric_names import BENCHMARK_PREFIX
 from peftsweep.search.results.records import RECORD_METRICS, SEARCH, Floor, TrialRecord
 from peftsweep.search.results.summary import Summary, summarize
 from peftsweep.search.tracking.client import (CONFIG_TAG, FAILURE_TAG, METHOD_TAG, OVER_BUDGET_TAG, PARETO_TAG,
@@ -67,7 +68,12 @@ def record_from_run(run) -> TrialRecord:
                        **{k: float(metrics.get(k, math.nan)) for k in RECORD_METRICS},
                        stage=tags.get(STAGE_TAG, SEARCH), config_id=tags.get(CONFIG_TAG, trial_id),
                        seed=int(seed) if seed is not None and seed.lstrip("-").isdigit() else None,
-                       failure=tags.get(FAILURE_TAG, ""))
+                       failure=tags.get(FAILURE_TAG, ""), benchmarks=benchmark_scores(metrics))
+
+
+def benchmark_scores(metrics: dict[str, float]) -> dict[str, float]:
+    """A run's lm-eval scores (`evaluate.lm_eval`): its metrics named lm_eval/<task>/<metric>."""
+    return {k: v for k, v in sorted(metrics.items()) if k.startswith(BENCHMARK_PREFIX)}
 
 
 def load_records(client, experiment_id: str, parent_run_id: str) -> list[TrialRecord]:
@@ -87,8 +93,10 @@ def summarize_sweep(client, experiment_id: str, parent_run_id: str, metric: str 
     objectives = logged_objectives(client, parent_run_id)
     if metric is not None:
         objectives = replace(objectives, quality=QUALITIES[metric])
-    return summarize(load_records(client, experiment_id, parent_run_id), floor=logged_floor(client, parent_run_id),
-                     rules=logged_rules(client, parent_run_id), objectives=objectives)
+    summary = summarize(load_records(client, experiment_id, parent_run_id), floor=logged_floor(client, parent_run_id),
+                        rules=logged_rules(client, parent_run_id), objectives=objectives)
+    summary.base_benchmarks = benchmark_scores(client.get_run(parent_run_id).data.metrics)
+    return summary
 
 
 def tag_front(client, summary: Summary) -> None:

@@ -44,6 +44,7 @@ MISTAKES = [
     ("metric", "exact_match", "metric: exact_match is not a quality of task classification"),
     ("forgetting", {"preset": "speeches"}, "forgetting: not for task: classification (a classifier has a new head"),
     ("objectives", ["accuracy", "forgetting"], "objectives: forgetting needs a forgetting: section"),
+    ("evaluate.lm_eval", {"tasks": ["arc_easy"]}, "evaluate.lm_eval: not for task: classification (lm-eval scores"),
     ("search.num_sample", 5, "search.num_sample: unknown key"),
     ("search.start_with_defaults", True, "search.start_with_defaults: renamed: search.start_points"),
     ("search.start_points", "cheapest", "search.start_points: Input should be 'smallest', 'defaults' or 'none'"),
@@ -152,6 +153,9 @@ GENERATION_MISTAKES = [
     ("forgetting", {}, "forgetting: give exactly one of text_file (a plain-text file) or preset (speeches)"),
     ("forgetting", {"preset": "wiki"}, "forgetting.preset: Input should be 'speeches'"),
     ("constraints", {"forgetting": 0.1}, "constraints: forgetting needs a forgetting: section"),
+    ("evaluate.lm_eval", {"tasks": []}, "evaluate.lm_eval.tasks: List should have at least 1 item"),
+    ("evaluate.lm_eval", {"tasks": ["toy"], "include_path": "no-such-dir"},  # .ci/run installs peftsweep[eval]
+     "evaluate.lm_eval.include_path: not a folder: no-such-dir"),
 ]
 
 

@@ -11,7 +11,8 @@ import pytest
 
 from peftsweep.search.tracking.client import PARETO_TAG, ROLE_TAG, client_for
 from tests.conftest import sweep_on_local_ray
-from tests.tiny import ANSWER_TEMPLATE, FILLER
+from peftsweep.trainers.benchmarks import installed
+from tests.tiny import ANSWER_TEMPLATE, FILLER, LM_EVAL_TASK, write_lm_eval_task
 
 # full fine-tuning at a rate that learns the toy task in 2 epochs (tests/trainers/test_generation.py): the front
 # must hold a trial that beats the zero-shot floor
@@ -39,6 +40,10 @@ def generation_sweep(tmp_path_factory, tiny_causal, tiny_csv):
         "forgetting": {"text_file": str(general), "max_tokens": 240, "chunk_tokens": 24},
         "objectives": ["accuracy", "trainable_pct", "forgetting"],
     }
+    if installed():  # lm-eval on a local task (tests/trainers/test_benchmarks.py checks its numbers)
+        write_lm_eval_task(out / "lm-eval-tasks")
+        config["evaluate"] = {"lm_eval": {"tasks": [LM_EVAL_TASK], "include_path": str(out / "lm-eval-tasks"),
+                                          "limit": 20, "add_bos_token": False}}
     return sweep_on_local_ray(config, out)
 
 
@@ -114,3 +119,26 @@ def test_forgetting_is_an_objective_and_a_column_against_full(generation_sweep, 
     plane = next(p for p in planes if p.cost == "forgetting")
     assert not plane.log_x and plane.x_range[0] < min(m.x for s in plane.series for m in s.markers)
     assert (tmp_path / "pareto_forgetting.png").is_file()
+
+
+@pytest.mark.skipif(not installed(), reason="lm-eval is not installed: pip install 'peftsweep[eval]' (.ci/run "
+                                            "installs it)")
+def test_lm_eval_scores_the_front_and_the_base_into_mlflow(generation_sweep):
+    from peftsweep.search.results.summary import format_table
+
+    client = client_for(generation_sweep.tracking_uri)
+    summary = generation_sweep.summary
+    acc = f"lm_eval/{LM_EVAL_TASK}/acc"
+    parent = client.get_run(generation_sweep.parent_run_id).data.metrics
+    assert 0 <= parent[acc] <= 1 and summary.base_benchmarks[acc] == parent[acc]  # the base model's
+    front = {r.run_id for r in summary.front}
+    for child in client.search_runs([generation_sweep.experiment_id], max_results=100):
+        if child.data.tags.get(ROLE_TAG) != "trial":
+            continue
+        scored = acc in child.data.metrics
+        assert scored == (child.info.run_id in front), child.data.params["method"]  # the front's runs alone
+        if scored:
+            assert 0 <= child.data.metrics[acc] <= 1 and f"lm_eval/{LM_EVAL_TASK}/acc_norm" in child.data.metrics
+    assert "Standard benchmarks (lm-eval" in format_table(summary) and f"{LM_EVAL_TASK}/acc " in format_table(summary)
+    written = json.loads(generation_sweep.summary_json.read_text())
+    assert written["base_benchmarks"][acc] == parent[acc]

@@ -102,7 +102,7 @@ def run_case(case: Case, rank: int, world: int, scratch: Path) -> dict[str, Any]
     from peftsweep.trainers.sharding import reshard
 
     device = torch.device("cpu")
-    general = case.data.general_text if kind.measures_forgetting else None
+    general = case.data.general_text if kind.has_lm_head else None
     on_text = dict(pad_token_id=case.data.pad_token_id, batch_size=4, device=device,
                    autocast=lambda: autocast(device, case.precision))
     base = base_general_loss(model, general, **on_text) if general else None  # before the first step
