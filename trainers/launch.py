@@ -19,6 +19,7 @@ from peftsweep.trainers.forgetting import general_text_chunks
 from peftsweep.trainers.faults import describe, is_fatal, raise_if_fatal_recorded
 from peftsweep.trainers.model import load_model_config, load_tokenizer, model_files_problem
 from peftsweep.trainers.recipe import run_recipe, train_loop_per_worker
+from peftsweep.trainers import stand_in
 from peftsweep.trainers.session import InProcessSession
 from peftsweep.trainers.task_kind import TaskKind
 
@@ -85,9 +86,10 @@ def train_in_process(cfg: TrialConfig, data: TokenizedData | ray.ObjectRef, *, r
     `InProcessTrainingError` with the reason."""
     session = InProcessSession(run_dir, cfg.train.checkpoints_to_keep, forward, cfg.resources.use_gpu)
     config = {"trial": cfg.model_dump(), "data": data, "run_dir": run_dir}
+    recipe = stand_in.stand_in_recipe if stand_in.enabled() else run_recipe  # bench/scale.py only
     for attempt in range(cfg.train.max_failures + 1):
         try:
-            run_recipe(config, session)
+            recipe(config, session)
             return
         except Exception as exc:
             if is_fatal(exc) or attempt == cfg.train.max_failures:
