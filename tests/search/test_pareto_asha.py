@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import pickle
 
 from ray.tune.schedulers import TrialScheduler
@@ -194,3 +195,22 @@ def test_three_objectives_keep_the_cheapest_in_each_cost_and_the_most_accurate()
     assert scheduler.decide("t1", {"epoch": 1, "val_accuracy": 0.7, "peak_memory_mb": 100.0,
                                    "train_seconds": 9.0}) == "CONTINUE"
     assert scheduler.rungs[1]["t1"] == (0.7, 100.0, 9.0)
+
+
+def test_the_quick_quota_test_agrees_with_the_whole_ranking():
+    """within_quota works out only the fronts up to the trial's (the scheduler's decision at a rung of a thousand
+    results): on random rungs, with ties, NaNs, a floor and one or two costs, it says what rank()'s index says."""
+    import random
+
+    from peftsweep.search.orchestration.pareto_asha import within_quota
+
+    rng = random.Random(0)
+    for _ in range(300):
+        n, k = rng.randint(2, 40), rng.choice([1, 2])
+        points = [Point(f"t{i}", float("nan") if rng.random() < 0.05 else rng.choice([0.1, 0.5, 0.9, rng.random()]),
+                        tuple(rng.choice([0.5, 2.0, rng.random() * 10 + 0.01]) for _ in range(k))) for i in range(n)]
+        floor = rng.choice([None, 0.2, 0.5])
+        order = rank(points, floor)
+        for quota in {1, math.ceil(n / 3), max(1, n // 2)}:
+            assert [within_quota(p.id, points, floor, quota) for p in points] == [
+                order.index(p.id) < quota for p in points]
