@@ -169,11 +169,11 @@ def main() -> int:
     parser.add_argument("--trials", type=int, default=1000)
     parser.add_argument("--concurrent", type=int, default=32)
     parser.add_argument("--block", type=int, default=100)
-    parser.add_argument("--quick", action="store_true", help="100 trials, 8 at a time: proves the script runs")
+    parser.add_argument("--quick", action="store_true", help="100 trials, 4 at a time: proves the script runs")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     if args.quick:
-        args.trials, args.concurrent, args.block = 100, 8, 50
+        args.trials, args.concurrent, args.block = 100, 4, 50
     from peftsweep.search.config import SweepConfig
     from peftsweep.search.orchestration.sweep import run_sweep
     from peftsweep.search.plan import build_plan
