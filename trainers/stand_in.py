@@ -39,7 +39,7 @@ def enabled() -> bool:
 @functools.cache
 def _counts(model: str, method: str, hparams_json: str, task: str, labels: tuple[str, ...]) -> tuple[int, int]:
     """(trainable, base) parameters of the method on the model: counted on the meta device, once per process."""
-    from peftsweep.spaces import get_method
+    from peftsweep.spaces import REGISTRY, get_method
     from peftsweep.trainers.memory_plan import count_parameters
     from peftsweep.trainers.model import load_model_config
     from peftsweep.trainers.tasks import get_task
@@ -47,7 +47,8 @@ def _counts(model: str, method: str, hparams_json: str, task: str, labels: tuple
     config = load_model_config(model)
     kind = get_task(task)
     counts = count_parameters(config, get_method(method), json.loads(hparams_json), kind, labels)
-    base = count_parameters(config, get_method("full"), {}, kind, labels)
+    reference = next(spec for spec in REGISTRY.values() if spec.reference)  # full fine-tuning: every weight trains
+    base = count_parameters(config, reference, {}, kind, labels)
     return counts.trainable, base.total
 
 
@@ -69,9 +70,9 @@ def plausible_accuracy(method: str, hparams: dict[str, Any], epoch: int, epochs:
 
 def stand_in_recipe(config: dict[str, Any], session) -> None:
     """What trainers.recipe.run_recipe reports, epoch by epoch, after no training (see the module's notes)."""
-    from peftsweep.metric_names import (CHECKPOINT_MB, PEAK_MEMORY_MB, RESTARTS, SAMPLES_PER_SECOND, TEST_ACCURACY,
-                                        TOKENS_PER_SECOND, TRAIN_LOSS, TRAIN_SECONDS, TRAINABLE_PARAMS, TRAINABLE_PCT,
-                                        VAL_ACCURACY)
+    from peftsweep.metric_names import (BASE_PARAMS, CHECKPOINT_MB, PEAK_MEMORY_MB, RESTARTS, SAMPLES_PER_SECOND,
+                                        TEST_ACCURACY, TOKENS_PER_SECOND, TRAIN_LOSS, TRAIN_SECONDS, TRAINABLE_PARAMS,
+                                        TRAINABLE_PCT, VAL_ACCURACY)
     from peftsweep.trainers.checkpoint import MANIFEST
     from peftsweep.trainers.config import TrialConfig
 
@@ -85,7 +86,7 @@ def stand_in_recipe(config: dict[str, Any], session) -> None:
         metrics = {"epoch": epoch, TRAIN_LOSS: 1.5 * (1 - accuracy), VAL_ACCURACY: accuracy,
                    TRAIN_SECONDS: 0.01 * epoch * (1 + math.log10(1 + trainable)), RESTARTS: 0,
                    SAMPLES_PER_SECOND: 100.0, TOKENS_PER_SECOND: 3000.0, TRAINABLE_PARAMS: float(trainable),
-                   TRAINABLE_PCT: 100.0 * trainable / base, "base_params": float(base),
+                   TRAINABLE_PCT: 100.0 * trainable / base, BASE_PARAMS: float(base),
                    PEAK_MEMORY_MB: 50.0 + 16 * trainable / 2**20, "train_started_at": started,
                    "reported_at": time.time(), "num_workers": 1, "process_group_size": 1,
                    "gpus_per_worker": 0.0, "device": "cpu", "strategy": "ddp", "trains_in": "stand-in"}
