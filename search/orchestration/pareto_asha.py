@@ -99,18 +99,27 @@ def _span(values: list[float]) -> float:
     return max(max(values) - min(values), 1e-9) if values else 1e-9
 
 
+def _scale(above: list[Point]) -> tuple[float, ...]:
+    """The epsilon-net's units: the range of the accuracies and of each cost's log10 over the points above the floor."""
+    n_costs = len(above[0].costs) if above else 0
+    return (_span([p.accuracy for p in above]),
+            *(_span([math.log10(p.costs[i]) for p in above]) for i in range(n_costs)))
+
+
+def _after_the_fronts(points: list[Point], above: list[Point]) -> list[str]:
+    """The ids ranked after every point above the floor: those at or below it (the more accurate first), then the
+    unusable ones."""
+    taken = {p.id for p in above}
+    below = sorted((p for p in points if _usable(p) and p.id not in taken), key=lambda p: (-p.accuracy, *p.costs, p.id))
+    return [p.id for p in below] + sorted(p.id for p in points if not _usable(p))
+
+
 def rank(points: list[Point], floor: float | None = None) -> list[str]:
     """The ids of the points at a rung, best first: by front, inside a front in epsilon-net order; points at or below
     the floor after all others (the more accurate first), unusable results last."""
-    usable = [p for p in points if _usable(p)]
-    above = [p for p in usable if floor is None or p.accuracy > floor]
-    n_costs = len(above[0].costs) if above else 0
-    scale = (_span([p.accuracy for p in above]),
-             *(_span([math.log10(p.costs[i]) for p in above]) for i in range(n_costs)))
-    order = [p.id for front in fronts(above) for p in epsilon_net(front, scale)]
-    below = sorted((p for p in usable if p.id not in set(order)), key=lambda p: (-p.accuracy, *p.costs, p.id))
-    order += [p.id for p in below]
-    return order + sorted(p.id for p in points if p.id not in set(order))  # unusable results last
+    above = [p for p in points if _usable(p) and (floor is None or p.accuracy > floor)]
+    scale = _scale(above)
+    return [p.id for front in fronts(above) for p in epsilon_net(front, scale)] + _after_the_fronts(points, above)
 
 
 def first_front_ends(points: list[Point], floor: float | None = None) -> set[str]:
@@ -135,16 +144,10 @@ def within_quota(trial_id: str, points: list[Point], floor: float | None, quota:
     """Whether the trial's index in `rank(points, floor)` is below `quota`, working out no more of the ranking than
     that takes: the fronts up to the trial's, and the epsilon-net order of its own front only when the quota ends
     inside it (a rung of a thousand results is then decided in milliseconds, not in a tenth of a second or more)."""
-    usable = [p for p in points if _usable(p)]
-    above = [p for p in usable if floor is None or p.accuracy > floor]
+    above = [p for p in points if _usable(p) and (floor is None or p.accuracy > floor)]
     if not any(p.id == trial_id for p in above):  # at or below the floor, or unusable: after every point above
-        if len(above) >= quota:
-            return False
-        below = sorted((p for p in usable if p not in above), key=lambda p: (-p.accuracy, *p.costs, p.id))
-        order = [p.id for p in below] + sorted(p.id for p in points if not _usable(p))
-        return len(above) + order.index(trial_id) < quota
-    scale = (_span([p.accuracy for p in above]),
-             *(_span([math.log10(p.costs[i]) for p in above]) for i in range(len(above[0].costs))))
+        return len(above) < quota and len(above) + _after_the_fronts(points, above).index(trial_id) < quota
+    scale = _scale(above)
     ahead, left = 0, above
     while ahead < quota:
         front = pareto_front(left)
