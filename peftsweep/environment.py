@@ -28,6 +28,9 @@ DEFAULTS = {
     # Ray Train waits this long for a trial's workers to be placed, then tries again; peftsweep gives up after
     # trainers.launch.WORKER_START_TRIES tries (Ray's own default is to try for ever), failing the trial with the reason.
     "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "60",
+    # Tune's own CSV, JSON and TensorBoard files per trial (MLflow is the record): Tune re-uploaded the driver's copy
+    # of every trial's files each time it saved its state, so a save grew with the trial count (bench/scale.py).
+    "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",
     "TUNE_GLOBAL_CHECKPOINT_S": "1",  # Tune saves the sweep's state at most this often: a killed driver loses <= 1 s
     "RAY_AIR_NEW_OUTPUT": "0",  # with verbose=0: no Tune tables, our progress lines only
     "TUNE_PRINT_ALL_TRIAL_ERRORS": "0",  # a failed trial gets one progress line, not a traceback
@@ -53,6 +56,9 @@ QUIETED = {
     # INFO; problems still come through as warnings.
     "mlflow.store.db.utils": logging.WARNING,
     "alembic.runtime.migration": logging.WARNING,
+    # At the end of a sweep Tune looks for the per-trial files peftsweep turns off (TUNE_DISABLE_AUTO_CALLBACK_LOGGERS)
+    # and warns, naming every trial, that they are missing.
+    "ray.tune.analysis.experiment_analysis": logging.ERROR,
 }
 
 

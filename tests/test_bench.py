@@ -121,16 +121,3 @@ def test_gpu_sweep_dry_run_times_each_method_plain_and_in_ray_train(tmp_path):
         for where in ("plain", "ray_train"):
             assert row[where]["step_seconds"] > 0 and row[where]["flops_per_step"] > 0
         assert row["ray_over_plain"] > 0 and 0 < row["mfu_plain"] < 1
-
-
-def test_scale_quick(tmp_path):
-    """100 stand-in trials through the real driver (trainers/stand_in.py): every trial logged once, none lost, the
-    summary and the dashboard built from the store."""
-    out = run("scale.py", "--json", str(tmp_path / "s.json"))
-    figures = json.loads((tmp_path / "s.json").read_text())
-    assert figures["trials"] == figures["runs"] == figures["distinct_trials"] == 100, out[-1500:]
-    assert figures["statuses"]["failed"] == 0 and figures["front"] >= 1
-    assert figures["statuses"]["completed"] + figures["statuses"]["early_stopped"] == 100
-    assert [b["trials"] for b in figures["blocks"]] == [50, 100]
-    assert all(b["mlflow_calls_per_trial"] > 0 and b["suggest_ms_per_trial"] > 0 for b in figures["blocks"])
-    assert figures["dashboard_html_mb"] > 0 and figures["summary_s"] > 0

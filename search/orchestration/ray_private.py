@@ -15,6 +15,10 @@ for:
   console (seen in `make demo`), and every copied temporary file stayed in the storage. Measured: 14 of 200 uploads
   failed beside a saver replacing a 200 kB state file, 80 stale temporary files left. `exclude_tmp_files_from_tune_sync`
   leaves those files out of the upload (the renamed file they become is uploaded whole);
+- Tune's pace of saving the sweep's state (every trial's record and the searcher's study, what `--resume` reads): a
+  fixed period (`TUNE_GLOBAL_CHECKPOINT_S`, 1 s here) makes a save that grows with the trial count take a growing
+  share of the driver; Tune's own pacing (19 x the last save's time, so at most 5 % of the driver's time) is only
+  offered with a floor of 10 s. `pace_tune_state_saves` keeps Tune's pacing with the configured period as its floor;
 - and, for a quiet console, the function through which the raylet's notes reach the driver's console
   (`quiet_worker_pool_note`).
 Tested with the Ray that requirements-lock.txt pins (`TESTED_RAY`); `api_problems()` says what moved, and
@@ -132,6 +136,22 @@ def exclude_tmp_files_from_tune_sync() -> None:
     _FilesystemSyncer._sync_up_command = _sync_up_command
 
 
+def pace_tune_state_saves() -> None:
+    """Tune saves its state at most every `max(TUNE_GLOBAL_CHECKPOINT_S, 19 x the last save's seconds)` (see above)."""
+    from ray.tune.execution.experiment_state import _ExperimentCheckpointManager
+
+    original = _ExperimentCheckpointManager._update_auto_checkpoint_time
+    if getattr(original, "peftsweep_paced", False):
+        return
+
+    def _update_auto_checkpoint_time(self, time_taken: float):
+        floor = self.__dict__.setdefault("_peftsweep_floor_s", self._checkpoint_period)  # the configured period
+        self._checkpoint_period = max(floor, time_taken * 19)
+
+    _update_auto_checkpoint_time.peftsweep_paced = True
+    _ExperimentCheckpointManager._update_auto_checkpoint_time = _update_auto_checkpoint_time
+
+
 def api_problems() -> list[str]:
     """What of the private API used here is not where this module expects it (empty: all of it is)."""
     from ray._private.state import GlobalState
@@ -140,8 +160,10 @@ def api_problems() -> list[str]:
 
     problems = []
     from ray.train._internal.storage import _FilesystemSyncer
+    from ray.tune.execution.experiment_state import _ExperimentCheckpointManager
 
-    expected = {(ControllerCallback, "after_controller_start"): ["self", "train_run_context"],
+    expected = {(_ExperimentCheckpointManager, "_update_auto_checkpoint_time"): ["self", "time_taken"],
+                (ControllerCallback, "after_controller_start"): ["self", "train_run_context"],
                 (_FilesystemSyncer, "_sync_up_command"): ["self", "local_path", "uri", "exclude"],
                 (TrainController, "abort"): ["self"],
                 (TorchTrainer, "_create_default_callbacks"): ["self"],

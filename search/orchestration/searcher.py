@@ -68,6 +68,10 @@ def make_sampler(s: SearchSettings, n_starts: int):
     import optuna
 
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    # Ray warns when the define-by-run space takes over 1 s, advising to move computation out of it; that time is
+    # TPE's own sampling, which runs inside the space's first suggest (bench/scale.py: late in a 1,000-trial sweep
+    # on a busy machine), so the advice does not apply.
+    warnings.filterwarnings("ignore", message="Define-by-run function passed in the `space` argument took")
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "A new study created" line: the progress lines say it
     if s.algorithm == "tpe":
         # group=True lets TPE model each method's own (conditional) parameters separately.

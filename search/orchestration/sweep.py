@@ -29,7 +29,7 @@ from peftsweep.search.orchestration.confirm_stage import (confirm_tuner, discard
 from peftsweep.search.orchestration.floor import describe, sweep_floor
 from peftsweep.search.orchestration.pareto_asha import ParetoASHA
 from peftsweep.search.orchestration.progress import ProgressPrinter
-from peftsweep.search.orchestration.ray_private import exclude_tmp_files_from_tune_sync
+from peftsweep.search.orchestration.ray_private import exclude_tmp_files_from_tune_sync, pace_tune_state_saves
 from peftsweep.search.orchestration.resume import SweepState, read_state, sweep_to_resume, write_state
 from peftsweep.search.orchestration.searcher import scheduler_for, searcher_and_space
 from peftsweep.search.orchestration.train_jobs import EARLY_END, EndTrainJobs, interrupt_on_ctrl_c, start_jobs_actor
@@ -345,6 +345,7 @@ def fit(tuner: tune.Tuner, tune_path: str) -> str:
     # Every trial's Train job registers with this actor, so that it ends with its trial (orchestration.train_jobs)
     jobs = start_jobs_actor(storage.name_of(tune_path))
     exclude_tmp_files_from_tune_sync()  # a race in Tune's upload of its state: see search.orchestration.ray_private
+    pace_tune_state_saves()  # Tune's state saved at most once a second and in at most 5 % of the driver's time
     try:
         with interrupt_on_ctrl_c() as early_end:
             mark("tune_fit")

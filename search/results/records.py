@@ -48,6 +48,7 @@ class TrialRecord:
     seed: int | None = None  # confirm runs: the training seed (search runs train with train.seed)
     failure: str = ""  # why it failed (a failed run), as recorded on the run
     over_budget: str = ""  # the budgets it broke (`constraints:`), e.g. "peak_memory_mb 2345 > 2000"; "": none
+    start_time: int = 0  # when its MLflow run started (ms since the epoch)
 
     def __post_init__(self) -> None:
         self.config_id = self.config_id or self.trial_id

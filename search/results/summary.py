@@ -157,7 +157,7 @@ def write_files(summary: Summary, directory: Path) -> tuple[Path, Path]:
     records = summary.trials + summary.repeats
     benchmarks = sorted({name for r in records for name in r.benchmarks})  # a column per lm-eval score, if any
     fields = ["run_id", "trial_id", "stage", "config_id", "seed", "method", "status", "on_front", *RECORD_METRICS,
-              *benchmarks, "failure", "over_budget", "params"]
+              *benchmarks, "failure", "over_budget", "start_time", "params"]
     with csv_path.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=fields)
         writer.writeheader()

@@ -68,7 +68,8 @@ def record_from_run(run) -> TrialRecord:
                        **{k: float(metrics.get(k, math.nan)) for k in RECORD_METRICS},
                        stage=tags.get(STAGE_TAG, SEARCH), config_id=tags.get(CONFIG_TAG, trial_id),
                        seed=int(seed) if seed is not None and seed.lstrip("-").isdigit() else None,
-                       failure=tags.get(FAILURE_TAG, ""), benchmarks=benchmark_scores(metrics))
+                       failure=tags.get(FAILURE_TAG, ""), benchmarks=benchmark_scores(metrics),
+                       start_time=run.info.start_time or 0)
 
 
 def benchmark_scores(metrics: dict[str, float]) -> dict[str, float]:

@@ -75,3 +75,17 @@ def test_tunes_state_upload_never_races_its_atomic_saves(tmp_path):
     assert saves[0] > 200 and failures == [], failures[:1]
     assert sorted(p.name for p in storage.iterdir()) == ["searcher-state-1.pkl"]
     assert pickle.loads((storage / "searcher-state-1.pkl").read_bytes())["state"] == b"x" * 200_000
+
+
+def test_tunes_state_saves_keep_to_five_percent_of_the_driver_and_at_least_the_configured_second():
+    """Tune's save of the sweep's state grows with the trial count; with `pace_tune_state_saves` the next save waits
+    19 x the last one's seconds (Tune's own rule for its "auto" period), never less than the configured period."""
+    from ray.tune.execution.experiment_state import _ExperimentCheckpointManager
+
+    ray_private.pace_tune_state_saves()
+    manager = _ExperimentCheckpointManager(storage=None, checkpoint_period=1)
+    periods = []
+    for seconds in (0.01, 0.2, 0.02, 1.5):
+        manager._update_auto_checkpoint_time(seconds)
+        periods.append(manager._checkpoint_period)
+    assert periods == [1.0, 0.2 * 19, 1.0, 1.5 * 19]
