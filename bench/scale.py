@@ -218,7 +218,7 @@ def front_view_load(outcome) -> dict:
     """The front's saved view (the link `peftsweep ui` prints; on a tracking server, the server's own UI) and the
     every-trial view, opened in headless Chromium as the dashboard test does: seconds from the request until the
     count, the chart and the run list are drawn."""
-    from peftsweep.search.tracking.front_view import VIEW_ID, front_view_url
+    from peftsweep.search.tracking.front_view import TRIALS_VIEW_ID, VIEW_ID, front_view_url
     from tests.dashboards.mlflow_page import open_view, other_view, serve_ui
 
     with contextlib.ExitStack() as stack:
@@ -227,7 +227,7 @@ def front_view_load(outcome) -> dict:
         else:
             link = stack.enter_context(serve_ui(outcome.tracking_uri, "scale"))[0]
         tmp, out = Path(stack.enter_context(tempfile.TemporaryDirectory())), {}
-        for name, view in (("front_view", VIEW_ID), ("trials_view", "peftsweeptrials")):
+        for name, view in (("front_view", VIEW_ID), ("trials_view", TRIALS_VIEW_ID)):
             page = open_view(other_view(link, view), tmp / f"{name}.png")
             out |= {f"{name}_load_s": page.load_s, f"{name}_runs": page.matching}
     return out

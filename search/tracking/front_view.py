@@ -26,8 +26,9 @@ FRONT_FILTER = f"tags.`{PARETO_TAG}` = 'true'"  # the MLflow runs view's search 
 TRIALS_FILTER = f"tags.`{ROLE_TAG}` = 'trial'"  # every trial, not the sweeps' parent runs
 VIEW_TAG_PREFIX = "mlflow.sharedViewState."  # MLflow's own prefix for saved views
 VIEW_ID, VIEW_NAME = "peftsweepfront", "peftsweep: the front"  # what the printed link opens
+TRIALS_VIEW_ID = "peftsweeptrials"  # every trial of the sweep
 # view id -> (name, runs it shows); both narrowed to the newest sweep of the experiment when saved
-VIEWS = {VIEW_ID: (VIEW_NAME, FRONT_FILTER), "peftsweeptrials": ("peftsweep: every trial", TRIALS_FILTER)}
+VIEWS = {VIEW_ID: (VIEW_NAME, FRONT_FILTER), TRIALS_VIEW_ID: ("peftsweep: every trial", TRIALS_FILTER)}
 COLUMN_METRICS = (VAL_ACCURACY, TEST_ACCURACY, TRAINABLE_PCT, STORED_PCT, EPOCHS_COMPLETED)
 COLUMN_TAGS = (METHOD_TAG, STATUS_TAG, PARETO_TAG)
 # MLflow's scatter chart has no log axis; trainable % spans 0.01 to 100, so the chart shows its log10 (a metric
