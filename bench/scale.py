@@ -14,7 +14,8 @@ store as a reviewer would.
     .venv/bin/python bench/scale.py --tracking server --kill-at 500 --browser
         # MLflow's server on PostgreSQL; the driver SIGKILLed after 500 trials and the sweep `--resume`d (the table is
         # the resumed driver's); then the MLflow views' first load in headless Chromium
-    .venv/bin/python bench/scale.py --searcher-alone    # TPE's ask alone, no Ray: its growth with the trial count
+
+TPE's ask alone, without Ray (its growth with the trial count, bounded and not): bench/tpe_history.py.
 """
 
 from __future__ import annotations
@@ -233,35 +234,6 @@ def front_view_load(outcome) -> dict:
     return out
 
 
-def searcher_alone(trials: int, running: int, block: int, seed: int = 0) -> list[float]:
-    """The sweep's sampler and space (make_sampler, define_space, every method) without Ray: `running` trials asked
-    ahead of their results (as Tune's concurrent trials are: TPE's constant liar sees them), each told made-up values
-    of the default two objectives; ms per ask (what `suggest` costs the driver), per block of asks."""
-    import random
-    from collections import deque
-
-    import optuna
-
-    from peftsweep.search.config import SearchSettings
-    from peftsweep.search.orchestration.searcher import make_sampler
-    from peftsweep.search.orchestration.space import define_space
-    from peftsweep.spaces import REGISTRY
-
-    rng = random.Random(seed)
-    sampler = make_sampler(SearchSettings(algorithm="tpe", num_samples=trials, seed=seed), len(REGISTRY))
-    study = optuna.create_study(directions=["maximize", "minimize"], sampler=sampler)
-    live, seconds = deque(), []
-    while len(seconds) < trials:
-        while len(live) < running and len(seconds) < trials:
-            start = time.perf_counter()
-            trial = study.ask()
-            define_space(trial, REGISTRY)
-            seconds.append(time.perf_counter() - start)
-            live.append(trial)
-        study.tell(live.popleft(), [rng.random(), 10 ** rng.uniform(-3, 2)])
-    return [1000 * sum(seconds[i:i + block]) / len(seconds[i:i + block]) for i in range(0, trials, block)]
-
-
 def review_times(outcome) -> dict:
     """What a reviewer pays on the finished store: the summary (read, computed, written) and the dashboard."""
     from peftsweep.dashboards.report import build_dashboard
@@ -295,8 +267,6 @@ def main() -> int:
     parser.add_argument("--kill-at", type=int, default=0,
                         help="SIGKILL the driver once this many trials ended, then measure the `--resume`d driver")
     parser.add_argument("--browser", action="store_true", help="also time the MLflow views' first load (Chromium)")
-    parser.add_argument("--searcher-alone", action="store_true",
-                        help="only the sampler's ask, without Ray: ms per ask per block (how TPE grows)")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--driver-only", type=Path, help=argparse.SUPPRESS)  # the driver --kill-at kills
     parser.add_argument("--tracking-uri", help=argparse.SUPPRESS)
@@ -310,13 +280,6 @@ def main() -> int:
     def plan_in(directory: Path, uri: str | None):
         return build_plan(SweepConfig.model_validate(sweep_config(directory, args.trials, args.concurrent, uri)))
 
-    if args.searcher_alone:
-        asks = searcher_alone(args.trials, args.concurrent, args.block)
-        print(f"TPE alone, {args.concurrent} trials running: ms per ask, per {args.block} asks: "
-              + " ".join(f"{ms:.0f}" for ms in asks))
-        if args.json:
-            args.json.write_text(json.dumps({"trials": args.trials, "ask_ms_per_block": asks}, indent=2))
-        return 0
     if args.driver_only:
         run_sweep(plan_in(args.driver_only, args.tracking_uri))
         return 0

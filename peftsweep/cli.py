@@ -221,6 +221,8 @@ def cmd_ui(args: argparse.Namespace) -> int:
     from peftsweep.search.tracking.server import run_until_stopped, server_env
 
     uri = args.tracking_uri or default_store(args.experiment)
+    if uri.startswith(("http://", "https://")):
+        return print_server_link(uri, args.experiment)
     server = f"http://{args.host}:{args.port}"
     client = client_for(uri)
     found = client.get_experiment_by_name(args.experiment) if args.experiment else None
@@ -236,6 +238,26 @@ def cmd_ui(args: argparse.Namespace) -> int:
     return run_until_stopped(command, server_env(),
                              f"http://127.0.0.1:{args.port}" if args.host in ("0.0.0.0", "::") else server,
                              args.start_timeout, f"MLflow UI for {uri}: {link}  (Ctrl-C stops it)")
+
+
+def print_server_link(uri: str, experiment: str | None) -> int:
+    """A tracking server serves its own UI (MLflow's `ui` refuses an http store): the link to the experiment's front
+    there, or the server's address without --experiment."""
+    from peftsweep.search.tracking.client import check_reachable, client_for
+    from peftsweep.search.tracking.front_view import front_view_url, has_front_view
+
+    if problems := check_reachable(uri):
+        raise UserError([p.replace("tracking.uri:", "--tracking-uri:", 1) for p in problems])
+    if experiment is None:
+        print(f"MLflow UI of the tracking server: {uri}")
+        return 0
+    client = client_for(uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        raise UserError(f"--experiment: no experiment {experiment!r} in {uri}")
+    print(f"the front of {experiment!r}, in the tracking server's MLflow UI: "
+          f"{front_view_url(uri, found.experiment_id, saved_view=has_front_view(client, found.experiment_id))}")
+    return 0
 
 
 def cmd_tracking_server(args: argparse.Namespace) -> int:
@@ -313,8 +335,10 @@ def build_parser() -> argparse.ArgumentParser:
     board.add_argument("--tracking-uri", default=None, help="default: runs/<experiment>/mlflow.db here")
     board.add_argument("--out", required=True, help="directory for dashboard.html and the PNGs")
     board.add_argument("--no-log", action="store_true", help="don't attach the files to the sweep's MLflow run")
-    ui = sub.add_parser("ui", help="start the MLflow UI on a sweep's store (bound to 127.0.0.1)")
-    ui.add_argument("--tracking-uri", default=None)
+    ui = sub.add_parser("ui", help="start the MLflow UI on a sweep's store (bound to 127.0.0.1); on a tracking server "
+                                   "(http://...), print the link to the front in the server's own UI")
+    ui.add_argument("--tracking-uri", default=None, help="the sweep's store (default: runs/<experiment>/mlflow.db); "
+                                                         "a tracking server's http(s) URI: its own UI is linked")
     ui.add_argument("--experiment", default=None, help="use runs/<experiment>/mlflow.db here")
     ui.add_argument("--host", default="127.0.0.1", help="interface to bind; 0.0.0.0 exposes it to the network")
     ui.add_argument("--port", type=int, default=5000)

@@ -27,12 +27,15 @@ def test_scale_quick(tmp_path):
     assert figures["dashboard_html_mb"] > 0 and figures["summary_s"] > 0
 
 
-def test_scale_searcher_alone_quick(tmp_path):
-    """--searcher-alone: the sweep's TPE and space without Ray, ms per ask per block."""
-    out = run("scale.py", "--searcher-alone", "--json", str(tmp_path / "a.json"))
-    figures = json.loads((tmp_path / "a.json").read_text())
-    assert figures["trials"] == 100 and len(figures["ask_ms_per_block"]) == 2, out
-    assert all(ms > 0 for ms in figures["ask_ms_per_block"]) and "ms per ask" in out
+def test_tpe_history_quick(tmp_path):
+    """bench/tpe_history.py: the bounded and the unbounded TPE side by side, ms per ask and hypervolume per block."""
+    out = run("tpe_history.py", "--json", str(tmp_path / "t.json"))
+    figures = json.loads((tmp_path / "t.json").read_text())
+    assert [r["tpe"] for r in figures["runs"]] == ["bounded", "unbounded"] and figures["history"] == 40, out
+    for r in figures["runs"]:
+        assert len(r["ask_ms_per_block"]) == len(r["hypervolume_per_block"]) == 2
+        assert all(ms > 0 for ms in r["ask_ms_per_block"]) and r["hypervolume_per_block"][-1] > 0
+    assert "final hypervolume" in out
 
 
 @pytest.mark.skipif((postgres_bin() is None or CHROMIUM is None) and not os.environ.get("CI"),
@@ -44,7 +47,8 @@ def test_scale_on_a_tracking_server_with_a_driver_kill_and_the_views_load(tmp_pa
               "--kill-at", "6", "--browser", "--json", str(tmp_path / "s.json"), quick=False)
     figures = json.loads((tmp_path / "s.json").read_text())
     assert figures["tracking"] == "server" and figures["killed_after"] >= 6, out[-1500:]
-    assert figures["mlflow_runs"] == figures["mlflow_trial_ids"] == 12 and figures["duplicated_trials"] == []
-    assert figures["mlflow_statuses"] == {"FINISHED": 12} and "resumed" in out
+    said = f"{figures}\n{out[-6000:]}"
+    assert figures["mlflow_runs"] == figures["mlflow_trial_ids"] == 12 and figures["duplicated_trials"] == [], said
+    assert figures["mlflow_statuses"] == {"FINISHED": 12} and "resumed" in out, said
     assert figures["front_view_runs"] == figures["front"] >= 1 and figures["trials_view_runs"] == 12
     assert figures["front_view_load_s"] > 0 and figures["trials_view_load_s"] > 0

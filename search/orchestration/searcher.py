@@ -12,6 +12,7 @@ from ray import tune
 from ray.tune.search.optuna import OptunaSearch
 
 from peftsweep.search.config import SearchSettings
+from peftsweep.search.orchestration.bounded_tpe import BoundedTPESampler
 from peftsweep.search.orchestration.pareto_asha import ParetoASHA
 from peftsweep.search.plan import SweepPlan
 from peftsweep.metric_names import WORKER_SECONDS
@@ -74,9 +75,10 @@ def make_sampler(s: SearchSettings, n_starts: int):
     warnings.filterwarnings("ignore", message="Define-by-run function passed in the `space` argument took")
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "A new study created" line: the progress lines say it
     if s.algorithm == "tpe":
-        # group=True lets TPE model each method's own (conditional) parameters separately.
-        return optuna.samplers.TPESampler(seed=s.seed, multivariate=True, group=True,
-                                          n_startup_trials=max(4, n_starts), constant_liar=True)
+        # group=True lets TPE model each method's own (conditional) parameters separately. Bounded: past TPE_HISTORY
+        # finished trials it sees the sweep's best and the most recent ones (search.orchestration.bounded_tpe).
+        return BoundedTPESampler(seed=s.seed, multivariate=True, group=True, n_startup_trials=max(4, n_starts),
+                                 constant_liar=True)
     if s.algorithm == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=s.seed, population_size=min(50, max(4, s.num_samples // 4)))
     return optuna.samplers.RandomSampler(seed=s.seed)

@@ -308,7 +308,9 @@ DOWN_S = 5
 
 
 def test_ctrl_c_ends_the_jobs_and_resume_continues_the_trial(tmp_path, tiny_model):
-    csv = str(make_csv(tmp_path / "data.csv", n=600))
+    # 2,400 rows: epochs long enough that the Ctrl-C lands before the trial's last epoch (with 600 the first driver
+    # sometimes logged all of them first, and the resumed driver had nothing left to train)
+    csv = str(make_csv(tmp_path / "data.csv", n=2400))
     config = write_config(tmp_path, tiny_model, csv, methods={"ia3": {}}, early_stopping={"enabled": False},
                           search={"algorithm": "random", "num_samples": 1, "start_points": "none"},
                           resources={"num_workers": 1, "cpus_per_worker": 1})
@@ -324,6 +326,8 @@ def test_ctrl_c_ends_the_jobs_and_resume_continues_the_trial(tmp_path, tiny_mode
         assert "interrupted: stopped 1 running trials" in log, log[-3000:]
         assert "--resume" in log and not ray_train_workers(first)
         assert read_state(tmp_path / "out").status == "running"
+        # stopped before its last epoch: the resume below has an epoch to train (else this test tests nothing)
+        assert history(config, interrupted.info.run_id)[-1] < EPOCHS
     finally:
         kill_group(first)
     time.sleep(DOWN_S)  # the sweep is down: none of this is the trial's time

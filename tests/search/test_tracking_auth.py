@@ -57,6 +57,18 @@ def test_auth_server_lets_in_only_its_users_and_preflight_names_the_credentials(
         monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "sweeper")
         monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "sweeper-secret-123")
         assert main(["validate", str(config)]) == 0
+        # `peftsweep ui` on a tracking server: the server serves its own UI (MLflow's `ui` refuses an http store)
+        capsys.readouterr()
+        from mlflow import MlflowClient
+        experiment_id = MlflowClient(url).create_experiment("shown")
+        assert main(["ui", "--tracking-uri", url, "--experiment", "shown"]) == 0
+        assert f"{url}/#/experiments/{experiment_id}/runs?" in capsys.readouterr().out
+        assert main(["ui", "--tracking-uri", url]) == 0 and url in capsys.readouterr().out
+        assert main(["ui", "--tracking-uri", url, "--experiment", "absent"]) == 2
+        assert "--experiment: no experiment 'absent'" in capsys.readouterr().err
+    # the server is gone: one line, exit 2 (not MLflow's minutes of retries)
+    assert main(["ui", "--tracking-uri", url, "--experiment", "shown"]) == 2
+    assert "--tracking-uri: cannot reach the MLflow server" in capsys.readouterr().err
     log = (tmp_path / "server.log").read_text()
     assert ADMIN_PASSWORD not in log and "Every request needs a user" in log
 
