@@ -46,6 +46,8 @@ class BoundedStudy:
         return self.get_trials()
 
     def __getattr__(self, name: str) -> Any:
+        if name.startswith("__") or "_study" not in self.__dict__:  # pickle's probes, before __init__ has run
+            raise AttributeError(name)
         return getattr(self._study, name)
 
 
@@ -56,6 +58,10 @@ class BoundedTPESampler(TPESampler):
         self._best: list[FrozenTrial] = []  # the best finished trials so far (Optuna's split)
         self._seen: set[int] = set()  # numbers of the finished trials already merged into _best
         self._view: tuple[tuple[int, int], BoundedStudy] | None = None  # per ask: (trial, finished count) -> view
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Tune saves the searcher (its study and sampler) with the sweep: the view of one ask is not kept
+        return self.__dict__ | {"_view": None}
 
     def seen_by(self, study, trial: FrozenTrial):
         """The study TPE sees when sampling `trial` (the study itself while it holds at most `history` finished)."""

@@ -30,23 +30,17 @@ from ray.tune import Callback
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
 from peftsweep.search.results.objectives import value_of
-from peftsweep.search.results.pareto import Point, pareto_front
+from peftsweep.search.results.pareto import Point, dominates, pareto_front, peel_fronts
 
 TIME = "epoch"  # the time attribute: a trial reports once per epoch
 
 
 def fronts(points: list[Point]) -> list[list[Point]]:
-    """Non-dominated sorting: the first front, then the front of what is left, and so on (every point once)."""
-    left, out = list(points), []
-    while left:
-        front = pareto_front(left)
-        if not front:  # only non-finite points are left: they come last, together
-            out.append(left)
-            break
-        ids = {p.id for p in front}
-        out.append(front)
-        left = [p for p in left if p.id not in ids]
-    return out
+    """Non-dominated sorting: the first front, then the front of what is left, and so on (every point once; the
+    non-finite ones last, together)."""
+    out = list(peel_fronts(points))
+    unusable = [p for p in points if not p.usable]
+    return out + [unusable] if unusable else out
 
 
 def _coords(p: Point, scale: tuple[float, ...]) -> tuple[float, ...]:
@@ -145,19 +139,22 @@ def within_quota(trial_id: str, points: list[Point], floor: float | None, quota:
     that takes: the fronts up to the trial's, and the epsilon-net order of its own front only when the quota ends
     inside it (a rung of a thousand results is then decided in milliseconds, not in a tenth of a second or more)."""
     above = [p for p in points if _usable(p) and (floor is None or p.accuracy > floor)]
-    if not any(p.id == trial_id for p in above):  # at or below the floor, or unusable: after every point above
+    mine = next((p for p in above if p.id == trial_id), None)
+    if mine is None:  # at or below the floor, or unusable: after every point above
         return len(above) < quota and len(above) + _after_the_fronts(points, above).index(trial_id) < quota
-    scale = _scale(above)
-    ahead, left = 0, above
-    while ahead < quota:
-        front = pareto_front(left)
-        ids = {p.id for p in front}
-        if trial_id in ids:
-            return ahead + len(front) <= quota or ahead + [p.id for p in epsilon_net(front, scale)].index(
+    # Each point that dominates the trial is in an earlier front, so ranks before it: as many as the quota, and the
+    # trial is outside it (one pass, where peeling the fronts up to the trial's takes one pass per front).
+    if sum(1 for p in above if dominates(p, mine)) >= quota:
+        return False
+    ahead = 0
+    for front in peel_fronts(above):
+        if any(p is mine for p in front):
+            return ahead + len(front) <= quota or ahead + [p.id for p in epsilon_net(front, _scale(above))].index(
                 trial_id) < quota
         ahead += len(front)
-        left = [p for p in left if p.id not in ids]
-    return False  # the fronts before the trial's fill the quota
+        if ahead >= quota:
+            return False  # the fronts before the trial's fill the quota
+    return False
 
 
 class ParetoASHA(FIFOScheduler):

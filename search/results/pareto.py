@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Iterator, Sequence
 
 # The reference of trainable %: 1000 % (a decade beyond full fine-tuning), fixed, so that trainable-% fronts of any
 # two sweeps compare.
@@ -47,21 +47,47 @@ def _cheapest_first(p: Point) -> tuple:
 def pareto_front(points: Sequence[Point]) -> list[Point]:
     """Non-dominated points, cheapest first (by the first cost, then the next). Points with a non-finite accuracy or
     cost are ignored."""
+    return next(peel_fronts(points), [])
+
+
+def peel_fronts(points: Sequence[Point]) -> Iterator[list[Point]]:
+    """The Pareto front (as pareto_front orders it), then the front of what is left, and so on, lazily; points with a
+    non-finite accuracy or cost are left out. The points are sorted once, not once per front."""
     valid = [p for p in points if p.usable]
+    if not valid:
+        return
+    if len(valid[0].costs) == 1:  # one cost: a sweep by cost
+        left = sorted(valid, key=lambda p: (p.costs[0], -p.accuracy))
+        front_of = _staircase
+    else:
+        # Any point that dominates p comes before it in this order (more accurate, or as accurate and cheaper in
+        # sum), and a point dominated by a dropped one is dominated by the front member that dropped it: comparing
+        # each point with the front so far is enough.
+        left = sorted(valid, key=lambda p: (-p.accuracy, math.fsum(p.costs)))
+        front_of = _non_dominated
+    while left:
+        front = front_of(left)
+        yield front
+        taken = {id(p) for p in front}
+        left = [p for p in left if id(p) not in taken]
+
+
+def _staircase(by_cost: list[Point]) -> list[Point]:
+    """One cost, points in (cost, -accuracy) order: each more accurate than every cheaper one (and its duplicates)."""
     front: list[Point] = []
-    if valid and len(valid[0].costs) == 1:  # one cost: a sweep by cost
-        best_accuracy, best_cost = -math.inf, None
-        for p in sorted(valid, key=lambda p: (p.costs[0], -p.accuracy)):
-            if p.accuracy > best_accuracy:
-                front.append(p)
-                best_accuracy, best_cost = p.accuracy, p.costs[0]
-            elif p.accuracy == best_accuracy and p.costs[0] == best_cost:
-                front.append(p)  # an exact duplicate of a front point
-        return front
-    # Any point that dominates p comes before it in this order (more accurate, or as accurate and cheaper in sum),
-    # and a point dominated by a dropped one is dominated by the front member that dropped it: comparing each point
-    # with the front so far is enough.
-    for p in sorted(valid, key=lambda p: (-p.accuracy, math.fsum(p.costs))):
+    best_accuracy, best_cost = -math.inf, None
+    for p in by_cost:
+        if p.accuracy > best_accuracy:
+            front.append(p)
+            best_accuracy, best_cost = p.accuracy, p.costs[0]
+        elif p.accuracy == best_accuracy and p.costs[0] == best_cost:
+            front.append(p)  # an exact duplicate of a front point
+    return front
+
+
+def _non_dominated(ordered: list[Point]) -> list[Point]:
+    front: list[Point] = []
+    for p in ordered:
         if not any(dominates(q, p) for q in front):
             front.append(p)
     return sorted(front, key=_cheapest_first)

@@ -66,3 +66,24 @@ def test_past_history_it_sees_the_best_the_most_recent_and_the_running_trials():
     # what TPE is asked through the view is only the view
     assert view._get_trials(deepcopy=False, states=(TrialState.COMPLETE,), use_cache=True) == seen_finished
     assert view.directions == study.directions
+
+
+def test_it_is_saved_and_restored_with_the_study_and_goes_on_alike():
+    """Tune saves the searcher with the sweep (--resume restores it): past its history, pickled mid-sweep, the restored
+    sampler suggests what the uninterrupted one does."""
+    import pickle
+
+    sampler = BoundedTPESampler(history=40, seed=0, multivariate=True, group=True, n_startup_trials=4,
+                                constant_liar=True)
+    study = run(sampler, 100)
+    assert isinstance(sampler._view[1], BoundedStudy)  # a view is held: the case the pickling must survive
+    restored = pickle.loads(pickle.dumps(study))
+    assert restored.sampler._view is None and len(restored.sampler._best) == len(sampler._best)
+    after = []
+    for s in (study, restored):  # the same random state in both, so that only what they have seen can differ
+        s.sampler._rng.rng.seed(7)
+        s.sampler._random_sampler._rng.rng.seed(7)
+        trial = s.ask()
+        space(trial)
+        after.append(trial.params)
+    assert after[0] == after[1]
