@@ -100,7 +100,9 @@ class WarmStartSource(Strict):
 
 class SearchSettings(Strict):
     algorithm: Literal["tpe", "nsga2", "random", "grid"] = Field(
-        "tpe", description="tpe/nsga2/random: Optuna samplers (multi-objective); grid: every point of a coarse grid")
+        "tpe", description="tpe/nsga2/random: Optuna samplers (multi-objective; tpe's history is bounded in long "
+                           "sweeps: the best and the most recent trials, docs/performance.md); grid: every point of "
+                           "a coarse grid")
     num_samples: int = Field(12, ge=1, description="trials to run (grid: unused, every grid point runs once)")
     max_concurrent_trials: int = Field(1, ge=1, description="trials running at the same time")
     time_budget_s: float | None = Field(
