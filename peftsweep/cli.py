@@ -246,8 +246,8 @@ def print_server_link(uri: str, experiment: str | None) -> int:
     from peftsweep.search.tracking.client import check_reachable, client_for
     from peftsweep.search.tracking.front_view import front_view_url, has_front_view
 
-    if problems := check_reachable(uri):
-        raise UserError([p.replace("tracking.uri:", "--tracking-uri:", 1) for p in problems])
+    if problems := check_reachable(uri, key="--tracking-uri"):
+        raise UserError(problems)
     if experiment is None:
         print(f"MLflow UI of the tracking server: {uri}")
         return 0

@@ -2,7 +2,7 @@
 
 Optuna's TPE works over every past trial at every ask, and with `group=True` (each method's parameters modelled
 apart) it does so once per group: its ask grew linearly with the sweep, about 0.13 ms per past trial, 145 ms per ask
-by trial 1,000 (bench/scale.py --searcher-alone). A sweep of many trials would spend its driver on it.
+by trial 1,000 (bench/tpe_history.py). A sweep of many trials would spend its driver on it.
 
 `BoundedTPESampler` is Optuna's TPESampler, given a view of the study in which, once more than `history` trials have
 finished, only these finished trials are seen: the `history // 5` best of the whole sweep (Optuna's own split of good

@@ -72,9 +72,10 @@ def sqlite_store_lock(uri: str):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def check_reachable(uri: str, timeout_s: int = 5) -> list[str]:
+def check_reachable(uri: str, timeout_s: int = 5, key: str = "tracking.uri") -> list[str]:
     """A tracking server that does not answer is reported before any trial starts (MLflow would otherwise retry
-    each call for minutes). Local stores (sqlite, file) are created on first use and need no check."""
+    each call for minutes). Local stores (sqlite, file) are created on first use and need no check. `key`: what
+    the user wrote the URI as, which each problem names."""
     if not uri.startswith(("http://", "https://")):
         return []
     import os
@@ -89,20 +90,20 @@ def check_reachable(uri: str, timeout_s: int = 5) -> list[str]:
         status = getattr(exc, "get_http_status_code", lambda: None)()
         if status == 401 or "error code 401" in first:
             who = os.environ.get("MLFLOW_TRACKING_USERNAME")
-            return [f"tracking.uri: the MLflow server at {uri} needs a user and password, and "
+            return [f"{key}: the MLflow server at {uri} needs a user and password, and "
                     + (f"refused those of {who!r}" if who else "none were given")
                     + ": set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (a user the server's admin made)"]
         if status == 403 or "error code 403" in first:
-            return [f"tracking.uri: the MLflow server at {uri} refused user "
+            return [f"{key}: the MLflow server at {uri} refused user "
                     f"{os.environ.get('MLFLOW_TRACKING_USERNAME')!r} access ({first[:200]})"]
-        return [f"tracking.uri: cannot reach the MLflow server at {uri} ({first[:200]}); "
+        return [f"{key}: cannot reach the MLflow server at {uri} ({first[:200]}); "
                 f"start it, fix the URI, or leave tracking.uri out for a local store"]
     finally:
-        for key, value in saved.items():
+        for name, value in saved.items():
             if value is None:
-                os.environ.pop(key, None)
+                os.environ.pop(name, None)
             else:
-                os.environ[key] = value
+                os.environ[name] = value
 
 
 # MLflow 3's UI opens an experiment in the view its kind asks for; without one, in the GenAI (traces) view. A sweep
